@@ -133,6 +133,55 @@ pub fn decode_le<R: Ring>(bytes: &[u8], len: usize) -> Result<Vec<R>, DecodeErro
         .collect()
 }
 
+/// `acc[i] += decode(bytes[i])`: decodes a packed little-endian vector and
+/// adds it in one pass, without materialising it (the helper's hot loop for
+/// vector shares). Refuses a wrong length or a non-canonical element, leaving
+/// `acc` unspecified only in the non-canonical case (the caller discards it).
+pub fn add_le_bytes_assign<R: Ring>(acc: &mut [R], bytes: &[u8]) -> Result<(), DecodeError> {
+    let expected_bytes = acc.len() * R::BYTES;
+    if bytes.len() != expected_bytes {
+        return Err(DecodeError::Length {
+            expected_bytes,
+            actual_bytes: bytes.len(),
+        });
+    }
+    let mut all_canonical = true;
+    for (a, chunk) in acc.iter_mut().zip(bytes.chunks_exact(R::BYTES)) {
+        match R::read_le(chunk) {
+            Some(v) => *a = a.add(v),
+            None => all_canonical = false,
+        }
+    }
+    if all_canonical {
+        Ok(())
+    } else {
+        let index = bytes
+            .chunks_exact(R::BYTES)
+            .position(|c| R::read_le(c).is_none())
+            .unwrap_or(0);
+        Err(DecodeError::NonCanonical { index })
+    }
+}
+
+/// Checks that `bytes` is exactly `len` canonical packed elements, without
+/// decoding into a vector.
+pub fn check_le<R: Ring>(bytes: &[u8], len: usize) -> Result<(), DecodeError> {
+    let expected_bytes = len.saturating_mul(R::BYTES);
+    if bytes.len() != expected_bytes {
+        return Err(DecodeError::Length {
+            expected_bytes,
+            actual_bytes: bytes.len(),
+        });
+    }
+    match bytes
+        .chunks_exact(R::BYTES)
+        .position(|c| R::read_le(c).is_none())
+    {
+        Some(index) => Err(DecodeError::NonCanonical { index }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +237,31 @@ mod tests {
             Err(DecodeError::NonCanonical { index: 1 })
         );
         assert!(decode_le::<u64>(&[], usize::MAX).is_err());
+    }
+
+    #[test]
+    fn fused_decode_add_matches_decode_then_add() {
+        let x = vec![Fp::new(5), Fp::new(P - 1), Fp::new(3)];
+        let bytes = encode_le(&x);
+        let mut acc = vec![Fp::ONE; 3];
+        add_le_bytes_assign(&mut acc, &bytes).expect("valid");
+        assert_eq!(acc, vec![Fp::new(6), Fp::ZERO, Fp::new(4)]);
+        assert!(check_le::<Fp>(&bytes, 3).is_ok());
+        assert!(matches!(
+            check_le::<Fp>(&bytes, 2),
+            Err(DecodeError::Length { .. })
+        ));
+        let mut bad = bytes.clone();
+        bad[16..].copy_from_slice(&P.to_le_bytes());
+        assert_eq!(
+            add_le_bytes_assign(&mut acc, &bad),
+            Err(DecodeError::NonCanonical { index: 2 })
+        );
+        assert_eq!(
+            check_le::<Fp>(&bad, 3),
+            Err(DecodeError::NonCanonical { index: 2 })
+        );
+        assert!(add_le_bytes_assign(&mut acc, &bytes[..8]).is_err());
     }
 
     #[test]

@@ -1,0 +1,578 @@
+//! Round descriptors (DESIGN.md §2 step 1): what a round computes, who takes
+//! part, the threshold and `min_clients`, the deadlines — signed by the
+//! coordinator, and hashed so that every later message binds to it.
+//!
+//! A [`VerifiedDescriptor`] is the parsed, checked form: it can only be made by
+//! verifying a signature against a trusted coordinator key *and* validating
+//! every field (version, federation, sizes, uniqueness of parties, threshold,
+//! `min_clients`, and the quantization headroom for this many clients). After
+//! that, nothing downstream re-checks or can get it wrong.
+
+use std::collections::HashSet;
+
+use sealroom_core::shamir::ShamirParams;
+use sealroom_core::{QuantError, QuantSpec, RingKind, RoundEncoding, SharingError};
+
+use crate::envelope::{EnvelopeError, KeyId, SigningKey, Verified, VerifyingKey, claimed_key_id};
+use crate::ids::{Digest, Millis, PartyId, contexts};
+use crate::pb;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest vector a round may sum.
+pub const MAX_VECTOR_LEN: u64 = 1 << 28;
+/// Most clients one round may list.
+pub const MAX_CLIENTS: usize = 100_000;
+/// Smallest `min_clients`: a sum over one client is that client's input.
+pub const MIN_MIN_CLIENTS: usize = 2;
+
+/// How shares are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Additive n-of-n: every helper must answer.
+    Additive,
+    /// Shamir t-of-h over F_p.
+    Threshold(ShamirParams),
+}
+
+impl Mode {
+    /// Shares needed to reconstruct.
+    pub fn threshold(&self, helpers: usize) -> usize {
+        match self {
+            Mode::Additive => helpers,
+            Mode::Threshold(p) => p.threshold(),
+        }
+    }
+}
+
+/// A coordinator key a node accepts, with the epochs it is valid for (key
+/// rotation: the config lists the next key with its first valid epoch).
+#[derive(Clone, Debug)]
+pub struct TrustedKey {
+    /// The public key.
+    pub key: VerifyingKey,
+    /// First epoch this key may sign.
+    pub valid_from_epoch: u64,
+    /// Last epoch this key may sign, if retired.
+    pub valid_until_epoch: Option<u64>,
+}
+
+/// What a node checks descriptors against.
+#[derive(Clone, Debug)]
+pub struct DescriptorTrust {
+    /// The federation this node belongs to.
+    pub federation_id: String,
+    /// The pinned coordinator keys.
+    pub coordinator_keys: Vec<TrustedKey>,
+}
+
+impl DescriptorTrust {
+    /// Trust in a single coordinator key, valid from epoch 0.
+    pub fn single(federation_id: impl Into<String>, key: VerifyingKey) -> Self {
+        DescriptorTrust {
+            federation_id: federation_id.into(),
+            coordinator_keys: vec![TrustedKey {
+                key,
+                valid_from_epoch: 0,
+                valid_until_epoch: None,
+            }],
+        }
+    }
+
+    /// The coordinator key with this id, if trusted at all.
+    pub fn key(&self, key_id: &KeyId) -> Option<&TrustedKey> {
+        self.coordinator_keys
+            .iter()
+            .find(|k| &k.key.key_id() == key_id)
+    }
+}
+
+/// A descriptor whose signature and every field have been checked.
+#[derive(Clone, Debug)]
+pub struct VerifiedDescriptor {
+    envelope: pb::SignedEnvelope,
+    hash: Digest,
+    federation_id: String,
+    round_id: u64,
+    epoch: u64,
+    task_name: String,
+    vector_len: usize,
+    encoding: RoundEncoding,
+    mode: Mode,
+    clients: Vec<PartyId>,
+    helpers: Vec<PartyId>,
+    min_clients: usize,
+    issued_at: Millis,
+    upload_deadline: Millis,
+    aggregation_deadline: Millis,
+    signing_key_id: KeyId,
+}
+
+/// What a coordinator fills in to issue a descriptor.
+#[derive(Clone, Debug)]
+pub struct DescriptorParams {
+    /// Federation id.
+    pub federation_id: String,
+    /// Round id (strictly increasing).
+    pub round_id: u64,
+    /// Key epoch.
+    pub epoch: u64,
+    /// Public name of the computation.
+    pub task_name: String,
+    /// Elements per client vector.
+    pub vector_len: u64,
+    /// Ring of the shares.
+    pub ring: RingKind,
+    /// Quantization.
+    pub spec: QuantSpec,
+    /// Additive or threshold; the threshold for threshold mode.
+    pub threshold: Option<usize>,
+    /// Participants; position = client index.
+    pub clients: Vec<PartyId>,
+    /// Helpers; position = helper index.
+    pub helpers: Vec<PartyId>,
+    /// Smallest releasable inclusion set.
+    pub min_clients: usize,
+    /// Issue time.
+    pub issued_at: Millis,
+    /// Upload window length.
+    pub upload_window_ms: u64,
+    /// Aggregation window length (after the upload window).
+    pub aggregation_window_ms: u64,
+    /// 32 fresh random bytes.
+    pub nonce: [u8; 32],
+}
+
+impl DescriptorParams {
+    /// Encodes, signs, and verifies the result exactly as a receiver would —
+    /// so a coordinator cannot issue a descriptor its parties would refuse.
+    pub fn sign(self, key: &SigningKey) -> Result<VerifiedDescriptor, DescriptorError> {
+        let descriptor = pb::RoundDescriptor {
+            protocol_version: PROTOCOL_VERSION,
+            federation_id: self.federation_id.clone(),
+            round_id: self.round_id,
+            epoch: self.epoch,
+            task: Some(pb::Task {
+                name: self.task_name,
+                vector_length: self.vector_len,
+                encoding: encoding_to_pb(self.ring) as i32,
+                quant: Some(pb::QuantSpec {
+                    scale_bits: i32::from(self.spec.scale_bits()),
+                    clip: self.spec.clip(),
+                    bits: u32::from(self.spec.bits()),
+                }),
+            }),
+            mode: if self.threshold.is_some() {
+                pb::Mode::Threshold
+            } else {
+                pb::Mode::Additive
+            } as i32,
+            clients: self.clients.iter().map(|c| c.0.to_vec()).collect(),
+            helpers: self.helpers.iter().map(|h| h.0.to_vec()).collect(),
+            threshold: self.threshold.unwrap_or(self.helpers.len()) as u32,
+            min_clients: self.min_clients as u32,
+            issued_at_ms: self.issued_at.0,
+            upload_window_ms: self.upload_window_ms,
+            aggregation_window_ms: self.aggregation_window_ms,
+            nonce: self.nonce.to_vec(),
+            signing_key_id: key.verifying_key().key_id().0.to_vec(),
+        };
+        let envelope = key.sign(&descriptor);
+        let trust = DescriptorTrust::single(self.federation_id, key.verifying_key());
+        VerifiedDescriptor::verify(&envelope, &trust)
+    }
+}
+
+fn encoding_to_pb(ring: RingKind) -> pb::Encoding {
+    match ring {
+        RingKind::Z2_32 => pb::Encoding::Z232,
+        RingKind::Z2_64 => pb::Encoding::Z264,
+        _ => pb::Encoding::Fp61,
+    }
+}
+
+impl VerifiedDescriptor {
+    /// Verifies the signature against the trusted coordinator keys and checks
+    /// every field. Replay (round ids) is the caller's state and checked there.
+    pub fn verify(
+        envelope: &pb::SignedEnvelope,
+        trust: &DescriptorTrust,
+    ) -> Result<VerifiedDescriptor, DescriptorError> {
+        let key_id = claimed_key_id(envelope)?;
+        let trusted = trust
+            .key(&key_id)
+            .ok_or(DescriptorError::UntrustedKey { key_id })?;
+        let verified: Verified<pb::RoundDescriptor> = trusted.key.verify(envelope)?;
+        let d = verified.message();
+        let round = d.round_id;
+
+        if d.protocol_version != PROTOCOL_VERSION {
+            return Err(DescriptorError::UnsupportedVersion {
+                version: d.protocol_version,
+                supported: PROTOCOL_VERSION,
+            });
+        }
+        if d.federation_id != trust.federation_id {
+            return Err(DescriptorError::WrongFederation {
+                round,
+                expected: trust.federation_id.clone(),
+                actual: d.federation_id.chars().take(64).collect(),
+            });
+        }
+        let signing_key_id =
+            Digest::from_slice(&d.signing_key_id).ok_or(DescriptorError::Invalid {
+                round,
+                field: "signing_key_id",
+                reason: "not 32 bytes".into(),
+            })?;
+        if signing_key_id != key_id {
+            return Err(DescriptorError::Invalid {
+                round,
+                field: "signing_key_id",
+                reason: "does not name the key that signed the envelope".into(),
+            });
+        }
+        if d.epoch < trusted.valid_from_epoch
+            || trusted
+                .valid_until_epoch
+                .is_some_and(|until| d.epoch > until)
+        {
+            return Err(DescriptorError::KeyNotValidForEpoch {
+                round,
+                key_id,
+                epoch: d.epoch,
+            });
+        }
+        let invalid = |field: &'static str, reason: String| DescriptorError::Invalid {
+            round,
+            field,
+            reason,
+        };
+
+        let task = d
+            .task
+            .as_ref()
+            .ok_or_else(|| invalid("task", "missing".into()))?;
+        if task.vector_length == 0 || task.vector_length > MAX_VECTOR_LEN {
+            return Err(invalid(
+                "task.vector_length",
+                format!("{} is outside 1..={MAX_VECTOR_LEN}", task.vector_length),
+            ));
+        }
+        let ring = match pb::Encoding::try_from(task.encoding) {
+            Ok(pb::Encoding::Z232) => RingKind::Z2_32,
+            Ok(pb::Encoding::Z264) => RingKind::Z2_64,
+            Ok(pb::Encoding::Fp61) => RingKind::Fp61,
+            _ => {
+                return Err(invalid(
+                    "task.encoding",
+                    format!("unknown encoding {}", task.encoding),
+                ));
+            }
+        };
+        let q = task
+            .quant
+            .as_ref()
+            .ok_or_else(|| invalid("task.quant", "missing".into()))?;
+        let scale_bits = i8::try_from(q.scale_bits).map_err(|_| {
+            invalid(
+                "task.quant.scale_bits",
+                format!("{} out of range", q.scale_bits),
+            )
+        })?;
+        let bits = u8::try_from(q.bits)
+            .map_err(|_| invalid("task.quant.bits", format!("{} out of range", q.bits)))?;
+        let spec = QuantSpec::new(scale_bits, q.clip, bits)
+            .map_err(|source| DescriptorError::Quantization { round, source })?;
+
+        let clients = parse_parties(&d.clients, "clients", round, MAX_CLIENTS)?;
+        let helpers = parse_parties(
+            &d.helpers,
+            "helpers",
+            round,
+            sealroom_core::additive::MAX_HELPERS,
+        )?;
+        if clients.is_empty() {
+            return Err(invalid("clients", "empty participant list".into()));
+        }
+        let client_set: HashSet<&PartyId> = clients.iter().collect();
+        if let Some(both) = helpers.iter().find(|h| client_set.contains(h)) {
+            return Err(invalid(
+                "helpers",
+                format!("party {both} is listed as client and helper"),
+            ));
+        }
+        let threshold = d.threshold as usize;
+        let mode = match pb::Mode::try_from(d.mode) {
+            Ok(pb::Mode::Additive) => {
+                sealroom_core::additive::check_helpers(helpers.len())
+                    .map_err(|source| DescriptorError::Sharing { round, source })?;
+                if threshold != helpers.len() {
+                    return Err(invalid(
+                        "threshold",
+                        format!(
+                            "additive mode needs all {} helpers, not {threshold}",
+                            helpers.len()
+                        ),
+                    ));
+                }
+                Mode::Additive
+            }
+            Ok(pb::Mode::Threshold) => {
+                if ring != RingKind::Fp61 {
+                    return Err(invalid(
+                        "task.encoding",
+                        "threshold mode requires fp61".into(),
+                    ));
+                }
+                Mode::Threshold(
+                    ShamirParams::new(threshold, helpers.len())
+                        .map_err(|source| DescriptorError::Sharing { round, source })?,
+                )
+            }
+            _ => return Err(invalid("mode", format!("unknown mode {}", d.mode))),
+        };
+        let min_clients = d.min_clients as usize;
+        if min_clients < MIN_MIN_CLIENTS || min_clients > clients.len() {
+            return Err(invalid(
+                "min_clients",
+                format!(
+                    "{min_clients} is outside {MIN_MIN_CLIENTS}..={}",
+                    clients.len()
+                ),
+            ));
+        }
+        if d.upload_window_ms == 0 || d.aggregation_window_ms == 0 {
+            return Err(invalid("deadlines", "windows must be positive".into()));
+        }
+        if d.nonce.len() != 32 {
+            return Err(invalid(
+                "nonce",
+                format!("{} bytes, expected 32", d.nonce.len()),
+            ));
+        }
+        let encoding = sealroom_core::fits(ring, clients.len() as u64, spec)
+            .map_err(|source| DescriptorError::Quantization { round, source })?;
+
+        let issued_at = Millis(d.issued_at_ms);
+        let upload_deadline = issued_at.plus(d.upload_window_ms);
+        Ok(VerifiedDescriptor {
+            hash: verified.body_digest(contexts::DESCRIPTOR),
+            federation_id: d.federation_id.clone(),
+            round_id: round,
+            epoch: d.epoch,
+            task_name: task.name.clone(),
+            vector_len: task.vector_length as usize,
+            encoding,
+            mode,
+            clients,
+            helpers,
+            min_clients,
+            issued_at,
+            upload_deadline,
+            aggregation_deadline: upload_deadline.plus(d.aggregation_window_ms),
+            signing_key_id,
+            envelope: verified.envelope().clone(),
+        })
+    }
+
+    /// The signed envelope, to forward or log.
+    pub fn envelope(&self) -> &pb::SignedEnvelope {
+        &self.envelope
+    }
+    /// The hash binding every later message to this round.
+    pub fn hash(&self) -> Digest {
+        self.hash
+    }
+    /// Federation id.
+    pub fn federation_id(&self) -> &str {
+        &self.federation_id
+    }
+    /// Round id.
+    pub fn round_id(&self) -> u64 {
+        self.round_id
+    }
+    /// Key epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// Public task name.
+    pub fn task_name(&self) -> &str {
+        &self.task_name
+    }
+    /// Elements per vector.
+    pub fn vector_len(&self) -> usize {
+        self.vector_len
+    }
+    /// The checked encoding (ring, spec, headroom for every listed client).
+    pub fn encoding(&self) -> &RoundEncoding {
+        &self.encoding
+    }
+    /// Additive or threshold.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    /// Shares needed to reconstruct.
+    pub fn threshold(&self) -> usize {
+        self.mode.threshold(self.helpers.len())
+    }
+    /// Participants; position = client index.
+    pub fn clients(&self) -> &[PartyId] {
+        &self.clients
+    }
+    /// Helpers; position = helper index.
+    pub fn helpers(&self) -> &[PartyId] {
+        &self.helpers
+    }
+    /// Smallest releasable inclusion set.
+    pub fn min_clients(&self) -> usize {
+        self.min_clients
+    }
+    /// When the coordinator issued the round.
+    pub fn issued_at(&self) -> Millis {
+        self.issued_at
+    }
+    /// Uploads arriving at or after this are refused.
+    pub fn upload_deadline(&self) -> Millis {
+        self.upload_deadline
+    }
+    /// Helpers' answers arriving at or after this are not waited for.
+    pub fn aggregation_deadline(&self) -> Millis {
+        self.aggregation_deadline
+    }
+    /// The key that signed.
+    pub fn signing_key_id(&self) -> KeyId {
+        self.signing_key_id
+    }
+    /// Index of a client, if listed.
+    pub fn client_index(&self, id: &PartyId) -> Option<u32> {
+        self.clients.iter().position(|c| c == id).map(|i| i as u32)
+    }
+    /// Index of a helper, if listed.
+    pub fn helper_index(&self, id: &PartyId) -> Option<usize> {
+        self.helpers.iter().position(|h| h == id)
+    }
+    /// Bytes of one packed share vector.
+    pub fn vector_bytes(&self) -> usize {
+        self.vector_len * self.encoding.ring().element_bytes()
+    }
+}
+
+fn parse_parties(
+    raw: &[Vec<u8>],
+    field: &'static str,
+    round: u64,
+    max: usize,
+) -> Result<Vec<PartyId>, DescriptorError> {
+    if raw.len() > max {
+        return Err(DescriptorError::Invalid {
+            round,
+            field,
+            reason: format!("{} entries, at most {max} allowed", raw.len()),
+        });
+    }
+    let mut seen = HashSet::with_capacity(raw.len());
+    raw.iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let id = PartyId::from_slice(bytes).ok_or_else(|| DescriptorError::Invalid {
+                round,
+                field,
+                reason: format!("entry {i} is {} bytes, expected 32", bytes.len()),
+            })?;
+            if !seen.insert(id) {
+                return Err(DescriptorError::Invalid {
+                    round,
+                    field,
+                    reason: format!("party {id} listed twice"),
+                });
+            }
+            Ok(id)
+        })
+        .collect()
+}
+
+/// Why a descriptor was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DescriptorError {
+    /// The envelope's signature, label or encoding is wrong.
+    #[error("descriptor envelope refused: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// Signed by a key that is not a pinned coordinator key.
+    #[error("descriptor is signed by untrusted key {key_id}")]
+    UntrustedKey {
+        /// The key id the envelope claims.
+        key_id: KeyId,
+    },
+    /// A trusted key, used outside its epochs.
+    #[error("round {round}: key {key_id} is not valid for epoch {epoch}")]
+    KeyNotValidForEpoch {
+        /// Round id.
+        round: u64,
+        /// Key id.
+        key_id: KeyId,
+        /// Epoch claimed.
+        epoch: u64,
+    },
+    /// A protocol version this build does not speak.
+    #[error("protocol version {version} is not supported (this build speaks {supported})")]
+    UnsupportedVersion {
+        /// Version claimed.
+        version: u32,
+        /// Version supported.
+        supported: u32,
+    },
+    /// For another federation.
+    #[error("round {round} is for federation {actual:?}, not {expected:?}")]
+    WrongFederation {
+        /// Round id.
+        round: u64,
+        /// Our federation.
+        expected: String,
+        /// Theirs (truncated).
+        actual: String,
+    },
+    /// A round id not above the last one seen: a replay.
+    #[error("round {round} replayed: last round seen was {last}")]
+    Replayed {
+        /// Round id claimed.
+        round: u64,
+        /// Highest round id seen before.
+        last: u64,
+    },
+    /// This node is not in the round in the role it expects.
+    #[error("round {round} does not list this node as a {role}")]
+    NotAParticipant {
+        /// Round id.
+        round: u64,
+        /// The role expected.
+        role: &'static str,
+    },
+    /// A malformed field.
+    #[error("round {round}: invalid {field}: {reason}")]
+    Invalid {
+        /// Round id.
+        round: u64,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Quantization spec invalid, or the sum could overflow.
+    #[error("round {round}: {source}")]
+    Quantization {
+        /// Round id.
+        round: u64,
+        /// The check that failed.
+        source: QuantError,
+    },
+    /// Helper count or threshold invalid.
+    #[error("round {round}: {source}")]
+    Sharing {
+        /// Round id.
+        round: u64,
+        /// The check that failed.
+        source: SharingError,
+    },
+}
