@@ -1,0 +1,685 @@
+//! Attacks on the round, each refused with its own typed error.
+
+mod support;
+
+use prost::Message as _;
+use rand::SeedableRng;
+use rand::rngs::ChaCha20Rng;
+use sealroom_core::{QuantSpec, RingKind, Seed};
+use sealroom_protocol::action::{Action, Message};
+use sealroom_protocol::client::ClientError;
+use sealroom_protocol::coordinator::{CoordinatorError, CoordinatorRound, Outcome, Task};
+use sealroom_protocol::descriptor::{DescriptorError, DescriptorParams, PROTOCOL_VERSION};
+use sealroom_protocol::envelope::EnvelopeError;
+use sealroom_protocol::helper::{Helper, HelperError};
+use sealroom_protocol::{Millis, PartyId, SigningKey, pb};
+use support::{Faults, Network, START, Setup, Sim, check_outcome, random_inputs};
+
+/// A federation with a round started: 3 helpers, 5 clients, min_clients 3.
+struct Fixture {
+    sim: Sim,
+    round: CoordinatorRound,
+    descriptor: pb::SignedEnvelope,
+    /// uploads[client][helper]: encoded upload bytes.
+    uploads: Vec<Vec<Vec<u8>>>,
+}
+
+fn fixture(setup: Setup) -> Fixture {
+    let mut sim = Sim::new(setup.clone(), Network::default(), 77);
+    let ids: Vec<PartyId> = sim.clients.iter().map(|c| c.id).collect();
+    let task = sim.task();
+    let (round, _) = sim
+        .coordinator
+        .start_round(START, task, ids, [1; 32])
+        .expect("starts");
+    let descriptor = round.descriptor().envelope().clone();
+    for h in &mut sim.helpers {
+        h.helper
+            .as_mut()
+            .expect("alive")
+            .on_descriptor(START, &descriptor)
+            .expect("valid descriptor");
+    }
+    let inputs = random_inputs(
+        &mut ChaCha20Rng::seed_from_u64(5),
+        setup.clients,
+        setup.vector_len,
+        4.0,
+    );
+    let mut uploads = Vec::new();
+    for (c, node) in sim.clients.iter_mut().enumerate() {
+        let (_, actions) = node
+            .client
+            .participate(
+                START,
+                &descriptor,
+                &inputs[c],
+                None,
+                &Seed::from_bytes([c as u8; 32]),
+            )
+            .expect("participates");
+        uploads.push(
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Send {
+                        message: Message::Upload(b),
+                        ..
+                    } => Some(b.expose().to_vec()),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
+    Fixture {
+        sim,
+        round,
+        descriptor,
+        uploads,
+    }
+}
+
+fn setup() -> Setup {
+    let mut s = Setup::additive(3, 5);
+    s.min_clients = 3;
+    s
+}
+
+impl Fixture {
+    fn helper(&mut self, h: usize) -> &mut Helper {
+        self.sim.helpers[h].helper.as_mut().expect("alive")
+    }
+    fn client_id(&self, c: usize) -> PartyId {
+        self.sim.clients[c].id
+    }
+    /// Delivers every client's upload to helper `h` and makes it report.
+    fn fill_and_report(&mut self, h: usize, clients: &[usize]) {
+        for &c in clients {
+            let id = self.client_id(c);
+            let bytes = self.uploads[c][h].clone();
+            self.helper(h)
+                .on_upload(START, id, &bytes)
+                .expect("valid upload");
+        }
+        let after = START.plus(support::UPLOAD_WINDOW_MS);
+        self.helper(h).on_timer(after);
+    }
+    fn inclusion(
+        &self,
+        clients: Vec<u32>,
+        helpers: Vec<u32>,
+        key: &SigningKey,
+    ) -> pb::SignedEnvelope {
+        key.sign(&pb::InclusionSet {
+            descriptor_hash: self.round.descriptor().hash().0.to_vec(),
+            round_id: self.round.descriptor().round_id(),
+            clients,
+            helpers,
+        })
+    }
+}
+
+fn descriptor_body(env: &pb::SignedEnvelope) -> pb::RoundDescriptor {
+    pb::RoundDescriptor::decode(env.body.as_slice()).expect("decodes")
+}
+
+#[test]
+fn forged_descriptor_is_refused() {
+    let mut f = fixture(setup());
+    // Signed by a key nobody pinned.
+    let attacker = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(666));
+    let mut body = descriptor_body(&f.descriptor);
+    body.round_id = 2;
+    let forged = attacker.sign(&body);
+    let err = f.sim.clients[0]
+        .client
+        .check_descriptor(&forged)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Descriptor(DescriptorError::UntrustedKey { .. })
+        ),
+        "{err}"
+    );
+    let err = f.helper(0).on_descriptor(START, &forged).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HelperError::Descriptor(DescriptorError::UntrustedKey { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrongly_signed_descriptor_is_refused() {
+    let mut f = fixture(setup());
+    // The coordinator's key id, but the body was altered after signing.
+    let mut tampered = f.descriptor.clone();
+    let mut body = descriptor_body(&tampered);
+    body.round_id = 2;
+    body.min_clients = 2;
+    tampered.body = body.encode_to_vec();
+    let err = f.sim.clients[1]
+        .client
+        .check_descriptor(&tampered)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Descriptor(DescriptorError::Envelope(
+                EnvelopeError::BadSignature { .. }
+            ))
+        ),
+        "{err}"
+    );
+    let err = f.helper(1).on_descriptor(START, &tampered).unwrap_err();
+    assert!(matches!(
+        err,
+        HelperError::Descriptor(DescriptorError::Envelope(
+            EnvelopeError::BadSignature { .. }
+        ))
+    ));
+}
+
+#[test]
+fn replayed_round_id_is_refused() {
+    let mut f = fixture(setup());
+    // Every client already took part in round 1: seeing it again is a replay.
+    let err = f.sim.clients[0]
+        .client
+        .check_descriptor(&f.descriptor)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::Descriptor(DescriptorError::Replayed { round: 1, last: 1 })
+    );
+    // A fresh round 2, then round 1 again at a helper.
+    let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
+    let task = f.sim.task();
+    let (round2, _) = f
+        .sim
+        .coordinator
+        .start_round(START.plus(1), task, ids, [2; 32])
+        .expect("starts");
+    let d2 = round2.descriptor().envelope().clone();
+    f.helper(0)
+        .on_descriptor(START, &d2)
+        .expect("round 2 accepted");
+    // A re-signed copy of round 1 (different nonce, same id) is still a replay.
+    let mut body = descriptor_body(&f.descriptor);
+    body.nonce = vec![9; 32];
+    let replay = f.sim.coordinator_key.sign(&body);
+    let err = f.helper(0).on_descriptor(START, &replay).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::Descriptor(DescriptorError::Replayed { round: 1, last: 2 })
+    );
+}
+
+#[test]
+fn unknown_protocol_version_is_refused() {
+    let mut f = fixture(setup());
+    let mut body = descriptor_body(&f.descriptor);
+    body.protocol_version = PROTOCOL_VERSION + 1;
+    body.round_id = 5;
+    let future = f.sim.coordinator_key.sign(&body);
+    let err = f.helper(2).on_descriptor(START, &future).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::Descriptor(DescriptorError::UnsupportedVersion {
+            version: 2,
+            supported: 1
+        })
+    );
+    let err = f.sim.clients[0]
+        .client
+        .check_descriptor(&future)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Descriptor(DescriptorError::UnsupportedVersion { .. })
+    ));
+}
+
+#[test]
+fn upload_for_another_round_is_refused() {
+    let mut f = fixture(setup());
+    let id = f.client_id(0);
+    // Right descriptor hash, wrong round id.
+    let mut upload = pb::Upload::decode(f.uploads[0][1].as_slice()).expect("decodes");
+    upload.round_id = 7;
+    let err = f
+        .helper(1)
+        .on_upload(START, id, &upload.encode_to_vec())
+        .unwrap_err();
+    assert_eq!(err, HelperError::RoundMismatch { round: 1 });
+    // A descriptor hash the helper never saw, for a round id it has passed.
+    let mut upload = pb::Upload::decode(f.uploads[0][1].as_slice()).expect("decodes");
+    upload.descriptor_hash = vec![0xAA; 32];
+    let err = f
+        .helper(1)
+        .on_upload(START, id, &upload.encode_to_vec())
+        .unwrap_err();
+    assert_eq!(err, HelperError::RoundMismatch { round: 1 });
+    upload.round_id = 0;
+    let err = f
+        .helper(1)
+        .on_upload(START, id, &upload.encode_to_vec())
+        .unwrap_err();
+    assert_eq!(err, HelperError::UnknownRound { round: 0 });
+}
+
+#[test]
+fn duplicate_upload_is_refused() {
+    let mut f = fixture(setup());
+    let id = f.client_id(2);
+    let bytes = f.uploads[2][0].clone();
+    let actions = f
+        .helper(0)
+        .on_upload(START, id, &bytes)
+        .expect("first upload");
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            message: Message::Receipt(_),
+            ..
+        }
+    )));
+    let err = f.helper(0).on_upload(START, id, &bytes).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::DuplicateUpload {
+            round: 1,
+            client: 2
+        }
+    );
+}
+
+#[test]
+fn wrong_vector_length_is_refused() {
+    let mut f = fixture(setup());
+    // Client 1's correction vector goes to helper 1 (1 mod 3).
+    let id = f.client_id(1);
+    let mut upload = pb::Upload::decode(f.uploads[1][1].as_slice()).expect("decodes");
+    let Some(pb::upload::Share::Vector(v)) = &mut upload.share else {
+        panic!("helper 1 holds the correction")
+    };
+    v.truncate(v.len() - 8);
+    let err = f
+        .helper(1)
+        .on_upload(START, id, &upload.encode_to_vec())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::ShareLength {
+            round: 1,
+            client: 1,
+            expected: 128,
+            actual: 120
+        }
+    );
+    // A seed of the wrong size, and a vector where a seed is due.
+    let mut upload = pb::Upload::decode(f.uploads[1][0].as_slice()).expect("decodes");
+    upload.share = Some(pb::upload::Share::Seed(vec![0; 31]));
+    let err = f
+        .helper(0)
+        .on_upload(START, id, &upload.encode_to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HelperError::ShareLength {
+                expected: 32,
+                actual: 31,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    upload.share = Some(pb::upload::Share::Vector(vec![0; 128]));
+    let err = f
+        .helper(0)
+        .on_upload(START, id, &upload.encode_to_vec())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::WrongShareKind {
+            round: 1,
+            client: 1,
+            expected: "seed"
+        }
+    );
+    // The helper still accepts the genuine upload afterwards.
+    let bytes = f.uploads[1][0].clone();
+    f.helper(0)
+        .on_upload(START, id, &bytes)
+        .expect("genuine upload still accepted");
+}
+
+#[test]
+fn client_not_in_list_is_refused() {
+    let mut f = fixture(setup());
+    let stranger = PartyId([0x55; 32]);
+    let bytes = f.uploads[0][0].clone();
+    let err = f.helper(0).on_upload(START, stranger, &bytes).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::NotAParticipant {
+            round: 1,
+            party: stranger
+        }
+    );
+    // A listed client claiming another client's index.
+    let id = f.client_id(3);
+    let err = f.helper(0).on_upload(START, id, &bytes).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::ClientIndexMismatch {
+            round: 1,
+            claimed: 0,
+            actual: 3
+        }
+    );
+    // And a client left out of a round refuses it.
+    let ids: Vec<PartyId> = f.sim.clients.iter().skip(1).map(|c| c.id).collect();
+    let task = f.sim.task();
+    let (r2, _) = f
+        .sim
+        .coordinator
+        .start_round(START, task, ids, [3; 32])
+        .expect("starts");
+    let err = f.sim.clients[0]
+        .client
+        .check_descriptor(r2.descriptor().envelope())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::Descriptor(DescriptorError::NotAParticipant {
+            round: 2,
+            role: "client"
+        })
+    );
+}
+
+#[test]
+fn late_and_malformed_uploads_are_refused() {
+    let mut f = fixture(setup());
+    let id = f.client_id(0);
+    let bytes = f.uploads[0][0].clone();
+    let late = START.plus(support::UPLOAD_WINDOW_MS);
+    assert_eq!(
+        f.helper(0).on_upload(late, id, &bytes).unwrap_err(),
+        HelperError::Late {
+            round: 1,
+            client: 0
+        }
+    );
+    let err = f
+        .helper(0)
+        .on_upload(START, id, &[0xff, 0xff, 0xff, 0x01])
+        .unwrap_err();
+    assert!(matches!(err, HelperError::MalformedUpload { .. }), "{err}");
+    let err = f
+        .helper(0)
+        .on_upload(START, id, &vec![0u8; 1 << 16])
+        .unwrap_err();
+    assert!(matches!(err, HelperError::MalformedUpload { .. }), "{err}");
+    // A NaN input is the client's own error, before anything is sent.
+    let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
+    let task = f.sim.task();
+    let (r2, _) = f
+        .sim
+        .coordinator
+        .start_round(START, task, ids, [4; 32])
+        .expect("starts");
+    let mut input = vec![0.0; 16];
+    input[3] = f64::NAN;
+    let err = f.sim.clients[0]
+        .client
+        .participate(
+            START,
+            r2.descriptor().envelope(),
+            &input,
+            None,
+            &Seed::from_bytes([0; 32]),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Quantization { .. }), "{err}");
+    assert_eq!(
+        f.sim.clients[0].client.last_round(),
+        Some(1),
+        "a refused round changes nothing"
+    );
+}
+
+#[test]
+fn inclusion_set_below_min_clients_is_refused() {
+    let mut f = fixture(setup());
+    f.fill_and_report(0, &[0, 1, 2, 3, 4]);
+    let key = f.sim.coordinator_key.clone();
+    let set = f.inclusion(vec![0, 1], vec![0, 1, 2], &key);
+    let err = f.helper(0).on_inclusion_set(START, &set).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::InclusionTooSmall {
+            round: 1,
+            size: 2,
+            min_clients: 3
+        }
+    );
+}
+
+#[test]
+fn inclusion_set_naming_unreceived_client_is_refused() {
+    let mut f = fixture(setup());
+    f.fill_and_report(0, &[0, 1, 2, 3]);
+    let key = f.sim.coordinator_key.clone();
+    let set = f.inclusion(vec![0, 1, 4], vec![0, 1, 2], &key);
+    let err = f.helper(0).on_inclusion_set(START, &set).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::UnreceivedClient {
+            round: 1,
+            client: 4
+        }
+    );
+    // Nor may the set be signed by anyone but the coordinator.
+    let other = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1));
+    let set = f.inclusion(vec![0, 1, 2], vec![0, 1, 2], &other);
+    assert!(matches!(
+        f.helper(0).on_inclusion_set(START, &set),
+        Err(HelperError::Envelope(_))
+    ));
+}
+
+/// The differencing attack: sums over S and S ∖ {i} would reveal client i.
+/// The helper answers one inclusion set per round, also after a restart.
+#[test]
+fn second_inclusion_set_is_refused_even_after_restart() {
+    let f = fixture(setup());
+    // Record what the helper persists, as a runtime would.
+    let mut disk = support::Disk::default();
+    let descriptor = f.descriptor.clone();
+    let mut fresh = Helper::new(f.sim.helpers[0].config.clone());
+    for action in fresh.on_descriptor(START, &descriptor).expect("valid") {
+        if let Action::Persist(p) = action {
+            disk.apply_public(&p);
+        }
+    }
+    for c in 0..5 {
+        let id = f.client_id(c);
+        for action in fresh.on_upload(START, id, &f.uploads[c][0]).expect("valid") {
+            if let Action::Persist(p) = action {
+                disk.apply_public(&p);
+            }
+        }
+    }
+    fresh.on_timer(START.plus(support::UPLOAD_WINDOW_MS));
+    let key = f.sim.coordinator_key.clone();
+    let all = f.inclusion(vec![0, 1, 2, 3, 4], vec![0, 1, 2], &key);
+    let minus_one = f.inclusion(vec![0, 1, 2, 3], vec![0, 1, 2], &key);
+    let actions = fresh
+        .on_inclusion_set(START, &all)
+        .expect("first set answered");
+    // The answer record is persisted before the answer is sent.
+    assert!(matches!(
+        actions[0],
+        Action::Persist(sealroom_protocol::action::Persist::HelperAnswer { .. })
+    ));
+    assert!(matches!(
+        actions[1],
+        Action::Send {
+            message: Message::AggregateShare(_),
+            ..
+        }
+    ));
+    for action in actions {
+        if let Action::Persist(p) = action {
+            disk.apply_public(&p);
+        }
+    }
+    assert_eq!(
+        fresh.on_inclusion_set(START, &minus_one).unwrap_err(),
+        HelperError::AlreadyAnswered {
+            round: 1,
+            same_set: false
+        }
+    );
+    assert_eq!(
+        fresh.on_inclusion_set(START, &all).unwrap_err(),
+        HelperError::AlreadyAnswered {
+            round: 1,
+            same_set: true
+        }
+    );
+    // Crash and restart from the persisted state: still refused.
+    drop(fresh);
+    let mut restarted =
+        Helper::restore(f.sim.helpers[0].config.clone(), disk.state()).expect("restores");
+    assert_eq!(
+        restarted.on_inclusion_set(START, &minus_one).unwrap_err(),
+        HelperError::AlreadyAnswered {
+            round: 1,
+            same_set: false
+        }
+    );
+    // Without the answer record (a runtime that ignored Persist) it would
+    // answer: the record is what protects the client.
+    let mut forgetful = disk.clone();
+    forgetful.rounds[0].answered = None;
+    let mut careless =
+        Helper::restore(f.sim.helpers[0].config.clone(), forgetful.state()).expect("restores");
+    careless.on_timer(START.plus(support::UPLOAD_WINDOW_MS));
+    assert!(careless.on_inclusion_set(START, &minus_one).is_ok());
+}
+
+/// A helper returns a wrong aggregate share in threshold mode with h ≥ t + 1:
+/// the coordinator detects it, aborts, and records signed evidence.
+#[test]
+fn wrong_aggregate_share_is_detected_and_round_aborted() {
+    for (t, h, liar, identifiable) in [(2, 3, 1, false), (2, 4, 3, true), (3, 5, 0, true)] {
+        let mut sim = Sim::new(Setup::threshold(t, h, 8), Network::default(), 31);
+        let inputs = random_inputs(&mut ChaCha20Rng::seed_from_u64(31), 8, 16, 8.0);
+        let run = sim.run_round(
+            inputs,
+            &Faults {
+                lying_helpers: vec![liar],
+                ..Faults::default()
+            },
+        );
+        assert_eq!(
+            check_outcome(&sim, &run),
+            Some(pb::AbortReason::InconsistentShares)
+        );
+        let Outcome::Aborted(abort) = &run.outcome else {
+            unreachable!()
+        };
+        if identifiable {
+            assert_eq!(abort.suspect_helpers, vec![liar as u32], "t={t} h={h}");
+        } else {
+            assert!(abort.suspect_helpers.is_empty());
+        }
+        let record = sim
+            .coordinator_key
+            .verifying_key()
+            .verify::<pb::AbortRecord>(&abort.record)
+            .expect("signed");
+        let answers: Vec<_> = record
+            .message()
+            .evidence
+            .iter()
+            .filter(|e| e.label == "sealroom/v1/aggregate-share")
+            .collect();
+        assert_eq!(
+            answers.len(),
+            h,
+            "every answer's signed header is kept as evidence"
+        );
+        // The liar's own signature is on its answer header.
+        let liar_key = sim.helpers[liar].key.verifying_key();
+        assert!(
+            answers
+                .iter()
+                .any(|e| liar_key.verify::<pb::AggregateShareHeader>(e).is_ok())
+        );
+    }
+}
+
+#[test]
+fn overflowing_quantization_is_refused_at_issue() {
+    let mut f = fixture(setup());
+    assert!(f.helper(0).last_round().is_some());
+    let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
+    // 5 clients × 2^31 would overflow Z_2^32.
+    let task = Task {
+        name: "too big".into(),
+        vector_len: 4,
+        ring: RingKind::Z2_32,
+        spec: QuantSpec::new(0, 2_147_000_000.0, 32).expect("valid spec"),
+    };
+    let err = f
+        .sim
+        .coordinator
+        .start_round(START, task, ids.clone(), [5; 32])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoordinatorError::Descriptor(DescriptorError::Quantization { .. })
+        ),
+        "{err}"
+    );
+    // min_clients of 1 would release single inputs: refused too.
+    let params = DescriptorParams {
+        federation_id: support::FEDERATION.into(),
+        round_id: 10,
+        epoch: 0,
+        task_name: "x".into(),
+        vector_len: 4,
+        ring: RingKind::Z2_64,
+        spec: QuantSpec::new(8, 1.0, 16).expect("valid"),
+        threshold: None,
+        clients: ids,
+        helpers: f.sim.helpers.iter().map(|h| h.id).collect(),
+        min_clients: 1,
+        issued_at: Millis(0),
+        upload_window_ms: 1,
+        aggregation_window_ms: 1,
+        nonce: [0; 32],
+    };
+    let err = params.sign(&f.sim.coordinator_key).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::Invalid {
+                field: "min_clients",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The round that did start is unaffected.
+    assert!(f.round.outcome().is_none());
+}

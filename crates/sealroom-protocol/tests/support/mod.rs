@@ -1,0 +1,658 @@
+//! A simulated federation for protocol tests: one coordinator, `h` helpers
+//! and `n` clients exchanging the state machines' messages through an
+//! in-memory network with a mock clock. The network can drop, delay,
+//! duplicate and reorder messages; helpers can be killed (and restarted from
+//! what they persisted) and clients can drop out. No sockets, no threads:
+//! everything is driven by one seeded RNG, so a run is reproducible.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use prost::Message as _;
+use rand::rngs::ChaCha20Rng;
+use rand::{Rng as _, RngExt as _, SeedableRng};
+use sealroom_core::{QuantSpec, RingKind, Seed};
+use sealroom_protocol::action::{Action, Message, Persist, SecretBytes};
+use sealroom_protocol::client::{Client, ClientConfig, ClientRound};
+use sealroom_protocol::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorRound, Outcome, Task,
+};
+use sealroom_protocol::descriptor::DescriptorTrust;
+use sealroom_protocol::helper::{Helper, HelperConfig, HelperState, PersistedRound};
+use sealroom_protocol::{Millis, PartyId, SigningKey, pb};
+
+pub const FEDERATION: &str = "sim-federation";
+pub const START: Millis = Millis(1_700_000_000_000);
+pub const UPLOAD_WINDOW_MS: u64 = 10_000;
+pub const AGGREGATION_WINDOW_MS: u64 = 10_000;
+
+/// What the network does to messages.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Network {
+    /// Probability that a message is lost.
+    pub drop: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Largest extra delay (uniform), in ms; 0 delivers in send order.
+    pub max_delay_ms: u64,
+}
+
+/// A federation's shape and policy.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub helpers: usize,
+    pub clients: usize,
+    pub threshold: Option<usize>,
+    pub min_clients: usize,
+    pub vector_len: usize,
+    pub ring: RingKind,
+    pub spec: QuantSpec,
+}
+
+impl Setup {
+    pub fn additive(helpers: usize, clients: usize) -> Setup {
+        Setup {
+            helpers,
+            clients,
+            threshold: None,
+            min_clients: (clients / 2).max(2),
+            vector_len: 16,
+            ring: RingKind::Z2_64,
+            spec: QuantSpec::new(16, 8.0, 24).expect("valid spec"),
+        }
+    }
+
+    pub fn threshold(t: usize, helpers: usize, clients: usize) -> Setup {
+        Setup {
+            threshold: Some(t),
+            ring: RingKind::Fp61,
+            ..Setup::additive(helpers, clients)
+        }
+    }
+}
+
+/// Per-round fault injection.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Clients that never upload.
+    pub offline_clients: Vec<usize>,
+    /// Helpers that crash before the round starts and stay down.
+    pub dead_helpers: Vec<usize>,
+    /// Helpers that crash after sending their report and restart after the
+    /// aggregation deadline (they miss the inclusion set).
+    pub crash_after_report: Vec<usize>,
+    /// Helpers that crash right after receiving the inclusion set and persisting
+    /// the answer record, before the answer leaves; restarted later.
+    pub crash_before_answer_send: Vec<usize>,
+    /// Helpers whose answer is replaced by a wrong one (signed by them).
+    pub lying_helpers: Vec<usize>,
+}
+
+pub struct HelperNode {
+    pub id: PartyId,
+    pub key: SigningKey,
+    pub config: HelperConfig,
+    pub helper: Option<Helper>,
+    pub disk: Disk,
+}
+
+/// What a helper made durable.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    pub rounds: Vec<PersistedRound>,
+}
+
+impl Disk {
+    pub fn apply_public(&mut self, p: &Persist) {
+        self.apply(p)
+    }
+
+    fn apply(&mut self, p: &Persist) {
+        match p {
+            Persist::HelperRound { descriptor } => self.rounds.push(PersistedRound {
+                descriptor: descriptor.clone(),
+                uploads: Vec::new(),
+                answered: None,
+            }),
+            Persist::HelperUpload {
+                round_id,
+                client_index,
+                upload,
+            } => {
+                if let Some(r) = self.round_mut(*round_id) {
+                    r.uploads.push((*client_index, upload.clone()));
+                }
+            }
+            Persist::HelperAnswer {
+                round_id,
+                inclusion_hash,
+            } => {
+                if let Some(r) = self.round_mut(*round_id) {
+                    r.answered = Some(*inclusion_hash);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn round_mut(&mut self, round_id: u64) -> Option<&mut PersistedRound> {
+        self.rounds.iter_mut().find(|r| {
+            pb::RoundDescriptor::decode(r.descriptor.body.as_slice())
+                .map(|d| d.round_id)
+                .ok()
+                == Some(round_id)
+        })
+    }
+
+    pub fn state(&self) -> HelperState {
+        HelperState {
+            rounds: self.rounds.clone(),
+        }
+    }
+}
+
+pub struct ClientNode {
+    pub id: PartyId,
+    pub client: Client,
+    pub round: Option<ClientRound>,
+    pub receipts_ok: usize,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    at: Millis,
+    seq: u64,
+    from: PartyId,
+    to: PartyId,
+    message: Message,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+pub struct Sim {
+    pub setup: Setup,
+    pub net: Network,
+    pub rng: ChaCha20Rng,
+    pub now: Millis,
+    pub coordinator_id: PartyId,
+    pub coordinator_key: SigningKey,
+    pub coordinator: Coordinator,
+    pub helpers: Vec<HelperNode>,
+    pub clients: Vec<ClientNode>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// Every message sent, in order: (from, to, kind, digest of bytes).
+    pub transcript: Vec<String>,
+    /// Errors the state machines returned, as text (refusals are normal under faults).
+    pub refusals: Vec<String>,
+}
+
+/// The result of one simulated round.
+pub struct RoundRun {
+    pub outcome: Outcome,
+    /// Each client's input (by client index).
+    pub inputs: Vec<Vec<f64>>,
+    pub descriptor_hash: [u8; 32],
+}
+
+fn party(rng: &mut ChaCha20Rng) -> PartyId {
+    let mut id = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    PartyId(id)
+}
+
+impl Sim {
+    pub fn new(setup: Setup, net: Network, seed: u64) -> Sim {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let coordinator_key = SigningKey::generate(&mut rng);
+        let coordinator_id = party(&mut rng);
+        let trust = DescriptorTrust::single(FEDERATION, coordinator_key.verifying_key());
+        let helpers: Vec<HelperNode> = (0..setup.helpers)
+            .map(|_| {
+                let key = SigningKey::generate(&mut rng);
+                let id = party(&mut rng);
+                let config = HelperConfig {
+                    me: id,
+                    coordinator: coordinator_id,
+                    signing_key: key.clone(),
+                    trust: trust.clone(),
+                    max_pending_uploads: 4096,
+                };
+                HelperNode {
+                    id,
+                    key,
+                    helper: Some(Helper::new(config.clone())),
+                    config,
+                    disk: Disk::default(),
+                }
+            })
+            .collect();
+        let helper_keys: BTreeMap<PartyId, _> = helpers
+            .iter()
+            .map(|h| (h.id, h.key.verifying_key()))
+            .collect();
+        let clients = (0..setup.clients)
+            .map(|_| {
+                let id = party(&mut rng);
+                let config = ClientConfig {
+                    me: id,
+                    trust: trust.clone(),
+                    helper_keys: helper_keys.clone(),
+                };
+                ClientNode {
+                    id,
+                    client: Client::new(config, None),
+                    round: None,
+                    receipts_ok: 0,
+                }
+            })
+            .collect();
+        let coordinator = Coordinator::new(
+            CoordinatorConfig {
+                federation_id: FEDERATION.into(),
+                signing_key: coordinator_key.clone(),
+                epoch: 0,
+                helpers: helpers
+                    .iter()
+                    .map(|h| (h.id, h.key.verifying_key()))
+                    .collect(),
+                threshold: setup.threshold,
+                min_clients: setup.min_clients,
+                upload_window_ms: UPLOAD_WINDOW_MS,
+                aggregation_window_ms: AGGREGATION_WINDOW_MS,
+            },
+            1,
+        );
+        Sim {
+            setup,
+            net,
+            rng,
+            now: START,
+            coordinator_id,
+            coordinator_key,
+            coordinator,
+            helpers,
+            clients,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            transcript: Vec::new(),
+            refusals: Vec::new(),
+        }
+    }
+
+    pub fn task(&self) -> Task {
+        Task {
+            name: "sim".into(),
+            vector_len: self.setup.vector_len as u64,
+            ring: self.setup.ring,
+            spec: self.setup.spec,
+        }
+    }
+
+    fn send(&mut self, from: PartyId, to: PartyId, message: Message) {
+        self.transcript.push(format!(
+            "{} {from}->{to} {} {}",
+            self.now.0,
+            message.kind(),
+            hex::encode(&blake3::hash(&message_bytes(&message)).as_bytes()[..8])
+        ));
+        if self.rng.random_bool(self.net.drop) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.net.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.net.max_delay_ms == 0 {
+                1
+            } else {
+                self.rng.random_range(1..=self.net.max_delay_ms)
+            };
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: self.now.plus(delay),
+                seq: self.seq,
+                from,
+                to,
+                message: message.clone(),
+            }));
+        }
+    }
+
+    /// Executes a node's actions in order (Persist first, as the contract says).
+    fn run_actions(&mut self, from: PartyId, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => self.send(from, to, message),
+                Action::Persist(p) => {
+                    if let Some(h) = self.helpers.iter_mut().find(|h| h.id == from) {
+                        h.disk.apply(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one round to its outcome. `inputs[i]` is client i's vector.
+    pub fn run_round(&mut self, inputs: Vec<Vec<f64>>, faults: &Faults) -> RoundRun {
+        for &h in &faults.dead_helpers {
+            self.helpers[h].helper = None;
+        }
+        let mut nonce = [0u8; 32];
+        self.rng.fill_bytes(&mut nonce);
+        let ids: Vec<PartyId> = self.clients.iter().map(|c| c.id).collect();
+        let task = self.task();
+        let (mut round, actions) = self
+            .coordinator
+            .start_round(self.now, task, ids, nonce)
+            .expect("round starts");
+        let descriptor_hash = round.descriptor().hash().0;
+        let coordinator_id = self.coordinator_id;
+        self.run_actions(coordinator_id, actions);
+        let mut restart_at: Vec<(Millis, usize)> = Vec::new();
+
+        let deadline = START
+            .plus(10 * (UPLOAD_WINDOW_MS + AGGREGATION_WINDOW_MS))
+            .max(self.now.plus(100_000));
+        while round.outcome().is_none() {
+            let next_timer = self.next_timer(&round, &restart_at);
+            let next_msg = self.queue.peek().map(|Reverse(m)| m.at);
+            let at = match (next_timer, next_msg) {
+                (Some(t), Some(m)) => t.min(m),
+                (t, m) => t.or(m).expect("a round always has a pending deadline"),
+            };
+            assert!(
+                at <= deadline,
+                "simulation ran past its deadline without an outcome"
+            );
+            self.now = self.now.max(at);
+            // Restarts due now.
+            let due: Vec<usize> = restart_at
+                .iter()
+                .filter(|(t, _)| *t <= self.now)
+                .map(|(_, h)| *h)
+                .collect();
+            restart_at.retain(|(t, _)| *t > self.now);
+            for h in due {
+                let node = &mut self.helpers[h];
+                node.helper =
+                    Some(Helper::restore(node.config.clone(), node.disk.state()).expect("restore"));
+            }
+            // Timers.
+            let actions = round.on_timer(self.now);
+            self.run_actions(coordinator_id, actions);
+            for i in 0..self.helpers.len() {
+                let id = self.helpers[i].id;
+                if let Some(helper) = self.helpers[i].helper.as_mut() {
+                    let actions = helper.on_timer(self.now);
+                    self.run_actions(id, actions);
+                }
+            }
+            // Messages due now.
+            while self.queue.peek().is_some_and(|Reverse(m)| m.at <= self.now) {
+                let Reverse(m) = self.queue.pop().expect("peeked");
+                self.deliver(&mut round, m, &inputs, faults, &mut restart_at);
+                if round.outcome().is_some() {
+                    break;
+                }
+            }
+        }
+        // Let the published outcome reach everyone (and nothing else happen);
+        // helpers still down for a scheduled restart come back before the next round.
+        self.queue.clear();
+        for (_, h) in restart_at {
+            let node = &mut self.helpers[h];
+            node.helper =
+                Some(Helper::restore(node.config.clone(), node.disk.state()).expect("restore"));
+        }
+        let outcome = round.into_outcome().expect("finished");
+        RoundRun {
+            outcome,
+            inputs,
+            descriptor_hash,
+        }
+    }
+
+    fn next_timer(&self, round: &CoordinatorRound, restarts: &[(Millis, usize)]) -> Option<Millis> {
+        let helpers = self
+            .helpers
+            .iter()
+            .filter_map(|h| h.helper.as_ref()?.next_deadline());
+        let restarts = restarts.iter().map(|(t, _)| *t);
+        round
+            .next_deadline()
+            .into_iter()
+            .chain(helpers)
+            .chain(restarts)
+            .min()
+    }
+
+    fn deliver(
+        &mut self,
+        round: &mut CoordinatorRound,
+        m: InFlight,
+        inputs: &[Vec<f64>],
+        faults: &Faults,
+        restart_at: &mut Vec<(Millis, usize)>,
+    ) {
+        let now = self.now;
+        if m.to == self.coordinator_id {
+            let result = match &m.message {
+                Message::Report(env) => round.on_report(now, m.from, env),
+                Message::AggregateShare(bytes) => round.on_aggregate(now, m.from, bytes.expose()),
+                other => panic!("coordinator got {}", other.kind()),
+            };
+            match result {
+                Ok(actions) => self.run_actions(self.coordinator_id, actions),
+                Err(e) => self.refusals.push(format!("coordinator: {e}")),
+            }
+            return;
+        }
+        if let Some(h) = self.helpers.iter().position(|h| h.id == m.to) {
+            let id = self.helpers[h].id;
+            let Some(helper) = self.helpers[h].helper.as_mut() else {
+                return;
+            };
+            let result = match &m.message {
+                Message::Descriptor(env) => helper.on_descriptor(now, env),
+                Message::Upload(bytes) => helper.on_upload(now, m.from, bytes.expose()),
+                Message::InclusionSet(env) => helper.on_inclusion_set(now, env),
+                Message::Result(_) | Message::Abort(_) => Ok(Vec::new()),
+                other => panic!("helper got {}", other.kind()),
+            };
+            match result {
+                Ok(mut actions) => {
+                    if matches!(m.message, Message::InclusionSet(_)) {
+                        if faults.crash_before_answer_send.contains(&h) {
+                            // Persist the answer record, then die before sending.
+                            actions.retain(|a| matches!(a, Action::Persist(_)));
+                            self.run_actions(id, actions);
+                            self.helpers[h].helper = None;
+                            restart_at.push((now.plus(1), h));
+                            return;
+                        }
+                        if faults.lying_helpers.contains(&h) {
+                            let key = self.helpers[h].key.clone();
+                            actions = actions.into_iter().map(|a| lie(a, &key)).collect();
+                        }
+                    }
+                    let reported = actions.iter().any(|a| {
+                        matches!(
+                            a,
+                            Action::Send {
+                                message: Message::Report(_),
+                                ..
+                            }
+                        )
+                    });
+                    self.run_actions(id, actions);
+                    if reported && faults.crash_after_report.contains(&h) {
+                        self.helpers[h].helper = None;
+                        restart_at.push((round.descriptor().aggregation_deadline().plus(1), h));
+                    }
+                }
+                Err(e) => self.refusals.push(format!("helper {h}: {e}")),
+            }
+            return;
+        }
+        if let Some(c) = self.clients.iter().position(|c| c.id == m.to) {
+            match &m.message {
+                Message::Descriptor(env) => {
+                    if faults.offline_clients.contains(&c) {
+                        return;
+                    }
+                    let mut randomness = [0u8; 32];
+                    self.rng.fill_bytes(&mut randomness);
+                    let node = &mut self.clients[c];
+                    match node.client.participate(
+                        now,
+                        env,
+                        &inputs[c],
+                        None,
+                        &Seed::from_bytes(randomness),
+                    ) {
+                        Ok((client_round, actions)) => {
+                            node.round = Some(client_round);
+                            let id = node.id;
+                            self.run_actions(id, actions);
+                        }
+                        Err(e) => self.refusals.push(format!("client {c}: {e}")),
+                    }
+                }
+                Message::Receipt(env) => {
+                    let node = &mut self.clients[c];
+                    if let Some(r) = node.round.as_mut() {
+                        match r.on_receipt(m.from, env) {
+                            Ok(()) => node.receipts_ok += 1,
+                            Err(e) => self.refusals.push(format!("client {c}: {e}")),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A lying helper: adds 1 to the first element of its answer and re-signs.
+fn lie(action: Action, key: &SigningKey) -> Action {
+    let Action::Send {
+        to,
+        message: Message::AggregateShare(bytes),
+    } = action
+    else {
+        return action;
+    };
+    let mut share = pb::AggregateShare::decode(bytes.expose()).expect("own answer decodes");
+    share.vector[0] = share.vector[0].wrapping_add(1);
+    let env = share.header.take().expect("header");
+    let mut header = pb::AggregateShareHeader::decode(env.body.as_slice()).expect("own header");
+    header.vector_digest =
+        sealroom_protocol::Digest::of(sealroom_protocol::ids::contexts::AGGREGATE, &share.vector)
+            .0
+            .to_vec();
+    share.header = Some(key.sign(&header));
+    Action::Send {
+        to,
+        message: Message::AggregateShare(SecretBytes::new(share.encode_to_vec())),
+    }
+}
+
+fn message_bytes(message: &Message) -> Vec<u8> {
+    match message {
+        Message::Upload(b) | Message::AggregateShare(b) => b.expose().to_vec(),
+        Message::Descriptor(e)
+        | Message::Receipt(e)
+        | Message::Report(e)
+        | Message::InclusionSet(e)
+        | Message::Result(e)
+        | Message::Abort(e) => e.encode_to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// Random inputs, partly beyond the clip bound (to exercise clipping).
+pub fn random_inputs(
+    rng: &mut ChaCha20Rng,
+    clients: usize,
+    len: usize,
+    clip: f64,
+) -> Vec<Vec<f64>> {
+    (0..clients)
+        .map(|_| {
+            (0..len)
+                .map(|_| rng.random_range(-1.2 * clip..1.2 * clip))
+                .collect()
+        })
+        .collect()
+}
+
+/// The plaintext reference: the exact sum of the included clients' quantized inputs.
+pub fn plaintext_sum(spec: &QuantSpec, inputs: &[Vec<f64>], included: &[u32]) -> Vec<i64> {
+    let mut sum = vec![0i64; inputs[0].len()];
+    for &c in included {
+        let q = spec.quantize(&inputs[c as usize]).expect("finite inputs");
+        for (s, v) in sum.iter_mut().zip(&q.values) {
+            *s += v;
+        }
+    }
+    sum
+}
+
+/// Asserts the run's outcome is either a correct release over at least
+/// `min_clients` clients, or an abort; returns the abort reason if aborted.
+pub fn check_outcome(sim: &Sim, run: &RoundRun) -> Option<pb::AbortReason> {
+    match &run.outcome {
+        Outcome::Completed(summary) => {
+            assert!(
+                summary.included.len() >= sim.setup.min_clients,
+                "released a sum over {} clients, below min_clients {}",
+                summary.included.len(),
+                sim.setup.min_clients
+            );
+            assert_eq!(
+                summary.sum,
+                plaintext_sum(&sim.setup.spec, &run.inputs, &summary.included),
+                "secure sum differs from the plaintext sum of the inclusion set"
+            );
+            // The published record verifies and says the same.
+            let verified = sim
+                .coordinator_key
+                .verifying_key()
+                .verify::<pb::RoundResult>(&summary.result)
+                .expect("result is signed by the coordinator");
+            assert_eq!(verified.message().included_clients, summary.included);
+            assert_eq!(verified.message().descriptor_hash, run.descriptor_hash);
+            None
+        }
+        Outcome::Aborted(abort) => {
+            let verified = sim
+                .coordinator_key
+                .verifying_key()
+                .verify::<pb::AbortRecord>(&abort.record)
+                .expect("abort record is signed by the coordinator");
+            assert_eq!(verified.message().reason, abort.reason as i32);
+            assert_eq!(verified.message().descriptor_hash, run.descriptor_hash);
+            Some(abort.reason)
+        }
+    }
+}
