@@ -68,6 +68,18 @@ impl Client {
             }
             .into());
         }
+        // Shares go only to helpers this client knows: a coordinator must not
+        // be able to name itself, or anyone else, as a helper.
+        if let Some(party) = descriptor
+            .helpers()
+            .iter()
+            .find(|h| !self.config.helper_keys.contains_key(h))
+        {
+            return Err(ClientError::UnknownHelper {
+                round,
+                party: *party,
+            });
+        }
         Ok(descriptor)
     }
 
@@ -114,7 +126,7 @@ impl Client {
         let share_err = |source| ClientError::Sharing { round, source };
         let shares: Vec<ShareBytes> = match (descriptor.mode(), encoding.ring()) {
             (Mode::Additive, RingKind::Z2_32) => additive_bytes::<u32>(
-                &encoding.embed(&quantized).map_err(embed_err)?,
+                secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
                 helpers,
                 index,
                 context,
@@ -122,7 +134,7 @@ impl Client {
             )
             .map_err(share_err)?,
             (Mode::Additive, RingKind::Z2_64) => additive_bytes::<u64>(
-                &encoding.embed(&quantized).map_err(embed_err)?,
+                secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
                 helpers,
                 index,
                 context,
@@ -130,7 +142,7 @@ impl Client {
             )
             .map_err(share_err)?,
             (Mode::Additive, _) => additive_bytes::<Fp>(
-                &encoding.embed(&quantized).map_err(embed_err)?,
+                secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
                 helpers,
                 index,
                 context,
@@ -139,7 +151,7 @@ impl Client {
             .map_err(share_err)?,
             (Mode::Threshold(params), _) => shamir::share(
                 params,
-                &encoding.embed::<Fp>(&quantized).map_err(embed_err)?,
+                secret(encoding.embed::<Fp>(&quantized).map_err(embed_err)?).expose(),
                 index,
                 context,
                 &mut rng,
@@ -197,6 +209,11 @@ pub(crate) fn zeroize_upload(mut upload: pb::Upload) {
         Some(pb::upload::Share::Seed(b)) | Some(pb::upload::Share::Vector(b)) => b.zeroize(),
         None => {}
     }
+}
+
+/// Holds an embedded input in a type that wipes it when dropped.
+fn secret<R: Ring>(v: Vec<R>) -> sealroom_core::ShareVec<R> {
+    sealroom_core::ShareVec::new(v)
 }
 
 enum ShareBytes {
@@ -340,6 +357,16 @@ pub enum ClientError {
         round: u64,
         /// What failed.
         source: SharingError,
+    },
+    /// The descriptor names a helper this client does not know.
+    #[error(
+        "round {round}: the descriptor names {party} as a helper, which this client does not know; no share is sent"
+    )]
+    UnknownHelper {
+        /// Round id.
+        round: u64,
+        /// The unknown party.
+        party: PartyId,
     },
     /// A receipt from a party that is not a helper of the round.
     #[error("round {round}: {party} is not a helper of this round")]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sealroom_core::shamir;
 use sealroom_core::vector;
-use sealroom_core::{Fp, QuantSpec, Ring, RingKind, SharingError, additive};
+use sealroom_core::{Fp, QuantSpec, Ring, RingKind, ShareVec, SharingError, additive};
 
 use crate::action::{Action, Message, Persist, SecretBytes};
 use crate::descriptor::{DescriptorError, DescriptorParams, Mode, VerifiedDescriptor};
@@ -560,7 +560,12 @@ impl CoordinatorRound {
             Ok(sum) => sum,
             Err(SharingError::Inconsistent(report)) => {
                 let suspects: Vec<u32> = report.suspects.iter().map(|&s| s as u32).collect();
-                let detail = format!("aggregate shares are inconsistent: {report}");
+                // A client that sends a helper a vector off its polynomial has
+                // the same effect as a helper answering wrongly: "suspect" is
+                // where the inconsistency shows, not proof of who caused it.
+                let detail = format!(
+                    "aggregate shares are inconsistent: {report} (a helper answered wrongly, or a client sent inconsistent shares)"
+                );
                 return self.abort(
                     AbortReason::InconsistentShares,
                     detail,
@@ -603,18 +608,30 @@ impl CoordinatorRound {
         self.publish(Message::Result(envelope))
     }
 
-    fn reconstruct_additive<R: Ring>(&self) -> Result<Vec<i64>, SharingError> {
+    /// Decodes each answer into a wiped-on-drop vector. The answers were
+    /// validated on arrival (length, canonical elements), so a failure here
+    /// is reported as a malformed share rather than trusted.
+    fn decoded_answers<R: Ring>(&self) -> Result<Vec<(usize, ShareVec<R>)>, SharingError> {
         let len = self.descriptor.vector_len();
-        let decoded: Vec<Vec<R>> = self
-            .answers
-            .values()
-            .map(|a| vector::decode_le::<R>(a.vector.expose(), len))
-            .collect::<Result<_, _>>()
-            .map_err(|_| SharingError::WrongShareCount {
-                expected: len,
-                got: 0,
-            })?;
-        let refs: Vec<&[R]> = decoded.iter().map(Vec::as_slice).collect();
+        self.answers
+            .iter()
+            .map(|(&helper, a)| {
+                vector::decode_le::<R>(a.vector.expose(), len)
+                    .map(|v| (helper, ShareVec::new(v)))
+                    .map_err(|_| SharingError::ShareLength {
+                        helper,
+                        source: vector::LengthMismatch {
+                            expected: len,
+                            actual: a.vector.len() / R::BYTES,
+                        },
+                    })
+            })
+            .collect()
+    }
+
+    fn reconstruct_additive<R: Ring>(&self) -> Result<Vec<i64>, SharingError> {
+        let decoded = self.decoded_answers::<R>()?;
+        let refs: Vec<&[R]> = decoded.iter().map(|(_, v)| v.expose()).collect();
         let sum = additive::reconstruct(&refs, self.descriptor.helpers().len())?;
         Ok(self
             .descriptor
@@ -627,17 +644,8 @@ impl CoordinatorRound {
         &self,
         params: shamir::ShamirParams,
     ) -> Result<Vec<i64>, SharingError> {
-        let len = self.descriptor.vector_len();
-        let decoded: Vec<(usize, Vec<Fp>)> = self
-            .answers
-            .iter()
-            .map(|(&j, a)| vector::decode_le::<Fp>(a.vector.expose(), len).map(|v| (j, v)))
-            .collect::<Result<_, _>>()
-            .map_err(|_| SharingError::WrongShareCount {
-                expected: len,
-                got: 0,
-            })?;
-        let refs: Vec<(usize, &[Fp])> = decoded.iter().map(|(j, v)| (*j, v.as_slice())).collect();
+        let decoded = self.decoded_answers::<Fp>()?;
+        let refs: Vec<(usize, &[Fp])> = decoded.iter().map(|(j, v)| (*j, v.expose())).collect();
         let sum = shamir::reconstruct_checked(params, &refs)?;
         Ok(self
             .descriptor

@@ -64,10 +64,14 @@ pub struct DescriptorTrust {
     pub federation_id: String,
     /// The pinned coordinator keys.
     pub coordinator_keys: Vec<TrustedKey>,
+    /// The smallest `min_clients` this node accepts (its own policy: the
+    /// coordinator cannot lower it).
+    pub min_clients_floor: usize,
 }
 
 impl DescriptorTrust {
-    /// Trust in a single coordinator key, valid from epoch 0.
+    /// Trust in a single coordinator key, valid from epoch 0, accepting any
+    /// `min_clients` from [`MIN_MIN_CLIENTS`] up.
     pub fn single(federation_id: impl Into<String>, key: VerifyingKey) -> Self {
         DescriptorTrust {
             federation_id: federation_id.into(),
@@ -76,6 +80,7 @@ impl DescriptorTrust {
                 valid_from_epoch: 0,
                 valid_until_epoch: None,
             }],
+            min_clients_floor: MIN_MIN_CLIENTS,
         }
     }
 
@@ -325,6 +330,20 @@ impl VerifiedDescriptor {
                         "threshold mode requires fp61".into(),
                     ));
                 }
+                // Each helper answers one inclusion set per round, but with
+                // 2t <= h a coordinator could send S to one group of t helpers
+                // and S minus one client to another, disjoint group, and
+                // subtract. A majority threshold makes two disjoint groups of
+                // t helpers impossible.
+                if 2 * threshold <= helpers.len() {
+                    return Err(invalid(
+                        "threshold",
+                        format!(
+                            "{threshold} of {} helpers is not a majority: two disjoint groups of {threshold} helpers could answer two different inclusion sets",
+                            helpers.len()
+                        ),
+                    ));
+                }
                 Mode::Threshold(
                     ShamirParams::new(threshold, helpers.len())
                         .map_err(|source| DescriptorError::Sharing { round, source })?,
@@ -333,11 +352,12 @@ impl VerifiedDescriptor {
             _ => return Err(invalid("mode", format!("unknown mode {}", d.mode))),
         };
         let min_clients = d.min_clients as usize;
-        if min_clients < MIN_MIN_CLIENTS || min_clients > clients.len() {
+        let floor = trust.min_clients_floor.max(MIN_MIN_CLIENTS);
+        if min_clients < floor || min_clients > clients.len() {
             return Err(invalid(
                 "min_clients",
                 format!(
-                    "{min_clients} is outside {MIN_MIN_CLIENTS}..={}",
+                    "{min_clients} is outside {floor}..={} (this node's floor is {floor})",
                     clients.len()
                 ),
             ));

@@ -249,10 +249,12 @@ impl Helper {
         bytes: &[u8],
     ) -> Result<Vec<Action>, HelperError> {
         let upload = self.decode_upload(bytes)?;
-        let hash =
-            Digest::from_slice(&upload.descriptor_hash).ok_or(HelperError::MalformedUpload {
+        let Some(hash) = Digest::from_slice(&upload.descriptor_hash) else {
+            zeroize_upload(upload);
+            return Err(HelperError::MalformedUpload {
                 reason: "descriptor hash is not 32 bytes".into(),
-            })?;
+            });
+        };
         let Some(round) = self
             .rounds
             .values_mut()

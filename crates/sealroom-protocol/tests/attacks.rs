@@ -579,7 +579,7 @@ fn second_inclusion_set_is_refused_even_after_restart() {
 /// the coordinator detects it, aborts, and records signed evidence.
 #[test]
 fn wrong_aggregate_share_is_detected_and_round_aborted() {
-    for (t, h, liar, identifiable) in [(2, 3, 1, false), (2, 4, 3, true), (3, 5, 0, true)] {
+    for (t, h, liar, identifiable) in [(2, 3, 1, false), (3, 5, 4, true), (3, 5, 0, true)] {
         let mut sim = Sim::new(Setup::threshold(t, h, 8), Network::default(), 31);
         let inputs = random_inputs(&mut ChaCha20Rng::seed_from_u64(31), 8, 16, 8.0);
         let run = sim.run_round(
@@ -682,4 +682,87 @@ fn overflowing_quantization_is_refused_at_issue() {
     );
     // The round that did start is unaffected.
     assert!(f.round.outcome().is_none());
+}
+
+/// Threshold mode with 2t <= h would let a coordinator get sums over S and
+/// S minus one client from two disjoint groups of t helpers (each answering
+/// once). Such descriptors are refused by clients and helpers alike.
+#[test]
+fn threshold_without_a_helper_majority_is_refused() {
+    let mut f = fixture(Setup::threshold(2, 3, 5));
+    let mut body = descriptor_body(&f.descriptor);
+    body.round_id = 9;
+    body.helpers.push(vec![0x77; 32]); // 2 of 4 helpers
+    let minority = f.sim.coordinator_key.sign(&body);
+    let err = f.helper(0).on_descriptor(START, &minority).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            HelperError::Descriptor(DescriptorError::Invalid {
+                field: "threshold",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    let err = f.sim.clients[0]
+        .client
+        .check_descriptor(&minority)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Descriptor(DescriptorError::Invalid {
+                field: "threshold",
+                ..
+            })
+        ),
+        "{err}"
+    );
+}
+
+/// A coordinator cannot list itself (or anyone else) as a helper: clients
+/// send shares only to the helpers they know.
+#[test]
+fn client_refuses_a_descriptor_naming_an_unknown_helper() {
+    let f = fixture(setup());
+    let mut body = descriptor_body(&f.descriptor);
+    body.round_id = 3;
+    body.helpers[2] = f.sim.coordinator_id.0.to_vec();
+    let rogue = f.sim.coordinator_key.sign(&body);
+    let err = f.sim.clients[0]
+        .client
+        .check_descriptor(&rogue)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::UnknownHelper {
+            round: 3,
+            party: f.sim.coordinator_id
+        }
+    );
+}
+
+/// A node's own min_clients floor cannot be lowered by the coordinator.
+#[test]
+fn min_clients_below_the_local_floor_is_refused() {
+    let f = fixture(setup());
+    let mut trust = sealroom_protocol::DescriptorTrust::single(
+        support::FEDERATION,
+        f.sim.coordinator_key.verifying_key(),
+    );
+    trust.min_clients_floor = 4;
+    let err = sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::Invalid {
+                field: "min_clients",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    trust.min_clients_floor = 3;
+    assert!(sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).is_ok());
 }

@@ -8,9 +8,8 @@
 //! quality set that `linfa-datasets` ships (1,599 rows), split into contiguous
 //! slices, one per winery.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use sealroom_core::QuantSpec;
-use sealroom_core::quant::Quantized;
 
 use crate::table::{Align, Table};
 
@@ -33,12 +32,6 @@ pub const PER_GRADE: usize = 1 + COLUMNS.len();
 /// Length of every winery's vector.
 pub fn vector_len() -> usize {
     GRADES.count() * PER_GRADE
-}
-
-/// The quantization every winery uses: values clipped to ±64 (every column
-/// above fits), 16 fractional bits, 24 signed bits per value.
-pub fn spec() -> QuantSpec {
-    QuantSpec::new(16, 64.0, 24).expect("the demo's fixed spec is valid")
 }
 
 /// One row: its quality grade and the selected column values.
@@ -76,11 +69,21 @@ pub fn partition(rows: &[Row], parties: usize) -> Vec<&[Row]> {
     rows.chunks(chunk.max(1)).collect()
 }
 
-/// A winery's local part: the per-grade sums of its quantized rows, as exact
-/// integers. Counts enter as the quantization of 1.0, so they are exact too.
-pub fn local_sums(rows: &[Row], spec: &QuantSpec) -> Result<Quantized> {
-    let mut sums = vec![0i64; vector_len()];
-    let mut clipped = 0;
+/// The task name of the wine analytics over the network.
+pub const TASK: &str = "wine-grade-averages";
+
+/// The quantization of the networked wine task: each client contributes its
+/// per-grade *sums*, so the clip bound covers a sum over every row of the
+/// data set (1,599 rows × the largest column value, about 16) with room to
+/// spare: ±32768 at 16 fractional bits, 33 bits per value.
+pub fn network_spec() -> QuantSpec {
+    QuantSpec::new(16, 32768.0, 33).expect("the wine task's fixed spec is valid")
+}
+
+/// A client's input for the networked task: per grade, the row count and the
+/// column sums, as floats (quantized by the protocol).
+pub fn local_float_sums(rows: &[Row]) -> Result<Vec<f64>> {
+    let mut sums = vec![0.0; vector_len()];
     for (n, row) in rows.iter().enumerate() {
         if !GRADES.contains(&row.grade) {
             bail!(
@@ -88,19 +91,47 @@ pub fn local_sums(rows: &[Row], spec: &QuantSpec) -> Result<Quantized> {
                 row.grade
             );
         }
-        let mut entry = vec![1.0];
-        entry.extend_from_slice(&row.values);
-        let q = spec.quantize(&entry).with_context(|| format!("row {n}"))?;
-        clipped += q.clipped;
         let base = row.grade * PER_GRADE;
-        for (slot, v) in sums[base..base + PER_GRADE].iter_mut().zip(&q.values) {
-            *slot = slot.checked_add(*v).context("local sum overflowed i64")?;
+        sums[base] += 1.0;
+        for (slot, v) in sums[base + 1..base + PER_GRADE].iter_mut().zip(&row.values) {
+            *slot += v;
         }
     }
-    Ok(Quantized {
-        values: sums,
-        clipped,
-    })
+    Ok(sums)
+}
+
+/// The wine task's data source: one client's slice of the data set.
+#[derive(Clone, Debug)]
+pub struct WineInput {
+    /// This client's rows.
+    pub rows: Vec<Row>,
+}
+
+impl sealroom_node::tasks::InputSource for WineInput {
+    fn input(
+        &self,
+        descriptor: &sealroom_protocol::VerifiedDescriptor,
+    ) -> Result<Vec<f64>, String> {
+        if descriptor.vector_len() != vector_len() {
+            return Err(format!(
+                "the {TASK} task has {} values, the round asks for {}",
+                vector_len(),
+                descriptor.vector_len()
+            ));
+        }
+        local_float_sums(&self.rows).map_err(|e| e.to_string())
+    }
+}
+
+/// The coordinator's definition of the wine task.
+pub fn task_def() -> sealroom_node::tasks::TaskDef {
+    sealroom_node::tasks::TaskDef {
+        name: TASK.into(),
+        default_len: vector_len() as u64,
+        fixed_len: true,
+        spec: Some(network_spec()),
+        wide: true,
+    }
 }
 
 /// Per-grade averages recovered from a (dequantized) sum vector.
@@ -207,11 +238,15 @@ mod tests {
     fn data_loads_and_fits_the_spec() {
         let rows = load().expect("shipped data");
         assert_eq!(rows.len(), 1599);
-        let spec = spec();
-        let q = local_sums(&rows, &spec).expect("valid");
-        assert_eq!(q.clipped, 0, "every column lies inside the clip range");
-        let counts: i64 = q.values.chunks_exact(PER_GRADE).map(|c| c[0]).sum();
-        assert_eq!(counts, 1599 << 16);
+        let sums = local_float_sums(&rows).expect("valid");
+        let q = network_spec().quantize(&sums).expect("finite");
+        assert_eq!(
+            q.clipped, 0,
+            "even one client holding every row stays inside the clip range"
+        );
+        let counts: f64 = sums.chunks_exact(PER_GRADE).map(|c| c[0]).sum();
+        assert_eq!(counts, 1599.0);
+        assert!(sealroom_core::fits(sealroom_core::RingKind::Z2_64, 16, network_spec()).is_ok());
     }
 
     #[test]
@@ -228,7 +263,7 @@ mod tests {
             grade: 11,
             values: [0.0; COLUMNS.len()],
         }];
-        assert!(local_sums(&rows, &spec()).is_err());
+        assert!(local_float_sums(&rows).is_err());
     }
 
     #[test]

@@ -1,0 +1,977 @@
+//! Configuration files: `federation.toml` (the protocol spec every party
+//! shares) and one `*.toml` per node (its role, addresses, key files).
+//!
+//! Paths inside a node config are relative to the directory of that file.
+//! Unknown fields are errors; every error names the file and the field.
+//!
+//! [`load_federation`] parses and checks `federation.toml` (DESIGN.md §2: the
+//! threshold against the helpers, `min_clients`, the ring and the
+//! quantization headroom for this many clients, unique names and identities);
+//! [`load_node_config`] resolves a node's file into a [`NodeConfig`] whose
+//! paths are absolute, whose keys are loaded, and whose certificate has been
+//! checked against the federation CA and its entry in `federation.toml`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use sealroom_core::shamir::ShamirParams;
+use sealroom_core::{QuantError, QuantSpec, RingKind, SharingError};
+use sealroom_protocol::descriptor::{MIN_MIN_CLIENTS, PROTOCOL_VERSION};
+use sealroom_protocol::{PartyId, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{self, PkiError, TlsMaterial};
+
+/// A node's role in the federation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Publishes descriptors, decides inclusion sets, reconstructs.
+    Coordinator,
+    /// Holds shares, answers once per round.
+    Helper,
+    /// Holds private data, uploads shares.
+    Client,
+    /// An operator identity allowed to call the coordinator's admin API.
+    Admin,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Helper => "helper",
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Sharing mode of the federation's rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSpec {
+    /// Additive n-of-n over a ring.
+    Additive,
+    /// Shamir t-of-h over F_p.
+    Threshold,
+}
+
+/// `federation.toml`: what every party of the federation agrees on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSpec {
+    /// Federation id (goes into every descriptor).
+    pub federation_id: String,
+    /// Protocol version spoken.
+    pub protocol_version: u32,
+    /// Sharing mode.
+    pub mode: ModeSpec,
+    /// Shares needed (threshold mode); must be absent or equal to the helper
+    /// count in additive mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<usize>,
+    /// Smallest releasable inclusion set.
+    pub min_clients: usize,
+    /// Upload window of a round, ms.
+    pub upload_window_ms: u64,
+    /// Aggregation window after the upload window, ms.
+    pub aggregation_window_ms: u64,
+    /// Default quantization of rounds.
+    pub quantization: QuantizationSpec,
+    /// The coordinator.
+    pub coordinator: PartySpec,
+    /// Helpers, in helper-index order.
+    pub helpers: Vec<PartySpec>,
+    /// Clients, in client-index order.
+    pub clients: Vec<PartySpec>,
+    /// Operators allowed to use the admin API.
+    #[serde(default)]
+    pub admins: Vec<PartySpec>,
+}
+
+/// Default quantization of a federation's rounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizationSpec {
+    /// `z2_32`, `z2_64` or `fp61` (threshold mode requires `fp61`).
+    pub ring: String,
+    /// Fractional bits.
+    pub scale_bits: i8,
+    /// Clip bound.
+    pub clip: f64,
+    /// Signed width per value.
+    pub bits: u8,
+}
+
+/// One party as the federation knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartySpec {
+    /// Human-readable unique name (also the certificate's common name).
+    pub name: String,
+    /// SHA-256 of the party's certificate (DER), hex: its identity.
+    pub fingerprint: String,
+    /// `host:port` where it serves (coordinator and helpers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Ed25519 public signing key, hex (coordinator and helpers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+}
+
+/// A node's own config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfigFile {
+    /// This node's role.
+    pub role: Role,
+    /// This node's name (must appear in federation.toml under its role).
+    pub name: String,
+    /// Path of federation.toml.
+    pub federation: PathBuf,
+    /// Where the gRPC server listens (coordinator and helpers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Where `/metrics` is served (off if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Directory for the node's database and archives.
+    pub data_dir: PathBuf,
+    /// Database URL; default: SQLite file `sealroom.db` in `data_dir`.
+    /// A `postgres://` URL selects PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// TLS material.
+    pub tls: TlsFiles,
+    /// Ed25519 signing key file (coordinator and helpers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    /// Client only: where its private data lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSource>,
+}
+
+/// PEM files for mutual TLS.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The federation CA certificate.
+    pub ca_cert: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key (0600).
+    pub key: PathBuf,
+}
+
+/// Where a client's private data lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// A CSV file with a header row.
+    Csv {
+        /// Path of the file.
+        path: PathBuf,
+    },
+    /// A slice of a data set shipped with sealroom (for demos and tests):
+    /// part `part` of `parts` of `dataset` (`winequality`, `iris`, `diabetes`).
+    Builtin {
+        /// Data set name.
+        dataset: String,
+        /// This client's part, 0-based.
+        part: usize,
+        /// Number of parts.
+        parts: usize,
+    },
+}
+
+/// Data sets a [`DataSource::Builtin`] may name.
+pub const BUILTIN_DATASETS: &[&str] = &["winequality", "iris", "diabetes"];
+
+/// Rings a federation may compute in, by their config names.
+pub const RINGS: &[RingKind] = &[RingKind::Z2_32, RingKind::Z2_64, RingKind::Fp61];
+
+/// Why a configuration file was refused.
+///
+/// Every variant names the file; those about one value also name its field
+/// as written in the file (`threshold`, `helpers[1].fingerprint`,
+/// `quantization.ring`, `tls.cert`), e.g.
+/// `federation.toml: field `threshold`: 4 exceeds the number of helpers (3)`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file itself cannot be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Not TOML, or not this schema: an unknown or missing field, a value of
+    /// the wrong type. `message` is the parser's, with line and column.
+    #[error("{}: {message}", file.display())]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// The field, when the parser names it (unknown or missing fields).
+        field: Option<String>,
+        /// The parser's account.
+        message: String,
+    },
+    /// A field's value is refused.
+    #[error("{}: field `{field}`: {problem}", file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong and, where it helps, what would be right.
+        problem: String,
+    },
+    /// A file named by a field (key, certificate, signing key) is missing,
+    /// unreadable or malformed, or its certificate is not vouched for.
+    #[error("{}: field `{field}`: {source}", file.display())]
+    File {
+        /// The config file.
+        file: PathBuf,
+        /// The field naming the file.
+        field: String,
+        /// What went wrong with the named file.
+        source: PkiError,
+    },
+}
+
+impl ConfigError {
+    /// The config file the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            ConfigError::Read { file, .. }
+            | ConfigError::Syntax { file, .. }
+            | ConfigError::Invalid { file, .. }
+            | ConfigError::File { file, .. } => file,
+        }
+    }
+
+    /// The field the error is about, if it is about one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { field, .. } => field.as_deref(),
+            ConfigError::Invalid { field, .. } | ConfigError::File { field, .. } => Some(field),
+        }
+    }
+}
+
+/// A node config, resolved and checked: every path absolute, the federation
+/// loaded and valid, this node found in it under its role, its certificate
+/// matching that entry and vouched for by the federation CA, and its signing
+/// key loaded and matching the public key the federation lists.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node config file (canonical path).
+    pub file: PathBuf,
+    /// This node's role.
+    pub role: Role,
+    /// This node's name.
+    pub name: String,
+    /// This node's identity: its certificate's fingerprint.
+    pub id: PartyId,
+    /// `federation.toml` (absolute).
+    pub federation_file: PathBuf,
+    /// The federation, validated.
+    pub federation: FederationSpec,
+    /// This node's entry in the federation.
+    pub party: PartySpec,
+    /// gRPC listen address (coordinator and helpers).
+    pub listen: Option<SocketAddr>,
+    /// `/metrics` listen address, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Data directory (absolute; created by the node, not checked here).
+    pub data_dir: PathBuf,
+    /// Database URL, as written (`None`: SQLite `sealroom.db` in `data_dir`).
+    pub database: Option<String>,
+    /// The TLS files (absolute).
+    pub tls_files: TlsFiles,
+    /// The TLS material read from them.
+    pub tls: TlsMaterial,
+    /// The signing key file (absolute; coordinator and helpers).
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing key (coordinator and helpers).
+    pub signing_key: Option<SigningKey>,
+    /// Where a client's private data lives (CSV paths absolute).
+    pub data: Option<DataSource>,
+}
+
+/// Reads and validates `federation.toml`. Errors name `path` as given.
+pub fn load_federation(path: &Path) -> Result<FederationSpec, ConfigError> {
+    let spec: FederationSpec = parse_toml(path)?;
+    spec.validate(path)?;
+    Ok(spec)
+}
+
+/// Reads a node config and everything it names; see [`NodeConfig`]. Relative
+/// paths inside it are taken from the directory of the config file (its
+/// canonical path, symbolic links resolved). Errors name the absolute path of
+/// the file at fault (the node config, or the
+/// federation file for problems there) and the field.
+pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
+    let file = fs::canonicalize(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let raw: NodeConfigFile = parse_toml(&file)?;
+    let bad = |field: &str, problem: String| invalid(&file, field, problem);
+    let role = raw.role.as_str();
+
+    check_name(&raw.name).map_err(|problem| bad("name", problem))?;
+    let federation_file = resolve(&dir, &raw.federation);
+    let federation = load_federation(&federation_file)?;
+    let party = find_party(&federation, raw.role, &raw.name)
+        .cloned()
+        .ok_or_else(|| {
+            let elsewhere = [Role::Coordinator, Role::Helper, Role::Client, Role::Admin]
+                .into_iter()
+                .find(|&r| find_party(&federation, r, &raw.name).is_some());
+            let hint = match elsewhere {
+                Some(other) => format!(" (it is listed as a {})", other.as_str()),
+                None => String::new(),
+            };
+            bad(
+                "name",
+                format!(
+                    "`{}` is not listed as a {role} in {}{hint}",
+                    raw.name,
+                    federation_file.display()
+                ),
+            )
+        })?;
+    let id = PartyId(
+        parse_hex32(&party.fingerprint)
+            .expect("load_federation validated every party's fingerprint"),
+    );
+    let serves = matches!(raw.role, Role::Coordinator | Role::Helper);
+
+    match (serves, raw.listen) {
+        (true, None) => {
+            return Err(bad(
+                "listen",
+                format!("required for a {role}: the address its gRPC server binds"),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(bad("listen", format!("a {role} serves nothing; remove it")));
+        }
+        _ => {}
+    }
+    if raw.metrics_listen.is_some() && raw.metrics_listen == raw.listen {
+        return Err(bad(
+            "metrics_listen",
+            "is the same address as `listen`".into(),
+        ));
+    }
+
+    let tls_files = TlsFiles {
+        ca_cert: resolve(&dir, &raw.tls.ca_cert),
+        cert: resolve(&dir, &raw.tls.cert),
+        key: resolve(&dir, &raw.tls.key),
+    };
+    let tls_error = |source: PkiError| {
+        let field = match source.file() {
+            Some(f) if f == tls_files.ca_cert => "tls.ca_cert",
+            Some(f) if f == tls_files.key => "tls.key",
+            _ => "tls.cert",
+        };
+        ConfigError::File {
+            file: file.clone(),
+            field: field.into(),
+            source,
+        }
+    };
+    let tls = TlsMaterial::load(&tls_files.ca_cert, &tls_files.cert, &tls_files.key)
+        .map_err(tls_error)?;
+    if tls.id() != id {
+        return Err(bad(
+            "tls.cert",
+            format!(
+                "{} has fingerprint {}, but {} lists {} with fingerprint {}",
+                tls_files.cert.display(),
+                tls.id().to_hex(),
+                federation_file.display(),
+                raw.name,
+                id.to_hex()
+            ),
+        ));
+    }
+    let server_name = if serves { party.endpoint_host() } else { None };
+    tls.verify(server_name, &tls_files.cert)
+        .map_err(tls_error)?;
+
+    let signing_key_file = raw.signing_key.as_ref().map(|p| resolve(&dir, p));
+    let signing_key = match (serves, &signing_key_file) {
+        (true, None) => {
+            return Err(bad(
+                "signing_key",
+                format!("required for a {role}: the file holding its Ed25519 signing key"),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(bad(
+                "signing_key",
+                "only the coordinator and helpers sign; remove it".into(),
+            ));
+        }
+        (false, None) => None,
+        (true, Some(key_file)) => {
+            let key = pki::read_signing_key(key_file).map_err(|source| ConfigError::File {
+                file: file.clone(),
+                field: "signing_key".into(),
+                source,
+            })?;
+            let listed = party.signing_key.as_deref().unwrap_or_default();
+            if hex::encode(key.verifying_key().to_bytes()) != listed.to_ascii_lowercase() {
+                return Err(bad(
+                    "signing_key",
+                    format!(
+                        "{} does not hold the key whose public half {} lists for {}",
+                        key_file.display(),
+                        federation_file.display(),
+                        raw.name
+                    ),
+                ));
+            }
+            Some(key)
+        }
+    };
+
+    let data = match (raw.role, raw.data) {
+        (Role::Client, None) => {
+            return Err(bad(
+                "data",
+                "required for a client: where its private data lives".into(),
+            ));
+        }
+        (Role::Client, Some(data)) => Some(check_data(&file, &dir, data)?),
+        (_, Some(_)) => {
+            return Err(bad(
+                "data",
+                format!("only clients hold private data, not a {role}; remove it"),
+            ));
+        }
+        (_, None) => None,
+    };
+
+    Ok(NodeConfig {
+        role: raw.role,
+        name: raw.name,
+        id,
+        federation_file,
+        federation,
+        party,
+        listen: raw.listen,
+        metrics_listen: raw.metrics_listen,
+        data_dir: resolve(&dir, &raw.data_dir),
+        database: raw.database,
+        tls_files,
+        tls,
+        signing_key_file,
+        signing_key,
+        data,
+        file,
+    })
+}
+
+impl FederationSpec {
+    /// Checks everything DESIGN.md §2 asks of a federation before any round:
+    /// the protocol version; every party's name, fingerprint, endpoint and
+    /// signing key, none repeated; the helper count and threshold for the
+    /// mode; `min_clients` within `MIN_MIN_CLIENTS..=clients`; the ring (fp61
+    /// in threshold mode); a valid quantization whose sum over all clients
+    /// cannot overflow the ring; non-zero windows. `file` names the errors.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, problem: String| invalid(file, field, problem);
+
+        if self.protocol_version != PROTOCOL_VERSION {
+            return Err(bad(
+                "protocol_version",
+                format!(
+                    "version {} is not supported; this build speaks version {PROTOCOL_VERSION}",
+                    self.protocol_version
+                ),
+            ));
+        }
+        if self.federation_id.trim().is_empty() {
+            return Err(bad("federation_id", "must not be empty".into()));
+        }
+        self.check_parties(file)?;
+
+        let helpers = self.helpers.len();
+        match self.mode {
+            ModeSpec::Additive => {
+                sealroom_core::additive::check_helpers(helpers)
+                    .map_err(|e| bad("helpers", e.to_string()))?;
+                if let Some(t) = self.threshold
+                    && t != helpers
+                {
+                    return Err(bad(
+                        "threshold",
+                        format!(
+                            "additive mode needs all {helpers} helpers; {t} must be left out or equal {helpers}"
+                        ),
+                    ));
+                }
+            }
+            ModeSpec::Threshold => {
+                let Some(t) = self.threshold else {
+                    return Err(bad(
+                        "threshold",
+                        "required in threshold mode: how many helpers must answer".into(),
+                    ));
+                };
+                ShamirParams::new(t, helpers).map_err(|e| match e {
+                    SharingError::ThresholdAboveHelpers { .. } => bad(
+                        "threshold",
+                        format!("{t} exceeds the number of helpers ({helpers})"),
+                    ),
+                    SharingError::ThresholdTooSmall { .. } => bad(
+                        "threshold",
+                        format!("{t} is below 2: a single helper would learn every input"),
+                    ),
+                    other => bad("helpers", other.to_string()),
+                })?;
+                if 2 * t <= helpers {
+                    return Err(bad(
+                        "threshold",
+                        format!(
+                            "{t} of {helpers} helpers is not a majority: two disjoint groups of {t} helpers could answer two different inclusion sets (use at least {})",
+                            helpers / 2 + 1
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let clients = self.clients.len();
+        if clients < MIN_MIN_CLIENTS {
+            return Err(bad(
+                "clients",
+                format!("{clients} listed; a federation needs at least {MIN_MIN_CLIENTS}"),
+            ));
+        }
+        if clients > sealroom_protocol::descriptor::MAX_CLIENTS {
+            return Err(bad(
+                "clients",
+                format!(
+                    "{clients} listed; a round admits at most {}",
+                    sealroom_protocol::descriptor::MAX_CLIENTS
+                ),
+            ));
+        }
+        if self.min_clients < MIN_MIN_CLIENTS {
+            return Err(bad(
+                "min_clients",
+                format!(
+                    "{} is below {MIN_MIN_CLIENTS}: a sum over one client is that client's input",
+                    self.min_clients
+                ),
+            ));
+        }
+        if self.min_clients > clients {
+            return Err(bad(
+                "min_clients",
+                format!(
+                    "{} exceeds the number of clients ({clients})",
+                    self.min_clients
+                ),
+            ));
+        }
+        if self.upload_window_ms == 0 {
+            return Err(bad("upload_window_ms", "must be positive".into()));
+        }
+        if self.aggregation_window_ms == 0 {
+            return Err(bad("aggregation_window_ms", "must be positive".into()));
+        }
+
+        let q = &self.quantization;
+        let ring = q.ring_kind().ok_or_else(|| {
+            bad(
+                "quantization.ring",
+                format!(
+                    "unknown ring {:?}; expected one of {}",
+                    q.ring,
+                    RINGS
+                        .iter()
+                        .map(|r| r.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        if self.mode == ModeSpec::Threshold && ring != RingKind::Fp61 {
+            return Err(bad(
+                "quantization.ring",
+                format!("threshold mode computes in fp61, not {ring}"),
+            ));
+        }
+        let spec = QuantSpec::new(q.scale_bits, q.clip, q.bits).map_err(|e| {
+            let field = match e {
+                QuantError::BitsOutOfRange { .. } => "quantization.bits",
+                QuantError::ScaleOutOfRange { .. } => "quantization.scale_bits",
+                _ => "quantization.clip",
+            };
+            bad(field, e.to_string())
+        })?;
+        sealroom_core::fits(ring, clients as u64, spec)
+            .map_err(|e| bad("quantization.bits", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Names, fingerprints, endpoints and signing keys of every party, and
+    /// that no name, fingerprint or signing key is used twice.
+    fn check_parties(&self, file: &Path) -> Result<(), ConfigError> {
+        let mut names: HashMap<&str, String> = HashMap::new();
+        let mut fingerprints: HashMap<[u8; 32], String> = HashMap::new();
+        let mut keys: HashMap<[u8; 32], String> = HashMap::new();
+        let parties = std::iter::once(("coordinator".to_string(), &self.coordinator, true))
+            .chain(
+                self.helpers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("helpers[{i}]"), p, true)),
+            )
+            .chain(
+                self.clients
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("clients[{i}]"), p, false)),
+            )
+            .chain(
+                self.admins
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("admins[{i}]"), p, false)),
+            );
+        for (at, party, serves) in parties {
+            let bad =
+                |field: &str, problem: String| invalid(file, &format!("{at}.{field}"), problem);
+            check_name(&party.name).map_err(|problem| bad("name", problem))?;
+            if let Some(other) = names.insert(&party.name, at.clone()) {
+                return Err(bad(
+                    "name",
+                    format!("`{}` is also the name of {other}", party.name),
+                ));
+            }
+            let fingerprint = parse_hex32(&party.fingerprint).map_err(|problem| {
+                bad(
+                    "fingerprint",
+                    format!("{problem} (SHA-256 of the certificate, hex)"),
+                )
+            })?;
+            if let Some(other) = fingerprints.insert(fingerprint, at.clone()) {
+                return Err(bad(
+                    "fingerprint",
+                    format!(
+                        "also the fingerprint of {other}: every party needs its own certificate"
+                    ),
+                ));
+            }
+            match (&party.endpoint, serves) {
+                (None, true) => {
+                    return Err(bad(
+                        "endpoint",
+                        "required for the coordinator and helpers (host:port)".into(),
+                    ));
+                }
+                (Some(endpoint), _) => {
+                    split_endpoint(endpoint).ok_or_else(|| {
+                        bad(
+                            "endpoint",
+                            format!("{endpoint:?} is not host:port (IPv6 as [addr]:port)"),
+                        )
+                    })?;
+                }
+                (None, false) => {}
+            }
+            match (&party.signing_key, serves) {
+                (None, true) => {
+                    return Err(bad(
+                        "signing_key",
+                        "required for the coordinator and helpers (Ed25519 public key, hex)".into(),
+                    ));
+                }
+                (Some(hex_key), _) => {
+                    let bytes = parse_hex32(hex_key).map_err(|problem| {
+                        bad(
+                            "signing_key",
+                            format!("{problem} (Ed25519 public key, hex)"),
+                        )
+                    })?;
+                    VerifyingKey::from_bytes(&bytes)
+                        .map_err(|_| bad("signing_key", "not a valid Ed25519 public key".into()))?;
+                    if let Some(other) = keys.insert(bytes, at.clone()) {
+                        return Err(bad(
+                            "signing_key",
+                            format!("also the signing key of {other}: every party needs its own"),
+                        ));
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The party listed under `role` with this name.
+    pub fn party(&self, role: Role, name: &str) -> Option<&PartySpec> {
+        find_party(self, role, name)
+    }
+}
+
+impl QuantizationSpec {
+    /// The ring this spec names, if it is one sealroom knows.
+    pub fn ring_kind(&self) -> Option<RingKind> {
+        RINGS.iter().copied().find(|r| r.name() == self.ring)
+    }
+}
+
+impl PartySpec {
+    /// The host part of the endpoint (without IPv6 brackets): the name a
+    /// client passes to [`pki::client_tls`] and the certificate covers.
+    pub fn endpoint_host(&self) -> Option<&str> {
+        self.endpoint
+            .as_deref()
+            .and_then(split_endpoint)
+            .map(|(host, _)| host)
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[addr]:port`) into the host, without
+/// brackets, and a non-zero port. The host must be an IP address or a DNS
+/// name.
+pub fn split_endpoint(endpoint: &str) -> Option<(&str, u16)> {
+    let (host, port) = if let Some(rest) = endpoint.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        (host, port)
+    } else {
+        let (host, port) = endpoint.rsplit_once(':')?;
+        let dns_or_v4 = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !dns_or_v4 {
+            return None;
+        }
+        (host, port)
+    };
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    if host.parse::<IpAddr>().is_err() && host.starts_with(['-', '.']) {
+        return None;
+    }
+    Some((host, port))
+}
+
+fn find_party<'a>(federation: &'a FederationSpec, role: Role, name: &str) -> Option<&'a PartySpec> {
+    match role {
+        Role::Coordinator => Some(&federation.coordinator).filter(|p| p.name == name),
+        Role::Helper => federation.helpers.iter().find(|p| p.name == name),
+        Role::Client => federation.clients.iter().find(|p| p.name == name),
+        Role::Admin => federation.admins.iter().find(|p| p.name == name),
+    }
+}
+
+/// Checks a client's data source and makes a CSV path absolute.
+fn check_data(file: &Path, dir: &Path, data: DataSource) -> Result<DataSource, ConfigError> {
+    match data {
+        DataSource::Csv { path } => {
+            let path = resolve(dir, &path);
+            if !path.is_file() {
+                return Err(invalid(
+                    file,
+                    "data.path",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            Ok(DataSource::Csv { path })
+        }
+        DataSource::Builtin {
+            dataset,
+            part,
+            parts,
+        } => {
+            if !BUILTIN_DATASETS.contains(&dataset.as_str()) {
+                return Err(invalid(
+                    file,
+                    "data.dataset",
+                    format!(
+                        "unknown data set {dataset:?}; expected one of {}",
+                        BUILTIN_DATASETS.join(", ")
+                    ),
+                ));
+            }
+            if parts == 0 {
+                return Err(invalid(file, "data.parts", "must be at least 1".into()));
+            }
+            if part >= parts {
+                return Err(invalid(
+                    file,
+                    "data.part",
+                    format!("{part} is not below `parts` ({parts}); parts count from 0"),
+                ));
+            }
+            Ok(DataSource::Builtin {
+                dataset,
+                part,
+                parts,
+            })
+        }
+    }
+}
+
+/// Names go into certificates' common names and file names: 1 to 64 ASCII
+/// letters, digits, `-`, `_` or `.`, not starting with `.` or `-`.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        ))
+    }
+}
+
+/// 64 hex characters as 32 bytes.
+fn parse_hex32(text: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return Err(format!(
+            "expected 64 hex characters, found {}",
+            text.chars().count()
+        ));
+    }
+    hex::decode_to_slice(text, &mut out).map_err(|e| format!("not hex: {e}"))?;
+    Ok(out)
+}
+
+fn resolve(dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    }
+}
+
+fn invalid(file: &Path, field: &str, problem: String) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        problem,
+    }
+}
+
+/// Reads and parses a TOML file into `T`; unknown fields are errors (every
+/// config struct denies them).
+fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Syntax {
+        file: file.to_path_buf(),
+        field: field_in_message(e.message()),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// The field serde names in "unknown field `x`", "missing field `x`" or
+/// "duplicate field `x`".
+fn field_in_message(message: &str) -> Option<String> {
+    ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| {
+            let start = message.find(prefix)? + prefix.len();
+            let len = message[start..].find('`')?;
+            Some(message[start..start + len].to_string())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(split_endpoint("127.0.0.1:7400"), Some(("127.0.0.1", 7400)));
+        assert_eq!(split_endpoint("[::1]:7401"), Some(("::1", 7401)));
+        assert_eq!(
+            split_endpoint("helper0.example:443"),
+            Some(("helper0.example", 443))
+        );
+        for bad in [
+            "",
+            "host",
+            ":7400",
+            "host:0",
+            "host:70000",
+            "::1:7400",
+            "[::1]7400",
+            "[nope]:1",
+            "a b:1",
+            "-x:1",
+        ] {
+            assert_eq!(split_endpoint(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("helper-0").is_ok());
+        assert!(check_name("a.b_c").is_ok());
+        for bad in ["", ".hidden", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hex32() {
+        assert_eq!(parse_hex32(&"ab".repeat(32)), Ok([0xab; 32]));
+        assert!(parse_hex32(&"ab".repeat(31)).is_err());
+        assert!(parse_hex32(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn serde_field_names_are_extracted() {
+        assert_eq!(
+            field_in_message("unknown field `bogus`, expected one of `a`, `b`"),
+            Some("bogus".into())
+        );
+        assert_eq!(
+            field_in_message("missing field `min_clients`"),
+            Some("min_clients".into())
+        );
+        assert_eq!(field_in_message("invalid type: string"), None);
+    }
+
+    #[test]
+    fn rings_by_name() {
+        for ring in RINGS {
+            let q = QuantizationSpec {
+                ring: ring.name().into(),
+                scale_bits: 16,
+                clip: 64.0,
+                bits: 24,
+            };
+            assert_eq!(q.ring_kind(), Some(*ring));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Who is who in a federation: identities (certificate fingerprints), roles,
+//! names, endpoints and signing keys, from `federation.toml`.
+
+use std::collections::BTreeMap;
+
+use sealroom_protocol::descriptor::DescriptorTrust;
+use sealroom_protocol::{PartyId, VerifyingKey};
+
+use crate::config::{FederationSpec, PartySpec, Role};
+
+/// One known party.
+#[derive(Clone, Debug)]
+pub struct Party {
+    /// Its identity.
+    pub id: PartyId,
+    /// Its role.
+    pub role: Role,
+    /// Its unique name.
+    pub name: String,
+    /// Where it serves, if it does.
+    pub endpoint: Option<String>,
+    /// Its signing key, if it signs.
+    pub signing_key: Option<VerifyingKey>,
+}
+
+/// The federation's parties, indexed by identity.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    /// The federation id.
+    pub federation_id: String,
+    /// The coordinator.
+    pub coordinator: Party,
+    /// Helpers in helper-index order.
+    pub helpers: Vec<Party>,
+    /// Clients in declaration order.
+    pub clients: Vec<Party>,
+    /// The federation's `min_clients`: this node refuses rounds below it.
+    pub min_clients: usize,
+    by_id: BTreeMap<PartyId, Party>,
+}
+
+/// A federation file whose identities or keys do not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("federation: {role} {name:?}: {reason}")]
+pub struct DirectoryError {
+    /// Role of the party.
+    pub role: &'static str,
+    /// Name of the party.
+    pub name: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn party(spec: &PartySpec, role: Role, needs_key: bool) -> Result<Party, DirectoryError> {
+    let err = |reason: String| DirectoryError {
+        role: role.as_str(),
+        name: spec.name.clone(),
+        reason,
+    };
+    let bytes = hex::decode(&spec.fingerprint).map_err(|e| err(format!("fingerprint: {e}")))?;
+    let id =
+        PartyId::from_slice(&bytes).ok_or_else(|| err("fingerprint is not 32 bytes".into()))?;
+    let signing_key = match &spec.signing_key {
+        Some(hexkey) => {
+            let bytes: [u8; 32] = hex::decode(hexkey)
+                .map_err(|e| err(format!("signing_key: {e}")))?
+                .try_into()
+                .map_err(|_| err("signing_key is not 32 bytes".into()))?;
+            Some(VerifyingKey::from_bytes(&bytes).map_err(|e| err(format!("signing_key: {e}")))?)
+        }
+        None if needs_key => return Err(err("signing_key is missing".into())),
+        None => None,
+    };
+    Ok(Party {
+        id,
+        role,
+        name: spec.name.clone(),
+        endpoint: spec.endpoint.clone(),
+        signing_key,
+    })
+}
+
+impl Directory {
+    /// Builds the directory from a federation spec.
+    pub fn new(spec: &FederationSpec) -> Result<Directory, DirectoryError> {
+        let coordinator = party(&spec.coordinator, Role::Coordinator, true)?;
+        let helpers: Vec<Party> = spec
+            .helpers
+            .iter()
+            .map(|h| party(h, Role::Helper, true))
+            .collect::<Result<_, _>>()?;
+        let clients: Vec<Party> = spec
+            .clients
+            .iter()
+            .map(|c| party(c, Role::Client, false))
+            .collect::<Result<_, _>>()?;
+        let admins: Vec<Party> = spec
+            .admins
+            .iter()
+            .map(|a| party(a, Role::Admin, false))
+            .collect::<Result<_, _>>()?;
+        let mut by_id = BTreeMap::new();
+        for p in std::iter::once(&coordinator)
+            .chain(&helpers)
+            .chain(&clients)
+            .chain(&admins)
+        {
+            if by_id.insert(p.id, p.clone()).is_some() {
+                return Err(DirectoryError {
+                    role: p.role.as_str(),
+                    name: p.name.clone(),
+                    reason: "fingerprint is used by another party".into(),
+                });
+            }
+        }
+        Ok(Directory {
+            min_clients: spec.min_clients,
+            federation_id: spec.federation_id.clone(),
+            coordinator,
+            helpers,
+            clients,
+            by_id,
+        })
+    }
+
+    /// The party with this identity.
+    pub fn get(&self, id: &PartyId) -> Option<&Party> {
+        self.by_id.get(id)
+    }
+
+    /// The party with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Party> {
+        self.by_id.values().find(|p| p.name == name)
+    }
+
+    /// Descriptor trust: this federation, the coordinator's key, and the
+    /// federation's `min_clients` as this node's own floor.
+    pub fn trust(&self) -> DescriptorTrust {
+        let mut trust = DescriptorTrust::single(
+            self.federation_id.clone(),
+            self.coordinator
+                .signing_key
+                .expect("coordinator key is required by Directory::new"),
+        );
+        trust.min_clients_floor = self.min_clients;
+        trust
+    }
+
+    /// Helpers' signing keys by identity.
+    pub fn helper_keys(&self) -> BTreeMap<PartyId, VerifyingKey> {
+        self.helpers
+            .iter()
+            .map(|h| {
+                (
+                    h.id,
+                    h.signing_key
+                        .expect("helper keys are required by Directory::new"),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,275 @@
+//! A helper's durable state (DESIGN.md §2 steps 3–5): the descriptors it
+//! accepted, the uploads it accepted (these hold shares), and the one
+//! inclusion set it answered per round — read back as a
+//! [`HelperState`] for [`Helper::restore`](sealroom_protocol::helper::Helper::restore).
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use sealroom_protocol::action::SecretBytes;
+use sealroom_protocol::helper::{HelperState, PersistedRound};
+use sealroom_protocol::{Digest, pb};
+use sqlx::error::ErrorKind;
+
+use crate::coordinator::Role;
+use crate::error::{db, violated};
+use crate::rows::{
+    column, decode_envelope, descriptor_round, from_sql_round, round_key, to_sql_round,
+};
+use crate::{Store, StoreError};
+
+const ROUNDS: &str = "helper_rounds";
+const UPLOADS: &str = "helper_uploads";
+
+impl Store {
+    /// Everything a helper persisted, rounds in increasing round-id order
+    /// (the order they were accepted: helper round ids only increase), each
+    /// with its uploads in client-index order and its answer, if any — one
+    /// consistent snapshot, for
+    /// [`Helper::restore`](sealroom_protocol::helper::Helper::restore).
+    ///
+    /// A stored row that does not decode, or a descriptor stored under
+    /// another round's id, is a [`StoreError::CorruptRow`].
+    pub async fn helper_state(&self) -> Result<HelperState, StoreError> {
+        let backend = self.backend();
+        let operation = "read the helper state";
+        let (round_rows, upload_rows) = read_transaction!(self, operation, |tx| {
+            let rounds = sqlx::query(
+                "SELECT round_id, descriptor, answered_inclusion_hash \
+                 FROM helper_rounds ORDER BY round_id",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(backend, operation))?;
+            let mut round_rows = Vec::with_capacity(rounds.len());
+            for row in &rounds {
+                let id: i64 = column(row, "round_id", ROUNDS, "key unreadable")?;
+                let key = round_key(id);
+                let descriptor: Vec<u8> = column(row, "descriptor", ROUNDS, &key)?;
+                let answered: Option<Vec<u8>> =
+                    column(row, "answered_inclusion_hash", ROUNDS, &key)?;
+                round_rows.push((id, descriptor, answered));
+            }
+            drop(rounds);
+            let uploads = sqlx::query(
+                "SELECT round_id, client_index, upload \
+                 FROM helper_uploads ORDER BY round_id, client_index",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(backend, operation))?;
+            let mut upload_rows = Vec::with_capacity(uploads.len());
+            for row in &uploads {
+                let id: i64 = column(row, "round_id", UPLOADS, "key unreadable")?;
+                let client: i64 = column(row, "client_index", UPLOADS, &round_key(id))?;
+                let key = format!("round_id = {id}, client_index = {client}");
+                let upload = SecretBytes::new(column(row, "upload", UPLOADS, &key)?);
+                upload_rows.push((id, client, upload));
+            }
+            (round_rows, upload_rows)
+        });
+
+        let mut rounds: Vec<PersistedRound> = Vec::with_capacity(round_rows.len());
+        let mut position = BTreeMap::new();
+        for (id, descriptor, answered) in round_rows {
+            let round = from_sql_round(ROUNDS, id)?;
+            let key = round_key(round);
+            let descriptor = decode_envelope(ROUNDS, &key, &descriptor)?;
+            let corrupt = |reason: String| StoreError::CorruptRow {
+                table: ROUNDS,
+                key: key.clone(),
+                reason,
+            };
+            let named = descriptor_round(&descriptor)
+                .map_err(|e| corrupt(format!("descriptor body does not decode: {e}")))?;
+            if named != round {
+                return Err(corrupt(format!("descriptor is for round {named}")));
+            }
+            let answered = answered
+                .map(|hash| {
+                    Digest::from_slice(&hash)
+                        .ok_or_else(|| corrupt("answered inclusion hash is not 32 bytes".into()))
+                })
+                .transpose()?;
+            position.insert(round, rounds.len());
+            rounds.push(PersistedRound {
+                descriptor,
+                uploads: Vec::new(),
+                answered,
+            });
+        }
+        for (id, client, upload) in upload_rows {
+            let round = from_sql_round(UPLOADS, id)?;
+            let corrupt = |reason: &str| StoreError::CorruptRow {
+                table: UPLOADS,
+                key: format!("round_id = {round}, client_index = {client}"),
+                reason: reason.into(),
+            };
+            let client = u32::try_from(client).map_err(|_| corrupt("client index out of range"))?;
+            let &index = position
+                .get(&round)
+                .ok_or_else(|| corrupt("upload for a round that is not stored"))?;
+            rounds[index].uploads.push((client, upload));
+        }
+        Ok(HelperState { rounds })
+    }
+
+    /// Deletes all but the `keep` most recent helper rounds, with their
+    /// uploads, in one transaction; returns how many rounds were deleted.
+    ///
+    /// The helper's round counter is kept, so a descriptor for a pruned (or
+    /// any older) round is still refused by [`Store::apply`].
+    pub async fn prune_helper_rounds(&self, keep: usize) -> Result<u64, StoreError> {
+        let backend = self.backend();
+        let operation = "prune helper rounds";
+        let offset = i64::try_from(keep).unwrap_or(i64::MAX);
+        let deleted = write_transaction!(self, operation, |tx| {
+            // The newest round to delete: the (keep + 1)-th newest.
+            let cutoff = sqlx::query(
+                "SELECT round_id FROM helper_rounds ORDER BY round_id DESC LIMIT 1 OFFSET $1",
+            )
+            .bind(offset)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db(backend, operation))?;
+            match cutoff {
+                None => 0,
+                Some(row) => {
+                    let cutoff: i64 = column(&row, "round_id", ROUNDS, "key unreadable")?;
+                    sqlx::query("DELETE FROM helper_uploads WHERE round_id <= $1")
+                        .bind(cutoff)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db(backend, operation))?;
+                    sqlx::query("DELETE FROM helper_rounds WHERE round_id <= $1")
+                        .bind(cutoff)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db(backend, operation))?
+                        .rows_affected()
+                }
+            }
+        });
+        tracing::info!(backend, keep, deleted, "pruned helper rounds");
+        Ok(deleted)
+    }
+
+    /// [`Persist::HelperRound`](sealroom_protocol::action::Persist::HelperRound).
+    pub(crate) async fn insert_helper_round(
+        &self,
+        descriptor: &pb::SignedEnvelope,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let operation = "persist a helper round";
+        let round = descriptor_round(descriptor).map_err(|e| StoreError::MalformedDescriptor {
+            reason: e.to_string(),
+        })?;
+        let id = to_sql_round(round)?;
+        let encoded = descriptor.encode_to_vec();
+        write_transaction!(self, operation, |tx| {
+            advance_counter!(tx, backend, Role::Helper, round)?;
+            sqlx::query("INSERT INTO helper_rounds (round_id, descriptor) VALUES ($1, $2)")
+                .bind(id)
+                .bind(encoded.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(db(backend, operation))?;
+        });
+        tracing::debug!(backend, round, "helper round persisted");
+        Ok(())
+    }
+
+    /// [`Persist::HelperUpload`](sealroom_protocol::action::Persist::HelperUpload).
+    pub(crate) async fn insert_upload(
+        &self,
+        round: u64,
+        client: u32,
+        upload: &SecretBytes,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let operation = "persist a helper upload";
+        let id = to_sql_round(round)?;
+        write_transaction!(self, operation, |tx| {
+            let known = sqlx::query("SELECT 1 AS known FROM helper_rounds WHERE round_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db(backend, operation))?;
+            if known.is_none() {
+                return Err(StoreError::UnknownRound { round });
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO helper_uploads (round_id, client_index, upload) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(i64::from(client))
+            .bind(upload.expose())
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                return Err(match violated(&e) {
+                    Some(ErrorKind::UniqueViolation) => {
+                        StoreError::DuplicateUpload { round, client }
+                    }
+                    Some(ErrorKind::ForeignKeyViolation) => StoreError::UnknownRound { round },
+                    _ => db(backend, operation)(e),
+                });
+            }
+        });
+        tracing::debug!(
+            backend,
+            round,
+            client,
+            bytes = upload.len(),
+            "helper upload persisted"
+        );
+        Ok(())
+    }
+
+    /// [`Persist::HelperAnswer`](sealroom_protocol::action::Persist::HelperAnswer):
+    /// the single-answer record. Set once; the same hash again is accepted
+    /// (a retried write), a different one is [`StoreError::AnswerConflict`].
+    pub(crate) async fn record_answer(
+        &self,
+        round: u64,
+        inclusion_hash: &Digest,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let operation = "persist a helper answer";
+        let id = to_sql_round(round)?;
+        write_transaction!(self, operation, |tx| {
+            // Only a round with no answer yet is updated: under concurrency the
+            // second writer's condition re-evaluates to false.
+            let updated = sqlx::query(
+                "UPDATE helper_rounds SET answered_inclusion_hash = $2 \
+                 WHERE round_id = $1 AND answered_inclusion_hash IS NULL",
+            )
+            .bind(id)
+            .bind(&inclusion_hash.0[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(db(backend, operation))?;
+            if updated.rows_affected() == 0 {
+                let row = sqlx::query(
+                    "SELECT answered_inclusion_hash FROM helper_rounds WHERE round_id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db(backend, operation))?;
+                let stored: Option<Vec<u8>> = match &row {
+                    Some(row) => column(row, "answered_inclusion_hash", ROUNDS, &round_key(round))?,
+                    None => None,
+                };
+                match stored {
+                    Some(stored) if stored == inclusion_hash.0 => {}
+                    Some(_) => return Err(StoreError::AnswerConflict { round }),
+                    // No such round (or it appeared only after the update ran).
+                    None => return Err(StoreError::UnknownRound { round }),
+                }
+            }
+        });
+        tracing::debug!(backend, round, inclusion = %inclusion_hash, "helper answer persisted");
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! The binary as a user runs it: `init`, then each node as its own process,
+//! a round through the admin API, and a scrape of `/metrics`.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills its processes when dropped, so a failing test leaves nothing behind.
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn sealroom() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sealroom"))
+}
+
+fn free_base_port(count: u16) -> u16 {
+    for attempt in 0..200u16 {
+        let base = 30_000 + (std::process::id() as u16 % 50) * 300 + attempt * 7;
+        if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port block");
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+fn spawn_node(config: &Path) -> Child {
+    let mut cmd = sealroom();
+    cmd.arg("node")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().expect("node starts")
+}
+
+#[test]
+fn init_nodes_as_processes_round_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_base_port(110);
+    let out = sealroom()
+        .args([
+            "init",
+            "--helpers",
+            "3",
+            "--clients",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("init runs");
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut nodes = Nodes(Vec::new());
+    for name in ["helper-0", "helper-1", "helper-2", "coordinator"] {
+        nodes
+            .0
+            .push(spawn_node(&dir.path().join(format!("{name}.toml"))));
+    }
+    wait_for_port(base);
+    for i in 1..=3 {
+        wait_for_port(base + i);
+    }
+    for name in ["client-0", "client-1", "client-2"] {
+        nodes
+            .0
+            .push(spawn_node(&dir.path().join(format!("{name}.toml"))));
+    }
+    // Clients connect to the coordinator's watch stream; a round started
+    // before they do goes on without them, so wait until every client took part.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        std::thread::sleep(Duration::from_millis(700));
+        let out = sealroom()
+            .args([
+                "round",
+                "start",
+                "--task",
+                "synthetic",
+                "--dim",
+                "50",
+                "--json",
+                "--config",
+            ])
+            .arg(dir.path().join("admin.toml"))
+            .output()
+            .expect("round start runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+        if json["included_clients"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3)
+        {
+            assert!(out.status.success());
+            break json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no round with all 3 clients: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert_eq!(outcome["status"], "completed");
+    assert_eq!(outcome["values"].as_array().map(Vec::len), Some(50));
+
+    // The coordinator serves metrics on base + 100 (see `sealroom init --help`).
+    let metrics = http_get(base + 100, "/metrics");
+    assert!(
+        metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "sealroom_rounds_total{role=\"coordinator\",outcome=\"completed\",reason=\"\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sealroom_round_duration_seconds_bucket"));
+}
+
+#[test]
+fn init_refuses_to_overwrite_keys_and_bad_configs_name_file_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_base_port(110).to_string();
+    let ok = sealroom()
+        .args(["init", "--base-port", &base])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(ok.status.success());
+    let again = sealroom()
+        .args(["init", "--base-port", &base])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(
+        !again.status.success(),
+        "a second init must not overwrite keys"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let federation = dir.path().join("federation.toml");
+    let text = std::fs::read_to_string(&federation).expect("read");
+    std::fs::write(&federation, format!("{text}\nsurprise = 1\n")).expect("write");
+    let out = sealroom()
+        .args(["node", "--config"])
+        .arg(dir.path().join("helper-0.toml"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("federation.toml") && err.contains("surprise"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_explains_the_commands_and_demo_knobs() {
+    let out = sealroom().arg("--help").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for command in ["demo", "init", "node", "round"] {
+        assert!(text.contains(command), "{text}");
+    }
+    let out = sealroom().args(["demo", "--help"]).output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for knob in [
+        "--helpers",
+        "--clients",
+        "--mode",
+        "--rounds",
+        "--drop-client",
+        "--kill-helper",
+    ] {
+        assert!(text.contains(knob), "{text}");
+    }
+}
