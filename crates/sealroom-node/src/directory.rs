@@ -36,6 +36,8 @@ pub struct Directory {
     pub clients: Vec<Party>,
     /// The federation's `min_clients`: this node refuses rounds below it.
     pub min_clients: usize,
+    /// Shares needed to reconstruct (the helper count in additive mode).
+    pub threshold: usize,
     by_id: BTreeMap<PartyId, Party>,
 }
 
@@ -115,6 +117,10 @@ impl Directory {
         }
         Ok(Directory {
             min_clients: spec.min_clients,
+            threshold: match spec.mode {
+                crate::config::ModeSpec::Threshold => spec.threshold.unwrap_or(spec.helpers.len()),
+                crate::config::ModeSpec::Additive => spec.helpers.len(),
+            },
             federation_id: spec.federation_id.clone(),
             coordinator,
             helpers,
@@ -143,6 +149,7 @@ impl Directory {
                 .expect("coordinator key is required by Directory::new"),
         );
         trust.min_clients_floor = self.min_clients;
+        trust.pinned_helpers = Some((self.helpers.iter().map(|h| h.id).collect(), self.threshold));
         trust
     }
 

@@ -67,6 +67,11 @@ pub struct DescriptorTrust {
     /// The smallest `min_clients` this node accepts (its own policy: the
     /// coordinator cannot lower it).
     pub min_clients_floor: usize,
+    /// The helpers (in order) and the threshold this node's federation
+    /// agreed on; when set, a descriptor naming other helpers or another
+    /// threshold is refused (a coordinator must not shrink the helper set or
+    /// lower the threshold). `None` accepts any valid helper set.
+    pub pinned_helpers: Option<(Vec<PartyId>, usize)>,
 }
 
 impl DescriptorTrust {
@@ -81,6 +86,7 @@ impl DescriptorTrust {
                 valid_until_epoch: None,
             }],
             min_clients_floor: MIN_MIN_CLIENTS,
+            pinned_helpers: None,
         }
     }
 
@@ -351,6 +357,18 @@ impl VerifiedDescriptor {
             }
             _ => return Err(invalid("mode", format!("unknown mode {}", d.mode))),
         };
+        if let Some((pinned, pinned_threshold)) = &trust.pinned_helpers
+            && (pinned != &helpers || *pinned_threshold != threshold)
+        {
+            return Err(invalid(
+                "helpers",
+                format!(
+                    "{} helpers with threshold {threshold} do not match the federation's {} helpers with threshold {pinned_threshold}",
+                    helpers.len(),
+                    pinned.len()
+                ),
+            ));
+        }
         let min_clients = d.min_clients as usize;
         let floor = trust.min_clients_floor.max(MIN_MIN_CLIENTS);
         if min_clients < floor || min_clients > clients.len() {

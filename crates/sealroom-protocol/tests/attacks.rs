@@ -766,3 +766,32 @@ fn min_clients_below_the_local_floor_is_refused() {
     trust.min_clients_floor = 3;
     assert!(sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).is_ok());
 }
+
+/// A node that pinned its federation's helpers and threshold refuses a
+/// descriptor with fewer helpers (which fewer colluders could break).
+#[test]
+fn descriptor_with_other_helpers_than_the_federation_is_refused() {
+    let f = fixture(setup());
+    let helpers: Vec<PartyId> = f.sim.helpers.iter().map(|h| h.id).collect();
+    let mut trust = sealroom_protocol::DescriptorTrust::single(
+        support::FEDERATION,
+        f.sim.coordinator_key.verifying_key(),
+    );
+    trust.pinned_helpers = Some((helpers.clone(), 3));
+    assert!(sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).is_ok());
+    let mut body = descriptor_body(&f.descriptor);
+    body.helpers.pop();
+    body.threshold = 2;
+    let shrunk = f.sim.coordinator_key.sign(&body);
+    let err = sealroom_protocol::VerifiedDescriptor::verify(&shrunk, &trust).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::Invalid {
+                field: "helpers",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -36,7 +36,7 @@ pub struct DemoArgs {
     /// Number of clients (wineries); the wine data set is split across them.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
-    /// Sharing scheme: additive n-of-n over Z_2^64 (every helper needed), or
+    /// Sharing scheme: additive n-of-n over Z_2^32 or Z_2^64 (every helper needed), or
     /// Shamir threshold over F_p (any t helpers suffice).
     #[arg(long, value_enum, default_value_t = Mode::Additive)]
     pub mode: Mode,
@@ -69,7 +69,7 @@ pub struct DemoArgs {
 /// The sharing scheme of a round.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Additive n-of-n sharing over Z_2^64.
+    /// Additive n-of-n sharing over Z_2^32 or Z_2^64.
     Additive,
     /// Shamir t-of-h sharing over F_p, p = 2^61 − 1.
     Threshold,
@@ -185,7 +185,11 @@ async fn run_async(args: &DemoArgs, threshold: Option<usize>) -> Result<()> {
         f.clients.len(),
         match threshold {
             Some(t) => format!("Shamir {t}-of-{} over F_p", args.helpers),
-            None => format!("additive {h}-of-{h} over Z_2^64", h = args.helpers),
+            None => format!(
+                "additive {h}-of-{h} over {}",
+                f.quantization.ring,
+                h = args.helpers
+            ),
         },
         f.min_clients
     );
