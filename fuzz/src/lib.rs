@@ -118,6 +118,8 @@ impl Fixture {
                 valid_from_epoch: 1,
                 valid_until_epoch: Some(1_000),
             }],
+            min_clients_floor: sealroom_protocol::descriptor::MIN_MIN_CLIENTS,
+            pinned_helpers: None,
         };
         let helper_keys: Vec<SigningKey> = (0..HELPERS as u64).map(|j| key(100 + j)).collect();
         let helper_ids: Vec<PartyId> = (0..HELPERS as u8)
