@@ -1,7 +1,9 @@
 //! Compiles `proto/sealroom/v1/*.proto` with protox (pure Rust; no `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script compiled in another checkout (a shared
+    // target directory) must not keep compiling that checkout's protos.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let file = root.join("sealroom/v1/round.proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let descriptors = protox::compile([&file], [&root])?;

@@ -147,6 +147,8 @@ impl Fixture {
             vector_len: VECTOR_LEN as u64,
             ring,
             spec: QuantSpec::new(16, 8.0, 24).expect("a valid spec"),
+            params: Vec::new(),
+            min_clients: None,
         };
         let helpers = helper_ids
             .iter()

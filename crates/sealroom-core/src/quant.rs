@@ -428,6 +428,16 @@ impl ErrorFeedback {
         Ok(quantized)
     }
 
+    /// Values the residual covers.
+    pub fn len(&self) -> usize {
+        self.residual.len()
+    }
+
+    /// Whether the residual covers no values.
+    pub fn is_empty(&self) -> bool {
+        self.residual.is_empty()
+    }
+
     /// Largest residual magnitude (for reports; not the values themselves).
     pub fn max_abs_residual(&self) -> f64 {
         self.residual.iter().fold(0.0, |m, r| m.max(r.abs()))

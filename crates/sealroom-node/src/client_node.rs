@@ -205,7 +205,14 @@ impl Runner {
         };
         let round_id = descriptor.round_id();
         let started = Instant::now();
-        let input = match self.input.input(&descriptor) {
+        // Computing the input may train a model or query a database: it runs
+        // on a blocking thread (where a source may also `block_on` async I/O).
+        let source = self.input.clone();
+        let task_descriptor = descriptor.clone();
+        let computed = tokio::task::spawn_blocking(move || source.input(&task_descriptor))
+            .await
+            .unwrap_or_else(|e| Err(format!("the input computation failed: {e}")));
+        let input = match computed {
             Ok(v) => v,
             Err(reason) => {
                 tracing::warn!(round = round_id, %reason, "no input for this round; sitting it out");

@@ -11,7 +11,8 @@
 //! paths are absolute, whose keys are loaded, and whose certificate has been
 //! checked against the federation CA and its entry in `federation.toml`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -151,9 +152,10 @@ pub struct NodeConfigFile {
     /// Ed25519 signing key file (coordinator and helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<PathBuf>,
-    /// Client only: where its private data lives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<DataSource>,
+    /// Client only: where its private data lives, by the table name that
+    /// tasks and queries use (`[data.salaries]`, `[data.wine]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, DataSource>,
 }
 
 /// PEM files for mutual TLS.
@@ -169,13 +171,28 @@ pub struct TlsFiles {
 }
 
 /// Where a client's private data lives.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum DataSource {
     /// A CSV file with a header row.
     Csv {
         /// Path of the file.
         path: PathBuf,
+    },
+    /// A table in a SQLite database file (opened read-only).
+    Sqlite {
+        /// Path of the database file.
+        path: PathBuf,
+        /// Table name in that database.
+        table: String,
+    },
+    /// A table in PostgreSQL (queried in read-only transactions). The URL
+    /// may hold a password: it is never logged.
+    Postgres {
+        /// Connection URL, `postgres://user@host/db`.
+        url: String,
+        /// Table name (optionally `schema.table`).
+        table: String,
     },
     /// A slice of a data set shipped with sealroom (for demos and tests):
     /// part `part` of `parts` of `dataset` (`winequality`, `iris`, `diabetes`).
@@ -187,6 +204,35 @@ pub enum DataSource {
         /// Number of parts.
         parts: usize,
     },
+}
+
+impl fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSource::Csv { path } => f.debug_struct("Csv").field("path", path).finish(),
+            DataSource::Sqlite { path, table } => f
+                .debug_struct("Sqlite")
+                .field("path", path)
+                .field("table", table)
+                .finish(),
+            // The URL may carry a password.
+            DataSource::Postgres { table, .. } => f
+                .debug_struct("Postgres")
+                .field("url", &"<redacted>")
+                .field("table", table)
+                .finish(),
+            DataSource::Builtin {
+                dataset,
+                part,
+                parts,
+            } => f
+                .debug_struct("Builtin")
+                .field("dataset", dataset)
+                .field("part", part)
+                .field("parts", parts)
+                .finish(),
+        }
+    }
 }
 
 /// Data sets a [`DataSource::Builtin`] may name.
@@ -303,8 +349,8 @@ pub struct NodeConfig {
     pub signing_key_file: Option<PathBuf>,
     /// The signing key (coordinator and helpers).
     pub signing_key: Option<SigningKey>,
-    /// Where a client's private data lives (CSV paths absolute).
-    pub data: Option<DataSource>,
+    /// Where a client's private data lives, by table name (paths absolute).
+    pub data: BTreeMap<String, DataSource>,
 }
 
 /// Reads and validates `federation.toml`. Errors name `path` as given.
@@ -449,21 +495,27 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         }
     };
 
-    let data = match (raw.role, raw.data) {
-        (Role::Client, None) => {
+    let data = match raw.role {
+        Role::Client if raw.data.is_empty() => {
             return Err(bad(
                 "data",
-                "required for a client: where its private data lives".into(),
+                "required for a client: where its private data lives, e.g. \
+                 [data.salaries] kind = \"csv\", path = \"salaries.csv\""
+                    .into(),
             ));
         }
-        (Role::Client, Some(data)) => Some(check_data(&file, &dir, data)?),
-        (_, Some(_)) => {
+        Role::Client => raw
+            .data
+            .into_iter()
+            .map(|(name, source)| Ok((name.clone(), check_data(&file, &dir, &name, source)?)))
+            .collect::<Result<BTreeMap<_, _>, ConfigError>>()?,
+        _ if !raw.data.is_empty() => {
             return Err(bad(
                 "data",
                 format!("only clients hold private data, not a {role}; remove it"),
             ));
         }
-        (_, None) => None,
+        _ => BTreeMap::new(),
     };
 
     Ok(NodeConfig {
@@ -785,19 +837,65 @@ fn find_party<'a>(federation: &'a FederationSpec, role: Role, name: &str) -> Opt
     }
 }
 
-/// Checks a client's data source and makes a CSV path absolute.
-fn check_data(file: &Path, dir: &Path, data: DataSource) -> Result<DataSource, ConfigError> {
+/// Checks one of a client's data sources and makes its paths absolute.
+fn check_data(
+    file: &Path,
+    dir: &Path,
+    name: &str,
+    data: DataSource,
+) -> Result<DataSource, ConfigError> {
+    let field = |f: &str| format!("data.{name}.{f}");
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(invalid(
+            file,
+            "data",
+            format!("table name {name:?} must be letters, digits, '_' or '-'"),
+        ));
+    }
+    let existing_file = |path: PathBuf| {
+        let path = resolve(dir, &path);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(invalid(
+                file,
+                &field("path"),
+                format!("{} is not a readable file", path.display()),
+            ))
+        }
+    };
+    let table_name = |table: &str| {
+        if table.is_empty() {
+            Err(invalid(file, &field("table"), "must not be empty".into()))
+        } else {
+            Ok(())
+        }
+    };
     match data {
-        DataSource::Csv { path } => {
-            let path = resolve(dir, &path);
-            if !path.is_file() {
+        DataSource::Csv { path } => Ok(DataSource::Csv {
+            path: existing_file(path)?,
+        }),
+        DataSource::Sqlite { path, table } => {
+            table_name(&table)?;
+            Ok(DataSource::Sqlite {
+                path: existing_file(path)?,
+                table,
+            })
+        }
+        DataSource::Postgres { url, table } => {
+            table_name(&table)?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(invalid(
                     file,
-                    "data.path",
-                    format!("{} is not a readable file", path.display()),
+                    &field("url"),
+                    "must start with postgres:// or postgresql://".into(),
                 ));
             }
-            Ok(DataSource::Csv { path })
+            Ok(DataSource::Postgres { url, table })
         }
         DataSource::Builtin {
             dataset,
@@ -807,7 +905,7 @@ fn check_data(file: &Path, dir: &Path, data: DataSource) -> Result<DataSource, C
             if !BUILTIN_DATASETS.contains(&dataset.as_str()) {
                 return Err(invalid(
                     file,
-                    "data.dataset",
+                    &field("dataset"),
                     format!(
                         "unknown data set {dataset:?}; expected one of {}",
                         BUILTIN_DATASETS.join(", ")
@@ -815,12 +913,12 @@ fn check_data(file: &Path, dir: &Path, data: DataSource) -> Result<DataSource, C
                 ));
             }
             if parts == 0 {
-                return Err(invalid(file, "data.parts", "must be at least 1".into()));
+                return Err(invalid(file, &field("parts"), "must be at least 1".into()));
             }
             if part >= parts {
                 return Err(invalid(
                     file,
-                    "data.part",
+                    &field("part"),
                     format!("{part} is not below `parts` ({parts}); parts count from 0"),
                 ));
             }

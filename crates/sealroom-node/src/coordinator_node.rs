@@ -26,7 +26,7 @@ use crate::grpc::pb::{
 };
 use crate::grpc::{self, MAX_MESSAGE_BYTES};
 use crate::shutdown::Shutdown;
-use crate::tasks::TaskCatalog;
+use crate::tasks::{TaskCatalog, TaskRequest};
 use crate::{NodeError, tls};
 
 /// Rounds started on a timer by the coordinator itself.
@@ -179,6 +179,8 @@ async fn run_schedule(schedule: Schedule, tx: mpsc::Sender<Event>, shutdown: Shu
             task: schedule.task.clone(),
             vector_length: schedule.vector_length,
             clients: Vec::new(),
+            params: Vec::new(),
+            min_clients: 0,
         };
         if tx.send(Event::Start { request, reply }).await.is_err() {
             return;
@@ -350,17 +352,6 @@ impl Actor {
                     ))));
                     return Ok(());
                 }
-                let (ring, spec) = self.encoding;
-                let task = match self
-                    .catalog
-                    .task(&request.task, request.vector_length, ring, spec)
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let _ = reply.send(Err(Status::invalid_argument(e)));
-                        return Ok(());
-                    }
-                };
                 let clients: Result<Vec<PartyId>, Status> = if request.clients.is_empty() {
                     Ok(self.ctx.directory.clients.iter().map(|c| c.id).collect())
                 } else {
@@ -379,6 +370,20 @@ impl Actor {
                     Ok(c) => c,
                     Err(s) => {
                         let _ = reply.send(Err(s));
+                        return Ok(());
+                    }
+                };
+                let (ring, spec) = self.encoding;
+                let task_request = TaskRequest {
+                    name: request.task.clone(),
+                    vector_len: request.vector_length,
+                    params: request.params.clone(),
+                    min_clients: request.min_clients as usize,
+                };
+                let task = match self.catalog.task(&task_request, clients.len(), ring, spec) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::invalid_argument(e)));
                         return Ok(());
                     }
                 };

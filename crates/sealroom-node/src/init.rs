@@ -17,6 +17,7 @@
 //! Names are `coordinator`, `helper-0`…, `client-0`…, `admin`. Paths inside the
 //! configs are relative, so the directory can be moved as a whole.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -362,7 +363,11 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
                 key: PathBuf::from(format!("{}.key", p.name)),
             },
             signing_key: signing_key_name,
-            data: p.data.clone(),
+            data: p
+                .data
+                .clone()
+                .map(|d| BTreeMap::from([(BUILTIN_TABLE.to_string(), d)]))
+                .unwrap_or_default(),
         };
         let config_file = dir.join(format!("{}.toml", p.name));
         let header = format!(
@@ -405,6 +410,10 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
         leftovers,
     })
 }
+
+/// The table name under which `init` gives each client its slice of the
+/// built-in wine-quality data (`[data.wine]`).
+pub const BUILTIN_TABLE: &str = "wine";
 
 /// Checks the options and lays out names, addresses and data parts.
 fn plan(opts: &InitOptions) -> Result<Vec<Plan>, InitError> {

@@ -23,7 +23,7 @@ use crate::helper_node::{self, HelperHandle};
 use crate::init::{InitOptions, InitSummary, init_federation};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::tasks::{InputSource, TaskCatalog};
+use crate::tasks::{InputSource, TaskCatalog, TaskRequest};
 use crate::{NodeError, tls};
 
 /// Opens a node's store and builds its runtime context.
@@ -55,6 +55,21 @@ pub async fn start_round(
     vector_length: u64,
     clients: Vec<String>,
 ) -> Result<RoundOutcome, tonic::Status> {
+    let request = TaskRequest {
+        name: task.into(),
+        vector_len: vector_length,
+        ..TaskRequest::default()
+    };
+    request_round(admin, &request, clients).await
+}
+
+/// Asks the coordinator (as an admin) to run a round of `task` (with its
+/// parameters) over `clients` (all when empty), and waits for its outcome.
+pub async fn request_round(
+    admin: &NodeConfig,
+    task: &TaskRequest,
+    clients: Vec<String>,
+) -> Result<RoundOutcome, tonic::Status> {
     let endpoint = admin
         .federation
         .coordinator
@@ -69,12 +84,47 @@ pub async fn start_round(
         CoordinatorServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let window = admin.federation.upload_window_ms + admin.federation.aggregation_window_ms;
     let mut request = Request::new(StartRoundRequest {
-        task: task.into(),
-        vector_length,
+        task: task.name.clone(),
+        vector_length: task.vector_len,
         clients,
+        params: task.params.clone(),
+        min_clients: u32::try_from(task.min_clients).unwrap_or(u32::MAX),
     });
     request.set_timeout(Duration::from_millis(window + 30_000));
     Ok(client.start_round(request).await?.into_inner())
+}
+
+/// Something that can have the coordinator run rounds: an admin identity
+/// (over the network) or a [`LocalFederation`]. Drivers of multi-round work
+/// (a training, a two-phase query) are generic over it.
+pub trait RoundRunner: Sync {
+    /// Runs a round of `task` over `clients` (all when empty) and waits for
+    /// its outcome.
+    fn run_round(
+        &self,
+        task: &TaskRequest,
+        clients: Vec<String>,
+    ) -> impl std::future::Future<Output = Result<RoundOutcome, tonic::Status>> + Send;
+}
+
+impl RoundRunner for NodeConfig {
+    async fn run_round(
+        &self,
+        task: &TaskRequest,
+        clients: Vec<String>,
+    ) -> Result<RoundOutcome, tonic::Status> {
+        request_round(self, task, clients).await
+    }
+}
+
+impl RoundRunner for LocalFederation {
+    async fn run_round(
+        &self,
+        task: &TaskRequest,
+        clients: Vec<String>,
+    ) -> Result<RoundOutcome, tonic::Status> {
+        self.request_round(task, clients).await
+    }
 }
 
 /// A node of a local federation that can be stopped and started again.
@@ -309,6 +359,19 @@ impl LocalFederation {
             .admin()
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         start_round(admin, task, vector_length, Vec::new()).await
+    }
+
+    /// Runs one round of `task` over `clients` (all when empty) and waits
+    /// for its outcome.
+    pub async fn request_round(
+        &self,
+        task: &TaskRequest,
+        clients: Vec<String>,
+    ) -> Result<RoundOutcome, tonic::Status> {
+        let admin = self
+            .admin()
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        request_round(admin, task, clients).await
     }
 
     /// Stops every node.

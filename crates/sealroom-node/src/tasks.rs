@@ -13,8 +13,24 @@ use sealroom_protocol::coordinator::Task;
 /// benchmarks and end-to-end tests (never private data).
 pub const SYNTHETIC: &str = "synthetic";
 
+/// What a task's parameters make of a round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskShape {
+    /// Elements per client vector.
+    pub vector_len: u64,
+    /// Quantization of the round.
+    pub spec: QuantSpec,
+}
+
+/// Validates a task's parameters and derives the round's shape from them
+/// (for example a query's vector layout, or a model's parameter count).
+pub trait TaskPlanner: Send + Sync {
+    /// The round's shape for `params`, or why they are refused.
+    fn plan(&self, params: &[u8]) -> Result<TaskShape, String>;
+}
+
 /// How a named task becomes a round.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TaskDef {
     /// Task name, as it appears in descriptors.
     pub name: String,
@@ -25,8 +41,38 @@ pub struct TaskDef {
     /// Quantization; `None` uses the federation's default.
     pub spec: Option<QuantSpec>,
     /// Whether the task's sums need a 64-bit ring: a federation whose rounds
-    /// use Z_2^32 runs this task over Z_2^64 instead.
+    /// use Z_2^32 runs this task over Z_2^64 instead. (A task whose spec does
+    /// not fit Z_2^32 for the round's clients is widened in any case.)
     pub wide: bool,
+    /// Derives length and quantization from the request's parameters; a
+    /// task without a planner takes no parameters.
+    pub planner: Option<Arc<dyn TaskPlanner>>,
+}
+
+impl std::fmt::Debug for TaskDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskDef")
+            .field("name", &self.name)
+            .field("default_len", &self.default_len)
+            .field("fixed_len", &self.fixed_len)
+            .field("spec", &self.spec)
+            .field("wide", &self.wide)
+            .field("planner", &self.planner.is_some())
+            .finish()
+    }
+}
+
+/// What a round is asked to compute.
+#[derive(Clone, Debug, Default)]
+pub struct TaskRequest {
+    /// Task name.
+    pub name: String,
+    /// Requested vector length (0: the task's default).
+    pub vector_len: u64,
+    /// Task parameters (signed into the descriptor).
+    pub params: Vec<u8>,
+    /// Raises `min_clients` for this round (0: the federation's).
+    pub min_clients: usize,
 }
 
 /// The tasks a coordinator can run.
@@ -45,6 +91,7 @@ impl TaskCatalog {
             fixed_len: false,
             spec: None,
             wide: false,
+            planner: None,
         });
         c
     }
@@ -59,31 +106,54 @@ impl TaskCatalog {
         self.defs.keys().cloned().collect()
     }
 
-    /// The round task for `name` with an optional requested length.
+    /// The round task for `request` over `n_clients` clients, in the
+    /// federation's `ring` and default `spec` unless the task says otherwise.
     pub fn task(
         &self,
-        name: &str,
-        requested_len: u64,
+        request: &TaskRequest,
+        n_clients: usize,
         ring: RingKind,
         default_spec: QuantSpec,
     ) -> Result<Task, String> {
+        let name = request.name.as_str();
         let def = self.defs.get(name).ok_or_else(|| {
             format!(
                 "unknown task {name:?}; known tasks: {}",
                 self.names().join(", ")
             )
         })?;
-        let vector_len = match requested_len {
-            0 => def.default_len,
-            n if def.fixed_len && n != def.default_len => {
-                return Err(format!(
-                    "task {name:?} has a fixed length of {}",
-                    def.default_len
-                ));
+        let (vector_len, spec) = match &def.planner {
+            Some(planner) => {
+                let shape = planner
+                    .plan(&request.params)
+                    .map_err(|e| format!("task {name:?}: {e}"))?;
+                if request.vector_len != 0 && request.vector_len != shape.vector_len {
+                    return Err(format!(
+                        "task {name:?}: its parameters fix the length at {}",
+                        shape.vector_len
+                    ));
+                }
+                (shape.vector_len, shape.spec)
             }
-            n => n,
+            None => {
+                if !request.params.is_empty() {
+                    return Err(format!("task {name:?} takes no parameters"));
+                }
+                let len = match request.vector_len {
+                    0 => def.default_len,
+                    n if def.fixed_len && n != def.default_len => {
+                        return Err(format!(
+                            "task {name:?} has a fixed length of {}",
+                            def.default_len
+                        ));
+                    }
+                    n => n,
+                };
+                (len, def.spec.unwrap_or(default_spec))
+            }
         };
-        let ring = if def.wide && ring == RingKind::Z2_32 {
+        let widen = def.wide || sealroom_core::fits(ring, n_clients as u64, spec).is_err();
+        let ring = if widen && ring == RingKind::Z2_32 {
             RingKind::Z2_64
         } else {
             ring
@@ -92,7 +162,9 @@ impl TaskCatalog {
             name: name.into(),
             vector_len,
             ring,
-            spec: def.spec.unwrap_or(default_spec),
+            spec,
+            params: request.params.clone(),
+            min_clients: (request.min_clients > 0).then_some(request.min_clients),
         })
     }
 }
@@ -101,6 +173,10 @@ impl TaskCatalog {
 pub trait InputSource: Send + Sync {
     /// The client's vector for this round, or why it cannot contribute (the
     /// client then sits the round out; the round proceeds without it).
+    ///
+    /// Called on a blocking thread inside the node's tokio runtime, so an
+    /// implementation may train a model, read files, or run async database
+    /// I/O through `tokio::runtime::Handle::current().block_on`.
     fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String>;
 }
 
@@ -196,18 +272,80 @@ mod tests {
     fn catalog_resolves_lengths() {
         let spec = QuantSpec::new(8, 1.0, 16).expect("valid");
         let c = TaskCatalog::with_builtins();
+        let req = |len| TaskRequest {
+            name: SYNTHETIC.into(),
+            vector_len: len,
+            ..TaskRequest::default()
+        };
+        let task = c.task(&req(0), 3, RingKind::Z2_64, spec).expect("known");
+        assert_eq!(task.vector_len, 1000);
         assert_eq!(
-            c.task(SYNTHETIC, 0, RingKind::Z2_64, spec)
-                .expect("known")
-                .vector_len,
-            1000
-        );
-        assert_eq!(
-            c.task(SYNTHETIC, 7, RingKind::Z2_64, spec)
+            c.task(&req(7), 3, RingKind::Z2_64, spec)
                 .expect("known")
                 .vector_len,
             7
         );
-        assert!(c.task("nope", 0, RingKind::Z2_64, spec).is_err());
+        let unknown = TaskRequest {
+            name: "nope".into(),
+            ..TaskRequest::default()
+        };
+        assert!(c.task(&unknown, 3, RingKind::Z2_64, spec).is_err());
+        let with_params = TaskRequest {
+            params: vec![1],
+            ..req(0)
+        };
+        let err = c
+            .task(&with_params, 3, RingKind::Z2_64, spec)
+            .expect_err("parameters refused");
+        assert!(err.contains("takes no parameters"), "{err}");
+    }
+
+    struct Fixed;
+    impl TaskPlanner for Fixed {
+        fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
+            match params {
+                [n] => Ok(TaskShape {
+                    vector_len: u64::from(*n),
+                    spec: QuantSpec::new(0, 1e12, 41).map_err(|e| e.to_string())?,
+                }),
+                _ => Err("one byte expected".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn planners_shape_rounds_and_widen_the_ring() {
+        let spec = QuantSpec::new(8, 1.0, 16).expect("valid");
+        let mut c = TaskCatalog::with_builtins();
+        c.register(TaskDef {
+            name: "planned".into(),
+            default_len: 1,
+            fixed_len: true,
+            spec: None,
+            wide: false,
+            planner: Some(Arc::new(Fixed)),
+        });
+        let req = |params: Vec<u8>, len| TaskRequest {
+            name: "planned".into(),
+            vector_len: len,
+            params,
+            min_clients: 4,
+        };
+        let task = c
+            .task(&req(vec![9], 0), 5, RingKind::Z2_32, spec)
+            .expect("planned");
+        assert_eq!(task.vector_len, 9);
+        // Five sums of values up to 10^12 do not fit Z_2^32: the round is widened.
+        assert_eq!(task.ring, RingKind::Z2_64);
+        assert_eq!(task.min_clients, Some(4));
+        assert_eq!(task.params, vec![9]);
+        let err = c
+            .task(&req(vec![9], 8), 5, RingKind::Z2_32, spec)
+            .expect_err("length conflicts with the parameters");
+        assert!(err.contains("fix the length at 9"), "{err}");
+        let err = c
+            .task(&req(vec![], 0), 5, RingKind::Z2_32, spec)
+            .expect_err("bad parameters");
+        assert!(err.contains("one byte expected"), "{err}");
     }
 }

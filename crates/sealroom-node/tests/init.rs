@@ -147,15 +147,16 @@ fn init_then_every_config_loads() {
                     .and_then(|i| i.parse().ok())
                     .expect("client-<i>");
                 assert_eq!(
-                    cfg.data,
-                    Some(DataSource::Builtin {
+                    cfg.data.get("wine"),
+                    Some(&DataSource::Builtin {
                         dataset: "winequality".into(),
                         part: index,
                         parts: 5
                     })
                 );
+                assert_eq!(cfg.data.len(), 1);
             }
-            _ => assert_eq!(cfg.data, None),
+            _ => assert!(cfg.data.is_empty()),
         }
     }
     let names: Vec<&str> = summary.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -778,11 +779,13 @@ fn client_data_source() {
                 let data = t
                     .get_mut("data")
                     .and_then(|v| v.as_table_mut())
-                    .expect("data");
+                    .and_then(|d| d.get_mut("wine"))
+                    .and_then(|v| v.as_table_mut())
+                    .expect("data.wine");
                 data.insert("part".into(), toml::Value::Integer(5));
             })
         },
-        "data.part",
+        "data.wine.part",
     );
     node_refused(
         "client-0",
@@ -791,11 +794,13 @@ fn client_data_source() {
                 let data = t
                     .get_mut("data")
                     .and_then(|v| v.as_table_mut())
-                    .expect("data");
+                    .and_then(|d| d.get_mut("wine"))
+                    .and_then(|v| v.as_table_mut())
+                    .expect("data.wine");
                 data.insert("dataset".into(), string("mnist"));
             })
         },
-        "data.dataset",
+        "data.wine.dataset",
     );
     node_refused(
         "helper-0",
@@ -804,7 +809,9 @@ fn client_data_source() {
                 let mut data = toml::Table::new();
                 data.insert("kind".into(), string("csv"));
                 data.insert("path".into(), string("rows.csv"));
-                t.insert("data".into(), toml::Value::Table(data));
+                let mut tables = toml::Table::new();
+                tables.insert("rows".into(), toml::Value::Table(data));
+                t.insert("data".into(), toml::Value::Table(tables));
             })
         },
         "data",
@@ -815,22 +822,47 @@ fn client_data_source() {
 fn csv_data_path_is_resolved_next_to_the_config() {
     let (dir, summary) = default_federation();
     fs::write(dir.path().join("rows.csv"), "a,b\n1,2\n").expect("write");
+    fs::write(dir.path().join("rows.db"), b"").expect("write");
     edit_node(dir.path(), "client-4", |t| {
+        let tables = t
+            .get_mut("data")
+            .and_then(|v| v.as_table_mut())
+            .expect("data");
         let mut data = toml::Table::new();
         data.insert("kind".into(), string("csv"));
         data.insert("path".into(), string("rows.csv"));
-        t.insert("data".into(), toml::Value::Table(data));
+        tables.insert("rows".into(), toml::Value::Table(data));
+        let mut data = toml::Table::new();
+        data.insert("kind".into(), string("sqlite"));
+        data.insert("path".into(), string("rows.db"));
+        data.insert("table".into(), string("people"));
+        tables.insert("people".into(), toml::Value::Table(data));
+        let mut data = toml::Table::new();
+        data.insert("kind".into(), string("postgres"));
+        data.insert("url".into(), string("postgres://u:secret@localhost/db"));
+        data.insert("table".into(), string("payroll"));
+        tables.insert("payroll".into(), toml::Value::Table(data));
     });
     let cfg = load_node_config(&dir.path().join("client-4.toml")).expect("loads");
     assert_eq!(
-        cfg.data,
-        Some(DataSource::Csv {
+        cfg.data.get("rows"),
+        Some(&DataSource::Csv {
             path: summary.dir.join("rows.csv")
         })
     );
+    assert_eq!(
+        cfg.data.get("people"),
+        Some(&DataSource::Sqlite {
+            path: summary.dir.join("rows.db"),
+            table: "people".into()
+        })
+    );
+    assert_eq!(cfg.data.len(), 4, "wine, rows, people, payroll");
+    // The PostgreSQL URL may hold a password: Debug never shows it.
+    assert!(!format!("{:?}", cfg.data).contains("secret"));
     fs::remove_file(dir.path().join("rows.csv")).expect("rm");
     let err = load_err(dir.path(), "client-4");
-    assert_about(&err, "client-4.toml", "data.path");
+    assert_about(&err, "client-4.toml", "data.rows.path");
 }
 
 #[test]

@@ -215,6 +215,8 @@ impl Federation {
             vector_len: LEN as u64,
             ring: self.shape.ring(),
             spec: spec(),
+            params: Vec::new(),
+            min_clients: None,
         };
         let (round, _) = Coordinator::new(self.coordinator.clone(), 1)
             .start_round(START, task, self.client_ids.clone(), NONCE)

@@ -53,6 +53,11 @@ pub struct Task {
     pub ring: RingKind,
     /// Quantization.
     pub spec: QuantSpec,
+    /// Task parameters carried, signed, in the descriptor.
+    pub params: Vec<u8>,
+    /// Raises the round's `min_clients` above the coordinator's default
+    /// (a lower value is ignored: the default is a floor).
+    pub min_clients: Option<usize>,
 }
 
 /// The coordinator across rounds: owns the round-id counter.
@@ -93,13 +98,16 @@ impl Coordinator {
             round_id,
             epoch: self.config.epoch,
             task_name: task.name,
+            task_params: task.params,
             vector_len: task.vector_len,
             ring: task.ring,
             spec: task.spec,
             threshold: self.config.threshold,
             clients,
             helpers: self.config.helpers.iter().map(|(id, _)| *id).collect(),
-            min_clients: self.config.min_clients,
+            min_clients: task
+                .min_clients
+                .map_or(self.config.min_clients, |m| m.max(self.config.min_clients)),
             issued_at: now,
             upload_window_ms: self.config.upload_window_ms,
             aggregation_window_ms: self.config.aggregation_window_ms,

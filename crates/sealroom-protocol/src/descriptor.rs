@@ -26,6 +26,9 @@ pub const MAX_CLIENTS: usize = 100_000;
 /// Smallest `min_clients`: a sum over one client is that client's input.
 pub const MIN_MIN_CLIENTS: usize = 2;
 
+/// Largest task parameter block a descriptor may carry (1 MiB).
+pub const MAX_TASK_PARAMS: usize = 1 << 20;
+
 /// How shares are made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -107,6 +110,7 @@ pub struct VerifiedDescriptor {
     round_id: u64,
     epoch: u64,
     task_name: String,
+    task_params: Vec<u8>,
     vector_len: usize,
     encoding: RoundEncoding,
     mode: Mode,
@@ -130,6 +134,8 @@ pub struct DescriptorParams {
     pub epoch: u64,
     /// Public name of the computation.
     pub task_name: String,
+    /// Task parameters (at most [`MAX_TASK_PARAMS`] bytes).
+    pub task_params: Vec<u8>,
     /// Elements per client vector.
     pub vector_len: u64,
     /// Ring of the shares.
@@ -172,6 +178,7 @@ impl DescriptorParams {
                     clip: self.spec.clip(),
                     bits: u32::from(self.spec.bits()),
                 }),
+                params: self.task_params,
             }),
             mode: if self.threshold.is_some() {
                 pb::Mode::Threshold
@@ -264,6 +271,15 @@ impl VerifiedDescriptor {
             .task
             .as_ref()
             .ok_or_else(|| invalid("task", "missing".into()))?;
+        if task.params.len() > MAX_TASK_PARAMS {
+            return Err(invalid(
+                "task.params",
+                format!(
+                    "{} bytes, more than the limit of {MAX_TASK_PARAMS}",
+                    task.params.len()
+                ),
+            ));
+        }
         if task.vector_length == 0 || task.vector_length > MAX_VECTOR_LEN {
             return Err(invalid(
                 "task.vector_length",
@@ -400,6 +416,7 @@ impl VerifiedDescriptor {
             round_id: round,
             epoch: d.epoch,
             task_name: task.name.clone(),
+            task_params: task.params.clone(),
             vector_len: task.vector_length as usize,
             encoding,
             mode,
@@ -437,6 +454,10 @@ impl VerifiedDescriptor {
     /// Public task name.
     pub fn task_name(&self) -> &str {
         &self.task_name
+    }
+    /// Task parameters, as signed by the coordinator.
+    pub fn task_params(&self) -> &[u8] {
+        &self.task_params
     }
     /// Elements per vector.
     pub fn vector_len(&self) -> usize {

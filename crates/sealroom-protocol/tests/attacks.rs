@@ -638,6 +638,8 @@ fn overflowing_quantization_is_refused_at_issue() {
         vector_len: 4,
         ring: RingKind::Z2_32,
         spec: QuantSpec::new(0, 2_147_000_000.0, 32).expect("valid spec"),
+        params: Vec::new(),
+        min_clients: None,
     };
     let err = f
         .sim
@@ -657,6 +659,7 @@ fn overflowing_quantization_is_refused_at_issue() {
         round_id: 10,
         epoch: 0,
         task_name: "x".into(),
+        task_params: Vec::new(),
         vector_len: 4,
         ring: RingKind::Z2_64,
         spec: QuantSpec::new(8, 1.0, 16).expect("valid"),

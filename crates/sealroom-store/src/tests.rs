@@ -352,6 +352,8 @@ async fn run_real_round(store: &Store) -> RealRun {
         vector_len: 4,
         ring: RingKind::Z2_64,
         spec: QuantSpec::new(16, 8.0, 24).expect("valid spec"),
+        params: Vec::new(),
+        min_clients: None,
     };
     let (mut round, actions) = coordinator
         .start_round(START, task, client_ids.clone(), [9; 32])

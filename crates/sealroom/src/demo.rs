@@ -1,31 +1,40 @@
-//! `sealroom demo`: a whole federation on loopback — a coordinator, helpers
-//! and clients as separate tasks talking gRPC over mutual TLS 1.3, made by the
-//! same code as `sealroom init` — running secure-aggregation rounds on real
-//! data and showing that every released sum equals the plaintext sum of the
-//! clients it includes.
+//! `sealroom demo`: the showcase. A whole federation on loopback — a
+//! coordinator, helpers and clients as separate tasks talking gRPC over
+//! mutual TLS 1.3, made by the same code as `sealroom init` — that
 //!
-//! The plaintext twins are computed here, in the demo, from the same public
-//! test data, only to check the secure results; no sealroom node ever
-//! aggregates plaintext.
+//! 1. trains a model on the wine-quality data (split non-IID across the
+//!    clients) with secure FedAvg, round by round;
+//! 2. answers "average salary per department" over three companies' tables
+//!    (two CSV files and a SQLite database), suppressing small cells;
+//! 3. fits an OLS regression on the diabetes data held by every client.
+//!
+//! Every secure result is checked against its plaintext twin, computed here
+//! from the very same inputs only to check (no sealroom node ever aggregates
+//! plaintext): the FedAvg model bit for bit, the query results exactly. It
+//! writes a JSON report and an SVG chart, and exits non-zero on a mismatch.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use sealroom_core::QuantSpec;
+use indicatif::ProgressBar;
+use sealroom_analytics::fl::Model;
+use sealroom_analytics::joint::{QueryRun, run_query};
+use sealroom_analytics::query::{DataSource, LocalTable, Policy, QuerySpec, plaintext, plan};
+use sealroom_analytics::training::{Trainer, TrainingData, TrainingReport, UpdateTap, evaluate};
 use sealroom_node::client_node::ClientEvent;
-use sealroom_node::grpc::pb::RoundOutcome;
-use sealroom_node::init::InitOptions;
+use sealroom_node::init::{InitOptions, default_min_clients};
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputRouter, InputSource, SYNTHETIC, SyntheticInput, synthetic_vector};
+use sealroom_node::tasks::InputSource;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::node_cmd::catalog;
+use crate::chart::{RoundPoint, training_chart};
+use crate::node_cmd::{DEFAULT_MIN_ROWS, catalog, client_router};
 use crate::table::{Align, Table, human_bytes};
-use crate::wine;
+use crate::train_cmd::{TrainingArgs, round_bar, round_row, round_table};
 
 /// Options of `sealroom demo`.
 #[derive(Args, Debug, Clone)]
@@ -33,37 +42,30 @@ pub struct DemoArgs {
     /// Number of helpers (independent organisations holding shares), 2..=16.
     #[arg(long, default_value_t = 3)]
     pub helpers: usize,
-    /// Number of clients (wineries); the wine data set is split across them.
+    /// Number of clients (at least 3): each holds a non-IID part of the
+    /// training data and of the diabetes data; the first three are also the
+    /// three companies of the salary example.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
-    /// Sharing scheme: additive n-of-n over Z_2^32 or Z_2^64 (every helper needed), or
-    /// Shamir threshold over F_p (any t helpers suffice).
+    /// Sharing scheme: additive n-of-n over Z_2^32 or Z_2^64 (every helper
+    /// needed), or Shamir threshold over F_p (any t helpers suffice).
     #[arg(long, value_enum, default_value_t = Mode::Additive)]
     pub mode: Mode,
     /// Threshold t for `--mode threshold`; must be a majority of the helpers
     /// (default: the smallest majority).
     #[arg(long)]
     pub threshold: Option<usize>,
-    /// Rounds to run: the first is the wine analytics, the rest sum synthetic
-    /// model updates of `--dim` parameters.
-    #[arg(long, default_value_t = 4)]
-    pub rounds: usize,
-    /// Parameters per synthetic update.
-    #[arg(long, default_value_t = 100_000)]
-    pub dim: u64,
-    /// Take client K offline after the first round (repeatable): it is left
-    /// out of later inclusion sets.
+    /// Take client K offline after the first training round (repeatable): it
+    /// is left out of later inclusion sets, and rounds wait for the upload
+    /// deadline without it.
     #[arg(long = "drop-client", value_name = "K")]
     pub drop_clients: Vec<usize>,
-    /// Kill helper I before the last round and restart it afterwards: an
-    /// additive round then aborts with signed evidence; a threshold round
-    /// completes with the remaining helpers.
-    #[arg(long, value_name = "I")]
-    pub kill_helper: Option<usize>,
-    /// Keep the federation (keys, configs, databases) in this directory
-    /// instead of a temporary one.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    /// Where to write the report, the chart, the demo's data files and the
+    /// federation (keys, configs, databases); replaced on every run.
+    #[arg(long, value_name = "DIR", default_value = "sealroom-demo")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub training: TrainingArgs,
 }
 
 /// The sharing scheme of a round.
@@ -75,20 +77,94 @@ pub enum Mode {
     Threshold,
 }
 
-struct Planned {
-    task: &'static str,
-    dim: u64,
-    kill: bool,
+/// The three companies of the salary example (synthetic data generated by
+/// `examples/salaries/generate.py`), embedded so the demo runs anywhere.
+const COMPANIES: [(&str, &str, &[u8]); 3] = [
+    (
+        "acme",
+        "acme.csv",
+        include_bytes!("../../../examples/salaries/acme.csv"),
+    ),
+    (
+        "globex",
+        "globex.csv",
+        include_bytes!("../../../examples/salaries/globex.csv"),
+    ),
+    (
+        "initech",
+        "initech.sqlite",
+        include_bytes!("../../../examples/salaries/initech.sqlite"),
+    ),
+];
+
+/// The department domain of the salary question (values outside it, such
+/// as one company's "marketing", are counted in the "(other)" cell).
+const DEPARTMENTS: [&str; 5] = ["eng", "sales", "ops", "hr", "legal"];
+
+const SALARY_SQL: &str = "SELECT dept, COUNT(*) AS employees, AVG(salary) AS avg_salary, \
+     STDDEV(salary) AS sd_salary FROM salaries GROUP BY dept";
+
+const OLS_SQL: &str = "SELECT OLS(progression, bmi, bp, s5) AS ols FROM diabetes";
+
+/// Column names of the diabetes CSV files the demo writes.
+const DIABETES_COLUMNS: [&str; 11] = [
+    "age",
+    "sex",
+    "bmi",
+    "bp",
+    "s1",
+    "s2",
+    "s3",
+    "s4",
+    "s5",
+    "s6",
+    "progression",
+];
+
+/// What the demo writes to `report.json`.
+#[derive(Serialize)]
+struct Report {
+    federation: FederationInfo,
+    training: TrainingReport,
+    centralized_accuracy: f64,
+    queries: Vec<QueryReport>,
+    uploads: Vec<UploadReport>,
+    elapsed_ms: u64,
+    all_secure_results_match_plaintext: bool,
+}
+
+#[derive(Serialize)]
+struct FederationInfo {
+    id: String,
+    helpers: usize,
+    clients: usize,
+    scheme: String,
+    min_clients: usize,
+    dropped_clients: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct QueryReport {
+    sql: String,
+    domains: BTreeMap<String, Vec<String>>,
+    outcome: Option<QueryRun>,
+    error: Option<String>,
+    matches_plaintext: Option<bool>,
+}
+
+#[derive(Serialize, Clone)]
+struct UploadReport {
+    what: String,
+    rounds: usize,
+    bytes_per_client: u64,
+    plaintext_f32_bytes: u64,
 }
 
 /// Runs the demo; an error (non-zero exit) if any secure result differs from
-/// its plaintext twin, or a round aborts that should have completed.
+/// its plaintext twin.
 pub fn run(args: &DemoArgs) -> Result<()> {
-    if args.clients < 2 {
-        bail!("--clients must be at least 2");
-    }
-    if args.rounds == 0 {
-        bail!("--rounds must be at least 1");
+    if args.clients < 3 {
+        bail!("--clients must be at least 3 (three companies hold the salary tables)");
     }
     if let Some(k) = args.drop_clients.iter().find(|&&k| k >= args.clients) {
         bail!(
@@ -97,271 +173,328 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             args.clients - 1
         );
     }
-    if let Some(i) = args.kill_helper.filter(|&i| i >= args.helpers) {
-        bail!(
-            "--kill-helper {i}: there are only {} helpers (0..{})",
-            args.helpers,
-            args.helpers - 1
-        );
-    }
+    let plan = args.training.plan(args.training.dataset().name())?;
     let threshold = match args.mode {
         Mode::Additive => None,
         Mode::Threshold => Some(args.threshold.unwrap_or(args.helpers / 2 + 1)),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run_async(args, threshold))
+    runtime.block_on(run_async(args, plan, threshold))
 }
 
-async fn run_async(args: &DemoArgs, threshold: Option<usize>) -> Result<()> {
+async fn run_async(
+    args: &DemoArgs,
+    plan: sealroom_analytics::training::TrainingPlan,
+    threshold: Option<usize>,
+) -> Result<()> {
+    let started = Instant::now();
     sealroom_node::tls::install_crypto_provider();
-    let rows = wine::load()?;
-    let slices: Vec<Vec<wine::Row>> = wine::partition(&rows, args.clients)
-        .into_iter()
-        .map(<[wine::Row]>::to_vec)
-        .collect();
-    if slices.len() != args.clients {
-        bail!(
-            "{} rows cannot be split across {} clients",
-            rows.len(),
-            args.clients
-        );
-    }
+    let out = &args.out;
+    let data_dir = out.join("data");
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let companies = write_companies(&data_dir)?;
+    let diabetes = write_diabetes(&data_dir, args.clients)?;
+
     let names: Vec<String> = (0..args.clients).map(|i| format!("client-{i}")).collect();
-    let inputs: Vec<Arc<dyn InputSource>> = names
+    let min_clients = default_min_clients(args.clients);
+    let floor = Policy::new(DEFAULT_MIN_ROWS, min_clients as u32)?;
+    let tap = UpdateTap::default();
+    let inputs: Vec<std::sync::Arc<dyn InputSource>> = names
         .iter()
-        .zip(&slices)
-        .map(|(name, rows)| {
-            Arc::new(
-                InputRouter::default()
-                    .with(
-                        SYNTHETIC,
-                        Arc::new(SyntheticInput {
-                            client: name.clone(),
-                        }),
-                    )
-                    .with(wine::TASK, Arc::new(wine::WineInput { rows: rows.clone() })),
-            ) as Arc<dyn InputSource>
+        .enumerate()
+        .map(|(i, name)| {
+            let training = BTreeMap::from([(
+                plan.table.clone(),
+                TrainingData {
+                    dataset: plan.split.dataset,
+                    part: i,
+                    parts: args.clients,
+                },
+            )]);
+            let mut tables = BTreeMap::from([("diabetes".to_string(), diabetes[i].clone())]);
+            if let Some(company) = companies.get(i) {
+                tables.insert("salaries".into(), company.clone());
+            }
+            std::sync::Arc::new(client_router(
+                name,
+                training,
+                tables,
+                floor,
+                Some(tap.clone()),
+            )) as std::sync::Arc<dyn InputSource>
         })
         .collect();
 
-    let temp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::tempdir().context("creating a temporary directory")?;
-            temp.path().to_path_buf()
-        }
-    };
     let options = InitOptions {
         helpers: args.helpers,
         clients: args.clients,
         threshold,
+        min_clients: Some(min_clients),
         federation_id: "sealroom-demo".into(),
         force: true,
         upload_window_ms: 3_000,
         aggregation_window_ms: 3_000,
         ..InitOptions::default()
     };
-
     println!(
-        "sealroom demo — secure aggregation across a federation on loopback (mutual TLS 1.3, gRPC)"
+        "sealroom demo — federated learning and joint analytics on loopback (mutual TLS 1.3, gRPC)"
     );
     let spinner = ProgressBar::new_spinner();
     spinner.set_message("creating the federation (CA, certificates, keys) and starting its nodes…");
     spinner.enable_steady_tick(Duration::from_millis(100));
-    let (mut fed, mut events) = LocalFederation::start(&dir, options, catalog(), inputs)
-        .await
-        .context("starting the local federation")?;
+    let (mut fed, mut events) =
+        LocalFederation::start(&out.join("federation"), options, catalog(), inputs)
+            .await
+            .context("starting the local federation")?;
     spinner.finish_and_clear();
     let f = fed.summary.federation.clone();
+    let scheme = match threshold {
+        Some(t) => format!("Shamir {t}-of-{} over F_p", args.helpers),
+        None => format!(
+            "additive {h}-of-{h} over {}",
+            f.quantization.ring,
+            h = args.helpers
+        ),
+    };
     println!(
-        "federation {:?} in {}: 1 coordinator, {} helpers, {} clients; {}; min_clients {}",
+        "federation {:?}: 1 coordinator, {} helpers, {} clients; {scheme}; min_clients {}",
         f.federation_id,
-        dir.display(),
         f.helpers.len(),
         f.clients.len(),
-        match threshold {
-            Some(t) => format!("Shamir {t}-of-{} over F_p", args.helpers),
-            None => format!(
-                "additive {h}-of-{h} over {}",
-                f.quantization.ring,
-                h = args.helpers
-            ),
-        },
         f.min_clients
     );
-    let q = &f.quantization;
-    let default_spec = QuantSpec::new(q.scale_bits, q.clip, q.bits)?;
-
-    let mut plan: Vec<Planned> = vec![Planned {
-        task: wine::TASK,
-        dim: wine::vector_len() as u64,
-        kill: false,
-    }];
-    for _ in 1..args.rounds {
-        plan.push(Planned {
-            task: SYNTHETIC,
-            dim: args.dim,
-            kill: false,
-        });
-    }
-    if args.kill_helper.is_some() {
-        if let Some(last) = plan.last_mut().filter(|_| args.rounds > 1) {
-            last.kill = true;
-        } else {
-            plan.push(Planned {
-                task: SYNTHETIC,
-                dim: args.dim,
-                kill: true,
-            });
-        }
-        plan.push(Planned {
-            task: SYNTHETIC,
-            dim: args.dim,
-            kill: false,
-        });
-    }
-
-    let bar = ProgressBar::new(plan.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} rounds  {msg}").expect("valid template"),
-    );
-    let mut report = Table::new([
-        ("round", Align::Right),
-        ("task", Align::Left),
-        ("clients", Align::Right),
-        ("upload/client", Align::Right),
-        ("plaintext f32", Align::Right),
-        ("ratio", Align::Right),
-        ("latency", Align::Right),
-        ("result", Align::Left),
-    ]);
     let mut failures = Vec::new();
-    let mut wine_check = None;
-    let mut offline: Vec<usize> = Vec::new();
-    for (i, round) in plan.iter().enumerate() {
-        if i == 1 {
+
+    // 1. Federated learning.
+    println!();
+    println!(
+        "1. training a {} on the {} data: {} non-IID parts (Dirichlet α = {}), {} FedAvg rounds, {}-bit deltas{}",
+        plan.model,
+        plan.split.dataset,
+        args.clients,
+        plan.split.alpha,
+        plan.rounds,
+        plan.fedavg.bits,
+        if plan.error_feedback {
+            " with error feedback"
+        } else {
+            ""
+        }
+    );
+    let mut trainer = Trainer::start(&fed, &plan, &names)
+        .await
+        .context("the feature-moments round")?;
+    let bar = round_bar(plan.rounds);
+    let mut dropped = Vec::new();
+    let mut fl_uploads = Vec::new();
+    for round in 1..=plan.rounds {
+        let r = trainer
+            .round(&fed, Some(&tap))
+            .await
+            .with_context(|| format!("training round {round}"))?;
+        fl_uploads.extend(drain_uploads(&mut events, r.round_id).into_values());
+        if r.plaintext_identical != Some(true) {
+            failures.push(format!(
+                "training round {round}: the secure model differs from plaintext FedAvg"
+            ));
+        }
+        bar.set_message(format!("test accuracy {:.1}%", r.accuracy * 100.0));
+        bar.inc(1);
+        if round == 1 {
             for &k in &args.drop_clients {
                 fed.stop_client(k).await;
-                offline.push(k);
+                dropped.push(names[k].clone());
                 bar.println(format!(
-                    "client-{k} goes offline (it will be left out of inclusion sets)"
+                    "{} goes offline (it will be left out of inclusion sets)",
+                    names[k]
                 ));
             }
         }
-        let killed = if round.kill { args.kill_helper } else { None };
-        if let Some(h) = killed {
-            fed.stop_helper(h).await;
-            bar.println(format!("helper-{h} is killed before this round"));
-        }
-        bar.set_message(format!("{} ({} values)", round.task, round.dim));
-        let outcome = fed
-            .run_round(round.task, round.dim)
-            .await
-            .map_err(|s| anyhow::anyhow!("round refused: {}", s.message()))?;
-        let uploads = drain_uploads(&mut events, outcome.round_id);
-        let invited = args.clients;
-        let per_client = if uploads.is_empty() {
-            0
-        } else {
-            uploads.values().sum::<usize>() / uploads.len()
+    }
+    bar.finish_and_clear();
+    let training = trainer.report();
+    let mut table = round_table();
+    for r in &training.rounds {
+        table.row(round_row(r, args.clients));
+    }
+    print!("{}", table.render());
+    let centralized_accuracy = centralized(&trainer, &plan)?;
+    let final_accuracy = training.rounds.last().map_or(0.0, |r| r.accuracy);
+    println!(
+        "initial accuracy {:.1}% → final {:.1}%; centralized training on the pooled data: {:.1}%",
+        training.initial.0 * 100.0,
+        final_accuracy * 100.0,
+        centralized_accuracy * 100.0
+    );
+    let identical = training
+        .rounds
+        .iter()
+        .all(|r| r.plaintext_identical == Some(true));
+    println!(
+        "secure model == plaintext FedAvg: {}",
+        if identical { "yes" } else { "NO" }
+    );
+
+    // 2 and 3. Joint analytics.
+    let company_names: Vec<String> = names[..COMPANIES.len()].to_vec();
+    let queries = [
+        (
+            "2. average salary per department across three companies (acme.csv, globex.csv, initech.sqlite)",
+            SALARY_SQL,
+            BTreeMap::from([(
+                "dept".to_string(),
+                DEPARTMENTS.iter().map(|d| d.to_string()).collect(),
+            )]),
+            company_names.clone(),
+        ),
+        (
+            "3. OLS regression of diabetes progression on BMI, blood pressure and s5, every client's rows",
+            OLS_SQL,
+            BTreeMap::new(),
+            names.clone(),
+        ),
+    ];
+    let mut query_reports = Vec::new();
+    let mut query_uploads: Vec<usize> = Vec::new();
+    let mut query_values = 0usize;
+    for (title, sql, domains, invited) in queries {
+        println!();
+        println!("{title}");
+        println!("   {sql}");
+        let spec = QuerySpec {
+            sql: sql.into(),
+            domains: domains.clone(),
+            min_rows: DEFAULT_MIN_ROWS,
+            min_clients: min_clients as u32,
         };
-        let plain = round.dim as usize * 4;
-        let check = if outcome.status == "completed" {
-            let expected = plaintext_twin(
-                round.task,
-                &outcome,
-                round.dim as usize,
-                &names,
-                &slices,
-                &default_spec,
-            )?;
-            if outcome.values == expected {
-                "secure == plaintext ✓".to_string()
-            } else {
-                failures.push(format!(
-                    "round {}: secure sum differs from plaintext",
-                    outcome.round_id
-                ));
-                "MISMATCH".to_string()
+        let report = match run_query(&fed, &spec, &invited).await {
+            Ok(run) => {
+                for round in std::iter::once(run.counts_round).chain(run.stats_round) {
+                    let uploads = drain_uploads(&mut events, round);
+                    query_uploads.extend(uploads.values());
+                }
+                query_values += run.result.rows.len() * run.result.columns.len();
+                crate::query_cmd::print_run(&run);
+                let sources: Vec<&DataSource> = run
+                    .included
+                    .iter()
+                    .filter_map(|n| names.iter().position(|m| m == n))
+                    .map(|i| {
+                        if sql == SALARY_SQL {
+                            &companies[i]
+                        } else {
+                            &diabetes[i]
+                        }
+                    })
+                    .collect();
+                let twin = plaintext_query(&spec, &sources).await?;
+                let matches = twin == run.result;
+                println!(
+                    "secure result == plaintext over the same clients' rows: {}",
+                    if matches { "yes" } else { "NO" }
+                );
+                if !matches {
+                    failures.push(format!(
+                        "query {sql:?}: secure result differs from plaintext"
+                    ));
+                }
+                QueryReport {
+                    sql: sql.into(),
+                    domains,
+                    outcome: Some(run),
+                    error: None,
+                    matches_plaintext: Some(matches),
+                }
             }
-        } else {
-            let expected_abort = killed.is_some() && threshold.is_none();
-            let text = format!("aborted: {} (signed abort record)", outcome.reason);
-            if !expected_abort && offline.len() + f.min_clients <= invited {
-                failures.push(format!(
-                    "round {} aborted unexpectedly: {}",
-                    outcome.round_id, outcome.detail
-                ));
+            Err(e) => {
+                // A dropout can leave fewer than min_clients: the query
+                // aborts (fail closed) rather than release less protected data.
+                println!("   the query did not complete: {e}");
+                let expected = !dropped.is_empty();
+                if !expected {
+                    failures.push(format!("query {sql:?} failed: {e}"));
+                }
+                QueryReport {
+                    sql: sql.into(),
+                    domains,
+                    outcome: None,
+                    error: Some(e.to_string()),
+                    matches_plaintext: None,
+                }
             }
-            text
         };
-        report.row([
-            outcome.round_id.to_string(),
-            round.task.to_string(),
-            format!("{}/{invited}", outcome.included_clients.len()),
-            human_bytes(per_client as u64),
-            human_bytes(plain as u64),
-            if per_client > 0 {
-                format!("{:.2}x", per_client as f64 / plain as f64)
+        query_reports.push(report);
+    }
+
+    // Bytes and latency.
+    let n_params = training.n_params;
+    let uploads = vec![
+        upload_report("FedAvg round", &fl_uploads, (n_params + 1) * 4),
+        upload_report("query round", &query_uploads, query_values.max(1) * 4),
+    ];
+    println!();
+    let mut bytes = Table::new([
+        ("rounds", Align::Left),
+        ("count", Align::Right),
+        ("upload per client", Align::Right),
+        ("plaintext f32", Align::Right),
+        ("ratio", Align::Right),
+    ]);
+    for u in &uploads {
+        bytes.row([
+            u.what.clone(),
+            u.rounds.to_string(),
+            human_bytes(u.bytes_per_client),
+            human_bytes(u.plaintext_f32_bytes),
+            if u.plaintext_f32_bytes > 0 {
+                format!(
+                    "{:.2}x",
+                    u.bytes_per_client as f64 / u.plaintext_f32_bytes as f64
+                )
             } else {
                 "-".into()
             },
-            format!("{} ms", outcome.duration_ms),
-            check,
         ]);
-        if round.task == wine::TASK && outcome.status == "completed" {
-            wine_check = Some(outcome.clone());
-        }
-        if let Some(h) = killed {
-            fed.start_helper(h)
-                .await
-                .context("restarting the killed helper")?;
-            bar.println(format!("helper-{h} restarted from its durable state"));
-        }
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    println!();
-    print!("{}", report.render());
-
-    if let Some(outcome) = wine_check {
-        println!();
+    print!("{}", bytes.render());
+    let mut latencies: Vec<u64> = training.rounds.iter().map(|r| r.duration_ms).collect();
+    latencies.sort_unstable();
+    if let (Some(min), Some(max)) = (latencies.first(), latencies.last()) {
         println!(
-            "wine analytics (round {}): average per quality grade, secure vs plaintext over the same clients",
-            outcome.round_id
+            "FedAvg round latency: median {} ms (min {min}, max {max}); {} model parameters, {} helpers",
+            latencies[latencies.len() / 2],
+            n_params,
+            args.helpers
         );
-        let included: Vec<wine::Row> = outcome
-            .included_clients
-            .iter()
-            .flat_map(|&c| slices[c as usize].clone())
-            .collect();
-        let secure = wine::averages(&outcome.values);
-        let plain = wine::plaintext_averages(&included);
-        print!("{}", wine::render(&secure, &plain));
-        let worst = wine::max_difference(&secure, &plain)?;
-        let bound = wine::network_spec().step() / 2.0 * outcome.included_clients.len() as f64;
-        println!(
-            "largest |secure − plaintext| average: {worst:.2e} (quantization bound {bound:.2e})"
-        );
-        if worst > bound {
-            failures.push(format!("wine averages differ from plaintext by {worst:e}"));
-        }
     }
-    let text = fed.metrics["coordinator"].render();
-    let completed = count_metric(
-        &text,
-        "sealroom_rounds_total{role=\"coordinator\",outcome=\"completed\"",
-    );
-    println!();
     println!(
-        "coordinator metrics: {completed} round(s) completed; refused connections and requests are counted in sealroom_connections_refused_total / sealroom_requests_refused_total"
+        "(the query \"plaintext f32\" figure counts the released values; a query uploads fixed-point limbs of every statistic, exact to 2^-20)"
     );
+
     fed.shutdown().await;
-    if failures.is_empty() {
+    let all_match = failures.is_empty();
+    let report = Report {
+        federation: FederationInfo {
+            id: f.federation_id.clone(),
+            helpers: args.helpers,
+            clients: args.clients,
+            scheme,
+            min_clients: f.min_clients,
+            dropped_clients: dropped,
+        },
+        training,
+        centralized_accuracy,
+        queries: query_reports,
+        uploads,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        all_secure_results_match_plaintext: all_match,
+    };
+    let (json_path, svg_path) = write_outputs(out, &report)?;
+    println!();
+    println!("report: {}", json_path.display());
+    println!("chart:  {}", svg_path.display());
+    if all_match {
         println!("all secure results equal their plaintext twins.");
         Ok(())
     } else {
@@ -369,16 +502,134 @@ async fn run_async(args: &DemoArgs, threshold: Option<usize>) -> Result<()> {
     }
 }
 
-fn count_metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+/// Writes the embedded salary tables and returns each company's source.
+fn write_companies(dir: &Path) -> Result<Vec<DataSource>> {
+    COMPANIES
+        .iter()
+        .map(|(_, file, bytes)| {
+            let path = dir.join(file);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            Ok(if file.ends_with(".sqlite") {
+                DataSource::Sqlite {
+                    path,
+                    table: "salaries".into(),
+                }
+            } else {
+                DataSource::Csv { path }
+            })
+        })
+        .collect()
 }
 
-/// Bytes each client uploaded in `round_id`, from the clients' event stream.
+/// Writes one CSV per client with its contiguous slice of the diabetes data.
+fn write_diabetes(dir: &Path, clients: usize) -> Result<Vec<DataSource>> {
+    let data = linfa_datasets::diabetes();
+    let rows = data.records.nrows();
+    let chunk = rows.div_ceil(clients);
+    (0..clients)
+        .map(|i| {
+            let path = dir.join(format!("diabetes-client-{i}.csv"));
+            let mut text = DIABETES_COLUMNS.join(",");
+            text.push('\n');
+            for r in (i * chunk)..((i + 1) * chunk).min(rows) {
+                let record = data.records.row(r);
+                let mut fields: Vec<String> = record.iter().map(|v| format!("{v}")).collect();
+                fields.push(format!("{}", data.targets[r]));
+                text.push_str(&fields.join(","));
+                text.push('\n');
+            }
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            Ok(DataSource::Csv { path })
+        })
+        .collect()
+}
+
+/// Accuracy of one model trained on the pooled training split for as many
+/// epochs as the federation trained in total (the usual comparison).
+fn centralized(
+    trainer: &Trainer,
+    plan: &sealroom_analytics::training::TrainingPlan,
+) -> Result<f64> {
+    let (mut train, mut test) = plan.split.train_test()?;
+    trainer.standardizer().apply(&mut train.x)?;
+    trainer.standardizer().apply(&mut test.x)?;
+    let model = Model::new(
+        plan.model,
+        train.n_features(),
+        train.n_classes,
+        plan.init_seed,
+    )?;
+    let config = sealroom_analytics::fl::TrainConfig {
+        epochs: plan.train.epochs * plan.rounds,
+        ..plan.train
+    };
+    let trained = model.train_local(&train.x, &train.y, &config)?;
+    Ok(evaluate(&trained, &test.x, &test.y).0)
+}
+
+/// The plaintext twin of a query: the same local vectors summed in the clear.
+async fn plaintext_query(
+    spec: &QuerySpec,
+    sources: &[&DataSource],
+) -> Result<sealroom_analytics::query::QueryResult> {
+    let plan = plan(spec)?;
+    let policy = Policy::new(spec.min_rows, spec.min_clients)?;
+    let mut tables = Vec::new();
+    for s in sources {
+        tables.push(LocalTable::open(s).await?);
+    }
+    let refs: Vec<&LocalTable> = tables.iter().collect();
+    Ok(plaintext(&plan, &refs, &policy).await?)
+}
+
+fn upload_report(what: &str, uploads: &[usize], plaintext_bytes: usize) -> UploadReport {
+    let per_client = if uploads.is_empty() {
+        0
+    } else {
+        uploads.iter().sum::<usize>() / uploads.len()
+    };
+    UploadReport {
+        what: what.into(),
+        rounds: uploads.len(),
+        bytes_per_client: per_client as u64,
+        plaintext_f32_bytes: plaintext_bytes as u64,
+    }
+}
+
+/// Writes `report.json` and `training.svg` into `out`.
+fn write_outputs(out: &Path, report: &Report) -> Result<(PathBuf, PathBuf)> {
+    let json_path = out.join("report.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let svg_path = out.join("training.svg");
+    let points: Vec<RoundPoint> = report
+        .training
+        .rounds
+        .iter()
+        .map(|r| RoundPoint {
+            round: r.round,
+            accuracy: r.accuracy,
+            loss: r.loss,
+        })
+        .collect();
+    training_chart(
+        &svg_path,
+        &format!(
+            "secure FedAvg: {} on {} ({} clients)",
+            report.training.plan.model,
+            report.training.plan.split.dataset,
+            report.federation.clients
+        ),
+        &points,
+        Some(report.centralized_accuracy),
+    )?;
+    Ok((json_path, svg_path))
+}
+
+/// Bytes each client uploaded in `round_id`, from the clients' event stream
+/// (events of other rounds are dropped).
 fn drain_uploads(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, ClientEvent)>,
+    events: &mut UnboundedReceiver<(usize, ClientEvent)>,
     round_id: u64,
 ) -> BTreeMap<usize, usize> {
     let mut out = BTreeMap::new();
@@ -394,91 +645,32 @@ fn drain_uploads(
     out
 }
 
-/// The plaintext twin of a completed round: the exact sum of the included
-/// clients' quantized inputs, dequantized — computed here only to check.
-fn plaintext_twin(
-    task: &str,
-    outcome: &RoundOutcome,
-    dim: usize,
-    names: &[String],
-    slices: &[Vec<wine::Row>],
-    default_spec: &QuantSpec,
-) -> Result<Vec<f64>> {
-    let (spec, vectors): (QuantSpec, Vec<Vec<f64>>) = if task == wine::TASK {
-        let v = outcome
-            .included_clients
-            .iter()
-            .map(|&c| wine::local_float_sums(&slices[c as usize]))
-            .collect::<Result<_>>()?;
-        (wine::network_spec(), v)
-    } else {
-        let v = outcome
-            .included_clients
-            .iter()
-            .map(|&c| {
-                synthetic_vector(
-                    &names[c as usize],
-                    outcome.round_id,
-                    dim,
-                    default_spec.clip(),
-                )
-            })
-            .collect();
-        (*default_spec, v)
-    };
-    let mut sum = vec![0i64; vectors.first().map_or(dim, Vec::len)];
-    for v in &vectors {
-        for (s, q) in sum.iter_mut().zip(spec.quantize(v)?.values.iter()) {
-            *s += q;
-        }
-    }
-    Ok(sum.into_iter().map(|q| spec.dequantize(q)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
 
     #[test]
     fn invalid_parameters_are_errors() {
-        let base = DemoArgs {
-            helpers: 3,
-            clients: 5,
-            mode: Mode::Additive,
-            threshold: None,
-            rounds: 2,
-            dim: 10,
-            drop_clients: vec![],
-            kill_helper: None,
-            dir: None,
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("demo").chain(args.iter().copied()))
+                .expect("parses")
+                .demo
         };
-        assert!(
-            run(&DemoArgs {
-                clients: 1,
-                ..base.clone()
-            })
-            .is_err()
-        );
-        assert!(
-            run(&DemoArgs {
-                rounds: 0,
-                ..base.clone()
-            })
-            .is_err()
-        );
-        assert!(
-            run(&DemoArgs {
-                drop_clients: vec![5],
-                ..base.clone()
-            })
-            .is_err()
-        );
-        assert!(
-            run(&DemoArgs {
-                kill_helper: Some(3),
-                ..base
-            })
-            .is_err()
-        );
+        for args in [
+            &["--clients", "2"][..],
+            &["--drop-client", "5"],
+            &["--rounds", "0"],
+            &["--bits", "40"],
+        ] {
+            let demo = parse(args);
+            assert!(run(&demo).is_err(), "{args:?} must be refused");
+        }
     }
 }

@@ -1,12 +1,19 @@
 //! `sealroom node` (run one role as a service) and `sealroom round start`
 //! (ask the coordinator, as an admin, to run a round).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
+use sealroom_analytics::fl::DatasetKind;
+use sealroom_analytics::joint::{self, QUERY_TASK, QueryInput};
+use sealroom_analytics::query::{DataSource as QuerySource, Policy};
+use sealroom_analytics::training::{
+    self, FEDAVG_TASK, MOMENTS_TASK, TrainingData, TrainingInput, UpdateTap,
+};
 use sealroom_node::config::{DataSource, NodeConfig, Role, load_node_config};
 use sealroom_node::coordinator_node::Schedule;
 use sealroom_node::local::{open_context, start_round};
@@ -15,7 +22,6 @@ use sealroom_node::shutdown;
 use sealroom_node::tasks::{InputRouter, InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
 
 use crate::table::{Align, Table};
-use crate::wine;
 
 /// Options of `sealroom node`.
 #[derive(Args, Debug, Clone)]
@@ -50,7 +56,8 @@ pub struct RoundStartArgs {
     /// An admin config (e.g. `admin.toml` written by `sealroom init`).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// The task: `synthetic` (public test vectors) or `wine-grade-averages`.
+    /// The task: `synthetic` (public test vectors). Queries and trainings
+    /// have their own commands (`sealroom query`, `sealroom train`).
     #[arg(long, default_value = SYNTHETIC)]
     pub task: String,
     /// Vector length for tasks that take one (0: the task's default).
@@ -67,52 +74,103 @@ pub struct RoundStartArgs {
 /// The tasks every sealroom coordinator offers.
 pub fn catalog() -> TaskCatalog {
     let mut c = TaskCatalog::with_builtins();
-    c.register(wine::task_def());
+    training::register_tasks(&mut c);
+    joint::register_tasks(&mut c);
     c
 }
 
-/// A client's data sources, from its config.
+/// The smallest `min_rows` a client accepts in a query unless told
+/// otherwise: cells of fewer rows are never released.
+pub const DEFAULT_MIN_ROWS: u64 = 5;
+
+/// A client's data sources, from its config: the synthetic test task, its
+/// bundled training data sets, and its tables for queries.
 pub fn client_input(config: &NodeConfig) -> Result<Arc<dyn InputSource>> {
-    let mut router = InputRouter::default().with(
-        SYNTHETIC,
-        Arc::new(SyntheticInput {
-            client: config.name.clone(),
-        }),
-    );
-    match &config.data {
-        Some(DataSource::Builtin {
-            dataset,
-            part,
-            parts,
-        }) if dataset == "winequality" => {
-            let rows = wine::load()?;
-            let slice = wine::partition(&rows, *parts)
-                .get(*part)
-                .map(|s| s.to_vec())
-                .with_context(|| {
-                    format!(
-                        "{}: data part {part} of {parts} does not exist",
+    let mut training_tables = BTreeMap::new();
+    let mut query_tables = BTreeMap::new();
+    for (table, source) in &config.data {
+        match source {
+            DataSource::Builtin {
+                dataset,
+                part,
+                parts,
+            } => {
+                let dataset = match dataset.as_str() {
+                    "winequality" => DatasetKind::Wine,
+                    "iris" => DatasetKind::Iris,
+                    other => bail!(
+                        "{}: data.{table}: the bundled {other:?} data set is not a training set (use winequality or iris; for queries write it to a CSV file)",
                         config.file.display()
-                    )
-                })?;
-            router = router.with(wine::TASK, Arc::new(wine::WineInput { rows: slice }));
+                    ),
+                };
+                training_tables.insert(
+                    table.clone(),
+                    TrainingData {
+                        dataset,
+                        part: *part,
+                        parts: *parts,
+                    },
+                );
+            }
+            DataSource::Csv { path } => {
+                query_tables.insert(table.clone(), QuerySource::Csv { path: path.clone() });
+            }
+            DataSource::Sqlite { path, table: name } => {
+                query_tables.insert(
+                    table.clone(),
+                    QuerySource::Sqlite {
+                        path: path.clone(),
+                        table: name.clone(),
+                    },
+                );
+            }
+            DataSource::Postgres { url, table: name } => {
+                query_tables.insert(
+                    table.clone(),
+                    QuerySource::Postgres {
+                        url: url.clone(),
+                        table: name.clone(),
+                    },
+                );
+            }
         }
-        Some(DataSource::Builtin { dataset, .. }) => {
-            bail!(
-                "{}: field `data.dataset`: built-in data set {dataset:?} has no task yet (known: winequality)",
-                config.file.display()
-            )
-        }
-        Some(DataSource::Csv { path }) => {
-            bail!(
-                "{}: field `data`: CSV sources are read by joint-analytics queries, which this build does not include yet ({})",
-                config.file.display(),
-                path.display()
-            )
-        }
-        None => {}
     }
-    Ok(Arc::new(router))
+    let floor = Policy::new(
+        DEFAULT_MIN_ROWS,
+        u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX),
+    )?;
+    Ok(Arc::new(client_router(
+        &config.name,
+        training_tables,
+        query_tables,
+        floor,
+        None,
+    )))
+}
+
+/// The input of a client: which source serves which task.
+pub fn client_router(
+    name: &str,
+    training_tables: BTreeMap<String, TrainingData>,
+    query_tables: BTreeMap<String, QuerySource>,
+    floor: Policy,
+    tap: Option<UpdateTap>,
+) -> InputRouter {
+    let mut training = TrainingInput::new(name, training_tables);
+    if let Some(tap) = tap {
+        training = training.with_tap(tap);
+    }
+    let training: Arc<dyn InputSource> = Arc::new(training);
+    InputRouter::default()
+        .with(
+            SYNTHETIC,
+            Arc::new(SyntheticInput {
+                client: name.to_string(),
+            }),
+        )
+        .with(MOMENTS_TASK, training.clone())
+        .with(FEDAVG_TASK, training)
+        .with(QUERY_TASK, Arc::new(QueryInput::new(query_tables, floor)))
 }
 
 fn init_logging(json: bool) {

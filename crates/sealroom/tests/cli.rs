@@ -1,5 +1,6 @@
 //! The binary as a user runs it: `init`, then each node as its own process,
-//! a round through the admin API, and a scrape of `/metrics`.
+//! a round through the admin API, a joint SQL query over the clients' own
+//! files, a short federated training, and a scrape of `/metrics`.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -95,6 +96,25 @@ fn init_nodes_as_processes_round_and_metrics() {
     for i in 1..=3 {
         wait_for_port(base + i);
     }
+    // Each client also holds one company's salary table, where it lives: two
+    // CSV files and a SQLite database.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/salaries");
+    let sources = [
+        ("client-0", "acme.csv", "kind = \"csv\""),
+        ("client-1", "globex.csv", "kind = \"csv\""),
+        (
+            "client-2",
+            "initech.sqlite",
+            "kind = \"sqlite\"\ntable = \"salaries\"",
+        ),
+    ];
+    for (name, file, kind) in sources {
+        std::fs::copy(examples.join(file), dir.path().join(file)).expect("copy example data");
+        let config = dir.path().join(format!("{name}.toml"));
+        let mut text = std::fs::read_to_string(&config).expect("read config");
+        text.push_str(&format!("\n[data.salaries]\n{kind}\npath = \"{file}\"\n"));
+        std::fs::write(&config, text).expect("write config");
+    }
     for name in ["client-0", "client-1", "client-2"] {
         nodes
             .0
@@ -136,6 +156,60 @@ fn init_nodes_as_processes_round_and_metrics() {
     };
     assert_eq!(outcome["status"], "completed");
     assert_eq!(outcome["values"].as_array().map(Vec::len), Some(50));
+
+    // A joint question in SQL: every client answers from its own table.
+    let out = sealroom()
+        .args([
+            "query",
+            "--json",
+            "--domain",
+            "dept=eng,sales,ops,hr,legal",
+            "--config",
+        ])
+        .arg(dir.path().join("admin.toml"))
+        .arg("SELECT dept, COUNT(*), AVG(salary) FROM salaries GROUP BY dept")
+        .output()
+        .expect("query runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "query failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_str(&text).expect("query JSON");
+    assert_eq!(run["included"].as_array().map(Vec::len), Some(3), "{text}");
+    let rows = run["result"]["rows"].as_array().expect("rows");
+    let row = |dept: &str| {
+        rows.iter()
+            .find(|r| r["group"].to_string().contains(&format!("\"{dept}\"")))
+            .unwrap_or_else(|| panic!("no {dept} row in {text}"))
+            .clone()
+    };
+    // 58 + 37 + 26 engineers (examples/salaries); legal exists at one company only.
+    assert!(row("eng")["cells"].to_string().contains("121"), "{text}");
+    assert!(
+        row("legal")["cells"].to_string().contains("uppress"),
+        "{text}"
+    );
+
+    // A short federated training on every client's part of the wine data.
+    let out = sealroom()
+        .args(["train", "--rounds", "2", "--json", "--config"])
+        .arg(dir.path().join("admin.toml"))
+        .output()
+        .expect("train runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "train failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).expect("train JSON");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{text}");
+    for r in rounds {
+        assert_eq!(r["included"].as_array().map(Vec::len), Some(3), "{text}");
+    }
 
     // The coordinator serves metrics on base + 100 (see `sealroom init --help`).
     let metrics = http_get(base + 100, "/metrics");
@@ -194,10 +268,44 @@ fn init_refuses_to_overwrite_keys_and_bad_configs_name_file_and_field() {
 }
 
 #[test]
+fn query_refuses_unsupported_sql_before_any_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_base_port(110).to_string();
+    let ok = sealroom()
+        .args(["init", "--base-port", &base])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(ok.status.success());
+    // No node runs: the refusal must come from the query check itself.
+    for (sql, why) in [
+        ("SELECT MAX(salary) FROM salaries", "MPC"),
+        ("SELECT a.x FROM a JOIN b ON a.id = b.id", "join"),
+        (
+            "SELECT dept, COUNT(*) FROM salaries GROUP BY dept",
+            "domain",
+        ),
+    ] {
+        let out = sealroom()
+            .args(["query", "--config"])
+            .arg(dir.path().join("admin.toml"))
+            .arg(sql)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{sql} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.to_lowercase().contains(&why.to_lowercase()),
+            "{sql}: {err}"
+        );
+    }
+}
+
+#[test]
 fn help_explains_the_commands_and_demo_knobs() {
     let out = sealroom().arg("--help").output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    for command in ["demo", "init", "node", "round"] {
+    for command in ["demo", "init", "node", "round", "query", "train"] {
         assert!(text.contains(command), "{text}");
     }
     let out = sealroom().args(["demo", "--help"]).output().expect("runs");
@@ -207,8 +315,11 @@ fn help_explains_the_commands_and_demo_knobs() {
         "--clients",
         "--mode",
         "--rounds",
+        "--bits",
+        "--dataset",
+        "--model",
+        "--error-feedback",
         "--drop-client",
-        "--kill-helper",
     ] {
         assert!(text.contains(knob), "{text}");
     }

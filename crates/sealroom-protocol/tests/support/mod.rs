@@ -303,6 +303,8 @@ impl Sim {
             vector_len: self.setup.vector_len as u64,
             ring: self.setup.ring,
             spec: self.setup.spec,
+            params: Vec::new(),
+            min_clients: None,
         }
     }
 

@@ -1,0 +1,281 @@
+//! The published result of a joint query: one row per cell, every cell a
+//! value, a SQL NULL with its reason, or suppressed with its reason.
+
+use core::fmt;
+
+use serde::Serialize;
+
+/// A joint query's result. Rows come in domain order (the "(other)" cell of a
+/// GROUP BY column last); group columns come before value columns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueryResult {
+    /// Names of the GROUP BY columns (empty without GROUP BY).
+    pub group_columns: Vec<String>,
+    /// Names of the value columns, in SELECT order.
+    pub columns: Vec<String>,
+    /// One row per cell.
+    pub rows: Vec<ResultRow>,
+}
+
+/// One cell of the GROUP BY domains and its values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResultRow {
+    /// The cell's value along each GROUP BY column.
+    pub group: Vec<GroupKey>,
+    /// One entry per value column.
+    pub cells: Vec<Cell>,
+}
+
+/// A cell's position along one GROUP BY column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKey {
+    /// A value declared in the domain.
+    Value(String),
+    /// Every value outside the domain, and NULL. Never names what it holds.
+    Other,
+}
+
+impl GroupKey {
+    /// A declared domain value.
+    pub fn value(v: impl Into<String>) -> GroupKey {
+        GroupKey::Value(v.into())
+    }
+}
+
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupKey::Value(v) => f.write_str(v),
+            GroupKey::Other => f.write_str("(other)"),
+        }
+    }
+}
+
+/// One value of the result.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cell {
+    /// The aggregate's value.
+    Value(f64),
+    /// SQL NULL: the cell was released but the aggregate is undefined there.
+    Null {
+        /// Why it is undefined.
+        reason: NullReason,
+    },
+    /// The cell failed the privacy threshold; nothing about its values is
+    /// published.
+    Suppressed {
+        /// Which threshold failed.
+        reason: SuppressReason,
+    },
+}
+
+impl Cell {
+    /// The value, if the cell has one.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Cell::Value(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Why a released aggregate is NULL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullReason {
+    /// No non-NULL value in the cell (SUM, AVG, VAR over nothing).
+    NoValues,
+    /// Too few values (a sample variance of one value).
+    TooFewValues,
+    /// A variable does not vary (within the encoding's resolution), so a
+    /// slope or correlation is undefined.
+    ZeroVariance,
+    /// OLS: the regressors are collinear, or the cell has fewer rows than
+    /// coefficients.
+    Singular,
+}
+
+impl NullReason {
+    fn short(&self) -> &'static str {
+        match self {
+            NullReason::NoValues => "NULL",
+            NullReason::TooFewValues => "NULL (too few values)",
+            NullReason::ZeroVariance => "NULL (no variance)",
+            NullReason::Singular => "NULL (singular)",
+        }
+    }
+}
+
+/// Which release threshold a cell failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "threshold", rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// Fewer than `min_clients` clients have rows in the cell.
+    TooFewClients {
+        /// The threshold.
+        min_clients: u32,
+    },
+    /// Fewer than `min_rows` rows in the cell.
+    TooFewRows {
+        /// The threshold.
+        min_rows: u64,
+    },
+}
+
+impl fmt::Display for SuppressReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SuppressReason::TooFewClients { min_clients } => {
+                write!(f, "suppressed (<{min_clients} clients)")
+            }
+            SuppressReason::TooFewRows { min_rows } => write!(f, "suppressed (<{min_rows} rows)"),
+        }
+    }
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cell::Value(v) => write!(f, "{}", format_number(*v)),
+            Cell::Null { reason } => f.write_str(reason.short()),
+            Cell::Suppressed { reason } => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// Integers without decimals, other values with four.
+fn format_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+impl QueryResult {
+    /// The cell at the row whose group keys are `group` and the column named
+    /// `column`.
+    pub fn cell(&self, group: &[GroupKey], column: &str) -> Option<&Cell> {
+        let col = self.columns.iter().position(|c| c == column)?;
+        self.rows.iter().find(|r| r.group == group)?.cells.get(col)
+    }
+
+    /// A plain-text table with aligned columns: labels left-aligned, values
+    /// right-aligned, suppressed cells shown as e.g. `suppressed (<3 clients)`.
+    pub fn render_table(&self) -> String {
+        let header: Vec<String> = self
+            .group_columns
+            .iter()
+            .chain(&self.columns)
+            .cloned()
+            .collect();
+        let groups = self.group_columns.len();
+        let body: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                r.group
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(r.cells.iter().map(ToString::to_string))
+                    .collect()
+            })
+            .collect();
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for row in &body {
+            for (w, v) in widths.iter_mut().zip(row) {
+                *w = (*w).max(v.chars().count());
+            }
+        }
+        let line = |cells: &[String], out: &mut String| {
+            let parts: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (c, &w))| {
+                    if i < groups {
+                        format!("{c:<w$}")
+                    } else {
+                        format!("{c:>w$}")
+                    }
+                })
+                .collect();
+            out.push_str(parts.join("  ").trim_end());
+            out.push('\n');
+        };
+        let mut out = String::new();
+        line(&header, &mut out);
+        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+        line(&rule, &mut out);
+        for row in &body {
+            line(row, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_aligned_and_shows_suppression() {
+        let result = QueryResult {
+            group_columns: vec!["dept".into()],
+            columns: vec!["n".into(), "avg".into()],
+            rows: vec![
+                ResultRow {
+                    group: vec![GroupKey::value("eng")],
+                    cells: vec![Cell::Value(12.0), Cell::Value(101_234.567_8)],
+                },
+                ResultRow {
+                    group: vec![GroupKey::Other],
+                    cells: vec![
+                        Cell::Suppressed {
+                            reason: SuppressReason::TooFewClients { min_clients: 3 },
+                        },
+                        Cell::Null {
+                            reason: NullReason::NoValues,
+                        },
+                    ],
+                },
+            ],
+        };
+        let table = result.render_table();
+        let expected = "\
+dept                           n          avg
+-------  -----------------------  -----------
+eng                           12  101234.5678
+(other)  suppressed (<3 clients)         NULL
+";
+        assert_eq!(table, expected);
+        assert_eq!(
+            result.cell(&[GroupKey::value("eng")], "avg"),
+            Some(&Cell::Value(101_234.567_8))
+        );
+        assert_eq!(result.cell(&[GroupKey::value("hr")], "avg"), None);
+    }
+
+    #[test]
+    fn json_names_every_state() {
+        let row = ResultRow {
+            group: vec![GroupKey::Other],
+            cells: vec![
+                Cell::Value(1.5),
+                Cell::Null {
+                    reason: NullReason::Singular,
+                },
+                Cell::Suppressed {
+                    reason: SuppressReason::TooFewRows { min_rows: 5 },
+                },
+            ],
+        };
+        let json = serde_json::to_string(&row).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"group":["other"],"cells":[{"value":1.5},{"null":{"reason":"singular"}},{"suppressed":{"reason":{"threshold":"too_few_rows","min_rows":5}}}]}"#
+        );
+    }
+}

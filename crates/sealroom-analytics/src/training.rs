@@ -1,0 +1,689 @@
+//! Federated learning over the networked federation: the round tasks, what a
+//! client computes for them, and the driver that runs a training.
+//!
+//! A training is a sequence of secure-aggregation rounds, each an ordinary
+//! sealroom round whose signed descriptor carries the task parameters:
+//!
+//! 1. one [`MOMENTS_TASK`] round: every client contributes the count, sums
+//!    and sums of squares of its training features; their secure sum gives
+//!    the pooled mean and standard deviation used to standardize features
+//!    (only those aggregates are revealed);
+//! 2. `rounds` × [`FEDAVG_TASK`]: the descriptor carries the global model,
+//!    the local training settings and the [`FedAvgSpec`]; each client trains
+//!    locally from the global model and contributes its quantized, weighted
+//!    delta and its weight as one vector ([`super::fl::encode_update`]); the
+//!    driver applies the secure sum ([`super::fl::apply_sum`]).
+//!
+//! Everything a client does is a deterministic function of the signed
+//! parameters and its own rows, so a plaintext FedAvg of the same quantized
+//! updates gives the very same model, bit for bit.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ndarray::Array2;
+use sealroom_core::QuantSpec;
+use sealroom_core::quant::ErrorFeedback;
+use sealroom_node::grpc::pb::RoundOutcome;
+use sealroom_node::local::RoundRunner;
+use sealroom_node::tasks::{
+    InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskRequest, TaskShape,
+};
+use sealroom_protocol::VerifiedDescriptor;
+use serde::{Deserialize, Serialize};
+
+use crate::fl::{
+    Dataset, DatasetKind, EncodedUpdate, FeatureMoments, FedAvgSpec, FlError, Model, ModelKind,
+    Standardizer, TrainConfig, derive_seed, dirichlet_split, encode_update, load, train_test_split,
+};
+
+/// The task of a FedAvg round.
+pub const FEDAVG_TASK: &str = "fedavg";
+/// The task of the feature-moments round that precedes a training.
+pub const MOMENTS_TASK: &str = "feature-moments";
+
+/// How the bundled data sets are split between a test set and the clients:
+/// public, so every client derives its own part and the driver the test set.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// The data set.
+    pub dataset: DatasetKind,
+    /// Fraction of each class held out for testing.
+    pub test_fraction: f64,
+    /// Dirichlet concentration of the clients' label skew (small = non-IID).
+    pub alpha: f64,
+    /// Fewest training rows per client.
+    pub min_rows: usize,
+    /// Seed of the split (public).
+    pub seed: u64,
+}
+
+impl SplitSpec {
+    /// The held-out test split and the training split.
+    pub fn train_test(&self) -> Result<(Dataset, Dataset), FlError> {
+        let data = load(self.dataset);
+        let (train, test) = train_test_split(
+            &data,
+            self.test_fraction,
+            derive_seed(self.seed, "test split", &[]),
+        )?;
+        Ok((train, test))
+    }
+
+    /// Part `part` of `parts` of the training split (unstandardized).
+    pub fn client_part(&self, part: usize, parts: usize) -> Result<Dataset, FlError> {
+        let (train, _) = self.train_test()?;
+        let split = dirichlet_split(
+            &train.y,
+            train.n_classes,
+            parts,
+            self.alpha,
+            self.min_rows.max(1),
+            derive_seed(self.seed, "dirichlet", &[]),
+        )?;
+        let rows = split.get(part).ok_or(FlError::ShapeMismatch {
+            what: "client part (must be below the number of parts)",
+            expected: parts,
+            actual: part,
+        })?;
+        train.select(rows)
+    }
+}
+
+/// Parameters of a [`MOMENTS_TASK`] round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MomentsParams {
+    /// The clients' table holding the training data.
+    pub table: String,
+    /// How the data is split.
+    pub split: SplitSpec,
+    /// Features of the data set (fixes the vector length).
+    pub n_features: usize,
+}
+
+/// The quantization of the moments round: sums of up to 2^31 at 16
+/// fractional bits (49-bit values, so up to 16 clients sum exactly in f64).
+pub fn moments_spec() -> QuantSpec {
+    QuantSpec::new(16, 2_147_483_647.0, 49).expect("a valid fixed spec: 2^31·2^16 < 2^48")
+}
+
+/// Parameters of a [`FEDAVG_TASK`] round: everything a client needs to
+/// compute its update, signed by the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FedAvgParams {
+    /// The clients' table holding the training data.
+    pub table: String,
+    /// How the data is split.
+    pub split: SplitSpec,
+    /// Training round, from 1.
+    pub training_round: u64,
+    /// The model kind.
+    pub model: ModelKind,
+    /// Features.
+    pub n_features: usize,
+    /// Classes.
+    pub n_classes: usize,
+    /// The global model's parameters this round starts from.
+    pub global: Vec<f64>,
+    /// Feature standardization (from the moments round).
+    pub mean: Vec<f64>,
+    /// Feature standardization (from the moments round).
+    pub std: Vec<f64>,
+    /// Local training; the seed is combined with the round and client part.
+    pub train: TrainConfig,
+    /// Quantization and weighting of the deltas.
+    pub fedavg: FedAvgSpec,
+    /// Whether clients carry their quantization residual between rounds.
+    pub error_feedback: bool,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(params: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(params).map_err(|e| format!("malformed {what} parameters: {e}"))
+}
+
+struct MomentsPlanner;
+
+impl TaskPlanner for MomentsPlanner {
+    fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
+        let p: MomentsParams = parse(params, "moments")?;
+        if p.n_features == 0 || p.n_features > 10_000 {
+            return Err(format!("{} features is outside 1..=10000", p.n_features));
+        }
+        Ok(TaskShape {
+            vector_len: 1 + 2 * p.n_features as u64,
+            spec: moments_spec(),
+        })
+    }
+}
+
+struct FedAvgPlanner;
+
+impl TaskPlanner for FedAvgPlanner {
+    fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
+        let p: FedAvgParams = parse(params, "FedAvg")?;
+        let n_params = p.model.n_params(p.n_features, p.n_classes);
+        if p.global.len() != n_params {
+            return Err(format!(
+                "the global model has {} parameters; a {} with {} features and {} classes has {n_params}",
+                p.global.len(),
+                p.model,
+                p.n_features,
+                p.n_classes
+            ));
+        }
+        let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
+        Ok(TaskShape {
+            vector_len: FedAvgSpec::wire_len(n_params) as u64,
+            spec,
+        })
+    }
+}
+
+/// Registers the training tasks with a coordinator's catalog.
+pub fn register_tasks(catalog: &mut TaskCatalog) {
+    catalog.register(TaskDef {
+        name: MOMENTS_TASK.into(),
+        default_len: 0,
+        fixed_len: true,
+        spec: None,
+        wide: true,
+        planner: Some(Arc::new(MomentsPlanner)),
+    });
+    catalog.register(TaskDef {
+        name: FEDAVG_TASK.into(),
+        default_len: 0,
+        fixed_len: true,
+        spec: None,
+        wide: false,
+        planner: Some(Arc::new(FedAvgPlanner)),
+    });
+}
+
+/// Where a client's training data lives: part `part` of `parts` of a
+/// bundled data set (the demo's silos).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainingData {
+    /// The data set.
+    pub dataset: DatasetKind,
+    /// This client's part.
+    pub part: usize,
+    /// Number of parts.
+    pub parts: usize,
+}
+
+/// Records, for demos and tests only, the update each client fed into the
+/// secure layer, so a plaintext FedAvg of the very same updates can be
+/// compared with the secure result. A real deployment has no tap.
+#[derive(Clone, Default)]
+pub struct UpdateTap {
+    updates: Arc<Mutex<BTreeMap<(u64, String), EncodedUpdate>>>,
+}
+
+impl std::fmt::Debug for UpdateTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpdateTap(<redacted>)")
+    }
+}
+
+impl UpdateTap {
+    fn record(&self, round_id: u64, client: &str, update: EncodedUpdate) {
+        if let Ok(mut map) = self.updates.lock() {
+            map.insert((round_id, client.to_string()), update);
+        }
+    }
+
+    /// Removes and returns the updates recorded for `round_id` from `clients`
+    /// (in the given order); `None` if one is missing.
+    pub fn take(&self, round_id: u64, clients: &[String]) -> Option<Vec<EncodedUpdate>> {
+        let mut map = self.updates.lock().ok()?;
+        let out: Option<Vec<EncodedUpdate>> = clients
+            .iter()
+            .map(|c| map.remove(&(round_id, c.clone())))
+            .collect();
+        map.retain(|(r, _), _| *r > round_id);
+        out
+    }
+}
+
+/// A client's input for the training tasks.
+pub struct TrainingInput {
+    client: String,
+    tables: BTreeMap<String, TrainingData>,
+    feedback: Mutex<BTreeMap<String, ErrorFeedback>>,
+    tap: Option<UpdateTap>,
+}
+
+impl std::fmt::Debug for TrainingInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingInput")
+            .field("client", &self.client)
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TrainingInput {
+    /// Client `client`'s training tables, by name.
+    pub fn new(client: impl Into<String>, tables: BTreeMap<String, TrainingData>) -> Self {
+        TrainingInput {
+            client: client.into(),
+            tables,
+            feedback: Mutex::new(BTreeMap::new()),
+            tap: None,
+        }
+    }
+
+    /// Records every update in `tap` (demos and tests only).
+    pub fn with_tap(mut self, tap: UpdateTap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    fn local_rows(&self, table: &str, split: &SplitSpec) -> Result<Dataset, String> {
+        let data = self
+            .tables
+            .get(table)
+            .ok_or_else(|| format!("this client has no training table {table:?}"))?;
+        if data.dataset != split.dataset {
+            return Err(format!(
+                "table {table:?} holds the {} data set, the round trains on {}",
+                data.dataset, split.dataset
+            ));
+        }
+        split
+            .client_part(data.part, data.parts)
+            .map_err(|e| format!("table {table:?}: {e}"))
+    }
+
+    fn moments(&self, params: &MomentsParams) -> Result<Vec<f64>, String> {
+        let rows = self.local_rows(&params.table, &params.split)?;
+        if rows.n_features() != params.n_features {
+            return Err(format!(
+                "table {:?} has {} features, the round expects {}",
+                params.table,
+                rows.n_features(),
+                params.n_features
+            ));
+        }
+        let m = FeatureMoments::of(&rows.x);
+        let mut v = Vec::with_capacity(1 + 2 * params.n_features);
+        v.push(m.count as f64);
+        v.extend(m.sums.iter());
+        v.extend(m.sums_of_squares.iter());
+        Ok(v)
+    }
+
+    fn fedavg(&self, round_id: u64, p: &FedAvgParams) -> Result<Vec<f64>, String> {
+        let mut rows = self.local_rows(&p.table, &p.split)?;
+        let standardizer = Standardizer::from_mean_std(p.mean.clone().into(), p.std.clone().into())
+            .map_err(|e| format!("standardization: {e}"))?;
+        standardizer
+            .apply(&mut rows.x)
+            .map_err(|e| format!("standardization: {e}"))?;
+        let global = Model::from_params(p.model, p.n_features, p.n_classes, p.global.clone())
+            .map_err(|e| format!("global model: {e}"))?;
+        let part = self.tables.get(&p.table).map_or(0, |d| d.part as u64);
+        let train = TrainConfig {
+            seed: derive_seed(p.train.seed, "local training", &[p.training_round, part]),
+            ..p.train
+        };
+        let local = global
+            .train_local(&rows.x, &rows.y, &train)
+            .map_err(|e| format!("local training: {e}"))?;
+        let update = if p.error_feedback {
+            let mut feedback = self
+                .feedback
+                .lock()
+                .map_err(|_| "the error-feedback state is poisoned".to_string())?;
+            let residual = feedback
+                .entry(p.table.clone())
+                .or_insert_with(|| ErrorFeedback::new(global.n_params()));
+            if residual.len() != global.n_params() {
+                *residual = ErrorFeedback::new(global.n_params());
+            }
+            encode_update(&p.fedavg, &global, &local, rows.n_rows(), Some(residual))
+        } else {
+            encode_update(&p.fedavg, &global, &local, rows.n_rows(), None)
+        }
+        .map_err(|e| format!("encoding the update: {e}"))?;
+        let values = update.values().to_vec();
+        if let Some(tap) = &self.tap {
+            tap.record(round_id, &self.client, update);
+        }
+        Ok(values)
+    }
+}
+
+impl InputSource for TrainingInput {
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String> {
+        match descriptor.task_name() {
+            MOMENTS_TASK => self.moments(&parse(descriptor.task_params(), "moments")?),
+            FEDAVG_TASK => self.fedavg(
+                descriptor.round_id(),
+                &parse(descriptor.task_params(), "FedAvg")?,
+            ),
+            other => Err(format!("not a training task: {other:?}")),
+        }
+    }
+}
+
+/// The pooled standardization from the secure sum of the moments vectors.
+pub fn standardizer_from_sum(sum: &[f64], n_features: usize) -> Result<Standardizer, FlError> {
+    if sum.len() != 1 + 2 * n_features {
+        return Err(FlError::ShapeMismatch {
+            what: "moments sum length",
+            expected: 1 + 2 * n_features,
+            actual: sum.len(),
+        });
+    }
+    let count = sum[0];
+    if !(count >= 1.0 && count.fract() == 0.0) {
+        return Err(FlError::Empty {
+            what: "pooled training set",
+        });
+    }
+    Standardizer::from_moments(
+        count as usize,
+        &ndarray::Array1::from(sum[1..=n_features].to_vec()),
+        &ndarray::Array1::from(sum[1 + n_features..].to_vec()),
+    )
+}
+
+/// Test accuracy and loss of `model` on standardized `x`.
+pub fn evaluate(model: &Model, x: &Array2<f64>, y: &ndarray::Array1<usize>) -> (f64, f64) {
+    (
+        model.accuracy(x, y).unwrap_or(f64::NAN),
+        model.loss(x, y).unwrap_or(f64::NAN),
+    )
+}
+
+/// What a training runs: the data, the model and the rounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingPlan {
+    /// The clients' table holding the training data.
+    pub table: String,
+    /// How the data is split (the driver evaluates on its test part).
+    pub split: SplitSpec,
+    /// The model.
+    pub model: ModelKind,
+    /// FedAvg rounds.
+    pub rounds: usize,
+    /// Local training per round.
+    pub train: TrainConfig,
+    /// Quantization and weighting of the deltas.
+    pub fedavg: FedAvgSpec,
+    /// Error feedback on the quantization residual.
+    pub error_feedback: bool,
+    /// Seed of the initial model (public).
+    pub init_seed: u64,
+    /// The clients invited, by name (all of the federation's when empty).
+    pub clients: Vec<String>,
+}
+
+/// One FedAvg round as the driver saw it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainingRound {
+    /// Training round, from 1.
+    pub round: usize,
+    /// The federation's round id.
+    pub round_id: u64,
+    /// Clients whose updates the secure sum includes.
+    pub included: Vec<String>,
+    /// Total weight (samples, capped per client) of the included updates.
+    pub total_weight: u64,
+    /// Test accuracy of the new global model.
+    pub accuracy: f64,
+    /// Test loss of the new global model.
+    pub loss: f64,
+    /// Round latency at the coordinator, ms.
+    pub duration_ms: u64,
+    /// Whether a plaintext FedAvg of the same quantized updates gave the
+    /// same model bit for bit (`None` without a tap).
+    pub plaintext_identical: Option<bool>,
+}
+
+/// A finished training.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainingReport {
+    /// The plan run.
+    pub plan: TrainingPlan,
+    /// Model parameters.
+    pub n_params: usize,
+    /// Test accuracy and loss of the initial model.
+    pub initial: (f64, f64),
+    /// Every round.
+    pub rounds: Vec<TrainingRound>,
+    /// The moments round's latency, ms.
+    pub moments_ms: u64,
+    /// The final global model's parameters.
+    #[serde(skip)]
+    pub model: Option<Model>,
+}
+
+/// Why a training stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainingError {
+    /// The data, model or encoding was refused.
+    #[error(transparent)]
+    Fl(#[from] FlError),
+    /// The coordinator refused or failed a request.
+    #[error("round request refused: {0}")]
+    Request(String),
+    /// A round aborted (its signed evidence is in the coordinator's store).
+    #[error("round {round_id} aborted ({reason}): {detail}")]
+    Aborted {
+        /// Round id.
+        round_id: u64,
+        /// Abort reason.
+        reason: String,
+        /// Detail.
+        detail: String,
+    },
+    /// The secure result does not have the shape the round asked for.
+    #[error("round {round_id}: {detail}")]
+    Result {
+        /// Round id.
+        round_id: u64,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+async fn run<R: RoundRunner>(
+    runner: &R,
+    task: &str,
+    params: &impl Serialize,
+    clients: &[String],
+) -> Result<RoundOutcome, TrainingError> {
+    let request = TaskRequest {
+        name: task.into(),
+        vector_len: 0,
+        params: serde_json::to_vec(params).map_err(|e| TrainingError::Request(e.to_string()))?,
+        min_clients: 0,
+    };
+    let outcome = runner
+        .run_round(&request, clients.to_vec())
+        .await
+        .map_err(|s| TrainingError::Request(s.message().to_string()))?;
+    if outcome.status != "completed" {
+        return Err(TrainingError::Aborted {
+            round_id: outcome.round_id,
+            reason: outcome.reason,
+            detail: outcome.detail,
+        });
+    }
+    Ok(outcome)
+}
+
+/// A training in progress: the driver's side. [`Trainer::start`] runs the
+/// moments round; each [`Trainer::round`] one FedAvg round.
+#[derive(Debug)]
+pub struct Trainer {
+    plan: TrainingPlan,
+    invited: Vec<String>,
+    standardizer: Standardizer,
+    test: Dataset,
+    global: Model,
+    initial: (f64, f64),
+    rounds: Vec<TrainingRound>,
+    moments_ms: u64,
+}
+
+impl Trainer {
+    /// Runs the moments round over `plan.clients` (or, when empty, over
+    /// `clients`: the federation's client names in directory order, which
+    /// name the included indices).
+    pub async fn start<R: RoundRunner>(
+        runner: &R,
+        plan: &TrainingPlan,
+        clients: &[String],
+    ) -> Result<Trainer, TrainingError> {
+        let invited: Vec<String> = if plan.clients.is_empty() {
+            clients.to_vec()
+        } else {
+            plan.clients.clone()
+        };
+        let (_, mut test) = plan.split.train_test()?;
+        let n_features = test.n_features();
+        let moments = run(
+            runner,
+            MOMENTS_TASK,
+            &MomentsParams {
+                table: plan.table.clone(),
+                split: plan.split,
+                n_features,
+            },
+            &invited,
+        )
+        .await?;
+        let standardizer = standardizer_from_sum(&moments.values, n_features)?;
+        standardizer.apply(&mut test.x)?;
+        let global = Model::new(plan.model, n_features, test.n_classes, plan.init_seed)?;
+        let initial = evaluate(&global, &test.x, &test.y);
+        Ok(Trainer {
+            plan: plan.clone(),
+            invited,
+            standardizer,
+            test,
+            global,
+            initial,
+            rounds: Vec::new(),
+            moments_ms: moments.duration_ms,
+        })
+    }
+
+    /// The current global model.
+    pub fn global(&self) -> &Model {
+        &self.global
+    }
+
+    /// The pooled standardization the moments round revealed.
+    pub fn standardizer(&self) -> &Standardizer {
+        &self.standardizer
+    }
+
+    /// Test accuracy and loss of the initial model.
+    pub fn initial(&self) -> (f64, f64) {
+        self.initial
+    }
+
+    /// Runs the next FedAvg round. With a `tap`, the secure model is also
+    /// compared with a plaintext FedAvg of the same updates.
+    pub async fn round<R: RoundRunner>(
+        &mut self,
+        runner: &R,
+        tap: Option<&UpdateTap>,
+    ) -> Result<TrainingRound, TrainingError> {
+        let round = self.rounds.len() + 1;
+        let params = FedAvgParams {
+            table: self.plan.table.clone(),
+            split: self.plan.split,
+            training_round: round as u64,
+            model: self.plan.model,
+            n_features: self.global.n_features(),
+            n_classes: self.global.n_classes(),
+            global: self.global.params().to_vec(),
+            mean: self.standardizer.mean.to_vec(),
+            std: self.standardizer.std.to_vec(),
+            train: self.plan.train,
+            fedavg: self.plan.fedavg,
+            error_feedback: self.plan.error_feedback,
+        };
+        let outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
+        let included: Vec<String> = outcome
+            .included_clients
+            .iter()
+            .map(|&i| self.invited.get(i as usize).cloned())
+            .collect::<Option<_>>()
+            .ok_or_else(|| TrainingError::Result {
+                round_id: outcome.round_id,
+                detail: "an included client index is outside the invited list".into(),
+            })?;
+        let spec = self.plan.fedavg;
+        let next = crate::fl::apply_sum(&spec, &self.global, &outcome.values)?;
+        let plaintext_identical = match tap {
+            Some(tap) => Some(match tap.take(outcome.round_id, &included) {
+                Some(updates) => {
+                    let twin = crate::fl::plaintext_fedavg(&spec, &self.global, &updates)?;
+                    twin.params().len() == next.params().len()
+                        && twin
+                            .params()
+                            .iter()
+                            .zip(next.params())
+                            .all(|(a, b)| a.to_bits() == b.to_bits())
+                }
+                None => false,
+            }),
+            None => None,
+        };
+        let step = spec.wire_spec()?.step();
+        let total_weight = outcome.values.last().map_or(0.0, |w| w / step) as u64;
+        self.global = next;
+        let (accuracy, loss) = evaluate(&self.global, &self.test.x, &self.test.y);
+        let report = TrainingRound {
+            round,
+            round_id: outcome.round_id,
+            included,
+            total_weight,
+            accuracy,
+            loss,
+            duration_ms: outcome.duration_ms,
+            plaintext_identical,
+        };
+        self.rounds.push(report.clone());
+        Ok(report)
+    }
+
+    /// The report of the rounds run so far.
+    pub fn report(&self) -> TrainingReport {
+        TrainingReport {
+            plan: self.plan.clone(),
+            n_params: self.global.n_params(),
+            initial: self.initial,
+            rounds: self.rounds.clone(),
+            moments_ms: self.moments_ms,
+            model: Some(self.global.clone()),
+        }
+    }
+}
+
+/// Runs a whole training: [`Trainer::start`], then `plan.rounds` rounds,
+/// calling `on_round` after each.
+pub async fn train<R: RoundRunner>(
+    runner: &R,
+    plan: &TrainingPlan,
+    clients: &[String],
+    tap: Option<&UpdateTap>,
+    mut on_round: impl FnMut(&TrainingRound),
+) -> Result<TrainingReport, TrainingError> {
+    let mut trainer = Trainer::start(runner, plan, clients).await?;
+    for _ in 0..plan.rounds {
+        let round = trainer.round(runner, tap).await?;
+        on_round(&round);
+    }
+    Ok(trainer.report())
+}

@@ -1,0 +1,305 @@
+//! Planning: the accepted SQL subset, and every refusal with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod query_support;
+
+use query_support::{spec, spec_without_domain};
+use sealroom_analytics::query::{self, Policy, QueryError, QuerySpec};
+
+/// Plans `sql` and returns the refusal's message.
+fn refusal(sql: &str) -> String {
+    match query::plan(&spec(sql)) {
+        Ok(_) => panic!("{sql}: planned, expected a refusal"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_refused(sql: &str, needles: &[&str]) {
+    let msg = refusal(sql);
+    for n in needles {
+        assert!(msg.contains(n), "{sql}: message {msg:?} lacks {n:?}");
+    }
+}
+
+#[test]
+fn every_supported_shape_plans() {
+    let plan = query::plan(&spec(
+        "SELECT dept, COUNT(*), COUNT(salary) AS c, SUM(salary) s, AVG(salary * 1.1 - 5) AS a, \
+         VAR_SAMP(salary) v1, VAR_POP(salary) v2, VARIANCE(salary) v3, STDDEV(salary) d1, \
+         STDDEV_SAMP(salary) d2, STDDEV_POP(salary) d3, HISTOGRAM(age, -10, 30, 50.5) AS h, \
+         REGR_SLOPE(salary, years) r1, REGR_INTERCEPT(salary, years) r2, REGR_COUNT(salary, years) r3, \
+         REGR_R2(salary, years) r4, OLS(salary, years, age / 10) AS fit \
+         FROM salaries WHERE (age >= 18 AND dept IS NOT NULL) OR NOT years BETWEEN 1 AND 3 GROUP BY dept",
+    ))
+    .unwrap();
+    assert_eq!(plan.table(), "salaries");
+    assert_eq!(plan.cells(), 6);
+    assert_eq!(plan.group_columns(), ["dept"]);
+    let cols = plan.columns();
+    assert_eq!(cols[0], "COUNT(*)");
+    assert!(cols.contains(&"h[<-10]".to_owned()) && cols.contains(&"h[30,50.5)".to_owned()));
+    assert!(cols.ends_with(&[
+        "fit.intercept".to_owned(),
+        "fit.years".to_owned(),
+        "fit.age / 10".to_owned(),
+        "fit.r2".to_owned(),
+        "fit.n".to_owned()
+    ]));
+    // SUM, AVG and the variances share the count and Σ of salary.
+    let again = query::plan(&spec(
+        "SELECT SUM(salary), AVG(salary), VAR_POP(salary) FROM t",
+    ))
+    .unwrap();
+    assert_eq!(again.statistics(), 3);
+    assert_eq!(query::counts_len(&again), 2);
+    assert_eq!(query::stats_len(&again, &[0]), (3 + 2) * 4);
+}
+
+#[test]
+fn joins_and_several_tables_are_refused() {
+    for sql in [
+        "SELECT COUNT(*) FROM a JOIN b ON a.id = b.id",
+        "SELECT COUNT(*) FROM a, b",
+        "SELECT COUNT(*) FROM a LEFT JOIN b USING (id)",
+    ] {
+        assert_refused(sql, &["private set intersection", "not yet available"]);
+    }
+}
+
+#[test]
+fn non_decomposable_aggregates_are_refused() {
+    for sql in [
+        "SELECT MIN(salary) FROM t",
+        "SELECT MAX(salary) FROM t",
+        "SELECT MEDIAN(salary) FROM t",
+        "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY salary) FROM t",
+        "SELECT COUNT(*) FROM t WHERE salary > MAX(age)",
+    ] {
+        assert_refused(sql, &["not decomposable into sums", "MPC engine"]);
+    }
+    assert_refused(
+        "SELECT COUNT(DISTINCT dept) FROM t",
+        &["DISTINCT", "private set union"],
+    );
+    assert_refused("SELECT SUM(DISTINCT salary) FROM t", &["DISTINCT"]);
+}
+
+#[test]
+fn subqueries_are_refused_wherever_they_hide() {
+    for sql in [
+        "SELECT COUNT(*) FROM t WHERE salary > (SELECT AVG(salary) FROM t)",
+        "SELECT COUNT(*) FROM t WHERE dept IN (SELECT dept FROM u)",
+        "SELECT COUNT(*) FROM t WHERE EXISTS (SELECT 1 FROM u)",
+        "SELECT COUNT(*) FROM (SELECT * FROM t) AS x",
+        "WITH x AS (SELECT * FROM t) SELECT COUNT(*) FROM x",
+    ] {
+        assert_refused(sql, &["unvetted SQL"]);
+    }
+}
+
+#[test]
+fn clauses_that_need_post_processing_are_refused() {
+    assert_refused(
+        "SELECT dept, COUNT(*) FROM t GROUP BY dept HAVING COUNT(*) > 3",
+        &["HAVING", "published result"],
+    );
+    assert_refused(
+        "SELECT dept, COUNT(*) FROM t GROUP BY dept ORDER BY dept",
+        &["ORDER BY", "sort"],
+    );
+    assert_refused("SELECT COUNT(*) FROM t LIMIT 3", &["LIMIT"]);
+    assert_refused(
+        "SELECT SUM(salary) OVER (PARTITION BY dept) FROM t",
+        &["window function"],
+    );
+    assert_refused(
+        "SELECT SUM(salary) FILTER (WHERE age > 3) FROM t",
+        &["FILTER", "WHERE"],
+    );
+    assert_refused(
+        "SELECT COUNT(*) FROM t UNION SELECT COUNT(*) FROM u",
+        &["UNION"],
+    );
+    assert_refused("SELECT DISTINCT dept FROM t", &["DISTINCT", "domain"]);
+}
+
+#[test]
+fn statements_other_than_one_select_are_refused() {
+    for sql in [
+        "DELETE FROM t",
+        "INSERT INTO t VALUES (1)",
+        "DROP TABLE t",
+        "UPDATE t SET salary = 0",
+        "ATTACH DATABASE 'x.db' AS x",
+        "PRAGMA writable_schema = ON",
+    ] {
+        let msg = refusal(sql);
+        assert!(
+            msg.contains("only SELECT") || msg.contains("parse"),
+            "{sql}: {msg}"
+        );
+    }
+    assert_refused(
+        "SELECT COUNT(*) FROM t; DROP TABLE t",
+        &["several statements"],
+    );
+    assert_refused("", &["no statement"]);
+    assert!(matches!(
+        query::plan(&spec("SELEC COUNT(*) FROM t")),
+        Err(QueryError::Parse { .. })
+    ));
+}
+
+#[test]
+fn group_by_needs_a_declared_domain() {
+    let err = query::plan(&spec_without_domain(
+        "SELECT dept, COUNT(*) FROM t GROUP BY dept",
+    ))
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("without a declared domain") && msg.contains("\"domains\""),
+        "{msg}"
+    );
+    let mut s = spec("SELECT dept, COUNT(*) FROM t GROUP BY dept");
+    s.domains.insert("dept".into(), vec![]);
+    assert!(
+        query::plan(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 1024 values")
+    );
+    s.domains
+        .insert("dept".into(), vec!["a".into(), "a".into()]);
+    assert!(query::plan(&s).unwrap_err().to_string().contains("twice"));
+    // Domain keys match unquoted columns case-insensitively.
+    assert_eq!(
+        query::plan(&spec("SELECT DEPT, COUNT(*) FROM t GROUP BY DEPT"))
+            .unwrap()
+            .cells(),
+        6
+    );
+    assert_refused("SELECT COUNT(*) FROM t GROUP BY age + 1", &["plain column"]);
+    assert_refused(
+        "SELECT COUNT(*) FROM t GROUP BY a, b, c",
+        &["more than two"],
+    );
+}
+
+#[test]
+fn raw_values_cannot_be_selected() {
+    assert_refused("SELECT * FROM t", &["SELECT *", "never leave"]);
+    assert_refused(
+        "SELECT salary, COUNT(*) FROM t",
+        &["neither in GROUP BY nor aggregated"],
+    );
+    assert_refused("SELECT salary + 1 FROM t", &["would reveal raw values"]);
+    assert_refused(
+        "SELECT SUM(salary) / COUNT(*) FROM t",
+        &["arithmetic on aggregates"],
+    );
+    assert_refused("SELECT SUM(AVG(salary)) FROM t", &["inside an expression"]);
+    assert_refused("SELECT dept FROM t GROUP BY dept", &["no aggregate"]);
+    assert_refused(
+        "SELECT COUNT(*) AS x, SUM(y) AS x FROM t",
+        &["share this name"],
+    );
+}
+
+#[test]
+fn only_whitelisted_expressions_pass() {
+    for (sql, needle) in [
+        (
+            "SELECT COUNT(*) FROM t WHERE load_extension('evil.so') = 1",
+            "not on the whitelist",
+        ),
+        (
+            "SELECT COUNT(*) FROM t WHERE upper(dept) = 'ENG'",
+            "not on the whitelist",
+        ),
+        ("SELECT SUM(abs(salary)) FROM t", "not on the whitelist"),
+        ("SELECT FOO(salary) FROM t", "not a supported aggregate"),
+        (
+            "SELECT COUNT(*) FROM t WHERE CAST(age AS TEXT) = '3'",
+            "cast to numbers automatically",
+        ),
+        (
+            "SELECT COUNT(*) FROM t WHERE CASE WHEN a THEN 1 END = 1",
+            "CASE",
+        ),
+        ("SELECT COUNT(*) FROM t WHERE dept = NULL", "IS NULL"),
+        ("SELECT COUNT(*) FROM t WHERE salary % 2 = 0", "operator"),
+        ("SELECT COUNT(*) FROM t WHERE dept || 'x' = 'y'", "operator"),
+        (
+            "SELECT COUNT(*) FROM t WHERE dept LIKE dept",
+            "string literal",
+        ),
+        ("SELECT COUNT(*) FROM t WHERE salary", "not a boolean"),
+        (
+            "SELECT COUNT(*) FROM t WHERE age + 1 = 'old'",
+            "compared with a string",
+        ),
+        ("SELECT SUM('x') FROM t", "a number is needed"),
+        (
+            "SELECT COUNT(*) FROM t WHERE other.age > 3",
+            "one table in FROM",
+        ),
+    ] {
+        assert_refused(sql, &[needle]);
+    }
+}
+
+#[test]
+fn aggregate_arguments_are_checked() {
+    assert_refused("SELECT HISTOGRAM(salary) FROM t", &["1 to 64 bucket edges"]);
+    assert_refused(
+        "SELECT HISTOGRAM(salary, 5, 5) FROM t",
+        &["strictly increasing"],
+    );
+    assert_refused(
+        "SELECT HISTOGRAM(salary, 5, age) FROM t",
+        &["numeric literals"],
+    );
+    assert_refused("SELECT OLS(salary) FROM t", &["1 to 16 regressors"]);
+    assert_refused("SELECT REGR_SLOPE(salary) FROM t", &["two arguments"]);
+    assert_refused("SELECT AVG(salary, age) FROM t", &["exactly one argument"]);
+    assert_refused("SELECT SUM(*) FROM t", &["argument"]);
+}
+
+#[test]
+fn policies_are_range_checked_and_compared_with_a_floor() {
+    let mut s = spec("SELECT COUNT(*) FROM t");
+    s.min_rows = 0;
+    assert!(matches!(query::plan(&s), Err(QueryError::Policy { .. })));
+    s.min_rows = 1 << 24;
+    assert!(matches!(query::plan(&s), Err(QueryError::Policy { .. })));
+    s.min_rows = 5;
+    s.min_clients = 0;
+    assert!(matches!(query::plan(&s), Err(QueryError::Policy { .. })));
+    s.min_clients = 1025;
+    assert!(matches!(query::plan(&s), Err(QueryError::Policy { .. })));
+    let asked = Policy::new(5, 3).unwrap();
+    assert!(asked.check_floor(&Policy::new(5, 3).unwrap()).is_ok());
+    assert!(asked.check_floor(&Policy::new(10, 2).unwrap()).is_err());
+    assert!(asked.check_floor(&Policy::new(1, 4).unwrap()).is_err());
+}
+
+#[test]
+fn specs_travel_as_json_and_have_a_stable_digest() {
+    let s = spec("SELECT dept, AVG(salary) FROM salaries GROUP BY dept");
+    let json = serde_json::to_string(&s).unwrap();
+    let back: QuerySpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.digest(), s.digest());
+    let mut other = s.clone();
+    other.min_rows += 1;
+    assert_ne!(other.digest(), s.digest());
+    assert!(
+        serde_json::from_str::<QuerySpec>(r#"{"sql":"x","min_rows":1,"min_clients":1,"extra":0}"#)
+            .is_err()
+    );
+    let minimal: QuerySpec =
+        serde_json::from_str(r#"{"sql":"SELECT COUNT(*) FROM t","min_rows":3,"min_clients":2}"#)
+            .unwrap();
+    assert!(query::plan(&minimal).is_ok());
+}

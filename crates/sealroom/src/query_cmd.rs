@@ -1,0 +1,164 @@
+//! `sealroom query`: ask the federation a joint question in SQL, as an
+//! admin. Each client answers from its own data; only the released cells of
+//! the secure sum come back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use sealroom_analytics::joint::{QueryRun, run_query};
+use sealroom_analytics::query::QuerySpec;
+use sealroom_node::config::{NodeConfig, Role, load_node_config};
+
+use crate::node_cmd::DEFAULT_MIN_ROWS;
+
+/// Options of `sealroom query`.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "\
+Supported: SELECT over one table with COUNT(*), COUNT(col), SUM, AVG, VAR_SAMP,
+VAR_POP, STDDEV(_SAMP/_POP), HISTOGRAM(col, edge, edge, ...), REGR_SLOPE,
+REGR_INTERCEPT, REGR_R2, REGR_COUNT, OLS(y, x1, ..., xk); WHERE filters;
+GROUP BY over a declared domain (--domain); values outside it count in an
+\"(other)\" cell. Not supported (refused with the reason): joins, MIN, MAX,
+MEDIAN, COUNT(DISTINCT), subqueries.
+
+Example:
+  sealroom query --config fed/admin.toml --domain dept=eng,sales,ops \\
+    \"SELECT dept, COUNT(*), AVG(salary) FROM salaries GROUP BY dept\"")]
+pub struct QueryArgs {
+    /// An admin config (e.g. `admin.toml` written by `sealroom init`).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The query.
+    pub sql: String,
+    /// The declared domain of a GROUP BY column: `COLUMN=v1,v2,...`
+    /// (repeatable).
+    #[arg(long = "domain", value_name = "COLUMN=VALUES")]
+    pub domains: Vec<String>,
+    /// A released cell needs at least this many rows in total.
+    #[arg(long, default_value_t = DEFAULT_MIN_ROWS)]
+    pub min_rows: u64,
+    /// A released cell needs rows from at least this many clients (default:
+    /// the federation's min_clients).
+    #[arg(long)]
+    pub min_clients: Option<u32>,
+    /// Ask only these clients (by name; default: all).
+    #[arg(long = "client", value_name = "NAME")]
+    pub clients: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `--domain COLUMN=v1,v2` options.
+pub fn parse_domains(options: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut domains = BTreeMap::new();
+    for option in options {
+        let Some((column, values)) = option.split_once('=') else {
+            bail!("--domain {option:?}: expected COLUMN=v1,v2,...");
+        };
+        let column = column.trim();
+        if column.is_empty() {
+            bail!("--domain {option:?}: the column name is empty");
+        }
+        let values: Vec<String> = values
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.is_empty() {
+            bail!("--domain {option:?}: no values");
+        }
+        if domains.insert(column.to_string(), values).is_some() {
+            bail!("--domain: column {column:?} is declared twice");
+        }
+    }
+    Ok(domains)
+}
+
+/// Loads an admin identity, refusing other roles.
+pub fn load_admin(path: &std::path::Path, command: &str) -> Result<NodeConfig> {
+    let config = load_node_config(path)?;
+    if config.role != Role::Admin {
+        bail!(
+            "{}: `{command}` needs an admin identity (role = \"admin\"), not a {}",
+            path.display(),
+            config.role.as_str()
+        );
+    }
+    Ok(config)
+}
+
+/// `sealroom query`.
+pub fn run(args: &QueryArgs) -> Result<()> {
+    let config = load_admin(&args.config, "query")?;
+    let spec = QuerySpec {
+        sql: args.sql.clone(),
+        domains: parse_domains(&args.domains)?,
+        min_rows: args.min_rows,
+        min_clients: args
+            .min_clients
+            .unwrap_or(u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX)),
+    };
+    // Refuse unsupported SQL here, before any round starts.
+    sealroom_analytics::query::plan(&spec)?;
+    let clients: Vec<String> = if args.clients.is_empty() {
+        config
+            .federation
+            .clients
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    } else {
+        args.clients.clone()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let run = runtime.block_on(async {
+        sealroom_node::tls::install_crypto_provider();
+        run_query(&config, &spec, &clients).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        print_run(&run);
+    }
+    Ok(())
+}
+
+/// Prints a query's result and where it came from.
+pub fn print_run(run: &QueryRun) {
+    print!("{}", run.result.render_table());
+    let rounds = match run.stats_round {
+        Some(stats) => format!(
+            "rounds {} (counts) and {stats} (statistics)",
+            run.counts_round
+        ),
+        None => format!(
+            "round {} (counts; every cell was suppressed, so no statistics round ran)",
+            run.counts_round
+        ),
+    };
+    let ms: u64 = run.durations_ms.iter().sum();
+    println!(
+        "{} client(s): {}; {rounds}; {ms} ms",
+        run.included.len(),
+        run.included.join(", ")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_parse_and_refuse_bad_forms() {
+        let d = parse_domains(&["dept=eng, sales,ops".into(), "site=a".into()]).expect("valid");
+        assert_eq!(d["dept"], vec!["eng", "sales", "ops"]);
+        assert_eq!(d["site"], vec!["a"]);
+        for bad in ["dept", "=a,b", "dept=", "dept=,"] {
+            assert!(parse_domains(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(parse_domains(&["a=1".into(), "a=2".into()]).is_err());
+    }
+}
