@@ -434,3 +434,40 @@ impl Fixture {
 fn decoded<M: prost::Message + Default>(envelope: &pb::SignedEnvelope) -> M {
     M::decode(envelope.body.as_slice()).expect("a message the fixture signed")
 }
+
+/// The coordinator's catalog with the training and query tasks.
+pub fn analytics_catalog() -> &'static sealroom_node::tasks::TaskCatalog {
+    static CATALOG: OnceLock<sealroom_node::tasks::TaskCatalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        let mut c = sealroom_node::tasks::TaskCatalog::with_builtins();
+        sealroom_analytics::training::register_tasks(&mut c);
+        sealroom_analytics::joint::register_tasks(&mut c);
+        c
+    })
+}
+
+/// A query with every aggregate shape over the columns `dept`, `x`, `y`.
+pub fn csv_plan() -> &'static sealroom_analytics::query::QueryPlan {
+    static PLAN: OnceLock<sealroom_analytics::query::QueryPlan> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let spec = sealroom_analytics::query::QuerySpec {
+            sql: "SELECT dept, COUNT(*), SUM(x), AVG(y), VAR_SAMP(x), HISTOGRAM(x, 0, 10), \
+                  REGR_SLOPE(y, x), OLS(y, x) FROM t WHERE x > 0 OR y IS NULL GROUP BY dept"
+                .into(),
+            domains: [("dept".to_string(), vec!["a".to_string(), "b".to_string()])].into(),
+            min_rows: 5,
+            min_clients: 2,
+        };
+        sealroom_analytics::query::plan(&spec).expect("the fixed query plans")
+    })
+}
+
+/// A single-threaded runtime for targets that drive async code.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a tokio runtime")
+    })
+}

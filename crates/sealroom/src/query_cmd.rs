@@ -30,8 +30,13 @@ pub struct QueryArgs {
     /// An admin config (e.g. `admin.toml` written by `sealroom init`).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// The query.
-    pub sql: String,
+    /// The query (or give a whole spec with `--spec`).
+    #[arg(required_unless_present = "spec", conflicts_with = "spec")]
+    pub sql: Option<String>,
+    /// A query spec as JSON: `{"sql": …, "domains": {…}, "min_rows": …,
+    /// "min_clients": …}` (see examples/salaries/queries/).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients"])]
+    pub spec: Option<PathBuf>,
     /// The declared domain of a GROUP BY column: `COLUMN=v1,v2,...`
     /// (repeatable).
     #[arg(long = "domain", value_name = "COLUMN=VALUES")]
@@ -93,13 +98,22 @@ pub fn load_admin(path: &std::path::Path, command: &str) -> Result<NodeConfig> {
 /// `sealroom query`.
 pub fn run(args: &QueryArgs) -> Result<()> {
     let config = load_admin(&args.config, "query")?;
-    let spec = QuerySpec {
-        sql: args.sql.clone(),
-        domains: parse_domains(&args.domains)?,
-        min_rows: args.min_rows,
-        min_clients: args
-            .min_clients
-            .unwrap_or(u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX)),
+    let spec = match (&args.spec, &args.sql) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<QuerySpec>(&text)
+                .with_context(|| format!("{}: not a query spec", path.display()))?
+        }
+        (None, Some(sql)) => QuerySpec {
+            sql: sql.clone(),
+            domains: parse_domains(&args.domains)?,
+            min_rows: args.min_rows,
+            min_clients: args
+                .min_clients
+                .unwrap_or(u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX)),
+        },
+        (None, None) => bail!("give the query as an argument, or --spec FILE"),
     };
     // Refuse unsupported SQL here, before any round starts.
     sealroom_analytics::query::plan(&spec)?;

@@ -192,6 +192,22 @@ fn init_nodes_as_processes_round_and_metrics() {
         "{text}"
     );
 
+    // The same question from a spec file, as shipped with the example.
+    let out = sealroom()
+        .args(["query", "--json", "--config"])
+        .arg(dir.path().join("admin.toml"))
+        .arg("--spec")
+        .arg(examples.join("queries/avg_salary_by_dept.json"))
+        .output()
+        .expect("query runs");
+    let from_file = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "query --spec failed: {from_file} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(from_file.contains("121"), "{from_file}");
+
     // A short federated training on every client's part of the wine data.
     let out = sealroom()
         .args(["train", "--rounds", "2", "--json", "--config"])

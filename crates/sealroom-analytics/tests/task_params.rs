@@ -1,0 +1,136 @@
+//! The coordinator's planners for the training and query tasks refuse
+//! malformed or inconsistent parameters with a message naming the problem,
+//! and plan valid ones.
+
+use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, TrainConfig};
+use sealroom_analytics::joint::{QUERY_TASK, QueryParams, QueryPhase};
+use sealroom_analytics::query::QuerySpec;
+use sealroom_analytics::training::{
+    FEDAVG_TASK, FedAvgParams, MOMENTS_TASK, MomentsParams, SplitSpec,
+};
+use sealroom_core::{QuantSpec, RingKind};
+use sealroom_node::tasks::{TaskCatalog, TaskRequest};
+
+fn catalog() -> TaskCatalog {
+    let mut c = TaskCatalog::with_builtins();
+    sealroom_analytics::training::register_tasks(&mut c);
+    sealroom_analytics::joint::register_tasks(&mut c);
+    c
+}
+
+fn plan(name: &str, params: Vec<u8>) -> Result<sealroom_protocol::coordinator::Task, String> {
+    let spec = QuantSpec::new(16, 8.0, 24).expect("valid");
+    let request = TaskRequest {
+        name: name.into(),
+        vector_len: 0,
+        params,
+        min_clients: 0,
+    };
+    catalog().task(&request, 5, RingKind::Z2_32, spec)
+}
+
+fn split() -> SplitSpec {
+    SplitSpec {
+        dataset: DatasetKind::Iris,
+        test_fraction: 0.25,
+        alpha: 0.5,
+        min_rows: 5,
+        seed: 1,
+    }
+}
+
+fn fedavg(global: Vec<f64>) -> FedAvgParams {
+    FedAvgParams {
+        table: "iris".into(),
+        split: split(),
+        training_round: 1,
+        model: ModelKind::Logistic,
+        n_features: 4,
+        n_classes: 3,
+        global,
+        mean: vec![0.0; 4],
+        std: vec![1.0; 4],
+        train: TrainConfig {
+            learning_rate: 0.1,
+            epochs: 1,
+            batch_size: 8,
+            l2: 0.0,
+            seed: 1,
+        },
+        fedavg: FedAvgSpec {
+            bits: 12,
+            delta_clip: 1.0,
+            max_weight: 4096,
+        },
+        error_feedback: false,
+    }
+}
+
+#[test]
+fn valid_parameters_plan_their_rounds() {
+    let moments = MomentsParams {
+        table: "iris".into(),
+        split: split(),
+        n_features: 4,
+    };
+    let task = plan(MOMENTS_TASK, serde_json::to_vec(&moments).expect("json")).expect("plans");
+    assert_eq!(task.vector_len, 9);
+    let task = plan(
+        FEDAVG_TASK,
+        serde_json::to_vec(&fedavg(vec![0.0; 15])).expect("json"),
+    )
+    .expect("plans");
+    assert_eq!(task.vector_len, 16, "15 parameters and the weight");
+    let query = QueryParams {
+        spec: QuerySpec {
+            sql: "SELECT COUNT(*), AVG(x) FROM t".into(),
+            domains: Default::default(),
+            min_rows: 5,
+            min_clients: 2,
+        },
+        phase: QueryPhase::Counts,
+    };
+    let task = plan(QUERY_TASK, serde_json::to_vec(&query).expect("json")).expect("plans");
+    assert_eq!(task.vector_len, 2, "one cell: contributed and capped rows");
+    assert_eq!(task.ring, RingKind::Z2_64, "query limbs need the wide ring");
+}
+
+#[test]
+fn malformed_parameters_are_refused_with_the_reason() {
+    for name in [MOMENTS_TASK, FEDAVG_TASK, QUERY_TASK] {
+        for params in [&b""[..], b"{", b"[]", b"\xff\xfe", b"{\"table\": 7}"] {
+            let err = plan(name, params.to_vec()).expect_err("malformed");
+            assert!(err.contains("malformed"), "{name} {params:?}: {err}");
+            assert!(err.contains(name), "the error names the task: {err}");
+        }
+    }
+    // Well-formed JSON that does not fit together.
+    let err = plan(
+        FEDAVG_TASK,
+        serde_json::to_vec(&fedavg(vec![0.0; 7])).expect("json"),
+    )
+    .expect_err("wrong parameter count");
+    assert!(err.contains("7 parameters"), "{err}");
+    let mut wide = fedavg(vec![0.0; 15]);
+    wide.fedavg.bits = 53;
+    assert!(plan(FEDAVG_TASK, serde_json::to_vec(&wide).expect("json")).is_err());
+    let query = QueryParams {
+        spec: QuerySpec {
+            sql: "SELECT MAX(x) FROM t".into(),
+            domains: Default::default(),
+            min_rows: 5,
+            min_clients: 2,
+        },
+        phase: QueryPhase::Counts,
+    };
+    let err = plan(QUERY_TASK, serde_json::to_vec(&query).expect("json")).expect_err("MAX");
+    assert!(err.contains("MAX"), "{err}");
+    let stats = QueryParams {
+        phase: QueryPhase::Stats {
+            released: Vec::new(),
+            counts_round: 1,
+        },
+        ..query
+    };
+    assert!(plan(QUERY_TASK, serde_json::to_vec(&stats).expect("json")).is_err());
+}
