@@ -22,9 +22,7 @@ use std::sync::Arc;
 
 use sealroom_node::grpc::pb::RoundOutcome;
 use sealroom_node::local::RoundRunner;
-use sealroom_node::tasks::{
-    InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskRequest, TaskShape,
-};
+use sealroom_node::tasks::{InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
 use sealroom_protocol::VerifiedDescriptor;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +30,7 @@ use crate::query::{
     DataSource, LocalTable, Policy, QueryError, QueryPlan, QueryResult, QuerySpec, counts_len,
     finish, local_counts, local_stats, plan, released_cells, stats_len, wire_spec,
 };
+use crate::round::{RoundFailure, completed_round};
 
 /// The task of both query phases.
 pub const QUERY_TASK: &str = "query";
@@ -188,30 +187,30 @@ pub enum QueryRunError {
     },
 }
 
+impl From<RoundFailure> for QueryRunError {
+    fn from(f: RoundFailure) -> Self {
+        match f {
+            RoundFailure::Request(message) => QueryRunError::Request(message),
+            RoundFailure::Aborted {
+                round_id,
+                reason,
+                detail,
+            } => QueryRunError::Aborted {
+                round_id,
+                reason,
+                detail,
+            },
+        }
+    }
+}
+
 async fn query_round<R: RoundRunner>(
     runner: &R,
     params: &QueryParams,
     clients: &[String],
     min_clients: usize,
 ) -> Result<RoundOutcome, QueryRunError> {
-    let request = TaskRequest {
-        name: QUERY_TASK.into(),
-        vector_len: 0,
-        params: serde_json::to_vec(params).map_err(|e| QueryRunError::Request(e.to_string()))?,
-        min_clients,
-    };
-    let outcome = runner
-        .run_round(&request, clients.to_vec())
-        .await
-        .map_err(|s| QueryRunError::Request(s.message().to_string()))?;
-    if outcome.status != "completed" {
-        return Err(QueryRunError::Aborted {
-            round_id: outcome.round_id,
-            reason: outcome.reason,
-            detail: outcome.detail,
-        });
-    }
-    Ok(outcome)
+    Ok(completed_round(runner, QUERY_TASK, params, clients, min_clients).await?)
 }
 
 /// Runs `spec` over `clients` (names; every client of the federation when

@@ -19,4 +19,5 @@
 pub mod fl;
 pub mod joint;
 pub mod query;
+mod round;
 pub mod training;

@@ -26,9 +26,7 @@ use sealroom_core::QuantSpec;
 use sealroom_core::quant::ErrorFeedback;
 use sealroom_node::grpc::pb::RoundOutcome;
 use sealroom_node::local::RoundRunner;
-use sealroom_node::tasks::{
-    InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskRequest, TaskShape,
-};
+use sealroom_node::tasks::{InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
 use sealroom_protocol::VerifiedDescriptor;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +34,7 @@ use crate::fl::{
     Dataset, DatasetKind, EncodedUpdate, FeatureMoments, FedAvgSpec, FlError, Model, ModelKind,
     Standardizer, TrainConfig, derive_seed, dirichlet_split, encode_update, load, train_test_split,
 };
+use crate::round::{RoundFailure, completed_round};
 
 /// The task of a FedAvg round.
 pub const FEDAVG_TASK: &str = "fedavg";
@@ -493,30 +492,30 @@ pub enum TrainingError {
     },
 }
 
+impl From<RoundFailure> for TrainingError {
+    fn from(f: RoundFailure) -> Self {
+        match f {
+            RoundFailure::Request(message) => TrainingError::Request(message),
+            RoundFailure::Aborted {
+                round_id,
+                reason,
+                detail,
+            } => TrainingError::Aborted {
+                round_id,
+                reason,
+                detail,
+            },
+        }
+    }
+}
+
 async fn run<R: RoundRunner>(
     runner: &R,
     task: &str,
     params: &impl Serialize,
     clients: &[String],
 ) -> Result<RoundOutcome, TrainingError> {
-    let request = TaskRequest {
-        name: task.into(),
-        vector_len: 0,
-        params: serde_json::to_vec(params).map_err(|e| TrainingError::Request(e.to_string()))?,
-        min_clients: 0,
-    };
-    let outcome = runner
-        .run_round(&request, clients.to_vec())
-        .await
-        .map_err(|s| TrainingError::Request(s.message().to_string()))?;
-    if outcome.status != "completed" {
-        return Err(TrainingError::Aborted {
-            round_id: outcome.round_id,
-            reason: outcome.reason,
-            detail: outcome.detail,
-        });
-    }
-    Ok(outcome)
+    Ok(completed_round(runner, task, params, clients, 0).await?)
 }
 
 /// A training in progress: the driver's side. [`Trainer::start`] runs the

@@ -155,9 +155,9 @@ struct QueryReport {
 #[derive(Serialize, Clone)]
 struct UploadReport {
     what: String,
-    rounds: usize,
+    uploads: usize,
     bytes_per_client: u64,
-    plaintext_f32_bytes: u64,
+    plaintext_f32_bytes: Option<u64>,
 }
 
 /// Runs the demo; an error (non-zero exit) if any secure result differs from
@@ -287,13 +287,13 @@ async fn run_async(
         .context("the feature-moments round")?;
     let bar = round_bar(plan.rounds);
     let mut dropped = Vec::new();
-    let mut fl_uploads = Vec::new();
+    let mut uploads_by_round: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for round in 1..=plan.rounds {
         let r = trainer
             .round(&fed, Some(&tap))
             .await
             .with_context(|| format!("training round {round}"))?;
-        fl_uploads.extend(drain_uploads(&mut events, r.round_id).into_values());
+        collect_uploads(&mut events, &mut uploads_by_round);
         if r.plaintext_identical != Some(true) {
             failures.push(format!(
                 "training round {round}: the secure model differs from plaintext FedAvg"
@@ -356,8 +356,7 @@ async fn run_async(
         ),
     ];
     let mut query_reports = Vec::new();
-    let mut query_uploads: Vec<usize> = Vec::new();
-    let mut query_values = 0usize;
+    let mut query_rounds: Vec<u64> = Vec::new();
     for (title, sql, domains, invited) in queries {
         println!();
         println!("{title}");
@@ -370,11 +369,8 @@ async fn run_async(
         };
         let report = match run_query(&fed, &spec, &invited).await {
             Ok(run) => {
-                for round in std::iter::once(run.counts_round).chain(run.stats_round) {
-                    let uploads = drain_uploads(&mut events, round);
-                    query_uploads.extend(uploads.values());
-                }
-                query_values += run.result.rows.len() * run.result.columns.len();
+                query_rounds.extend(std::iter::once(run.counts_round).chain(run.stats_round));
+                collect_uploads(&mut events, &mut uploads_by_round);
                 crate::query_cmd::print_run(&run);
                 let sources: Vec<&DataSource> = run
                     .included
@@ -427,37 +423,46 @@ async fn run_async(
         query_reports.push(report);
     }
 
-    // Bytes and latency.
+    // Bytes and latency. Upload events can trail a round's outcome by a few
+    // milliseconds: let them arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    collect_uploads(&mut events, &mut uploads_by_round);
     let n_params = training.n_params;
+    let fl_rounds: Vec<u64> = training.rounds.iter().map(|r| r.round_id).collect();
     let uploads = vec![
-        upload_report("FedAvg round", &fl_uploads, (n_params + 1) * 4),
-        upload_report("query round", &query_uploads, query_values.max(1) * 4),
+        upload_report(
+            "FedAvg round",
+            &fl_rounds,
+            &uploads_by_round,
+            Some((n_params + 1) * 4),
+        ),
+        upload_report("query round", &query_rounds, &uploads_by_round, None),
     ];
     println!();
     let mut bytes = Table::new([
         ("rounds", Align::Left),
-        ("count", Align::Right),
-        ("upload per client", Align::Right),
-        ("plaintext f32", Align::Right),
+        ("uploads", Align::Right),
+        ("per client and round", Align::Right),
+        ("plaintext f32 update", Align::Right),
         ("ratio", Align::Right),
     ]);
     for u in &uploads {
+        let plain = u.plaintext_f32_bytes;
         bytes.row([
             u.what.clone(),
-            u.rounds.to_string(),
+            u.uploads.to_string(),
             human_bytes(u.bytes_per_client),
-            human_bytes(u.plaintext_f32_bytes),
-            if u.plaintext_f32_bytes > 0 {
-                format!(
-                    "{:.2}x",
-                    u.bytes_per_client as f64 / u.plaintext_f32_bytes as f64
-                )
-            } else {
-                "-".into()
-            },
+            plain.map_or("-".into(), human_bytes),
+            plain.map_or("-".into(), |p| {
+                format!("{:.2}x", u.bytes_per_client as f64 / p as f64)
+            }),
         ]);
     }
     print!("{}", bytes.render());
+    println!(
+        "(a small model's upload is dominated by fixed costs: one 32-byte seed per helper but one, message framing; \
+         at 100k parameters it is 1.00x, see docs/performance.md)"
+    );
     let mut latencies: Vec<u64> = training.rounds.iter().map(|r| r.duration_ms).collect();
     latencies.sort_unstable();
     if let (Some(min), Some(max)) = (latencies.first(), latencies.last()) {
@@ -468,9 +473,6 @@ async fn run_async(
             args.helpers
         );
     }
-    println!(
-        "(the query \"plaintext f32\" figure counts the released values; a query uploads fixed-point limbs of every statistic, exact to 2^-20)"
-    );
 
     fed.shutdown().await;
     let all_match = failures.is_empty();
@@ -582,7 +584,18 @@ async fn plaintext_query(
     Ok(plaintext(&plan, &refs, &policy).await?)
 }
 
-fn upload_report(what: &str, uploads: &[usize], plaintext_bytes: usize) -> UploadReport {
+fn upload_report(
+    what: &str,
+    rounds: &[u64],
+    uploads_by_round: &BTreeMap<u64, Vec<usize>>,
+    plaintext_f32_bytes: Option<usize>,
+) -> UploadReport {
+    let uploads: Vec<usize> = rounds
+        .iter()
+        .filter_map(|r| uploads_by_round.get(r))
+        .flatten()
+        .copied()
+        .collect();
     let per_client = if uploads.is_empty() {
         0
     } else {
@@ -590,9 +603,9 @@ fn upload_report(what: &str, uploads: &[usize], plaintext_bytes: usize) -> Uploa
     };
     UploadReport {
         what: what.into(),
-        rounds: uploads.len(),
+        uploads: uploads.len(),
         bytes_per_client: per_client as u64,
-        plaintext_f32_bytes: plaintext_bytes as u64,
+        plaintext_f32_bytes: plaintext_f32_bytes.map(|b| b as u64),
     }
 }
 
@@ -626,23 +639,19 @@ fn write_outputs(out: &Path, report: &Report) -> Result<(PathBuf, PathBuf)> {
     Ok((json_path, svg_path))
 }
 
-/// Bytes each client uploaded in `round_id`, from the clients' event stream
-/// (events of other rounds are dropped).
-fn drain_uploads(
+/// Moves the clients' upload events into `by_round` (bytes per upload).
+fn collect_uploads(
     events: &mut UnboundedReceiver<(usize, ClientEvent)>,
-    round_id: u64,
-) -> BTreeMap<usize, usize> {
-    let mut out = BTreeMap::new();
-    while let Ok((client, event)) = events.try_recv() {
+    by_round: &mut BTreeMap<u64, Vec<usize>>,
+) {
+    while let Ok((_, event)) = events.try_recv() {
         if let ClientEvent::Uploaded {
-            round_id: r, bytes, ..
+            round_id, bytes, ..
         } = event
-            && r == round_id
         {
-            out.insert(client, bytes);
+            by_round.entry(round_id).or_default().push(bytes);
         }
     }
-    out
 }
 
 #[cfg(test)]

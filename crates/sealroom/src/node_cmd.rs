@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use sealroom_analytics::fl::DatasetKind;
 use sealroom_analytics::joint::{self, QUERY_TASK, QueryInput};
-use sealroom_analytics::query::{DataSource as QuerySource, Policy};
+use sealroom_analytics::query::Policy;
 use sealroom_analytics::training::{
     self, FEDAVG_TASK, MOMENTS_TASK, TrainingData, TrainingInput, UpdateTap,
 };
@@ -112,26 +112,8 @@ pub fn client_input(config: &NodeConfig) -> Result<Arc<dyn InputSource>> {
                     },
                 );
             }
-            DataSource::Csv { path } => {
-                query_tables.insert(table.clone(), QuerySource::Csv { path: path.clone() });
-            }
-            DataSource::Sqlite { path, table: name } => {
-                query_tables.insert(
-                    table.clone(),
-                    QuerySource::Sqlite {
-                        path: path.clone(),
-                        table: name.clone(),
-                    },
-                );
-            }
-            DataSource::Postgres { url, table: name } => {
-                query_tables.insert(
-                    table.clone(),
-                    QuerySource::Postgres {
-                        url: url.clone(),
-                        table: name.clone(),
-                    },
-                );
+            query => {
+                query_tables.insert(table.clone(), query.clone());
             }
         }
     }
@@ -152,7 +134,7 @@ pub fn client_input(config: &NodeConfig) -> Result<Arc<dyn InputSource>> {
 pub fn client_router(
     name: &str,
     training_tables: BTreeMap<String, TrainingData>,
-    query_tables: BTreeMap<String, QuerySource>,
+    query_tables: BTreeMap<String, DataSource>,
     floor: Policy,
     tap: Option<UpdateTap>,
 ) -> InputRouter {

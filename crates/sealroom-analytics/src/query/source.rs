@@ -8,10 +8,9 @@
 //! come back, never a row.
 
 use core::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
-use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, Row as _};
@@ -22,50 +21,10 @@ use super::error::QueryError;
 use super::spec::QueryPlan;
 use super::sql::{Dialect, Names, Renderer, ident};
 
-/// Where one party's rows live. Deserializable, so a node configuration can
-/// carry it, e.g. `{"kind": "sqlite", "path": "hr.db", "table": "salaries"}`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum DataSource {
-    /// A CSV file with a header row.
-    Csv {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A table of a SQLite database file.
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// The table (or view).
-        table: String,
-    },
-    /// A table of a PostgreSQL database.
-    Postgres {
-        /// `postgres://user:password@host/db` (the password is never
-        /// printed).
-        url: String,
-        /// The table, optionally `schema.table`; names are case-sensitive.
-        table: String,
-    },
-}
-
-impl fmt::Debug for DataSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DataSource::Csv { path } => f.debug_struct("Csv").field("path", path).finish(),
-            DataSource::Sqlite { path, table } => f
-                .debug_struct("Sqlite")
-                .field("path", path)
-                .field("table", table)
-                .finish(),
-            DataSource::Postgres { url, table } => f
-                .debug_struct("Postgres")
-                .field("url", &redact_url(url))
-                .field("table", table)
-                .finish(),
-        }
-    }
-}
+/// Where one party's rows live: the node configuration's `[data.<table>]`
+/// entry (CSV, SQLite or PostgreSQL; a bundled training set is not a query
+/// table). Its `Debug` never shows a database password.
+pub use sealroom_node::config::DataSource;
 
 /// What the catalogue says about a column's values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +108,12 @@ impl LocalTable {
             }
             DataSource::Sqlite { path, table } => open_sqlite(path, table).await,
             DataSource::Postgres { url, table } => open_postgres(url, table).await,
+            DataSource::Builtin { dataset, .. } => Err(QueryError::Invalid {
+                what: format!("the bundled {dataset:?} data set"),
+                why: "it is a training set, not a query table: give the client a CSV, SQLite \
+                      or PostgreSQL table for queries"
+                    .into(),
+            }),
         }
     }
 
@@ -554,5 +519,17 @@ mod tests {
             serde_json::from_str::<DataSource>(r#"{"kind":"csv","path":"a.csv","extra":1}"#)
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_bundled_training_set_is_not_a_query_table() {
+        let err = LocalTable::open(&DataSource::Builtin {
+            dataset: "winequality".into(),
+            part: 0,
+            parts: 1,
+        })
+        .await
+        .expect_err("refused");
+        assert!(err.to_string().contains("training set"), "{err}");
     }
 }
