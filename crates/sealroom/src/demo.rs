@@ -459,10 +459,17 @@ async fn run_async(
         ]);
     }
     print!("{}", bytes.render());
-    println!(
-        "(a small model's upload is dominated by fixed costs: one 32-byte seed per helper but one, message framing; \
-         at 100k parameters it is 1.00x, see docs/performance.md)"
-    );
+    match threshold {
+        None => println!(
+            "(a small model's upload is dominated by fixed costs — a 32-byte seed for every helper \
+             but one, message framing; at 100k parameters it is 1.00x, see docs/performance.md)"
+        ),
+        Some(t) => println!(
+            "(threshold mode: {} helper(s) get a seed, the others a full share vector of 8-byte \
+             F_p elements each)",
+            t - 1
+        ),
+    }
     let mut latencies: Vec<u64> = training.rounds.iter().map(|r| r.duration_ms).collect();
     latencies.sort_unstable();
     if let (Some(min), Some(max)) = (latencies.first(), latencies.last()) {
