@@ -349,6 +349,14 @@ impl TrainingInput {
         }
         .map_err(|e| format!("encoding the update: {e}"))?;
         let values = update.values().to_vec();
+        // Counts only: how many delta values hit the round's clip, and
+        // whether the weight was capped (never a value).
+        tracing::info!(
+            round = round_id,
+            clipped = update.clipped,
+            weight_capped = update.weight_capped,
+            "FedAvg update encoded"
+        );
         if let Some(tap) = &self.tap {
             tap.record(round_id, &self.client, update);
         }
@@ -442,6 +450,9 @@ pub struct TrainingRound {
     /// Whether a plaintext FedAvg of the same quantized updates gave the
     /// same model bit for bit (`None` without a tap).
     pub plaintext_identical: Option<bool>,
+    /// Delta values clipped to the round's clip, summed over the included
+    /// clients (known to the demo's tap only; each client logs its own).
+    pub clipped: Option<usize>,
 }
 
 /// A finished training.
@@ -624,9 +635,11 @@ impl Trainer {
             })?;
         let spec = self.plan.fedavg;
         let next = crate::fl::apply_sum(&spec, &self.global, &outcome.values)?;
+        let mut clipped = None;
         let plaintext_identical = match tap {
             Some(tap) => Some(match tap.take(outcome.round_id, &included) {
                 Some(updates) => {
+                    clipped = Some(updates.iter().map(|u| u.clipped).sum());
                     let twin = crate::fl::plaintext_fedavg(&spec, &self.global, &updates)?;
                     twin.params().len() == next.params().len()
                         && twin
@@ -652,6 +665,7 @@ impl Trainer {
             loss,
             duration_ms: outcome.duration_ms,
             plaintext_identical,
+            clipped,
         };
         self.rounds.push(report.clone());
         Ok(report)

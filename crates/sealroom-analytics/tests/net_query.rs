@@ -20,7 +20,8 @@ use sealroom_node::tasks::{InputSource, TaskCatalog};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Three clients with the fixture's tables (two CSV files, one SQLite
-/// database) and a fourth whose CSV file has a ragged row.
+/// database), a fourth whose CSV file has a ragged row and a fifth whose
+/// file does not exist.
 async fn start(
     fx: &Fixture,
 ) -> (
@@ -38,6 +39,9 @@ async fn start(
     .expect("write");
     let mut sources = fx.sources.clone();
     sources.push(DataSource::Csv { path: broken });
+    sources.push(DataSource::Csv {
+        path: dir.path().join("missing.csv"),
+    });
     let floor = Policy::new(5, 2).expect("policy");
     let inputs: Vec<Arc<dyn InputSource>> = sources
         .into_iter()
@@ -52,7 +56,7 @@ async fn start(
     register_tasks(&mut catalog);
     let options = InitOptions {
         helpers: 3,
-        clients: 4,
+        clients: 5,
         min_clients: Some(2),
         upload_window_ms: 1500,
         aggregation_window_ms: 4000,
@@ -65,7 +69,7 @@ async fn start(
 }
 
 fn names() -> Vec<String> {
-    (0..4).map(|i| format!("client-{i}")).collect()
+    (0..5).map(|i| format!("client-{i}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +89,7 @@ async fn every_query_shape_over_the_network_equals_the_pipeline_and_pooled_sqlit
         let run = run_query(&fed, &spec, &names())
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        // The client with the malformed file is not included.
+        // The clients with the malformed and the missing file are not included.
         assert_eq!(run.included, names()[..3].to_vec(), "{sql}");
         assert!(run.stats_round.is_some(), "{sql}: some cell is released");
         let local = query_support::run(&fx, &spec).await;
@@ -103,12 +107,16 @@ async fn every_query_shape_over_the_network_equals_the_pipeline_and_pooled_sqlit
     assert_close(value(&run.result, "eng", "mean"), mean, 1e-9, "eng mean");
 
     // The broken client said why it sat out, naming the file's problem.
-    let mut reasons = Vec::new();
+    let (mut reasons, mut missing) = (Vec::new(), Vec::new());
     while let Ok((client, event)) = events.try_recv() {
-        if let (3, ClientEvent::Skipped { reason, .. }) = (client, event) {
-            reasons.push(reason);
+        match (client, event) {
+            (3, ClientEvent::Skipped { reason, .. }) => reasons.push(reason),
+            (4, ClientEvent::Skipped { reason, .. }) => missing.push(reason),
+            _ => {}
         }
     }
+    let named = missing.iter().filter(|r| r.contains("missing.csv")).count();
+    assert_eq!(named, shapes.len() + 1, "{missing:?}");
     // (Stats rounds do not list it: it was not included in their counts round.)
     let malformed = reasons
         .iter()

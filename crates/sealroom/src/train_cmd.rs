@@ -162,13 +162,14 @@ pub fn round_bar(rounds: usize) -> ProgressBar {
 }
 
 /// One row of the per-round table.
-pub fn round_row(r: &TrainingRound, invited: usize) -> [String; 6] {
+pub fn round_row(r: &TrainingRound, invited: usize) -> [String; 7] {
     [
         r.round.to_string(),
         format!("{}/{invited}", r.included.len()),
         format!("{:.1}%", r.accuracy * 100.0),
         format!("{:.4}", r.loss),
         format!("{} ms", r.duration_ms),
+        r.clipped.map_or("-".into(), |c| c.to_string()),
         match r.plaintext_identical {
             Some(true) => "yes".into(),
             Some(false) => "NO".into(),
@@ -185,6 +186,7 @@ pub fn round_table() -> Table {
         ("test accuracy", Align::Right),
         ("test loss", Align::Right),
         ("latency", Align::Right),
+        ("clipped", Align::Right),
         ("secure == plaintext FedAvg", Align::Left),
     ])
 }
