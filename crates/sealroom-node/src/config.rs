@@ -156,6 +156,19 @@ pub struct NodeConfigFile {
     /// tasks and queries use (`[data.salaries]`, `[data.wine]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, DataSource>,
+    /// Client only: its own floor under the queries it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ClientPolicy>,
+}
+
+/// A client's floor under the suppression thresholds of the queries it
+/// answers (`[policy]`): a query asking for less is refused by this client,
+/// whatever the coordinator says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPolicy {
+    /// The fewest rows a released cell may hold (at least 1).
+    pub min_rows: u64,
 }
 
 /// PEM files for mutual TLS.
@@ -351,6 +364,8 @@ pub struct NodeConfig {
     pub signing_key: Option<SigningKey>,
     /// Where a client's private data lives, by table name (paths absolute).
     pub data: BTreeMap<String, DataSource>,
+    /// A client's own query floor (`None`: the built-in default).
+    pub policy: Option<ClientPolicy>,
 }
 
 /// Reads and validates `federation.toml`. Errors name `path` as given.
@@ -517,6 +532,22 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         }
         _ => BTreeMap::new(),
     };
+    let policy = match (raw.role, raw.policy) {
+        (Role::Client, Some(p)) if p.min_rows == 0 => {
+            return Err(bad(
+                "policy.min_rows",
+                "must be at least 1 (cells of fewer rows are never released)".into(),
+            ));
+        }
+        (Role::Client, policy) => policy,
+        (_, Some(_)) => {
+            return Err(bad(
+                "policy",
+                format!("only clients answer queries, not a {role}; remove it"),
+            ));
+        }
+        (_, None) => None,
+    };
 
     Ok(NodeConfig {
         role: raw.role,
@@ -534,6 +565,7 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         signing_key_file,
         signing_key,
         data,
+        policy,
         file,
     })
 }

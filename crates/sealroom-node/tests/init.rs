@@ -819,6 +819,33 @@ fn client_data_source() {
 }
 
 #[test]
+fn client_query_floor() {
+    let policy = |min_rows: i64| {
+        move |t: &mut toml::Table| {
+            let mut p = toml::Table::new();
+            p.insert("min_rows".into(), toml::Value::Integer(min_rows));
+            t.insert("policy".into(), toml::Value::Table(p));
+        }
+    };
+    node_refused(
+        "client-0",
+        |dir| edit_node(dir, "client-0", policy(0)),
+        "policy.min_rows",
+    );
+    node_refused(
+        "helper-0",
+        |dir| edit_node(dir, "helper-0", policy(10)),
+        "policy",
+    );
+    let (dir, _) = default_federation();
+    edit_node(dir.path(), "client-1", policy(10));
+    let cfg = load_node_config(&dir.path().join("client-1.toml")).expect("loads");
+    assert_eq!(cfg.policy.map(|p| p.min_rows), Some(10));
+    let cfg = load_node_config(&dir.path().join("client-2.toml")).expect("loads");
+    assert_eq!(cfg.policy, None);
+}
+
+#[test]
 fn csv_data_path_is_resolved_next_to_the_config() {
     let (dir, summary) = default_federation();
     fs::write(dir.path().join("rows.csv"), "a,b\n1,2\n").expect("write");

@@ -79,8 +79,8 @@ pub fn catalog() -> TaskCatalog {
     c
 }
 
-/// The smallest `min_rows` a client accepts in a query unless told
-/// otherwise: cells of fewer rows are never released.
+/// The smallest `min_rows` a client accepts in a query unless its config's
+/// `[policy] min_rows` says otherwise: cells of fewer rows are never released.
 pub const DEFAULT_MIN_ROWS: u64 = 5;
 
 /// A client's data sources, from its config: the synthetic test task, its
@@ -118,7 +118,7 @@ pub fn client_input(config: &NodeConfig) -> Result<Arc<dyn InputSource>> {
         }
     }
     let floor = Policy::new(
-        DEFAULT_MIN_ROWS,
+        config.policy.map_or(DEFAULT_MIN_ROWS, |p| p.min_rows),
         u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX),
     )?;
     Ok(Arc::new(client_router(
