@@ -213,14 +213,18 @@ async fn query_round<R: RoundRunner>(
     Ok(completed_round(runner, QUERY_TASK, params, clients, min_clients).await?)
 }
 
-/// Runs `spec` over `clients` (names; every client of the federation when
-/// the list is `all_clients`): the counts round, then the stats round over
-/// the clients phase 1 included.
+/// Runs `spec` over `clients` (by name, at least one): the counts round,
+/// then the stats round over the clients phase 1 included.
 pub async fn run_query<R: RoundRunner>(
     runner: &R,
     spec: &QuerySpec,
     clients: &[String],
 ) -> Result<QueryRun, QueryRunError> {
+    if clients.is_empty() {
+        return Err(QueryRunError::Request(
+            "name the clients to ask (the included ones are reported by name)".into(),
+        ));
+    }
     let plan = plan(spec)?;
     let policy = Policy::new(spec.min_rows, spec.min_clients)?;
     let counts_params = QueryParams {

@@ -169,5 +169,9 @@ async fn small_cells_are_suppressed_and_a_lone_client_aborts() {
         .await
         .expect_err("one client");
     assert!(err.to_string().contains("min_clients"), "{err}");
+    let err = run_query(&fed, &strict, &[])
+        .await
+        .expect_err("no clients named");
+    assert!(err.to_string().contains("name the clients"), "{err}");
     fed.shutdown().await;
 }
