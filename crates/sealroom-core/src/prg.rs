@@ -16,13 +16,11 @@
 //! The element stream is a pure function of `(seed, domain)`, pinned by the
 //! vectors in `tests/vectors/prg.json`.
 
-use aes::Aes128;
-use ctr::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use aes::{Aes128, Block};
 
 use crate::ring::Ring;
 use crate::secret::{Seed, ShareVec};
-
-type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 
 /// Keystream is produced in blocks of this many bytes (fits in L1).
 const BLOCK_BYTES: usize = 8 * 1024;
@@ -95,9 +93,19 @@ pub fn expand_sub_into<R: Ring>(seed: &Seed, domain: &PrgDomain, acc: &mut [R]) 
 /// An open stream, for consuming the elements in chunks (e.g. to keep a fused
 /// interpolation loop in cache). Consecutive calls continue the same element
 /// sequence: filling 10 then 20 elements equals filling 30 at once.
+///
+/// The keystream is AES-128 in counter mode with a 128-bit big-endian
+/// counter starting at the derived IV (exactly `ctr::Ctr128BE<Aes128>`, which
+/// the tests check), generated here a buffer at a time: counters written
+/// straight into the buffer and encrypted in place with the cipher's widest
+/// parallel backend (AES-NI or VAES), with no per-block stream plumbing.
 pub struct PrgStream {
-    cipher: Aes128Ctr,
-    block: zeroize::Zeroizing<[u8; BLOCK_BYTES]>,
+    cipher: Aes128,
+    /// The counter of the next block to generate.
+    counter: u128,
+    /// Keystream not yet consumed: `buffer[pos..]`.
+    buffer: zeroize::Zeroizing<[u8; BLOCK_BYTES]>,
+    pos: usize,
 }
 
 impl PrgStream {
@@ -105,12 +113,17 @@ impl PrgStream {
     pub fn new(seed: &Seed, domain: &PrgDomain) -> PrgStream {
         let key_iv = domain.derive_key_iv(seed);
         let (key, iv) = key_iv.split_at(16);
-        let cipher =
-            Aes128Ctr::new_from_slices(key, iv).expect("AES-128 key and CTR IV are 16 bytes each");
-        PrgStream {
+        let cipher = Aes128::new_from_slice(key).expect("AES-128 keys are 16 bytes");
+        let mut counter = [0u8; 16];
+        counter.copy_from_slice(iv);
+        let stream = PrgStream {
             cipher,
-            block: zeroize::Zeroizing::new([0u8; BLOCK_BYTES]),
-        }
+            counter: u128::from_be_bytes(counter),
+            buffer: zeroize::Zeroizing::new([0u8; BLOCK_BYTES]),
+            pos: BLOCK_BYTES,
+        };
+        zeroize::Zeroize::zeroize(&mut counter);
+        stream
     }
 
     /// Overwrites `out` with the next `out.len()` elements.
@@ -128,22 +141,56 @@ impl PrgStream {
         self.drive(acc, |o, e| *o = o.sub(e));
     }
 
+    /// Refills the whole buffer with the next keystream blocks.
+    fn refill(&mut self) {
+        let (blocks, rest) = Block::slice_as_chunks_mut(&mut self.buffer[..]);
+        debug_assert!(rest.is_empty(), "the buffer holds whole blocks");
+        for block in blocks.iter_mut() {
+            block.copy_from_slice(&self.counter.to_be_bytes());
+            self.counter = self.counter.wrapping_add(1);
+        }
+        self.cipher.encrypt_blocks(blocks);
+        self.pos = 0;
+    }
+
     /// Drives the keystream through `apply`, one element per accepted word.
     #[inline(always)]
     fn drive<R: Ring, F: FnMut(&mut R, R)>(&mut self, out: &mut [R], mut apply: F) {
-        let words_per_block = BLOCK_BYTES / R::WORD_BYTES;
         let mut filled = 0;
         while filled < out.len() {
+            if self.pos == BLOCK_BYTES {
+                self.refill();
+            }
+            let available = (BLOCK_BYTES - self.pos) / R::WORD_BYTES;
+            if available == 0 {
+                // A word straddles two buffers (only when one stream is read
+                // with words of different sizes): assemble it by hand.
+                let mut word = [0u8; 8];
+                let head = BLOCK_BYTES - self.pos;
+                word[..head].copy_from_slice(&self.buffer[self.pos..]);
+                self.refill();
+                word[head..R::WORD_BYTES].copy_from_slice(&self.buffer[..R::WORD_BYTES - head]);
+                self.pos = R::WORD_BYTES - head;
+                filled += consume_block(&word[..R::WORD_BYTES], &mut out[filled..], &mut apply);
+                zeroize::Zeroize::zeroize(&mut word);
+                continue;
+            }
             // Never draw more words than elements still needed, so the stream
             // consumed is exactly "accepted words plus rejected ones" and a
             // later call continues where this one stopped.
-            let words = (out.len() - filled).min(words_per_block);
-            let bytes = &mut self.block[..words * R::WORD_BYTES];
-            self.cipher.write_keystream(bytes);
+            let words = (out.len() - filled).min(available);
+            let end = self.pos + words * R::WORD_BYTES;
+            let bytes = &self.buffer[self.pos..end];
             let target = &mut out[filled..filled + words];
-            let accepted = consume_block(bytes, target, &mut apply);
-            filled += accepted;
+            filled += consume_block(bytes, target, &mut apply);
+            self.pos = end;
         }
+    }
+}
+
+impl Drop for PrgStream {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.counter);
     }
 }
 
@@ -302,6 +349,48 @@ mod tests {
             &mut |o: &mut u32, e| *o = e,
         );
         assert_eq!((accepted, target32), (2, [1, 2]));
+    }
+
+    /// The keystream is exactly AES-128-CTR with a 128-bit big-endian
+    /// counter (the `ctr` crate's `Ctr128BE`), including across buffer
+    /// refills, a counter that wraps, and reads with mixed word sizes.
+    #[test]
+    fn keystream_is_ctr128be() {
+        use ctr::cipher::{KeyIvInit, StreamCipher};
+        let seed = Seed::from_bytes([21; 32]);
+        let d = domain(7, 1, Purpose::AdditiveMask);
+        let key_iv = d.derive_key_iv(&seed);
+        let (key, iv) = key_iv.split_at(16);
+        let mut reference =
+            ctr::Ctr128BE::<Aes128>::new_from_slices(key, iv).expect("16-byte key and iv");
+        let mut expected = vec![0u8; 3 * BLOCK_BYTES + 40];
+        reference.write_keystream(&mut expected);
+        let mut stream = PrgStream::new(&seed, &d);
+        // u32 words, then u64 words from an offset of 4 bytes mod 8, so one
+        // u64 word straddles a buffer refill.
+        let mut first = vec![0u32; BLOCK_BYTES / 4 - 1];
+        stream.fill(&mut first);
+        let mut second = vec![0u64; (2 * BLOCK_BYTES + 36) / 8];
+        stream.fill(&mut second);
+        let got: Vec<u8> = first
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .chain(second.iter().flat_map(|w| w.to_le_bytes()))
+            .collect();
+        assert_eq!(got, expected[..got.len()]);
+
+        // A counter about to wrap keeps following the reference.
+        let mut stream = PrgStream::new(&seed, &d);
+        stream.counter = u128::MAX - 1;
+        let mut a = vec![0u8; 64];
+        let mut after =
+            ctr::Ctr128BE::<Aes128>::new_from_slices(key, &(u128::MAX - 1).to_be_bytes())
+                .expect("16-byte key and iv");
+        after.write_keystream(&mut a);
+        let mut words = [0u64; 8];
+        stream.fill(&mut words);
+        let got: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(got, a);
     }
 
     #[test]

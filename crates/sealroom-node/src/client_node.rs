@@ -11,6 +11,7 @@ use rand::rngs::SysRng;
 use sealroom_core::Seed;
 use sealroom_protocol::action::{Action, Message, SecretBytes};
 use sealroom_protocol::client::{Client, ClientConfig};
+use sealroom_protocol::pb::archived_step::Input;
 use sealroom_protocol::{PartyId, pb};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
@@ -22,6 +23,7 @@ use crate::grpc::pb::coordinator_service_client::CoordinatorServiceClient;
 use crate::grpc::pb::helper_service_client::HelperServiceClient;
 use crate::grpc::pb::{RoundEvent, UploadChunk, WatchRequest, round_event};
 use crate::grpc::{self, MAX_MESSAGE_BYTES};
+use crate::record::{self, Step};
 use crate::shutdown::Shutdown;
 use crate::tasks::InputSource;
 use crate::{NodeError, tls};
@@ -77,11 +79,7 @@ pub async fn spawn(
     shutdown: Shutdown,
 ) -> Result<ClientHandle, NodeError> {
     let last_round = ctx.store.client_last_round().await?;
-    let config = ClientConfig {
-        me: ctx.me,
-        trust: ctx.directory.trust(),
-        helper_keys: ctx.directory.helper_keys(),
-    };
+    let config = client_config(&ctx);
     let coordinator = tls::channel(
         &ctx.tls,
         ctx.directory
@@ -150,6 +148,21 @@ pub async fn spawn(
         }
     });
     Ok(ClientHandle { join })
+}
+
+/// The client state machine's configuration, from the node's context (also
+/// what `sealroom replay` rebuilds it from).
+pub fn client_config(ctx: &NodeContext) -> ClientConfig {
+    ClientConfig {
+        me: ctx.me,
+        trust: ctx.directory.trust(),
+        helper_keys: ctx.directory.helper_keys(),
+    }
+}
+
+/// An input vector as archived: packed little-endian f64.
+pub fn pack_input(input: &[f64]) -> Vec<u8> {
+    input.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 struct Runner {
@@ -227,32 +240,48 @@ impl Runner {
         rand::TryRng::try_fill_bytes(&mut SysRng, &mut seed)
             .map_err(|e| NodeError::Randomness(e.to_string()))?;
         let randomness = Seed::from_bytes(seed);
+        let at = now();
+        let step = Step::new(
+            round_id,
+            at,
+            Input::Participate(pb::ArchivedParticipation {
+                descriptor: Some(env.clone()),
+                input: pack_input(&input),
+                seed: seed.to_vec(),
+            }),
+        );
         zeroize::Zeroize::zeroize(&mut seed);
-        let (mut round, actions) =
-            match self
-                .client
-                .participate(now(), &env, &input, None, &randomness)
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(round = round_id, error = %e, "cannot take part");
-                    self.emit(ClientEvent::Skipped {
-                        round_id,
-                        reason: e.to_string(),
-                    });
-                    return Ok(());
-                }
-            };
+        let span = tracing::info_span!("client.participate", round = round_id, role = "client");
+        let participated =
+            span.in_scope(|| self.client.participate(at, &env, &input, None, &randomness));
+        let (mut round, actions) = match participated {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(round = round_id, error = %e, "cannot take part");
+                record::record(&self.ctx, step.refused(&e)).await?;
+                self.emit(ClientEvent::Skipped {
+                    round_id,
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
+        };
+        let step = step.sent(&actions, false);
         let deadline = instant_of(descriptor.upload_deadline());
         let mut uploads = Vec::new();
+        for action in &actions {
+            if let Action::Persist(p) = action {
+                self.ctx.store.apply(p).await?;
+            }
+        }
+        record::record(&self.ctx, step).await?;
         for action in actions {
-            match action {
-                Action::Persist(p) => self.ctx.store.apply(&p).await?,
-                Action::Send {
-                    to,
-                    message: Message::Upload(bytes),
-                } => uploads.push((to, bytes)),
-                Action::Send { .. } => {}
+            if let Action::Send {
+                to,
+                message: Message::Upload(bytes),
+            } = action
+            {
+                uploads.push((to, bytes));
             }
         }
         let total: usize = uploads.iter().map(|(_, b)| b.len()).sum();
@@ -274,14 +303,33 @@ impl Runner {
         for task in tasks {
             match task.await {
                 Ok(Ok((from, receipt))) => {
-                    if let Err(e) = round.on_receipt(from, &receipt) {
-                        failure = Some(e.to_string());
-                    }
+                    let step = Step::new(
+                        round_id,
+                        now(),
+                        Input::Receipt(pb::ArchivedMessage {
+                            from: from.0.to_vec(),
+                            bytes: receipt.encode_to_vec(),
+                            ..Default::default()
+                        }),
+                    );
+                    let step = match round.on_receipt(from, &receipt) {
+                        Ok(()) => step,
+                        Err(e) => {
+                            self.ctx
+                                .metrics
+                                .verification_failure("client", "receipt_invalid");
+                            failure = Some(e.to_string());
+                            step.refused(&e)
+                        }
+                    };
+                    record::record(&self.ctx, step).await?;
                 }
                 Ok(Err(e)) => failure = Some(e),
                 Err(e) => failure = Some(e.to_string()),
             }
         }
+        record::end_round(&self.ctx, round_id).await?;
+        self.ctx.metrics.round_volume("client", None, total);
         match failure {
             None if round.all_receipts() => {
                 tracing::info!(

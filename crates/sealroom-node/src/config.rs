@@ -159,6 +159,10 @@ pub struct NodeConfigFile {
     /// Client only: its own floor under the queries it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<ClientPolicy>,
+    /// Rounds whose replay archive is kept (default 64; older ones are
+    /// pruned). The audit log is never pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_rounds: Option<usize>,
 }
 
 /// A client's floor under the suppression thresholds of the queries it
@@ -366,6 +370,8 @@ pub struct NodeConfig {
     pub data: BTreeMap<String, DataSource>,
     /// A client's own query floor (`None`: the built-in default).
     pub policy: Option<ClientPolicy>,
+    /// Rounds whose replay archive is kept.
+    pub archive_rounds: usize,
 }
 
 /// Reads and validates `federation.toml`. Errors name `path` as given.
@@ -566,6 +572,9 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         signing_key,
         data,
         policy,
+        archive_rounds: raw
+            .archive_rounds
+            .unwrap_or(crate::record::DEFAULT_ARCHIVE_ROUNDS),
         file,
     })
 }

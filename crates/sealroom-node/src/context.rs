@@ -32,6 +32,8 @@ pub struct NodeContext {
     pub store: Store,
     /// Metrics.
     pub metrics: Metrics,
+    /// Rounds whose replay archive is kept.
+    pub archive_rounds: usize,
 }
 
 impl NodeContext {

@@ -7,15 +7,21 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use sealroom_core::{QuantSpec, RingKind};
 use sealroom_protocol::action::{Action, Message, Persist};
-use sealroom_protocol::coordinator::{Coordinator, CoordinatorConfig, CoordinatorRound, Outcome};
+use sealroom_protocol::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorRound, Outcome,
+};
+use sealroom_protocol::pb::archived_step::Input;
 use sealroom_protocol::{PartyId, pb};
+use sealroom_store::AuditKind;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::config::{ModeSpec, Role};
 use crate::context::{NodeContext, instant_of, now};
@@ -25,6 +31,7 @@ use crate::grpc::pb::{
     Empty, RoundEvent, RoundOutcome, StartRoundRequest, WatchRequest, round_event,
 };
 use crate::grpc::{self, MAX_MESSAGE_BYTES};
+use crate::record::{self, Step};
 use crate::shutdown::Shutdown;
 use crate::tasks::{TaskCatalog, TaskRequest};
 use crate::{NodeError, tls};
@@ -88,12 +95,38 @@ pub async fn spawn(
     schedule: Option<Schedule>,
     shutdown: Shutdown,
 ) -> Result<CoordinatorHandle, NodeError> {
+    let config = coordinator_config(&ctx)?;
+    let next_round = ctx.store.coordinator_next_round_id().await?;
+    crate::record::register_key(&ctx).await?;
+    tracing::info!(name = %ctx.name, next_round, backend = ctx.store.backend(), "coordinator starting");
+    let helpers = ctx
+        .directory
+        .helpers
+        .iter()
+        .map(|h| {
+            let channel = tls::channel(&ctx.tls, h.endpoint.as_deref().unwrap_or_default())?;
+            Ok((
+                h.id,
+                HelperServiceClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            ))
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    spawn_actor(
+        ctx, listener, catalog, schedule, shutdown, config, next_round, helpers,
+    )
+}
+
+/// The coordinator state machine's configuration, from the node's context
+/// (also what `sealroom replay` rebuilds it from).
+pub fn coordinator_config(ctx: &NodeContext) -> Result<CoordinatorConfig, NodeError> {
     let signing_key = ctx
         .signing_key
         .clone()
         .ok_or(NodeError::MissingSigningKey)?;
     let spec = &ctx.federation;
-    let config = CoordinatorConfig {
+    Ok(CoordinatorConfig {
         federation_id: spec.federation_id.clone(),
         signing_key,
         epoch: 0,
@@ -110,23 +143,20 @@ pub async fn spawn(
         min_clients: spec.min_clients,
         upload_window_ms: spec.upload_window_ms,
         aggregation_window_ms: spec.aggregation_window_ms,
-    };
-    let next_round = ctx.store.coordinator_next_round_id().await?;
-    tracing::info!(name = %ctx.name, next_round, backend = ctx.store.backend(), "coordinator starting");
-    let helpers = ctx
-        .directory
-        .helpers
-        .iter()
-        .map(|h| {
-            let channel = tls::channel(&ctx.tls, h.endpoint.as_deref().unwrap_or_default())?;
-            Ok((
-                h.id,
-                HelperServiceClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            ))
-        })
-        .collect::<Result<Vec<_>, NodeError>>()?;
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_actor(
+    ctx: NodeContext,
+    listener: TcpListener,
+    catalog: TaskCatalog,
+    schedule: Option<Schedule>,
+    shutdown: Shutdown,
+    config: CoordinatorConfig,
+    next_round: u64,
+    helpers: Vec<(PartyId, HelperServiceClient<Channel>)>,
+) -> Result<CoordinatorHandle, NodeError> {
     let (events, _) = broadcast::channel(64);
     let current = Arc::new(Mutex::new(None));
     let (tx, rx) = mpsc::channel(256);
@@ -160,7 +190,9 @@ pub async fn spawn(
     let routes = tonic::service::Routes::new(
         CoordinatorServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            // Round outcomes for admins are the large replies; what the
+            // other parties decode stays under their own 8 MiB limit.
+            .max_encoding_message_size(grpc::MAX_OUTCOME_BYTES),
     );
     let join = crate::server::serve(&ctx, listener, routes, actor_task, shutdown)?;
     Ok(CoordinatorHandle { addr, join })
@@ -296,6 +328,41 @@ struct Active {
     round: CoordinatorRound,
     started: Instant,
     waiters: Vec<oneshot::Sender<Result<RoundOutcome, Status>>>,
+    /// Aggregate shares received, and their bytes.
+    answers: usize,
+    answer_bytes: usize,
+}
+
+/// The ring's name in configs and archives.
+pub fn ring_name(ring: RingKind) -> &'static str {
+    match ring {
+        RingKind::Z2_32 => "z2_32",
+        RingKind::Z2_64 => "z2_64",
+        RingKind::Fp61 => "fp61",
+        _ => "unsupported",
+    }
+}
+
+/// The archived form of `Coordinator::start_round`'s inputs.
+fn archived_start(
+    round_id: u64,
+    task: &sealroom_protocol::coordinator::Task,
+    clients: &[PartyId],
+    nonce: &[u8; 32],
+) -> pb::ArchivedStart {
+    pb::ArchivedStart {
+        round_id,
+        task_name: task.name.clone(),
+        vector_len: task.vector_len,
+        ring: ring_name(task.ring).into(),
+        scale_bits: i32::from(task.spec.scale_bits()),
+        clip: task.spec.clip(),
+        bits: u32::from(task.spec.bits()),
+        params: task.params.clone(),
+        min_clients: task.min_clients.map_or(0, |m| m as u32),
+        clients: clients.iter().map(|c| c.0.to_vec()).collect(),
+        nonce: nonce.to_vec(),
+    }
 }
 
 struct Actor {
@@ -332,8 +399,12 @@ impl Actor {
                 },
                 () = sleep => {
                     if let Some(active) = self.active.as_mut() {
-                        let actions = active.round.on_timer(now());
-                        self.execute(actions).await?;
+                        let at = now();
+                        let round_id = active.round.descriptor().round_id();
+                        let span = tracing::info_span!("coordinator.timer", round = round_id, role = "coordinator");
+                        let actions = span.in_scope(|| active.round.on_timer(at));
+                        let step = Step::new(round_id, at, Input::Timer(true)).sent(&actions, false);
+                        self.execute(actions, Some(step)).instrument(span).await?;
                     }
                 }
                 () = self.shutdown.wait() => return Ok(()),
@@ -392,8 +463,20 @@ impl Actor {
                     let _ = reply.send(Err(Status::internal(format!("OS randomness failed: {e}"))));
                     return Ok(());
                 }
-                match self.coordinator.start_round(now(), task, clients, nonce) {
+                let at = now();
+                let round_id = self.coordinator.next_round_id();
+                let start = archived_start(round_id, &task, &clients, &nonce);
+                let span = tracing::info_span!(
+                    "coordinator.start_round",
+                    round = round_id,
+                    role = "coordinator"
+                );
+                let started =
+                    span.in_scope(|| self.coordinator.start_round(at, task, clients, nonce));
+                match started {
                     Ok((round, actions)) => {
+                        let step =
+                            Step::new(round_id, at, Input::Start(start)).sent(&actions, false);
                         let d = round.descriptor();
                         tracing::info!(
                             round = d.round_id(),
@@ -406,8 +489,10 @@ impl Actor {
                             round,
                             started: Instant::now(),
                             waiters: vec![reply],
+                            answers: 0,
+                            answer_bytes: 0,
                         });
-                        self.execute(actions).await?;
+                        self.execute(actions, Some(step)).instrument(span).await?;
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
@@ -423,22 +508,77 @@ impl Actor {
                     let _ = reply.send(Err(Status::failed_precondition("no round is running")));
                     return Ok(());
                 };
-                match active.round.on_report(now(), from, &envelope) {
+                let at = now();
+                let round_id = active.round.descriptor().round_id();
+                let span = tracing::info_span!(
+                    "coordinator.report",
+                    round = round_id,
+                    role = "coordinator"
+                );
+                let step = Step::new(
+                    round_id,
+                    at,
+                    Input::Report(pb::ArchivedMessage {
+                        from: from.0.to_vec(),
+                        bytes: envelope.encode_to_vec(),
+                        ..Default::default()
+                    }),
+                );
+                match span.in_scope(|| active.round.on_report(at, from, &envelope)) {
                     Ok(actions) => {
+                        let step = step
+                            .accepted(AuditKind::Report, &envelope)
+                            .sent(&actions, false);
+                        self.execute(actions, Some(step)).instrument(span).await?;
                         let _ = reply.send(Ok(()));
-                        self.execute(actions).await?;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "report refused");
+                        if is_invalid(&e) {
+                            self.ctx
+                                .metrics
+                                .verification_failure("coordinator", "report_invalid");
+                        }
+                        record::record(&self.ctx, step.refused(&e)).await?;
                         let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
                     }
                 }
             }
             Event::Answer { from, bytes } => {
                 if let Some(active) = self.active.as_mut() {
-                    match active.round.on_aggregate(now(), from, &bytes) {
-                        Ok(actions) => self.execute(actions).await?,
-                        Err(e) => tracing::warn!(error = %e, "aggregate share refused"),
+                    let at = now();
+                    let round_id = active.round.descriptor().round_id();
+                    active.answers += 1;
+                    active.answer_bytes += bytes.len();
+                    let span = tracing::info_span!(
+                        "coordinator.aggregate",
+                        round = round_id,
+                        role = "coordinator"
+                    );
+                    let result = span.in_scope(|| active.round.on_aggregate(at, from, &bytes));
+                    let step = Step::new(
+                        round_id,
+                        at,
+                        Input::AggregateShare(pb::ArchivedMessage {
+                            from: from.0.to_vec(),
+                            bytes,
+                            ..Default::default()
+                        }),
+                    );
+                    match result {
+                        Ok(actions) => {
+                            let step = step.sent(&actions, false);
+                            self.execute(actions, Some(step)).instrument(span).await?
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "aggregate share refused");
+                            if is_invalid(&e) {
+                                self.ctx
+                                    .metrics
+                                    .verification_failure("coordinator", "aggregate_share_invalid");
+                            }
+                            record::record(&self.ctx, step.refused(&e)).await?;
+                        }
                     }
                 }
             }
@@ -446,17 +586,25 @@ impl Actor {
         Ok(())
     }
 
-    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), NodeError> {
+    /// Makes the step's state durable, records it (archive and audit log),
+    /// and only then sends what it produced.
+    async fn execute(&mut self, actions: Vec<Action>, step: Option<Step>) -> Result<(), NodeError> {
+        for action in &actions {
+            if let Action::Persist(p) = action {
+                self.ctx.store.apply(p).await?;
+                if let Persist::CoordinatorInclusion { round_id, .. } = p {
+                    tracing::info!(round = round_id, "inclusion set signed");
+                }
+            }
+        }
+        if let Some(step) = step {
+            record::record(&self.ctx, step).await?;
+        }
         let mut descriptor_pushes = Vec::new();
         let mut broadcast: Option<RoundEvent> = None;
         for action in actions {
             match action {
-                Action::Persist(p) => {
-                    self.ctx.store.apply(&p).await?;
-                    if let Persist::CoordinatorInclusion { round_id, .. } = p {
-                        tracing::info!(round = round_id, "inclusion set signed");
-                    }
-                }
+                Action::Persist(_) => {}
                 Action::Send { to, message } => {
                     let helper = self
                         .helpers
@@ -465,11 +613,11 @@ impl Actor {
                         .map(|(_, c)| c.clone());
                     match (message, helper) {
                         (Message::Descriptor(env), Some(client)) => {
-                            descriptor_pushes.push((client, env))
+                            descriptor_pushes.push((client, (*env).clone()))
                         }
                         (Message::Descriptor(env), None) => {
-                            broadcast.get_or_insert(RoundEvent {
-                                event: Some(round_event::Event::Descriptor(env)),
+                            broadcast.get_or_insert_with(|| RoundEvent {
+                                event: Some(round_event::Event::Descriptor((*env).clone())),
                             });
                         }
                         (Message::InclusionSet(env), Some(client)) => {
@@ -479,19 +627,19 @@ impl Actor {
                         | (Message::Abort(env), Some(client)) => {
                             tokio::spawn(async move {
                                 let mut c = client;
-                                let mut request = Request::new(env);
+                                let mut request = Request::new((*env).clone());
                                 request.set_timeout(Duration::from_secs(5));
                                 let _ = c.publish(request).await;
                             });
                         }
                         (Message::Result(env), None) => {
-                            broadcast.get_or_insert(RoundEvent {
-                                event: Some(round_event::Event::Result(env)),
+                            broadcast.get_or_insert_with(|| RoundEvent {
+                                event: Some(round_event::Event::Result((*env).clone())),
                             });
                         }
                         (Message::Abort(env), None) => {
-                            broadcast.get_or_insert(RoundEvent {
-                                event: Some(round_event::Event::Abort(env)),
+                            broadcast.get_or_insert_with(|| RoundEvent {
+                                event: Some(round_event::Event::Abort((*env).clone())),
                             });
                         }
                         (other, _) => {
@@ -595,10 +743,27 @@ impl Actor {
         let active = self.active.take().expect("checked above");
         let duration = active.started.elapsed();
         let invited = active.round.descriptor().clients().len();
+        let reconstructing = active.round.inclusion_set().is_some();
+        let round_id = active.round.descriptor().round_id();
+        self.ctx
+            .metrics
+            .round_volume("coordinator", Some(active.answers), active.answer_bytes);
         let outcome = match active.round.into_outcome() {
             Ok(o) => o,
             Err(_) => return Ok(()),
         };
+        if reconstructing {
+            self.ctx
+                .metrics
+                .reconstruction(matches!(outcome, Outcome::Completed(_)));
+        }
+        if let Outcome::Aborted(a) = &outcome
+            && a.reason == pb::AbortReason::InconsistentShares
+        {
+            self.ctx
+                .metrics
+                .verification_failure("coordinator", "inconsistent_shares");
+        }
         let message = match &outcome {
             Outcome::Completed(s) => {
                 self.ctx
@@ -653,11 +818,24 @@ impl Actor {
                 }
             }
         };
+        record::end_round(&self.ctx, round_id).await?;
         for waiter in active.waiters {
             let _ = waiter.send(Ok(message.clone()));
         }
         Ok(())
     }
+}
+
+/// Whether a refusal means the peer sent something that does not verify
+/// (rather than something late or unexpected).
+fn is_invalid(e: &CoordinatorError) -> bool {
+    matches!(
+        e,
+        CoordinatorError::Envelope(_)
+            | CoordinatorError::MalformedMessage { .. }
+            | CoordinatorError::WrongRound { .. }
+            | CoordinatorError::ConflictingReport { .. }
+    )
 }
 
 /// Runs futures concurrently and waits for all (a tiny join_all).

@@ -11,6 +11,10 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// Largest single gRPC message a node decodes (one chunk plus framing, or a
 /// signed envelope such as a descriptor listing many clients).
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Largest round outcome the coordinator sends an admin (and an admin
+/// accepts): it carries the sum twice, signed and dequantized, 16 bytes per
+/// element, so 256 MiB covers rounds of 16 million elements.
+pub const MAX_OUTCOME_BYTES: usize = 256 << 20;
 
 /// Splits a payload into chunks of at most [`CHUNK_BYTES`] (at least one).
 pub fn split(bytes: &[u8]) -> Vec<Vec<u8>> {

@@ -3,7 +3,7 @@
 //! durable in the store before any later action (receipt, report, answer)
 //! leaves.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use sealroom_protocol::action::{Action, Message, Persist};
 use sealroom_protocol::helper::{Helper, HelperConfig, HelperError, UPLOAD_OVERHEAD};
+use sealroom_protocol::pb::archived_step::Input;
 use sealroom_protocol::{Digest, PartyId, pb};
+use sealroom_store::AuditKind;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::config::Role;
 use crate::context::{NodeContext, instant_of, now};
@@ -24,6 +27,7 @@ use crate::grpc::pb::coordinator_service_client::CoordinatorServiceClient;
 use crate::grpc::pb::helper_service_server::{HelperService, HelperServiceServer};
 use crate::grpc::pb::{AnswerChunk, Empty, UploadChunk};
 use crate::grpc::{self, MAX_MESSAGE_BYTES};
+use crate::record::{self, Step};
 use crate::shutdown::Shutdown;
 use crate::{NodeError, tls};
 
@@ -61,17 +65,8 @@ pub async fn spawn(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<HelperHandle, NodeError> {
-    let signing_key = ctx
-        .signing_key
-        .clone()
-        .ok_or(NodeError::MissingSigningKey)?;
-    let config = HelperConfig {
-        me: ctx.me,
-        coordinator: ctx.directory.coordinator.id,
-        signing_key,
-        trust: ctx.directory.trust(),
-        max_pending_uploads: 0,
-    };
+    let config = helper_config(&ctx)?;
+    crate::record::register_key(&ctx).await?;
     let state = ctx.store.helper_state().await?;
     let restored_rounds = state.rounds.len();
     let mut known = HashSet::new();
@@ -91,6 +86,7 @@ pub async fn spawn(
     let actor = Actor {
         ctx: ctx.clone(),
         helper,
+        volume: HashMap::new(),
         known,
         max_upload: max_upload.clone(),
         shutdown: shutdown.clone(),
@@ -109,6 +105,22 @@ pub async fn spawn(
     );
     let join = crate::server::serve(&ctx, listener, routes, actor_task, shutdown)?;
     Ok(HelperHandle { addr, join })
+}
+
+/// The helper state machine's configuration, from the node's context (also
+/// what `sealroom replay` rebuilds it from).
+pub fn helper_config(ctx: &NodeContext) -> Result<HelperConfig, NodeError> {
+    let signing_key = ctx
+        .signing_key
+        .clone()
+        .ok_or(NodeError::MissingSigningKey)?;
+    Ok(HelperConfig {
+        me: ctx.me,
+        coordinator: ctx.directory.coordinator.id,
+        signing_key,
+        trust: ctx.directory.trust(),
+        max_pending_uploads: 0,
+    })
 }
 
 struct HelperSvc {
@@ -210,6 +222,8 @@ impl HelperService for HelperSvc {
 struct Actor {
     ctx: NodeContext,
     helper: Helper,
+    /// Per round: uploads accepted and payload bytes moved.
+    volume: HashMap<u64, (usize, usize)>,
     known: HashSet<Digest>,
     max_upload: Arc<AtomicUsize>,
     shutdown: Shutdown,
@@ -231,8 +245,21 @@ impl Actor {
                     None => return Ok(()),
                 },
                 () = sleep => {
-                    let actions = self.helper.on_timer(now());
-                    self.execute(actions).await?;
+                    let at = now();
+                    let actions = self.helper.on_timer(at);
+                    let rounds: BTreeSet<u64> = actions
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Send { message, .. } => record::round_of(message),
+                            Action::Persist(_) => None,
+                        })
+                        .collect();
+                    let steps = rounds
+                        .into_iter()
+                        .map(|r| Step::new(r, at, Input::Timer(true)).sent(&actions, true))
+                        .collect();
+                    let span = tracing::info_span!("helper.timer", role = "helper");
+                    self.execute(actions, steps).instrument(span).await?;
                 }
                 () = self.shutdown.wait() => return Ok(()),
             }
@@ -242,8 +269,17 @@ impl Actor {
     async fn handle(&mut self, event: Event) -> Result<(), NodeError> {
         match event {
             Event::Descriptor { envelope, reply } => {
-                match self.helper.on_descriptor(now(), &envelope) {
+                let at = now();
+                let round_id = pb::RoundDescriptor::decode(envelope.body.as_slice())
+                    .map(|d| d.round_id)
+                    .unwrap_or(0);
+                let span =
+                    tracing::info_span!("helper.descriptor", round = round_id, role = "helper");
+                match span.in_scope(|| self.helper.on_descriptor(at, &envelope)) {
                     Ok(actions) => {
+                        let step = Step::new(round_id, at, Input::Descriptor(envelope.clone()))
+                            .accepted(AuditKind::Descriptor, &envelope)
+                            .sent(&actions, false);
                         if let Ok(d) = sealroom_protocol::VerifiedDescriptor::verify(
                             &envelope,
                             &self.ctx.directory.trust(),
@@ -258,7 +294,7 @@ impl Actor {
                             self.max_upload
                                 .fetch_max(d.vector_bytes() + UPLOAD_OVERHEAD, Ordering::Relaxed);
                         }
-                        self.execute(actions).await?;
+                        self.execute(actions, vec![step]).instrument(span).await?;
                         self.helper.prune(KEEP_ROUNDS);
                         if let Err(e) = self.ctx.store.prune_helper_rounds(KEEP_ROUNDS).await {
                             tracing::warn!(error = %e, "pruning old rounds failed");
@@ -289,57 +325,110 @@ impl Actor {
                         return Ok(());
                     }
                 }
-                match self.helper.on_upload(now(), from, &bytes) {
+                let at = now();
+                let header = pb::Upload::decode(bytes.as_slice())
+                    .map(|u| (u.round_id, u.client_index))
+                    .ok();
+                let round_id = header.map(|(r, _)| r);
+                let span = tracing::info_span!(
+                    "helper.upload",
+                    round = round_id.unwrap_or(0),
+                    role = "helper"
+                );
+                let result = span.in_scope(|| self.helper.on_upload(at, from, &bytes));
+                let len = bytes.len();
+                let step = round_id.map(|r| {
+                    Step::new(
+                        r,
+                        at,
+                        Input::Upload(pb::ArchivedMessage {
+                            from: from.0.to_vec(),
+                            bytes,
+                            ..Default::default()
+                        }),
+                    )
+                });
+                match result {
                     Ok(actions) => {
                         self.ctx.metrics.upload(true, "");
-                        let mut receipt = None;
-                        for action in actions {
-                            match action {
-                                Action::Send {
-                                    message: Message::Receipt(env),
-                                    ..
-                                } => receipt = Some(env),
-                                other => self.execute(vec![other]).await?,
-                            }
+                        if let Some(r) = round_id {
+                            let v = self.volume.entry(r).or_default();
+                            v.0 += 1;
+                            v.1 += len;
                         }
+                        // The accepted upload is stored once, in the helper's
+                        // uploads: the archive refers to it.
+                        let step = step.map(|s| {
+                            s.stored_upload(header.map_or(0, |(_, c)| c))
+                                .sent(&actions, false)
+                        });
+                        let sent = self
+                            .execute(actions, step.into_iter().collect())
+                            .instrument(span)
+                            .await?;
                         let _ =
-                            reply.send(receipt.ok_or_else(|| {
+                            reply.send(sent.receipt.ok_or_else(|| {
                                 Status::internal("upload accepted without a receipt")
                             }));
                     }
                     Err(e) => {
-                        self.ctx.metrics.upload(false, upload_reason(&e));
+                        let reason = upload_reason(&e);
+                        self.ctx.metrics.upload(false, reason);
+                        if VERIFICATION_FAILURES.contains(&reason) {
+                            self.ctx.metrics.verification_failure("helper", reason);
+                        }
                         tracing::info!(error = %e, "upload refused");
+                        if let Some(step) = step {
+                            record::record(&self.ctx, step.refused(&e)).await?;
+                        }
                         let _ = reply.send(Err(status_of(&e)));
                     }
                 }
             }
             Event::Inclusion { envelope, reply } => {
                 let started = Instant::now();
-                match self.helper.on_inclusion_set(now(), &envelope) {
+                let at = now();
+                let round_id = pb::InclusionSet::decode(envelope.body.as_slice())
+                    .map(|i| i.round_id)
+                    .ok();
+                let span = tracing::info_span!(
+                    "helper.inclusion",
+                    round = round_id.unwrap_or(0),
+                    role = "helper"
+                );
+                let step =
+                    round_id.map(|r| Step::new(r, at, Input::InclusionSet(envelope.clone())));
+                match span.in_scope(|| self.helper.on_inclusion_set(at, &envelope)) {
                     Ok(actions) => {
-                        let mut answer = None;
-                        for action in actions {
-                            match action {
-                                Action::Send {
-                                    message: Message::AggregateShare(bytes),
-                                    ..
-                                } => {
-                                    answer = Some(bytes.expose().to_vec());
-                                }
-                                // The answer record is durable before the answer leaves.
-                                other => self.execute(vec![other]).await?,
-                            }
-                        }
+                        let step = step.map(|s| {
+                            s.accepted(AuditKind::InclusionSet, &envelope)
+                                .sent(&actions, false)
+                                .ends_round()
+                        });
+                        // The answer record is durable before the answer leaves.
+                        let sent = self
+                            .execute(actions, step.into_iter().collect())
+                            .instrument(span)
+                            .await?;
                         self.ctx.metrics.answer_latency(started.elapsed());
+                        if let Some(r) = round_id {
+                            let (shares, bytes) = self.volume.remove(&r).unwrap_or_default();
+                            let out = sent.answer.as_ref().map_or(0, Vec::len);
+                            self.ctx
+                                .metrics
+                                .round_volume("helper", Some(shares), bytes + out);
+                        }
                         let _ =
                             reply
-                                .send(answer.ok_or_else(|| {
+                                .send(sent.answer.ok_or_else(|| {
                                     Status::internal("no aggregate share produced")
                                 }));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "inclusion set refused");
+                        if let Some(step) = step {
+                            record::record(&self.ctx, step.refused(&e)).await?;
+                        }
                         let _ = reply.send(Err(status_of(&e)));
                     }
                 }
@@ -348,23 +437,42 @@ impl Actor {
         Ok(())
     }
 
-    /// Runs actions in order; a Persist that fails stops the helper (it must
-    /// not send anything whose precondition is not durable).
-    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), NodeError> {
+    /// Makes the step's state durable, records it (archive and audit log),
+    /// then sends: reports go to the coordinator, and the receipt and the
+    /// aggregate share are handed back to the RPC that asked for them. A
+    /// Persist or record that fails stops the helper (it must not send
+    /// anything whose precondition is not durable).
+    async fn execute(&mut self, actions: Vec<Action>, steps: Vec<Step>) -> Result<Sent, NodeError> {
+        let mut sent = Sent::default();
+        for action in &actions {
+            if let Action::Persist(p) = action {
+                if let Err(e) = self.ctx.store.apply(p).await {
+                    tracing::error!(error = %e, "could not make helper state durable; stopping");
+                    return Err(e.into());
+                }
+                if let Persist::HelperAnswer { round_id, .. } = p {
+                    self.ctx
+                        .metrics
+                        .round_finished("helper", "answered", "", Duration::ZERO);
+                    tracing::info!(round = round_id, "answer recorded");
+                }
+            }
+        }
+        if let Err(e) = record::record_all(&self.ctx, steps).await {
+            tracing::error!(error = %e, "could not record the step; stopping");
+            return Err(e);
+        }
         for action in actions {
             match action {
-                Action::Persist(p) => {
-                    if let Err(e) = self.ctx.store.apply(&p).await {
-                        tracing::error!(error = %e, "could not make helper state durable; stopping");
-                        return Err(e.into());
-                    }
-                    if let Persist::HelperAnswer { round_id, .. } = p {
-                        self.ctx
-                            .metrics
-                            .round_finished("helper", "answered", "", Duration::ZERO);
-                        tracing::info!(round = round_id, "answer recorded");
-                    }
-                }
+                Action::Persist(_) => {}
+                Action::Send {
+                    message: Message::Receipt(env),
+                    ..
+                } => sent.receipt = Some(env),
+                Action::Send {
+                    message: Message::AggregateShare(bytes),
+                    ..
+                } => sent.answer = Some(bytes.expose().to_vec()),
                 Action::Send {
                     message: Message::Report(env),
                     ..
@@ -389,9 +497,27 @@ impl Actor {
                 }
             }
         }
-        Ok(())
+        Ok(sent)
     }
 }
+
+/// What a step handed back to the RPC that caused it.
+#[derive(Default)]
+struct Sent {
+    receipt: Option<pb::SignedEnvelope>,
+    answer: Option<Vec<u8>>,
+}
+
+/// Upload refusals that mean the share itself did not verify (counted in
+/// `sealroom_share_verification_failures_total`).
+const VERIFICATION_FAILURES: [&str; 6] = [
+    "malformed",
+    "non_canonical",
+    "wrong_length",
+    "wrong_share_kind",
+    "client_index_mismatch",
+    "round_mismatch",
+];
 
 /// Sends a report, retrying transient failures for up to a minute.
 async fn send_report(

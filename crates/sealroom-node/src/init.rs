@@ -369,6 +369,7 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
                 .map(|d| BTreeMap::from([(BUILTIN_TABLE.to_string(), d)]))
                 .unwrap_or_default(),
             policy: None,
+            archive_rounds: None,
         };
         let config_file = dir.join(format!("{}.toml", p.name));
         let header = format!(

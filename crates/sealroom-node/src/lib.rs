@@ -32,6 +32,8 @@ pub mod init;
 pub mod local;
 pub mod metrics;
 pub mod pki;
+pub mod record;
+pub mod replay;
 pub mod server;
 pub mod shutdown;
 pub mod tasks;

@@ -16,7 +16,7 @@ use crate::config::{NodeConfig, Role, load_node_config};
 use crate::context::NodeContext;
 use crate::coordinator_node::{self, CoordinatorHandle};
 use crate::directory::Directory;
-use crate::grpc::MAX_MESSAGE_BYTES;
+use crate::grpc::MAX_OUTCOME_BYTES;
 use crate::grpc::pb::coordinator_service_client::CoordinatorServiceClient;
 use crate::grpc::pb::{RoundOutcome, StartRoundRequest};
 use crate::helper_node::{self, HelperHandle};
@@ -28,6 +28,9 @@ use crate::{NodeError, tls};
 
 /// Opens a node's store and builds its runtime context.
 pub async fn open_context(config: &NodeConfig, metrics: Metrics) -> Result<NodeContext, NodeError> {
+    if let Some(not_after) = config.tls.not_after_unix() {
+        metrics.certificate_expiry(not_after);
+    }
     let store = match &config.database {
         Some(url) => sealroom_store::Store::open(url).await?,
         None => {
@@ -45,6 +48,7 @@ pub async fn open_context(config: &NodeConfig, metrics: Metrics) -> Result<NodeC
         signing_key: config.signing_key.clone(),
         store,
         metrics,
+        archive_rounds: config.archive_rounds.max(1),
     })
 }
 
@@ -81,7 +85,7 @@ pub async fn request_round(
     let channel = tls::channel(&admin.tls, &endpoint)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     let mut client =
-        CoordinatorServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        CoordinatorServiceClient::new(channel).max_decoding_message_size(MAX_OUTCOME_BYTES);
     let window = admin.federation.upload_window_ms + admin.federation.aggregation_window_ms;
     let mut request = Request::new(StartRoundRequest {
         task: task.name.clone(),

@@ -11,8 +11,10 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::shutdown::Shutdown;
 
@@ -42,6 +44,24 @@ pub struct Metrics {
     answer_latency: Histogram,
     connections_refused: Family<Labels, Counter>,
     requests_refused: Family<Labels, Counter>,
+    reconstructions: Family<Labels, Counter>,
+    reconstruction_ratio: Gauge<f64, AtomicU64>,
+    verification_failures: Family<Labels, Counter>,
+    round_shares: Family<Labels, Histogram, fn() -> Histogram>,
+    round_bytes: Family<Labels, Histogram, fn() -> Histogram>,
+    audit_entries: Counter,
+    checkpoint_time: Gauge<f64, AtomicU64>,
+    certificate_expiry: Gauge,
+}
+
+fn count_histogram() -> Histogram {
+    // 1 .. ~10^6
+    Histogram::new(exponential_buckets(1.0, 4.0, 11))
+}
+
+fn bytes_histogram() -> Histogram {
+    // 1 KiB .. ~4 GiB
+    Histogram::new(exponential_buckets(1024.0, 4.0, 12))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,6 +90,14 @@ impl Metrics {
             answer_latency: latency_histogram(),
             connections_refused: Family::default(),
             requests_refused: Family::default(),
+            reconstructions: Family::default(),
+            reconstruction_ratio: Gauge::default(),
+            verification_failures: Family::default(),
+            round_shares: Family::new_with_constructor(count_histogram as fn() -> Histogram),
+            round_bytes: Family::new_with_constructor(bytes_histogram as fn() -> Histogram),
+            audit_entries: Counter::default(),
+            checkpoint_time: Gauge::default(),
+            certificate_expiry: Gauge::default(),
         };
         registry.register(
             "rounds",
@@ -110,6 +138,47 @@ impl Metrics {
             "requests_refused",
             "Requests refused by identity checks, by rpc and reason (unknown_peer, wrong_role)",
             m.requests_refused.clone(),
+        );
+        registry.register(
+            "reconstructions",
+            "Rounds that signed an inclusion set, by result: success (released) or failure (aborted after it)",
+            m.reconstructions.clone(),
+        );
+        registry.register(
+            "reconstruction_success_ratio",
+            "Share of reconstructions since start that released a result (1 before the first)",
+            m.reconstruction_ratio.clone(),
+        );
+        m.reconstruction_ratio.set(1.0);
+        registry.register(
+            "share_verification_failures",
+            "Shares, receipts, reports or aggregate shares that failed verification, by role and reason",
+            m.verification_failures.clone(),
+        );
+        registry.register(
+            "round_shares",
+            "Shares one node handled for one round (helper: uploads accepted; coordinator: aggregate shares received)",
+            m.round_shares.clone(),
+        );
+        registry.register(
+            "round_bytes",
+            "Protocol payload bytes one node moved for one round, by role",
+            m.round_bytes.clone(),
+        );
+        registry.register(
+            "audit_entries",
+            "Entries appended to this node's audit log (checkpoints included)",
+            m.audit_entries.clone(),
+        );
+        registry.register(
+            "audit_checkpoint_timestamp_seconds",
+            "Unix time of the last signed audit checkpoint (0 before the first)",
+            m.checkpoint_time.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of this node's TLS certificate, Unix seconds",
+            m.certificate_expiry.clone(),
         );
         *m.registry.lock().expect("metrics registry lock") = registry;
         m
@@ -166,6 +235,56 @@ impl Metrics {
         self.requests_refused
             .get_or_create(&labels(&[("rpc", rpc), ("reason", reason)]))
             .inc();
+    }
+
+    /// A round that signed an inclusion set released (`true`) or aborted.
+    pub fn reconstruction(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reconstructions
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+        let ok = self
+            .reconstructions
+            .get_or_create(&labels(&[("result", "success")]))
+            .get();
+        let failed = self
+            .reconstructions
+            .get_or_create(&labels(&[("result", "failure")]))
+            .get();
+        self.reconstruction_ratio
+            .set(ok as f64 / (ok + failed).max(1) as f64);
+    }
+
+    /// Something a peer sent failed verification.
+    pub fn verification_failure(&self, role: &str, reason: &str) {
+        self.verification_failures
+            .get_or_create(&labels(&[("role", role), ("reason", reason)]))
+            .inc();
+    }
+
+    /// Shares and payload bytes this node handled for one round.
+    pub fn round_volume(&self, role: &str, shares: Option<usize>, bytes: usize) {
+        if let Some(n) = shares {
+            self.round_shares
+                .get_or_create(&labels(&[("role", role)]))
+                .observe(n as f64);
+        }
+        self.round_bytes
+            .get_or_create(&labels(&[("role", role)]))
+            .observe(bytes as f64);
+    }
+
+    /// Audit entries appended, and the time of a checkpoint among them.
+    pub fn audit_appended(&self, entries: u64, checkpoint_at_ms: Option<u64>) {
+        self.audit_entries.inc_by(entries);
+        if let Some(ms) = checkpoint_at_ms {
+            self.checkpoint_time.set(ms as f64 / 1000.0);
+        }
+    }
+
+    /// The node certificate's notAfter (Unix seconds).
+    pub fn certificate_expiry(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
     }
 
     /// The Prometheus text exposition of every metric.

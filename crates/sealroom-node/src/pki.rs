@@ -537,6 +537,13 @@ impl TlsMaterial {
         })
     }
 
+    /// When this node's certificate expires (notAfter, Unix seconds), if it
+    /// parses.
+    pub fn not_after_unix(&self) -> Option<i64> {
+        let (_, cert) = x509_parser::parse_x509_certificate(self.cert_der.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// This node's identity: the fingerprint of its certificate.
     pub fn id(&self) -> PartyId {
         self.id

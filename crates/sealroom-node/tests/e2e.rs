@@ -217,10 +217,19 @@ async fn foreign_expired_and_wrong_role_peers_are_refused_and_counted() {
             "a certificate outside the federation must be refused"
         );
     }
-    let refused = metric(
-        &fed.metrics["helper-0"].render(),
-        "sealroom_connections_refused_total{reason=\"tls_handshake\"}",
-    );
+    // Under TLS 1.3 the client can see the refusal before the server has
+    // finished counting it: wait (boundedly) for the count.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let refused = metric(
+            &fed.metrics["helper-0"].render(),
+            "sealroom_connections_refused_total{reason=\"tls_handshake\"}",
+        );
+        if refused >= 2 || tokio::time::Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(refused >= 2, "both handshakes counted, got {refused}");
 
     let channel = sealroom_node::tls::channel(&unregistered, &helper_endpoint).expect("channel");

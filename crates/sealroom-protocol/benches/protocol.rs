@@ -493,6 +493,8 @@ fn bench_coordinator_parts(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &R
         b.iter(|| key.sign(black_box(&result)))
     });
     let recipients = RECIPIENTS;
+    // One shared record, one `Arc` per recipient (as `publish` does).
+    let shared = std::sync::Arc::new(fixture.result.clone());
     group.bench_function("part_publish_copies", |b| {
         b.iter_batched(
             || (),
@@ -500,7 +502,7 @@ fn bench_coordinator_parts(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &R
                 (0..recipients)
                     .map(|i| Action::Send {
                         to: party(0xee, i),
-                        message: Message::Result(black_box(&fixture.result).clone()),
+                        message: Message::Result(std::sync::Arc::clone(black_box(&shared))),
                     })
                     .collect::<Vec<Action>>()
             },

@@ -8,6 +8,7 @@
 //! is stored" are enforced without the protocol doing I/O.
 
 use core::fmt;
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
@@ -45,11 +46,15 @@ impl fmt::Debug for SecretBytes {
 }
 
 /// A protocol message in flight.
+///
+/// What goes to every party of a round (descriptor, result, abort) is shared
+/// through an [`Arc`]: a round with 10⁵ clients hands back 10⁵ send actions
+/// but one copy of the envelope.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Message {
     /// Coordinator → clients and helpers: a signed [`pb::RoundDescriptor`].
-    Descriptor(pb::SignedEnvelope),
+    Descriptor(Arc<pb::SignedEnvelope>),
     /// Client → helper: an encoded [`pb::Upload`] (holds a share).
     Upload(SecretBytes),
     /// Helper → client: a signed [`pb::Receipt`].
@@ -61,9 +66,9 @@ pub enum Message {
     /// Helper → coordinator: an encoded [`pb::AggregateShare`] (holds a share).
     AggregateShare(SecretBytes),
     /// Coordinator → everyone: a signed [`pb::RoundResult`].
-    Result(pb::SignedEnvelope),
+    Result(Arc<pb::SignedEnvelope>),
     /// Coordinator → everyone: a signed [`pb::AbortRecord`].
-    Abort(pb::SignedEnvelope),
+    Abort(Arc<pb::SignedEnvelope>),
 }
 
 impl Message {

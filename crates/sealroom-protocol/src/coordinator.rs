@@ -9,6 +9,7 @@
 //! abort record, never in a partial or unchecked result.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use sealroom_core::shamir;
 use sealroom_core::vector;
@@ -117,10 +118,11 @@ impl Coordinator {
         self.next_round_id += 1;
 
         let mut actions = vec![Action::Persist(Persist::CoordinatorRound { round_id })];
+        let shared = Arc::new(descriptor.envelope().clone());
         for to in descriptor.helpers().iter().chain(descriptor.clients()) {
             actions.push(Action::Send {
                 to: *to,
-                message: Message::Descriptor(descriptor.envelope().clone()),
+                message: Message::Descriptor(Arc::clone(&shared)),
             });
         }
         let round = CoordinatorRound {
@@ -613,7 +615,7 @@ impl CoordinatorRound {
             sum,
             values,
         }));
-        self.publish(Message::Result(envelope))
+        self.publish(Message::Result(Arc::new(envelope)))
     }
 
     /// Decodes each answer into a wiped-on-drop vector. The answers were
@@ -692,7 +694,7 @@ impl CoordinatorRound {
             missing_helpers,
             suspect_helpers,
         }));
-        self.publish(Message::Abort(envelope))
+        self.publish(Message::Abort(Arc::new(envelope)))
     }
 
     fn publish(&self, message: Message) -> Vec<Action> {

@@ -44,6 +44,8 @@ signed!(pb::InclusionSet, "sealroom/v1/inclusion-set");
 signed!(pb::AggregateShareHeader, "sealroom/v1/aggregate-share");
 signed!(pb::RoundResult, "sealroom/v1/result");
 signed!(pb::AbortRecord, "sealroom/v1/abort");
+signed!(pb::AuditCheckpoint, "sealroom/v1/audit-checkpoint");
+signed!(pb::AuditKey, "sealroom/v1/audit-key");
 
 /// The id of a verifying key: BLAKE3 (derive-key mode) of its 32 bytes.
 pub type KeyId = Digest;

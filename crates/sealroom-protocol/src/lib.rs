@@ -6,7 +6,9 @@
 //! * [`envelope`]: Ed25519-signed envelopes with per-type labels, and
 //!   [`envelope::Verified`] values only verification can make;
 //! * [`descriptor`]: signed round descriptors and their complete validation;
-//! * [`client`], [`helper`], [`coordinator`]: the three roles.
+//! * [`client`], [`helper`], [`coordinator`]: the three roles;
+//! * [`sim`]: a deterministic simulation of whole rounds with thousands of
+//!   clients, dropouts and a mock clock, checking every outcome (issue #8).
 //!
 //! ## What this crate must never do
 //!
@@ -16,8 +18,11 @@
 //! caller, and every effect — a message to send, state to make durable before
 //! anything else happens, the round's outcome — is handed back as an
 //! [`action::Action`]. That makes each step deterministic, replayable and
-//! testable without sockets. It never logs, and never puts a share, seed, key
-//! or input into an error, a `Debug` string or an outcome.
+//! testable without sockets. (The one exception is [`sim`], a test and
+//! benchmark harness: it draws all its randomness from a seeded stream and
+//! reads the wall clock only to report its own speed.) It never logs, and
+//! never puts a share, seed, key or input into an error, a `Debug` string or
+//! an outcome.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +33,7 @@ pub mod descriptor;
 pub mod envelope;
 pub mod helper;
 pub mod ids;
+pub mod sim;
 
 /// Wire messages generated from `proto/sealroom/v1/round.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

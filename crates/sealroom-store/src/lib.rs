@@ -61,6 +61,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use audit::{
+    Appended, ArchiveWrite, AuditEntry, AuditKind, AuditRecord, AuditSigner, AuditSummary,
+    AuditViolation, verify_chain,
+};
 pub use error::StoreError;
 pub use sealroom_protocol::pb::SignedEnvelope;
 
@@ -173,6 +177,7 @@ macro_rules! advance_counter {
     }};
 }
 
+pub mod audit;
 mod coordinator;
 mod error;
 mod helper;

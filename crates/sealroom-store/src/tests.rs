@@ -59,7 +59,117 @@ on_both_backends!(
     pruning_keeps_the_newest_rounds,
     corrupt_rows_are_typed_errors,
     concurrent_writers,
+    audit_log_and_archive_round_trip,
 );
+
+/// The audit log chains, checkpoints and verifies on both backends; the
+/// database refuses edits; the archive keeps steps in order and prunes by
+/// round.
+async fn audit_log_and_archive_round_trip(db: TestDb) {
+    use crate::audit::{ArchiveWrite, AuditKind, AuditRecord, AuditSigner, CHECKPOINT_EVERY};
+    let store = db.open().await;
+    let key = SigningKey::from_secret_bytes(&[7; 32]);
+    let signer = AuditSigner {
+        node: "coordinator".into(),
+        key: key.clone(),
+    };
+    let entry = pb::AuditKey {
+        node: "coordinator".into(),
+        role: "coordinator".into(),
+        verifying_key: key.verifying_key().to_bytes().to_vec(),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .audit_register_key(&entry, &signer)
+            .await
+            .expect("key")
+    );
+    let records: Vec<AuditRecord> = (1..=CHECKPOINT_EVERY + 5)
+        .map(|r| AuditRecord {
+            kind: AuditKind::Descriptor,
+            round_id: Some(r),
+            artifact: key.sign(&pb::RoundDescriptor {
+                round_id: r,
+                ..Default::default()
+            }),
+        })
+        .collect();
+    for round in 1..=3u64 {
+        let step = pb::ArchivedStep {
+            now_ms: round,
+            input: Some(pb::archived_step::Input::Timer(true)),
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            store
+                .record(
+                    Some(ArchiveWrite {
+                        round_id: round,
+                        role: "coordinator",
+                        step: &step,
+                    }),
+                    &[],
+                    None,
+                    None,
+                )
+                .await
+                .expect("archives");
+        }
+    }
+    let appended = store
+        .record(None, &records, Some(&signer), Some(9))
+        .await
+        .expect("appends");
+    assert_eq!(
+        appended.entries,
+        CHECKPOINT_EVERY + 5 + 2,
+        "the artifacts, a periodic checkpoint and the round's"
+    );
+    let entries = store.audit_entries(None).await.expect("reads");
+    let (summary, violation) = crate::verify_chain(&entries);
+    assert_eq!(violation, None);
+    assert_eq!(summary.by_kind["checkpoint"], 2);
+    assert_eq!(summary.unsigned_tail, 0);
+    assert_eq!(
+        store.audit_gaps(&entries).await.expect("checks"),
+        Vec::<String>::new()
+    );
+    assert!(
+        store
+            .audit_last_checkpoint_ms()
+            .await
+            .expect("reads")
+            .is_some()
+    );
+    let refused = match &store.pool {
+        Pool::Sqlite(pool) => sqlx::query("DELETE FROM audit_log")
+            .execute(pool)
+            .await
+            .err(),
+        Pool::Postgres(pool) => sqlx::query("DELETE FROM audit_log")
+            .execute(pool)
+            .await
+            .err(),
+    };
+    assert!(
+        refused
+            .expect("append-only")
+            .to_string()
+            .contains("append-only")
+    );
+
+    let steps = store.archived_steps(2).await.expect("reads");
+    assert_eq!(steps.len(), 2);
+    assert!(
+        steps
+            .iter()
+            .all(|(role, s)| role == "coordinator" && s.now_ms == 2)
+    );
+    assert_eq!(store.prune_archive(1).await.expect("prunes"), 4);
+    assert_eq!(store.archived_rounds().await.expect("lists"), vec![3]);
+    store.close().await;
+}
 
 /// Where a test's store lives; opening it again reopens the same state.
 struct TestDb {

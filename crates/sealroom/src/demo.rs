@@ -34,6 +34,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::chart::{RoundPoint, training_chart};
 use crate::node_cmd::{DEFAULT_MIN_ROWS, catalog, client_router};
 use crate::table::{Align, Table, human_bytes};
+use crate::telemetry::{LogFormat, OtlpArgs, SHUTDOWN_TIMEOUT, ServiceId, Telemetry};
 use crate::train_cmd::{TrainingArgs, round_bar, round_row, round_table};
 
 /// Options of `sealroom demo`.
@@ -66,6 +67,8 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub training: TrainingArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// The sharing scheme of a round.
@@ -179,7 +182,21 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         Mode::Threshold => Some(args.threshold.unwrap_or(args.helpers / 2 + 1)),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run_async(args, plan, threshold))
+    // Traces only (the demo prints its own report, not logs), all nodes as
+    // one service; the spans' `role` attribute tells them apart.
+    let service = ServiceId {
+        name: "sealroom-demo".into(),
+        instance: args.out.display().to_string(),
+    };
+    let telemetry = {
+        let _runtime = runtime.enter();
+        Telemetry::init(LogFormat::Off, &args.otlp, &service)?
+    };
+    let result = runtime.block_on(run_async(args, plan, threshold));
+    if let Err(error) = telemetry.shutdown(SHUTDOWN_TIMEOUT) {
+        eprintln!("warning: {error:#}");
+    }
+    result
 }
 
 async fn run_async(

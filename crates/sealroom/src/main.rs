@@ -8,12 +8,17 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
+mod bench;
 mod chart;
 mod demo;
 mod init_cmd;
 mod node_cmd;
+mod plan;
+mod plan_cmd;
 mod query_cmd;
 mod table;
+mod telemetry;
 mod train_cmd;
 
 use std::process::ExitCode;
@@ -54,6 +59,24 @@ enum Command {
     Query(query_cmd::QueryArgs),
     /// Train a model with secure FedAvg across the clients (as an admin).
     Train(train_cmd::TrainArgs),
+    /// Inspect a node's signed, hash-chained audit log: verify it, show a
+    /// round's story, export it as JSON Lines.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+    /// Re-run one node's state machine for one round from its own archive and
+    /// check that everything it sent is reproduced byte for byte (never
+    /// combines two helpers' shares).
+    Replay(audit_cmd::ReplayArgs),
+    /// Measure whole secure rounds on loopback against a plaintext baseline
+    /// (same transport, same run) and check DESIGN.md §9's targets; writes
+    /// a JSON report and a chart.
+    Bench(bench::BenchArgs),
+    /// Choose a federation's sharing mode, threshold and min_clients: for
+    /// each setting a federation accepts, the probability that a round
+    /// reconstructs given helper availability and client dropout, and the
+    /// smallest coalitions of helpers and of clients that break privacy;
+    /// recommends the safest setting that meets a target probability.
+    Plan(plan_cmd::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +88,10 @@ fn main() -> ExitCode {
         Command::Round(command) => node_cmd::run_round(command),
         Command::Query(args) => query_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
+        Command::Audit(command) => audit_cmd::run(command),
+        Command::Replay(args) => audit_cmd::run_replay(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Plan(args) => plan_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ use sealroom_node::shutdown;
 use sealroom_node::tasks::{InputRouter, InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
 
 use crate::table::{Align, Table};
+use crate::telemetry::{LogFormat, OtlpArgs, SHUTDOWN_TIMEOUT, ServiceId, Telemetry};
 
 /// Options of `sealroom node`.
 #[derive(Args, Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct NodeArgs {
     /// Log as JSON lines instead of text (the level comes from RUST_LOG, default info).
     #[arg(long)]
     pub log_json: bool,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// `sealroom round …`
@@ -155,25 +158,21 @@ pub fn client_router(
         .with(QUERY_TASK, Arc::new(QueryInput::new(query_tables, floor)))
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// Runs one node until Ctrl-C or SIGTERM.
 pub fn run_node(args: &NodeArgs) -> Result<()> {
-    init_logging(args.log_json);
     let config = load_node_config(&args.config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let log = if args.log_json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    let service = ServiceId::node(config.role.as_str(), &config.name);
+    let telemetry = {
+        let _runtime = runtime.enter();
+        Telemetry::init(log, &args.otlp, &service)?
+    };
+    let result = runtime.block_on(async move {
         sealroom_node::tls::install_crypto_provider();
         let metrics = Metrics::new();
         let (trigger, shutdown) = shutdown::channel();
@@ -223,7 +222,14 @@ pub fn run_node(args: &NodeArgs) -> Result<()> {
         trigger.trigger();
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
-    })
+    });
+    // Outside async code and before the runtime (which drives the exporter's
+    // connection) is dropped; bounded, so a vanished collector cannot hang
+    // the exit.
+    if let Err(error) = telemetry.shutdown(SHUTDOWN_TIMEOUT) {
+        tracing::warn!("{error:#}");
+    }
+    result
 }
 
 /// `sealroom round start`.

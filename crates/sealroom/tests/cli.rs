@@ -5,8 +5,11 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_base_port, sealroom, wait_for_port};
 
 /// Kills its processes when dropped, so a failing test leaves nothing behind.
 struct Nodes(Vec<Child>);
@@ -17,28 +20,6 @@ impl Drop for Nodes {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-fn sealroom() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sealroom"))
-}
-
-fn free_base_port(count: u16) -> u16 {
-    for attempt in 0..200u16 {
-        let base = 30_000 + (std::process::id() as u16 % 50) * 300 + attempt * 7;
-        if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free port block");
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -66,7 +47,7 @@ fn spawn_node(config: &Path) -> Child {
 #[test]
 fn init_nodes_as_processes_round_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(110);
+    let base = free_base_port(30_000, 110);
     let out = sealroom()
         .args([
             "init",
@@ -240,12 +221,85 @@ fn init_nodes_as_processes_round_and_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("sealroom_round_duration_seconds_bucket"));
+    assert!(metrics.contains("sealroom_reconstructions_total{result=\"success\"}"));
+    assert!(metrics.contains("sealroom_audit_checkpoint_timestamp_seconds"));
+
+    // The audit log verifies against federation.toml, tells a round's story,
+    // exports as JSON Lines; each role replays the round byte for byte.
+    let round = outcome["round_id"].as_u64().expect("round id");
+    let out = sealroom()
+        .args(["audit", "verify", "--config"])
+        .arg(dir.path().join("coordinator.toml"))
+        .arg("--federation")
+        .arg(dir.path().join("federation.toml"))
+        .output()
+        .expect("audit verify runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("chain and signatures verified"), "{text}");
+    assert!(text.contains("signer keys match"), "{text}");
+    let out = sealroom()
+        .args([
+            "audit",
+            "show",
+            "--json",
+            "--round",
+            &round.to_string(),
+            "--data",
+        ])
+        .arg(dir.path().join("data/coordinator"))
+        .output()
+        .expect("audit show runs");
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show JSON");
+    let kinds: Vec<&str> = story
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for kind in [
+        "descriptor",
+        "report",
+        "inclusion_set",
+        "result",
+        "checkpoint",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let out = sealroom()
+        .args(["audit", "export", "--config"])
+        .arg(dir.path().join("helper-0.toml"))
+        .output()
+        .expect("audit export runs");
+    assert!(out.status.success());
+    let lines = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(lines.lines().count() > 3);
+    for line in lines.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("one JSON object per line");
+    }
+    for node in ["coordinator", "helper-0", "client-0"] {
+        let out = sealroom()
+            .args(["replay", "--round", &round.to_string(), "--config"])
+            .arg(dir.path().join(format!("{node}.toml")))
+            .output()
+            .expect("replay runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success() && text.contains("identical"),
+            "{node}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
 fn init_refuses_to_overwrite_keys_and_bad_configs_name_file_and_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(110).to_string();
+    let base = free_base_port(30_000, 110).to_string();
     let ok = sealroom()
         .args(["init", "--base-port", &base])
         .arg(dir.path())
@@ -286,7 +340,7 @@ fn init_refuses_to_overwrite_keys_and_bad_configs_name_file_and_field() {
 #[test]
 fn query_refuses_unsupported_sql_before_any_round() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(110).to_string();
+    let base = free_base_port(30_000, 110).to_string();
     let ok = sealroom()
         .args(["init", "--base-port", &base])
         .arg(dir.path())
@@ -339,4 +393,63 @@ fn help_explains_the_commands_and_demo_knobs() {
     ] {
         assert!(text.contains(knob), "{text}");
     }
+}
+
+#[test]
+fn plan_recommends_a_setting_or_says_the_target_is_unreachable() {
+    let plan = |availability: &str, extra: &[&str]| {
+        sealroom()
+            .args([
+                "plan",
+                "--helpers",
+                "5",
+                "--clients",
+                "200",
+                "--client-dropout",
+                "0.1",
+                "--helper-availability",
+                availability,
+                "--target",
+                "0.999",
+            ])
+            .args(extra)
+            .output()
+            .expect("plan runs")
+    };
+    let out = plan("0.99", &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan prints JSON");
+    let best = &json["recommendation"];
+    // 0.99⁵ ≈ 0.951 cannot meet 0.999; four of five helpers can.
+    assert_eq!(best["mode"], "threshold", "{json}");
+    assert_eq!(best["threshold"], 4, "{json}");
+    assert_eq!(best["meets_target"], true, "{json}");
+    assert!(best["p_reconstruct"].as_f64().expect("a number") >= 0.999);
+    let k = best["min_clients"].as_u64().expect("a number");
+    assert_eq!(best["colluding_clients"].as_u64(), Some(k - 1));
+    let rows = json["rows"].as_array().expect("rows");
+    assert!(rows.iter().any(|r| r["mode"] == "additive"), "{json}");
+
+    // Helpers up half the time: nothing reaches 0.999, and the plan says so
+    // without failing.
+    let out = plan("0.5", &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("target unreachable: best achievable is"),
+        "{text}"
+    );
+    let out = plan("0.5", &["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan prints JSON");
+    assert!(json["recommendation"].is_null(), "{json}");
+    assert_eq!(json["best_achievable"]["min_clients"], 2, "{json}");
+
+    let out = plan("1.5", &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--helper-availability"), "{err}");
 }

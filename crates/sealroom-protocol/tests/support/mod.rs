@@ -582,12 +582,8 @@ fn lie(action: Action, key: &SigningKey) -> Action {
 fn message_bytes(message: &Message) -> Vec<u8> {
     match message {
         Message::Upload(b) | Message::AggregateShare(b) => b.expose().to_vec(),
-        Message::Descriptor(e)
-        | Message::Receipt(e)
-        | Message::Report(e)
-        | Message::InclusionSet(e)
-        | Message::Result(e)
-        | Message::Abort(e) => e.encode_to_vec(),
+        Message::Descriptor(e) | Message::Result(e) | Message::Abort(e) => e.encode_to_vec(),
+        Message::Receipt(e) | Message::Report(e) | Message::InclusionSet(e) => e.encode_to_vec(),
         _ => Vec::new(),
     }
 }
@@ -610,14 +606,8 @@ pub fn random_inputs(
 
 /// The plaintext reference: the exact sum of the included clients' quantized inputs.
 pub fn plaintext_sum(spec: &QuantSpec, inputs: &[Vec<f64>], included: &[u32]) -> Vec<i64> {
-    let mut sum = vec![0i64; inputs[0].len()];
-    for &c in included {
-        let q = spec.quantize(&inputs[c as usize]).expect("finite inputs");
-        for (s, v) in sum.iter_mut().zip(&q.values) {
-            *s += v;
-        }
-    }
-    sum
+    sealroom_protocol::sim::plaintext_sum(spec, inputs, included)
+        .expect("finite inputs of one length, included indices in range")
 }
 
 /// Asserts the run's outcome is either a correct release over at least

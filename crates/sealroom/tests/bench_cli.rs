@@ -1,0 +1,155 @@
+//! `sealroom bench` as a user runs it: a CI-sized smoke run of real nodes on
+//! loopback with a plaintext baseline beside them. Checks that the JSON
+//! report holds secure and baseline figures and a verdict per target; it
+//! never asserts on timing (STYLE.md 16).
+
+use serde_json::Value;
+
+mod common;
+use common::sealroom;
+
+#[test]
+fn quick_bench_writes_secure_and_baseline_figures_and_verdicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let chart = dir.path().join("latency.svg");
+    let out = sealroom()
+        .args([
+            "bench",
+            "--quick",
+            "--clients",
+            "3",
+            "--dims",
+            "100",
+            "--rounds",
+            "2",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--chart")
+        .arg(&chart)
+        .arg("--out-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("sealroom bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("baseline"), "{stdout}");
+    assert!(stdout.contains("summary against DESIGN.md §9"), "{stdout}");
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+            .expect("valid JSON");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!(r["clients"], 3);
+    assert_eq!(r["dims"], 100);
+    for side in ["secure", "baseline"] {
+        let latency = &r[side]["latency_ms"];
+        assert_eq!(latency["n"], 2, "{side}: {latency}");
+        for p in ["p50", "p95", "p99"] {
+            assert!(latency[p].as_f64().is_some_and(|v| v > 0.0), "{side} {p}");
+        }
+        assert!(
+            r[side]["upload_bytes_per_client"]
+                .as_f64()
+                .is_some_and(|b| b > 0.0),
+            "{side} upload bytes"
+        );
+    }
+    assert!(r["latency_ratio_p95"].as_f64().is_some());
+    // Secure rounds upload at least the plaintext f32 vector's bytes (Z_2^32).
+    assert!(r["upload_ratio"].as_f64().is_some_and(|x| x >= 1.0));
+    // The secure sum matches the plaintext sum of the same inputs up to
+    // quantization (step 2^-16 per client).
+    assert!(
+        r["sum_max_abs_difference"]
+            .as_f64()
+            .is_some_and(|d| d < 1e-3)
+    );
+
+    let verdict_ok = |v: &Value| {
+        matches!(
+            v["verdict"].as_str(),
+            Some("MET" | "MISSED" | "NOT_MEASURED")
+        )
+    };
+    let per_config = r["verdicts"].as_array().expect("verdicts");
+    for target in ["upload", "p95", "p99", "helper aggregation"] {
+        let v = per_config
+            .iter()
+            .find(|v| v["target"].as_str().is_some_and(|t| t.contains(target)))
+            .unwrap_or_else(|| panic!("no verdict for {target}: {per_config:?}"));
+        assert!(verdict_ok(v), "{v}");
+    }
+    let run = report["verdicts"].as_array().expect("run verdicts");
+    for target in [
+        "upload",
+        "p95",
+        "p99",
+        "helper aggregation",
+        "PRG",
+        "small-group",
+    ] {
+        let v = run
+            .iter()
+            .find(|v| v["target"].as_str().is_some_and(|t| t.contains(target)))
+            .unwrap_or_else(|| panic!("no run verdict for {target}: {run:?}"));
+        assert!(verdict_ok(v), "{v}");
+    }
+    assert!(report["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    assert!(
+        std::fs::read_to_string(&chart)
+            .expect("chart written")
+            .starts_with("<svg")
+    );
+}
+
+#[test]
+fn bench_refuses_configurations_that_would_exhaust_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = sealroom()
+        .args([
+            "bench",
+            "--clients",
+            "100000",
+            "--dims",
+            "200000000",
+            "--rounds",
+            "1",
+        ])
+        .arg("--out-dir")
+        .arg(dir.path())
+        .output()
+        .expect("sealroom bench runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lower --clients or --dims"), "{stderr}");
+}
+
+#[test]
+fn simulate_mode_drives_the_state_machines_and_reports_rounds_per_second() {
+    let out = sealroom()
+        .args([
+            "bench",
+            "--simulate",
+            "300",
+            "--rounds",
+            "2",
+            "--mode",
+            "threshold",
+        ])
+        .output()
+        .expect("bench runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.matches("round ").count() >= 2, "{text}");
+    assert!(text.contains("rounds/s"), "{text}");
+    assert!(text.contains("2 rounds ("), "{text}");
+}
