@@ -269,12 +269,21 @@ impl Runner {
         let step = step.sent(&actions, false);
         let deadline = instant_of(descriptor.upload_deadline());
         let mut uploads = Vec::new();
-        for action in &actions {
-            if let Action::Persist(p) = action {
+        let persists: Vec<&sealroom_protocol::action::Persist> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(p) => Some(p),
+                Action::Send { .. } => None,
+            })
+            .collect();
+        if let [persist] = persists.as_slice() {
+            record::apply_and_record(&self.ctx, persist, step).await?;
+        } else {
+            for p in persists {
                 self.ctx.store.apply(p).await?;
             }
+            record::record(&self.ctx, step).await?;
         }
-        record::record(&self.ctx, step).await?;
         for action in actions {
             if let Action::Send {
                 to,

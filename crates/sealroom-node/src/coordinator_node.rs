@@ -589,16 +589,28 @@ impl Actor {
     /// Makes the step's state durable, records it (archive and audit log),
     /// and only then sends what it produced.
     async fn execute(&mut self, actions: Vec<Action>, step: Option<Step>) -> Result<(), NodeError> {
-        for action in &actions {
-            if let Action::Persist(p) = action {
-                self.ctx.store.apply(p).await?;
-                if let Persist::CoordinatorInclusion { round_id, .. } = p {
-                    tracing::info!(round = round_id, "inclusion set signed");
+        let persists: Vec<&Persist> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(p) => Some(p),
+                Action::Send { .. } => None,
+            })
+            .collect();
+        match (persists.as_slice(), step) {
+            ([persist], Some(step)) => record::apply_and_record(&self.ctx, persist, step).await?,
+            (_, step) => {
+                for p in &persists {
+                    self.ctx.store.apply(p).await?;
+                }
+                if let Some(step) = step {
+                    record::record(&self.ctx, step).await?;
                 }
             }
         }
-        if let Some(step) = step {
-            record::record(&self.ctx, step).await?;
+        for p in &persists {
+            if let Persist::CoordinatorInclusion { round_id, .. } = p {
+                tracing::info!(round = round_id, "inclusion set signed");
+            }
         }
         let mut descriptor_pushes = Vec::new();
         let mut broadcast: Option<RoundEvent> = None;

@@ -444,23 +444,44 @@ impl Actor {
     /// anything whose precondition is not durable).
     async fn execute(&mut self, actions: Vec<Action>, steps: Vec<Step>) -> Result<Sent, NodeError> {
         let mut sent = Sent::default();
-        for action in &actions {
-            if let Action::Persist(p) = action {
-                if let Err(e) = self.ctx.store.apply(p).await {
-                    tracing::error!(error = %e, "could not make helper state durable; stopping");
-                    return Err(e.into());
+        let persists: Vec<&Persist> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(p) => Some(p),
+                Action::Send { .. } => None,
+            })
+            .collect();
+        let durable = match (persists.as_slice(), steps.len()) {
+            // An accepted upload and its step: one transaction, one fsync.
+            ([upload @ Persist::HelperUpload { .. }], 1) => {
+                let step = steps.into_iter().next().expect("one step");
+                record::apply_and_record(&self.ctx, upload, step).await
+            }
+            _ => {
+                let mut result = Ok(());
+                for p in &persists {
+                    result = self.ctx.store.apply(p).await.map_err(NodeError::from);
+                    if result.is_err() {
+                        break;
+                    }
                 }
-                if let Persist::HelperAnswer { round_id, .. } = p {
-                    self.ctx
-                        .metrics
-                        .round_finished("helper", "answered", "", Duration::ZERO);
-                    tracing::info!(round = round_id, "answer recorded");
+                match result {
+                    Ok(()) => record::record_all(&self.ctx, steps).await,
+                    Err(e) => Err(e),
                 }
             }
-        }
-        if let Err(e) = record::record_all(&self.ctx, steps).await {
-            tracing::error!(error = %e, "could not record the step; stopping");
+        };
+        if let Err(e) = durable {
+            tracing::error!(error = %e, "could not make helper state durable; stopping");
             return Err(e);
+        }
+        for p in &persists {
+            if let Persist::HelperAnswer { round_id, .. } = p {
+                self.ctx
+                    .metrics
+                    .round_finished("helper", "answered", "", Duration::ZERO);
+                tracing::info!(round = round_id, "answer recorded");
+            }
         }
         for action in actions {
             match action {

@@ -245,6 +245,33 @@ pub async fn record(ctx: &NodeContext, step: Step) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Makes `persist` durable and records `step` — one transaction for an
+/// accepted upload (see [`sealroom_store::Store::apply_and_record`]).
+pub async fn apply_and_record(
+    ctx: &NodeContext,
+    persist: &sealroom_protocol::action::Persist,
+    step: Step,
+) -> Result<(), NodeError> {
+    let signer = signer(ctx);
+    let appended = ctx
+        .store
+        .apply_and_record(
+            persist,
+            Some(ArchiveWrite {
+                round_id: step.round,
+                role: ctx.role.as_str(),
+                step: &step.archived,
+            }),
+            if signer.is_some() { &step.audit } else { &[] },
+            signer.as_ref(),
+            step.ends_round.then_some(step.round),
+        )
+        .await?;
+    ctx.metrics
+        .audit_appended(appended.entries, appended.checkpoint_at_ms);
+    Ok(())
+}
+
 /// Records each of `steps` (see [`record`]).
 pub async fn record_all(ctx: &NodeContext, steps: Vec<Step>) -> Result<(), NodeError> {
     for step in steps {

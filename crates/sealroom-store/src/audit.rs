@@ -330,6 +330,77 @@ where
     })
 }
 
+/// The body of [`Store::record`] within the open transaction `$tx`;
+/// evaluates to the [`Appended`] counts.
+macro_rules! record_in_tx {
+    ($tx:ident, $backend:expr, $operation:expr, $archive_row:expr, $wants_audit:expr,
+     $audit:expr, $signer:expr, $end_of_round:expr, $at_ms:expr) => {{
+        let (backend, operation, archive_row, wants_audit) =
+            ($backend, $operation, &$archive_row, $wants_audit);
+        let (audit, signer, end_of_round, at_ms) = ($audit, $signer, $end_of_round, $at_ms);
+        if let Some((round, role, data)) = &archive_row {
+            sqlx::query(
+                "INSERT INTO round_archive (round_id, step, role, data) \
+                 SELECT $1, COALESCE(MAX(step) + 1, 0), $2, $3 FROM round_archive \
+                 WHERE round_id = $4",
+            )
+            .bind(round)
+            .bind(*role)
+            .bind(data.as_slice())
+            .bind(round)
+            .execute(&mut *$tx)
+            .await
+            .map_err(db(backend, operation))?;
+        }
+        if wants_audit {
+            let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(db(backend, operation))?;
+            let head = match head {
+                Some(row) => {
+                    let seq: i64 = column(&row, "seq", AUDIT, "head")?;
+                    let hash: Vec<u8> = column(&row, "hash", AUDIT, "head")?;
+                    Some((u64::try_from(seq).unwrap_or_default(), hash_of(&hash, seq)?))
+                }
+                None => None,
+            };
+            let last_checkpoint: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(seq) FROM audit_log WHERE kind = 'checkpoint'")
+                    .fetch_one(&mut *$tx)
+                    .await
+                    .map_err(db(backend, operation))?;
+            let (rows, appended) = plan_append(
+                head,
+                last_checkpoint.and_then(|c| u64::try_from(c).ok()),
+                audit,
+                signer,
+                end_of_round,
+                at_ms,
+            )?;
+            for row in &rows {
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, at_ms, kind, round_id, artifact, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(row.seq)
+                .bind(row.at_ms)
+                .bind(row.kind)
+                .bind(row.round_id)
+                .bind(row.artifact.as_slice())
+                .bind(row.prev_hash.as_slice())
+                .bind(row.hash.as_slice())
+                .execute(&mut *$tx)
+                .await
+                .map_err(db(backend, operation))?;
+            }
+            appended
+        } else {
+            Appended::default()
+        }
+    }};
+}
+
 impl Store {
     /// Records one state-machine step in one transaction: its replay-archive
     /// row (if given) and its audit entries, followed by a signed checkpoint
@@ -353,66 +424,122 @@ impl Store {
         let at_ms = now_ms();
         let wants_audit = !audit.is_empty() || (end_of_round.is_some() && signer.is_some());
         let appended = write_transaction!(self, operation, |tx| {
-            if let Some((round, role, data)) = &archive_row {
-                sqlx::query(
-                    "INSERT INTO round_archive (round_id, step, role, data) \
-                     SELECT $1, COALESCE(MAX(step) + 1, 0), $2, $3 FROM round_archive \
-                     WHERE round_id = $4",
-                )
-                .bind(round)
-                .bind(*role)
-                .bind(data.as_slice())
-                .bind(round)
-                .execute(&mut *tx)
-                .await
-                .map_err(db(backend, operation))?;
+            record_in_tx!(
+                tx,
+                backend,
+                operation,
+                archive_row,
+                wants_audit,
+                audit,
+                signer,
+                end_of_round,
+                at_ms
+            )
+        });
+        Ok(appended)
+    }
+
+    /// Makes `persist` durable and records its step (see [`Store::record`])
+    /// — for an accepted upload (the helper's hot path) or a client's round
+    /// in one transaction and one fsync; other actions in two.
+    pub async fn apply_and_record(
+        &self,
+        persist: &sealroom_protocol::action::Persist,
+        archive: Option<ArchiveWrite<'_>>,
+        audit: &[AuditRecord],
+        signer: Option<&AuditSigner>,
+        end_of_round: Option<u64>,
+    ) -> Result<Appended, StoreError> {
+        use sealroom_protocol::action::Persist;
+        let backend = self.backend();
+        let (round_id, client_index, upload) = match persist {
+            Persist::HelperUpload {
+                round_id,
+                client_index,
+                upload,
+            } => (*round_id, *client_index, upload),
+            Persist::ClientRound { round_id } => {
+                let role = crate::coordinator::Role::Client;
+                return self
+                    .advance_and_record(role, *round_id, archive, audit, signer, end_of_round)
+                    .await;
             }
-            if wants_audit {
-                let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db(backend, operation))?;
-                let head = match head {
-                    Some(row) => {
-                        let seq: i64 = column(&row, "seq", AUDIT, "head")?;
-                        let hash: Vec<u8> = column(&row, "hash", AUDIT, "head")?;
-                        Some((u64::try_from(seq).unwrap_or_default(), hash_of(&hash, seq)?))
-                    }
-                    None => None,
-                };
-                let last_checkpoint: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(seq) FROM audit_log WHERE kind = 'checkpoint'")
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db(backend, operation))?;
-                let (rows, appended) = plan_append(
-                    head,
-                    last_checkpoint.and_then(|c| u64::try_from(c).ok()),
-                    audit,
-                    signer,
-                    end_of_round,
-                    at_ms,
-                )?;
-                for row in &rows {
-                    sqlx::query(
-                        "INSERT INTO audit_log (seq, at_ms, kind, round_id, artifact, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(row.seq)
-                    .bind(row.at_ms)
-                    .bind(row.kind)
-                    .bind(row.round_id)
-                    .bind(row.artifact.as_slice())
-                    .bind(row.prev_hash.as_slice())
-                    .bind(row.hash.as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db(backend, operation))?;
-                }
-                appended
-            } else {
-                Appended::default()
+            Persist::CoordinatorRound { round_id } => {
+                let role = crate::coordinator::Role::Coordinator;
+                return self
+                    .advance_and_record(role, *round_id, archive, audit, signer, end_of_round)
+                    .await;
             }
+            other => {
+                self.apply(other).await?;
+                return self.record(archive, audit, signer, end_of_round).await;
+            }
+        };
+        let operation = "persist a helper upload and record its step";
+        let archive_row = archive
+            .map(|a| {
+                Ok::<_, StoreError>((to_sql_round(a.round_id)?, a.role, a.step.encode_to_vec()))
+            })
+            .transpose()?;
+        let at_ms = now_ms();
+        let wants_audit = !audit.is_empty() || (end_of_round.is_some() && signer.is_some());
+        let appended = write_transaction!(self, operation, |tx| {
+            insert_upload_in_tx!(tx, backend, operation, round_id, client_index, upload);
+            record_in_tx!(
+                tx,
+                backend,
+                operation,
+                archive_row,
+                wants_audit,
+                audit,
+                signer,
+                end_of_round,
+                at_ms
+            )
+        });
+        tracing::debug!(
+            backend,
+            round = round_id,
+            client = client_index,
+            bytes = upload.len(),
+            "helper upload persisted and recorded"
+        );
+        Ok(appended)
+    }
+
+    /// Raises `role`'s round counter to `round` and records the step, in one
+    /// transaction.
+    async fn advance_and_record(
+        &self,
+        role: crate::coordinator::Role,
+        round: u64,
+        archive: Option<ArchiveWrite<'_>>,
+        audit: &[AuditRecord],
+        signer: Option<&AuditSigner>,
+        end_of_round: Option<u64>,
+    ) -> Result<Appended, StoreError> {
+        let backend = self.backend();
+        let operation = "persist a round counter and record its step";
+        let archive_row = archive
+            .map(|a| {
+                Ok::<_, StoreError>((to_sql_round(a.round_id)?, a.role, a.step.encode_to_vec()))
+            })
+            .transpose()?;
+        let at_ms = now_ms();
+        let wants_audit = !audit.is_empty() || (end_of_round.is_some() && signer.is_some());
+        let appended = write_transaction!(self, operation, |tx| {
+            advance_counter!(tx, backend, role, round)?;
+            record_in_tx!(
+                tx,
+                backend,
+                operation,
+                archive_row,
+                wants_audit,
+                audit,
+                signer,
+                end_of_round,
+                at_ms
+            )
         });
         Ok(appended)
     }

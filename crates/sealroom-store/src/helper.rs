@@ -9,10 +9,9 @@ use prost::Message as _;
 use sealroom_protocol::action::SecretBytes;
 use sealroom_protocol::helper::{HelperState, PersistedRound};
 use sealroom_protocol::{Digest, pb};
-use sqlx::error::ErrorKind;
 
 use crate::coordinator::Role;
-use crate::error::{db, violated};
+use crate::error::db;
 use crate::rows::{
     column, decode_envelope, descriptor_round, from_sql_round, round_key, to_sql_round,
 };
@@ -188,33 +187,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let backend = self.backend();
         let operation = "persist a helper upload";
-        let id = to_sql_round(round)?;
         write_transaction!(self, operation, |tx| {
-            let known = sqlx::query("SELECT 1 AS known FROM helper_rounds WHERE round_id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db(backend, operation))?;
-            if known.is_none() {
-                return Err(StoreError::UnknownRound { round });
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO helper_uploads (round_id, client_index, upload) VALUES ($1, $2, $3)",
-            )
-            .bind(id)
-            .bind(i64::from(client))
-            .bind(upload.expose())
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = inserted {
-                return Err(match violated(&e) {
-                    Some(ErrorKind::UniqueViolation) => {
-                        StoreError::DuplicateUpload { round, client }
-                    }
-                    Some(ErrorKind::ForeignKeyViolation) => StoreError::UnknownRound { round },
-                    _ => db(backend, operation)(e),
-                });
-            }
+            insert_upload_in_tx!(tx, backend, operation, round, client, upload);
         });
         tracing::debug!(
             backend,

@@ -177,6 +177,44 @@ macro_rules! advance_counter {
     }};
 }
 
+/// Within the open transaction `$tx`, stores an accepted upload
+/// ([`Persist::HelperUpload`]): its round must be stored, and a second upload
+/// for the same round and client is refused.
+macro_rules! insert_upload_in_tx {
+    ($tx:ident, $backend:expr, $operation:expr, $round:expr, $client:expr, $upload:expr) => {{
+        let round: u64 = $round;
+        let client: u32 = $client;
+        let id = $crate::rows::to_sql_round(round)?;
+        let known = sqlx::query("SELECT 1 AS known FROM helper_rounds WHERE round_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err($crate::error::db($backend, $operation))?;
+        if known.is_none() {
+            return Err(StoreError::UnknownRound { round });
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO helper_uploads (round_id, client_index, upload) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(i64::from(client))
+        .bind($upload.expose())
+        .execute(&mut *$tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(match $crate::error::violated(&e) {
+                Some(sqlx::error::ErrorKind::UniqueViolation) => {
+                    StoreError::DuplicateUpload { round, client }
+                }
+                Some(sqlx::error::ErrorKind::ForeignKeyViolation) => {
+                    StoreError::UnknownRound { round }
+                }
+                _ => $crate::error::db($backend, $operation)(e),
+            });
+        }
+    }};
+}
+
 pub mod audit;
 mod coordinator;
 mod error;

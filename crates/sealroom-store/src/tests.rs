@@ -168,6 +168,87 @@ async fn audit_log_and_archive_round_trip(db: TestDb) {
     );
     assert_eq!(store.prune_archive(1).await.expect("prunes"), 4);
     assert_eq!(store.archived_rounds().await.expect("lists"), vec![3]);
+
+    // A persist and its step commit together or not at all.
+    let before = store.audit_entries(None).await.expect("reads").len();
+    let step = pb::ArchivedStep {
+        now_ms: 1,
+        input: Some(pb::archived_step::Input::Timer(true)),
+        ..Default::default()
+    };
+    let receipt = AuditRecord {
+        kind: AuditKind::Receipt,
+        round_id: Some(40),
+        artifact: key.sign(&pb::Receipt {
+            round_id: 40,
+            ..Default::default()
+        }),
+    };
+    let upload = Persist::HelperUpload {
+        round_id: 40,
+        client_index: 0,
+        upload: SecretBytes::new(vec![1, 2, 3]),
+    };
+    let write = ArchiveWrite {
+        round_id: 40,
+        role: "helper",
+        step: &step,
+    };
+    let err = store
+        .apply_and_record(
+            &upload,
+            Some(write),
+            std::slice::from_ref(&receipt),
+            Some(&signer),
+            None,
+        )
+        .await
+        .expect_err("round 40 is not stored");
+    assert!(
+        matches!(err, StoreError::UnknownRound { round: 40 }),
+        "{err}"
+    );
+    assert_eq!(
+        store.audit_entries(None).await.expect("reads").len(),
+        before
+    );
+    assert!(store.archived_steps(40).await.expect("reads").is_empty());
+    // A client's round counter and its step: one transaction, and a counter
+    // that does not increase takes the step down with it.
+    let client_round = Persist::ClientRound { round_id: 41 };
+    store
+        .apply_and_record(
+            &client_round,
+            Some(ArchiveWrite {
+                round_id: 41,
+                role: "client",
+                step: &step,
+            }),
+            &[],
+            None,
+            None,
+        )
+        .await
+        .expect("records");
+    let err = store
+        .apply_and_record(
+            &client_round,
+            Some(ArchiveWrite {
+                round_id: 41,
+                role: "client",
+                step: &step,
+            }),
+            &[],
+            None,
+            None,
+        )
+        .await
+        .expect_err("not increasing");
+    assert!(
+        matches!(err, StoreError::RoundNotIncreasing { .. }),
+        "{err}"
+    );
+    assert_eq!(store.archived_steps(41).await.expect("reads").len(), 1);
     store.close().await;
 }
 
