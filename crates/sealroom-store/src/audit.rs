@@ -661,14 +661,24 @@ impl Store {
     /// Rounds this node's other tables say it took part in but whose
     /// artifacts are missing from its audit log — what a log cut short
     /// after its last checkpoint leaves behind. Each item names the round
-    /// and what is missing.
+    /// and what is missing. Rounds below the first round the log names
+    /// predate the log and are not reported; a log that names no round at
+    /// all is checked against every stored round.
     pub async fn audit_gaps(&self, entries: &[AuditEntry]) -> Result<Vec<String>, StoreError> {
         let backend = self.backend();
         let operation = "cross-check the audit log";
+        // Rounds below the first one the log names predate it (a node
+        // upgraded from a version without the audit log): not gaps.
+        let first_logged = entries
+            .iter()
+            .filter_map(|e| e.round_id)
+            .min()
+            .map_or(i64::MIN, |r| i64::try_from(r).unwrap_or(i64::MAX));
         let has = |kind: &str, round: i64| {
-            entries
-                .iter()
-                .any(|e| e.kind == kind && e.round_id.map(|r| r as i64) == Some(round))
+            round < first_logged
+                || entries
+                    .iter()
+                    .any(|e| e.kind == kind && e.round_id.map(|r| r as i64) == Some(round))
         };
         let (outcomes, helper_rounds, counters): StoredRounds = with_pool!(self, |pool| {
             let outcomes = sqlx::query_as("SELECT round_id, kind FROM coordinator_outcomes")

@@ -349,4 +349,17 @@ async fn a_log_cut_short_after_its_last_checkpoint_is_caught_by_the_cross_check(
     let gaps = store.audit_gaps(&entries).await.expect("checks");
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert!(gaps[0].starts_with("round 3:"), "{gaps:?}");
+
+    // An outcome from before the log's first round (a node upgraded from a
+    // version without the audit log) is not a gap.
+    let old = pb::SignedEnvelope {
+        label: "sealroom/v1/result".into(),
+        ..Default::default()
+    };
+    store
+        .record_outcome(0, "result", &old)
+        .await
+        .expect("stores the outcome");
+    let gaps = store.audit_gaps(&entries).await.expect("checks");
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
 }
