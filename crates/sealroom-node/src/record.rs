@@ -2,6 +2,8 @@
 //! (DESIGN.md §6): each state-machine step's input, the digests of what it
 //! sent, and the signed artifacts it issued or accepted.
 
+use std::sync::Arc;
+
 use prost::Message as _;
 use sealroom_protocol::action::{Action, Message};
 use sealroom_protocol::{Millis, PartyId, pb};
@@ -19,39 +21,40 @@ pub const DEFAULT_ARCHIVE_ROUNDS: usize = 16;
 
 /// The round a message belongs to, read from its (signed or encoded) body.
 pub fn round_of(message: &Message) -> Option<u64> {
-    let body = |env: &pb::SignedEnvelope| env.body.clone();
+    fn signed<M: prost::Message + Default>(
+        env: &pb::SignedEnvelope,
+        round: fn(M) -> u64,
+    ) -> Option<u64> {
+        M::decode(env.body.as_slice()).ok().map(round)
+    }
     match message {
-        Message::Descriptor(env) => pb::RoundDescriptor::decode(body(env).as_slice())
-            .ok()
-            .map(|d| d.round_id),
-        Message::Receipt(env) => pb::Receipt::decode(body(env).as_slice())
-            .ok()
-            .map(|r| r.round_id),
-        Message::Report(env) => pb::HelperReport::decode(body(env).as_slice())
-            .ok()
-            .map(|r| r.round_id),
-        Message::InclusionSet(env) => pb::InclusionSet::decode(body(env).as_slice())
-            .ok()
-            .map(|r| r.round_id),
-        Message::Result(env) => pb::RoundResult::decode(body(env).as_slice())
-            .ok()
-            .map(|r| r.round_id),
-        Message::Abort(env) => pb::AbortRecord::decode(body(env).as_slice())
-            .ok()
-            .map(|r| r.round_id),
+        Message::Descriptor(env) => signed(env, |d: pb::RoundDescriptor| d.round_id),
+        Message::Receipt(env) => signed(env, |r: pb::Receipt| r.round_id),
+        Message::Report(env) => signed(env, |r: pb::HelperReport| r.round_id),
+        Message::InclusionSet(env) => signed(env, |i: pb::InclusionSet| i.round_id),
+        Message::Result(env) => signed(env, |r: pb::RoundResult| r.round_id),
+        Message::Abort(env) => signed(env, |a: pb::AbortRecord| a.round_id),
         Message::Upload(bytes) => pb::Upload::decode(bytes.expose()).ok().map(|u| u.round_id),
         Message::AggregateShare(bytes) => pb::AggregateShare::decode(bytes.expose())
             .ok()
             .and_then(|a| a.header)
-            .and_then(|h| pb::AggregateShareHeader::decode(h.body.as_slice()).ok())
-            .map(|h| h.round_id),
+            .and_then(|h| signed(&h, |h: pb::AggregateShareHeader| h.round_id)),
         _ => None,
     }
 }
 
-/// The exact bytes a message puts on the wire.
-fn wire_bytes(message: &Message) -> zeroize::Zeroizing<Vec<u8>> {
-    zeroize::Zeroizing::new(match message {
+/// The envelope a message shares with every other recipient (descriptor,
+/// result, abort): one `Arc` for the whole fan-out.
+fn shared(message: &Message) -> Option<&Arc<pb::SignedEnvelope>> {
+    match message {
+        Message::Descriptor(env) | Message::Result(env) | Message::Abort(env) => Some(env),
+        _ => None,
+    }
+}
+
+/// The archived digest of the exact bytes a message puts on the wire.
+fn wire_digest(message: &Message) -> Vec<u8> {
+    let bytes = zeroize::Zeroizing::new(match message {
         Message::Descriptor(env) | Message::Result(env) | Message::Abort(env) => {
             env.encode_to_vec()
         }
@@ -60,41 +63,65 @@ fn wire_bytes(message: &Message) -> zeroize::Zeroizing<Vec<u8>> {
         }
         Message::Upload(bytes) | Message::AggregateShare(bytes) => bytes.expose().to_vec(),
         _ => Vec::new(),
-    })
+    });
+    output_digest(&bytes).0.to_vec()
 }
 
 /// The archived form of the messages `actions` send (all of them, or only
-/// those of round `only`): recipient, kind and digest — never the bytes.
+/// those of round `only`): recipient, kind and digest — never the bytes. A
+/// message shared by many recipients is encoded, hashed and its round read
+/// once.
 pub fn outputs(actions: &[Action], only: Option<u64>) -> Vec<pb::ArchivedOutput> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Send { to, message } => {
-                if only.is_some_and(|r| round_of(message) != Some(r)) {
-                    return None;
-                }
-                Some(pb::ArchivedOutput {
-                    to: to.0.to_vec(),
-                    kind: message.kind().to_string(),
-                    digest: output_digest(&wire_bytes(message)).0.to_vec(),
-                })
+    let mut last_shared: Option<(&Arc<pb::SignedEnvelope>, Option<u64>, Vec<u8>)> = None;
+    let mut out = Vec::new();
+    for action in actions {
+        let Action::Send { to, message } = action else {
+            continue;
+        };
+        let (round, digest) = match (shared(message), &last_shared) {
+            (Some(env), Some((seen, round, digest))) if Arc::ptr_eq(env, seen) => {
+                (*round, digest.clone())
             }
-            Action::Persist(_) => None,
-        })
-        .collect()
+            (Some(env), _) => {
+                let (round, digest) = (round_of(message), wire_digest(message));
+                last_shared = Some((env, round, digest.clone()));
+                (round, digest)
+            }
+            (None, _) => (
+                if only.is_some() {
+                    round_of(message)
+                } else {
+                    None
+                },
+                wire_digest(message),
+            ),
+        };
+        if only.is_some_and(|r| round != Some(r)) {
+            continue;
+        }
+        out.push(pb::ArchivedOutput {
+            to: to.0.to_vec(),
+            kind: message.kind().to_string(),
+            digest,
+        });
+    }
+    out
 }
 
 /// The signed artifacts `actions` send, for the audit log (each once, though
 /// a descriptor or result goes to many parties). Shares never are.
 pub fn sent_artifacts(actions: &[Action], only: Option<u64>) -> Vec<AuditRecord> {
     let mut records: Vec<AuditRecord> = Vec::new();
+    let mut seen: Vec<&Arc<pb::SignedEnvelope>> = Vec::new();
     for action in actions {
         let Action::Send { message, .. } = action else {
             continue;
         };
-        let round = round_of(message);
-        if only.is_some_and(|r| round != Some(r)) {
-            continue;
+        if let Some(env) = shared(message) {
+            if seen.iter().any(|s| Arc::ptr_eq(s, env)) {
+                continue;
+            }
+            seen.push(env);
         }
         let (kind, env): (AuditKind, &pb::SignedEnvelope) = match message {
             Message::Descriptor(env) => (AuditKind::Descriptor, env),
@@ -105,7 +132,8 @@ pub fn sent_artifacts(actions: &[Action], only: Option<u64>) -> Vec<AuditRecord>
             Message::Abort(env) => (AuditKind::Abort, env),
             _ => continue,
         };
-        if records.iter().any(|r| &r.artifact == env) {
+        let round = round_of(message);
+        if only.is_some_and(|r| round != Some(r)) || records.iter().any(|r| &r.artifact == env) {
             continue;
         }
         records.push(AuditRecord {
@@ -221,20 +249,45 @@ pub fn signer(ctx: &NodeContext) -> Option<AuditSigner> {
 /// Makes `step` durable (archive row and audit entries, one transaction)
 /// before anything it sent leaves, and updates the audit metrics.
 pub async fn record(ctx: &NodeContext, step: Step) -> Result<(), NodeError> {
+    commit(ctx, None, step).await
+}
+
+/// Makes `persist` durable and records `step` — one transaction for an
+/// accepted upload or a round counter (see
+/// [`sealroom_store::Store::apply_and_record`]).
+pub async fn apply_and_record(
+    ctx: &NodeContext,
+    persist: &sealroom_protocol::action::Persist,
+    step: Step,
+) -> Result<(), NodeError> {
+    commit(ctx, Some(persist), step).await
+}
+
+async fn commit(
+    ctx: &NodeContext,
+    persist: Option<&sealroom_protocol::action::Persist>,
+    step: Step,
+) -> Result<(), NodeError> {
     let signer = signer(ctx);
-    let appended = ctx
-        .store
-        .record(
-            Some(ArchiveWrite {
-                round_id: step.round,
-                role: ctx.role.as_str(),
-                step: &step.archived,
-            }),
-            if signer.is_some() { &step.audit } else { &[] },
-            signer.as_ref(),
-            step.ends_round.then_some(step.round),
-        )
-        .await?;
+    let archive = Some(ArchiveWrite {
+        round_id: step.round,
+        role: ctx.role.as_str(),
+        step: &step.archived,
+    });
+    let audit: &[AuditRecord] = if signer.is_some() { &step.audit } else { &[] };
+    let end_of_round = step.ends_round.then_some(step.round);
+    let appended = match persist {
+        Some(p) => {
+            ctx.store
+                .apply_and_record(p, archive, audit, signer.as_ref(), end_of_round)
+                .await?
+        }
+        None => {
+            ctx.store
+                .record(archive, audit, signer.as_ref(), end_of_round)
+                .await?
+        }
+    };
     ctx.metrics
         .audit_appended(appended.entries, appended.checkpoint_at_ms);
     if step.ends_round
@@ -242,33 +295,6 @@ pub async fn record(ctx: &NodeContext, step: Step) -> Result<(), NodeError> {
     {
         tracing::warn!(error = %e, "pruning old round archives failed");
     }
-    Ok(())
-}
-
-/// Makes `persist` durable and records `step` — one transaction for an
-/// accepted upload (see [`sealroom_store::Store::apply_and_record`]).
-pub async fn apply_and_record(
-    ctx: &NodeContext,
-    persist: &sealroom_protocol::action::Persist,
-    step: Step,
-) -> Result<(), NodeError> {
-    let signer = signer(ctx);
-    let appended = ctx
-        .store
-        .apply_and_record(
-            persist,
-            Some(ArchiveWrite {
-                round_id: step.round,
-                role: ctx.role.as_str(),
-                step: &step.archived,
-            }),
-            if signer.is_some() { &step.audit } else { &[] },
-            signer.as_ref(),
-            step.ends_round.then_some(step.round),
-        )
-        .await?;
-    ctx.metrics
-        .audit_appended(appended.entries, appended.checkpoint_at_ms);
     Ok(())
 }
 

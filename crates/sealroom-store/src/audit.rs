@@ -330,14 +330,51 @@ where
     })
 }
 
-/// The body of [`Store::record`] within the open transaction `$tx`;
-/// evaluates to the [`Appended`] counts.
+/// A step to record, encoded before its transaction opens.
+struct PreparedStep<'a> {
+    archive_row: Option<(i64, &'static str, Vec<u8>)>,
+    audit: &'a [AuditRecord],
+    signer: Option<&'a AuditSigner>,
+    end_of_round: Option<u64>,
+    at_ms: u64,
+}
+
+impl<'a> PreparedStep<'a> {
+    fn new(
+        archive: Option<ArchiveWrite<'_>>,
+        audit: &'a [AuditRecord],
+        signer: Option<&'a AuditSigner>,
+        end_of_round: Option<u64>,
+    ) -> Result<PreparedStep<'a>, StoreError> {
+        let archive_row = archive
+            .map(|a| {
+                Ok::<_, StoreError>((to_sql_round(a.round_id)?, a.role, a.step.encode_to_vec()))
+            })
+            .transpose()?;
+        Ok(PreparedStep {
+            archive_row,
+            audit,
+            signer,
+            end_of_round,
+            at_ms: now_ms(),
+        })
+    }
+
+    /// Whether the step appends to the audit log (artifacts, or a signed
+    /// end-of-round checkpoint).
+    fn wants_audit(&self) -> bool {
+        !self.audit.is_empty() || (self.end_of_round.is_some() && self.signer.is_some())
+    }
+}
+
+/// The body of [`Store::record`] within the open transaction `$tx`, for a
+/// [`PreparedStep`]; evaluates to the [`Appended`] counts.
 macro_rules! record_in_tx {
-    ($tx:ident, $backend:expr, $operation:expr, $archive_row:expr, $wants_audit:expr,
-     $audit:expr, $signer:expr, $end_of_round:expr, $at_ms:expr) => {{
-        let (backend, operation, archive_row, wants_audit) =
-            ($backend, $operation, &$archive_row, $wants_audit);
-        let (audit, signer, end_of_round, at_ms) = ($audit, $signer, $end_of_round, $at_ms);
+    ($tx:ident, $backend:expr, $operation:expr, $step:expr) => {{
+        let (backend, operation, step): (_, _, &PreparedStep<'_>) = ($backend, $operation, &$step);
+        let (archive_row, wants_audit) = (&step.archive_row, step.wants_audit());
+        let (audit, signer, end_of_round, at_ms) =
+            (step.audit, step.signer, step.end_of_round, step.at_ms);
         if let Some((round, role, data)) = &archive_row {
             sqlx::query(
                 "INSERT INTO round_archive (round_id, step, role, data) \
@@ -416,25 +453,9 @@ impl Store {
     ) -> Result<Appended, StoreError> {
         let backend = self.backend();
         let operation = "record a step in the audit log and archive";
-        let archive_row = archive
-            .map(|a| {
-                Ok::<_, StoreError>((to_sql_round(a.round_id)?, a.role, a.step.encode_to_vec()))
-            })
-            .transpose()?;
-        let at_ms = now_ms();
-        let wants_audit = !audit.is_empty() || (end_of_round.is_some() && signer.is_some());
+        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
         let appended = write_transaction!(self, operation, |tx| {
-            record_in_tx!(
-                tx,
-                backend,
-                operation,
-                archive_row,
-                wants_audit,
-                audit,
-                signer,
-                end_of_round,
-                at_ms
-            )
+            record_in_tx!(tx, backend, operation, step)
         });
         Ok(appended)
     }
@@ -476,26 +497,10 @@ impl Store {
             }
         };
         let operation = "persist a helper upload and record its step";
-        let archive_row = archive
-            .map(|a| {
-                Ok::<_, StoreError>((to_sql_round(a.round_id)?, a.role, a.step.encode_to_vec()))
-            })
-            .transpose()?;
-        let at_ms = now_ms();
-        let wants_audit = !audit.is_empty() || (end_of_round.is_some() && signer.is_some());
+        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
         let appended = write_transaction!(self, operation, |tx| {
             insert_upload_in_tx!(tx, backend, operation, round_id, client_index, upload);
-            record_in_tx!(
-                tx,
-                backend,
-                operation,
-                archive_row,
-                wants_audit,
-                audit,
-                signer,
-                end_of_round,
-                at_ms
-            )
+            record_in_tx!(tx, backend, operation, step)
         });
         tracing::debug!(
             backend,
@@ -520,26 +525,10 @@ impl Store {
     ) -> Result<Appended, StoreError> {
         let backend = self.backend();
         let operation = "persist a round counter and record its step";
-        let archive_row = archive
-            .map(|a| {
-                Ok::<_, StoreError>((to_sql_round(a.round_id)?, a.role, a.step.encode_to_vec()))
-            })
-            .transpose()?;
-        let at_ms = now_ms();
-        let wants_audit = !audit.is_empty() || (end_of_round.is_some() && signer.is_some());
+        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
         let appended = write_transaction!(self, operation, |tx| {
             advance_counter!(tx, backend, role, round)?;
-            record_in_tx!(
-                tx,
-                backend,
-                operation,
-                archive_row,
-                wants_audit,
-                audit,
-                signer,
-                end_of_round,
-                at_ms
-            )
+            record_in_tx!(tx, backend, operation, step)
         });
         Ok(appended)
     }
