@@ -6,7 +6,11 @@
 use libfuzzer_sys::fuzz_target;
 use sealroom_store::audit::{AuditEntry, entry_hash, verify_chain};
 
-fuzz_target!(|rows: Vec<(u8, u64, u8, Option<u64>, Vec<u8>, bool)>| {
+/// One stored row: sequence skew, time, kind, round, artifact, and whether
+/// its hash is the right one.
+type Row = (u8, u64, u8, Option<u64>, Vec<u8>, bool);
+
+fuzz_target!(|rows: Vec<Row>| {
     const KINDS: [&str; 9] = [
         "key",
         "descriptor",

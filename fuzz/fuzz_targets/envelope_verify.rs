@@ -8,10 +8,7 @@ use sealroom_protocol::envelope::{MAX_SIGNED_BODY, claimed_key_id, decode_limite
 use sealroom_protocol::pb;
 
 fuzz_target!(|data: &[u8]| {
-    let key = sealroom_fuzz::fixture(0)
-        .coordinator
-        .signing_key
-        .verifying_key();
+    let key = sealroom_fuzz::fixture(0).coordinator_key.verifying_key();
     let _ = decode_limited::<pb::SignedEnvelope>(data, MAX_SIGNED_BODY);
     let Ok(envelope) = pb::SignedEnvelope::decode(data) else {
         return;

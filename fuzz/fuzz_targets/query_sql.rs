@@ -1,15 +1,21 @@
-//! The SQL planner on arbitrary text and domains: every input is planned or
-//! refused with an error, never a panic; a planned query has cells.
+//! The SQL planner on arbitrary text, domains and declared column bounds
+//! (NaN, infinite, reversed included): every input is planned or refused
+//! with an error, never a panic; a planned query has cells.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sealroom_analytics::query::{QuerySpec, plan};
 
-fuzz_target!(|input: (&str, Vec<String>)| {
-    let (sql, domain) = input;
+fuzz_target!(|input: (&str, Vec<String>, [f64; 2], [f64; 2])| {
+    let (sql, domain, x, y) = input;
     let spec = QuerySpec {
         sql: sql.to_string(),
-        domains: [("dept".to_string(), domain.clone()), ("g".to_string(), domain)].into(),
+        domains: [
+            ("dept".to_string(), domain.clone()),
+            ("g".to_string(), domain),
+        ]
+        .into(),
+        bounds: [("x".to_string(), x), ("y".to_string(), y)].into(),
         min_rows: 5,
         min_clients: 2,
     };

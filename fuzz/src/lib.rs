@@ -12,25 +12,30 @@
 //! right fixed key. That gets past the signature check to the validation
 //! behind it. An empty patch leaves the valid message as it is, so the happy
 //! path is always one input away.
+//!
+//! State machines are driven only through [`Machine::handle`], the step
+//! contract every node runs. [`node`] goes one layer out: the production
+//! node driver over a real store (the `node_driver*` targets).
 
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prost::Message as _;
 use rand::SeedableRng;
 use rand::rngs::ChaCha20Rng;
 use sealroom_core::{QuantSpec, RingKind, Seed};
-use sealroom_protocol::action::{Action, Message};
-use sealroom_protocol::client::{Client, ClientConfig, ClientRound};
-use sealroom_protocol::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorRound, Outcome, Task,
-};
+use sealroom_protocol::action::{Action, Message, SecretBytes};
+use sealroom_protocol::client::{Client, ClientConfig};
+use sealroom_protocol::coordinator::{Coordinator, CoordinatorConfig, Outcome, Task};
 use sealroom_protocol::descriptor::{DescriptorTrust, TrustedKey};
 use sealroom_protocol::helper::{Helper, HelperConfig};
 use sealroom_protocol::ids::contexts;
-use sealroom_protocol::{Digest, Millis, PartyId, SigningKey, VerifiedDescriptor, pb};
+use sealroom_protocol::machine::{ClientInput, Inbound, Input, Participation, Start, Step};
+use sealroom_protocol::{Digest, Machine, Millis, PartyId, SigningKey, VerifiedDescriptor, pb};
+
+pub mod node;
 
 /// The federation of every fixture.
 pub const FEDERATION: &str = "fuzz-federation";
@@ -48,6 +53,8 @@ pub const VECTOR_LEN: usize = 4;
 pub const COORDINATOR: PartyId = PartyId([0x30; 32]);
 /// A party that takes part in nothing.
 pub const OUTSIDER: PartyId = PartyId([0xee; 32]);
+/// The nonce of every fixture round.
+const NONCE: [u8; 32] = [0x5e; 32];
 
 /// Round shapes a target picks with one input byte: additive over each ring,
 /// and Shamir 2-of-3 over F_p.
@@ -81,11 +88,28 @@ pub fn patched<M: prost::Message + Clone>(valid: &M, bare: &M, patch: &[u8]) -> 
     Some(message)
 }
 
+/// `msg` from `from`, as the transport hands it to a state machine.
+pub fn inbound(from: PartyId, msg: Inbound) -> Input {
+    Input::Inbound { from, msg }
+}
+
+/// What `pick` selects from the messages `actions` send.
+pub fn sent<T>(actions: &[Action], pick: impl Fn(&Message) -> Option<T>) -> Vec<T> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { message, .. } => pick(message),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One valid round with everything its parties exchanged on the happy path.
 pub struct Fixture {
-    /// The coordinator's configuration (its key signs descriptors and
-    /// inclusion sets).
+    /// The coordinator's configuration.
     pub coordinator: CoordinatorConfig,
+    /// The coordinator's key (signs descriptors and inclusion sets).
+    pub coordinator_key: SigningKey,
     /// What the round computes.
     pub task: Task,
     /// The trust every party has in the coordinator: its key, epochs 1..=1000.
@@ -94,6 +118,8 @@ pub struct Fixture {
     pub descriptor: VerifiedDescriptor,
     /// Helper configurations, by helper index.
     pub helpers: Vec<HelperConfig>,
+    /// Helper keys (sign receipts, reports and answers), by helper index.
+    pub helper_keys: Vec<SigningKey>,
     /// Client configurations, by client index.
     pub clients: Vec<ClientConfig>,
     /// `uploads[c][j]`: client `c`'s encoded upload to helper `j`.
@@ -130,7 +156,7 @@ impl Fixture {
             .collect();
         let coordinator = CoordinatorConfig {
             federation_id: FEDERATION.into(),
-            signing_key: coordinator_key,
+            signer: Arc::new(coordinator_key.clone()),
             epoch: 7,
             helpers: helper_ids
                 .iter()
@@ -141,6 +167,7 @@ impl Fixture {
             min_clients: 2,
             upload_window_ms: WINDOW_MS,
             aggregation_window_ms: WINDOW_MS,
+            allow_unverified: false,
         };
         let task = Task {
             name: "fuzz".into(),
@@ -152,13 +179,12 @@ impl Fixture {
         };
         let helpers = helper_ids
             .iter()
-            .zip(helper_keys)
-            .map(|(id, signing_key)| HelperConfig {
+            .zip(&helper_keys)
+            .map(|(id, key)| HelperConfig {
                 me: *id,
                 coordinator: COORDINATOR,
-                signing_key,
+                signer: Arc::new(key.clone()),
                 trust: trust.clone(),
-                max_pending_uploads: 16,
             })
             .collect();
         let helper_verifying_keys: BTreeMap<PartyId, _> =
@@ -167,21 +193,24 @@ impl Fixture {
             .iter()
             .map(|id| ClientConfig {
                 me: *id,
+                coordinator: COORDINATOR,
                 trust: trust.clone(),
                 helper_keys: helper_verifying_keys.clone(),
             })
             .collect();
+        let (started, _) = started_coordinator(&coordinator, &task, client_ids);
         let mut fixture = Fixture {
-            descriptor: Coordinator::new(coordinator.clone(), 1)
-                .start_round(START, task.clone(), client_ids, [0x5e; 32])
-                .expect("the fixture round is valid")
-                .0
+            descriptor: started
+                .round()
+                .expect("a started coordinator runs a round")
                 .descriptor()
                 .clone(),
             coordinator,
+            coordinator_key,
             task,
             trust,
             helpers,
+            helper_keys,
             clients,
             uploads: Vec::new(),
             receipts: vec![Vec::new(); CLIENTS],
@@ -191,39 +220,31 @@ impl Fixture {
         };
         fixture.uploads = (0..CLIENTS)
             .map(|c| {
-                let (_, actions) = fixture.client_round(c);
-                actions
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        Action::Send {
-                            message: Message::Upload(bytes),
-                            ..
-                        } => Some(bytes.expose().to_vec()),
-                        _ => None,
-                    })
-                    .collect()
+                let (_, actions) = fixture.participating_client(c);
+                sent(&actions, |m| match m {
+                    Message::Upload(bytes) => Some(bytes.expose().to_vec()),
+                    _ => None,
+                })
             })
             .collect();
         let mut helpers: Vec<Helper> = (0..HELPERS).map(|j| fixture.helper(j)).collect();
         for (j, helper) in helpers.iter_mut().enumerate() {
             for c in 0..CLIENTS {
-                let from = fixture.clients[c].me;
-                let actions = helper
-                    .on_upload(START, from, &fixture.uploads[c][j])
+                let upload = SecretBytes::new(fixture.uploads[c][j].clone());
+                let step = helper
+                    .handle(
+                        START,
+                        inbound(fixture.clients[c].me, Inbound::Upload(upload)),
+                    )
                     .expect("helpers accept the fixture's uploads");
-                for action in actions {
-                    match action {
-                        Action::Send {
-                            message: Message::Receipt(e),
-                            ..
-                        } => fixture.receipts[c].push(e),
-                        Action::Send {
-                            message: Message::Report(e),
-                            ..
-                        } => fixture.reports.push(e),
-                        _ => {}
-                    }
-                }
+                fixture.receipts[c].extend(sent(&step.actions, |m| match m {
+                    Message::Receipt(e) => Some(e.clone()),
+                    _ => None,
+                }));
+                fixture.reports.extend(sent(&step.actions, |m| match m {
+                    Message::Report(e) => Some(e.clone()),
+                    _ => None,
+                }));
             }
         }
         assert_eq!(
@@ -233,80 +254,110 @@ impl Fixture {
         );
 
         // The coordinator decides on every client and helper; the helpers answer.
-        let mut round = fixture.coordinator_round();
-        let mut decided = Vec::new();
+        let mut coordinator = fixture.coordinator();
+        let mut decided = Step::default();
         for (helper, report) in fixture.helpers.iter().zip(&fixture.reports) {
-            decided = round
-                .on_report(START, helper.me, report)
+            decided = coordinator
+                .handle(START, inbound(helper.me, Inbound::Report(report.clone())))
                 .expect("a valid report");
         }
-        let set = round
-            .inclusion_set()
+        let set = coordinator
+            .round()
+            .and_then(|r| r.inclusion_set())
             .expect("every helper reported")
             .clone();
         fixture.inclusion_set = decoded(&set);
         assert_eq!(fixture.inclusion_set.clients.len(), CLIENTS);
-        assert_eq!(decided.len(), 1 + fixture.inclusion_set.helpers.len());
+        let asked = sent(&decided.actions, |m| {
+            matches!(m, Message::InclusionSet(_)).then_some(())
+        });
+        assert_eq!(asked.len(), fixture.inclusion_set.helpers.len());
+        let mut outcome = None;
         for (helper, config) in helpers.iter_mut().zip(&fixture.helpers) {
-            let actions = helper
-                .on_inclusion_set(START, &set)
+            let step = helper
+                .handle(
+                    START,
+                    inbound(COORDINATOR, Inbound::InclusionSet(set.clone())),
+                )
                 .expect("a valid inclusion set");
-            for action in actions {
-                if let Action::Send {
-                    message: Message::AggregateShare(bytes),
-                    ..
-                } = action
-                {
-                    let share =
-                        pb::AggregateShare::decode(bytes.expose()).expect("an answer we made");
-                    round
-                        .on_aggregate(START, config.me, bytes.expose())
-                        .expect("a valid answer");
-                    fixture.aggregates.push(share);
-                }
+            for bytes in sent(&step.actions, |m| match m {
+                Message::AggregateShare(bytes) => Some(bytes.clone()),
+                _ => None,
+            }) {
+                let share = pb::AggregateShare::decode(bytes.expose()).expect("an answer we made");
+                let step = coordinator
+                    .handle(START, inbound(config.me, Inbound::AggregateShare(bytes)))
+                    .expect("a valid answer");
+                outcome = outcome.or(step.outcome);
+                fixture.aggregates.push(share);
             }
         }
         assert!(
-            matches!(round.outcome(), Some(Outcome::Completed(_))),
-            "the fixture round completes: {:?}",
-            round.outcome()
+            matches!(outcome, Some(Outcome::Completed(_))),
+            "the fixture round completes: {outcome:?}"
         );
         fixture
     }
 
-    /// Client `c`, participating in the round afresh.
-    pub fn client_round(&self, c: usize) -> (ClientRound, Vec<Action>) {
+    /// Client `c` after taking part in the round afresh (its uploads are the
+    /// actions returned).
+    pub fn participating_client(&self, c: usize) -> (Client, Vec<Action>) {
+        let mut client = Client::new(self.clients[c].clone(), None);
+        let asked = client
+            .handle(
+                START,
+                inbound(
+                    COORDINATOR,
+                    Inbound::Descriptor(self.descriptor.envelope().clone()),
+                ),
+            )
+            .expect("the fixture's clients accept the round");
+        debug_assert!(
+            asked
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Compute(_)))
+        );
         let input: Vec<f64> = (0..VECTOR_LEN)
             .map(|k| (c as f64 + 1.0) * (k as f64 - 1.5))
             .collect();
-        Client::new(self.clients[c].clone(), None)
-            .participate(
+        let step = client
+            .handle(
                 START,
-                self.descriptor.envelope(),
-                &input,
-                None,
-                &Seed::from_bytes([c as u8; 32]),
+                Input::Participate(Participation {
+                    round: self.descriptor.round_id(),
+                    input: Ok(ClientInput::new(input)),
+                    randomness: Seed::from_bytes([c as u8; 32]),
+                }),
             )
-            .expect("the fixture's clients take part")
+            .expect("the fixture's clients take part");
+        (client, step.actions)
     }
 
     /// Helper `j`, fresh, having accepted the round.
     pub fn helper(&self, j: usize) -> Helper {
         let mut helper = Helper::new(self.helpers[j].clone());
         helper
-            .on_descriptor(START, self.descriptor.envelope())
+            .handle(
+                START,
+                inbound(
+                    COORDINATOR,
+                    Inbound::Descriptor(self.descriptor.envelope().clone()),
+                ),
+            )
             .expect("the fixture's helpers accept the round");
         helper
     }
 
-    /// The coordinator's side of the round, fresh after `start_round`.
-    pub fn coordinator_round(&self) -> CoordinatorRound {
+    /// The coordinator, fresh, having started the round.
+    pub fn coordinator(&self) -> Coordinator {
         let clients = self.clients.iter().map(|c| c.me).collect();
-        let (round, _) = Coordinator::new(self.coordinator.clone(), 1)
-            .start_round(START, self.task.clone(), clients, [0x5e; 32])
-            .expect("the fixture round is valid");
-        debug_assert_eq!(round.descriptor().hash(), self.descriptor.hash());
-        round
+        let (coordinator, _) = started_coordinator(&self.coordinator, &self.task, clients);
+        debug_assert_eq!(
+            coordinator.round().map(|r| r.descriptor().hash()),
+            Some(self.descriptor.hash())
+        );
+        coordinator
     }
 
     /// A party picked by `selector`: a client, a helper, the coordinator or
@@ -331,30 +382,13 @@ impl Fixture {
     /// task, 1 clients, 2 helpers, 3 nonce, 4 signing key id, 5 task.quant)
     /// and `patch` merged over it, signed by the coordinator.
     pub fn resigned_descriptor(&self, clear: u8, patch: &[u8]) -> Option<pb::SignedEnvelope> {
-        let mut body: pb::RoundDescriptor = decoded(self.descriptor.envelope());
-        let clear = |bit: u8| clear & (1 << bit) != 0;
-        if clear(0) {
-            body.task = None;
-        }
-        if clear(1) {
-            body.clients.clear();
-        }
-        if clear(2) {
-            body.helpers.clear();
-        }
-        if clear(3) {
-            body.nonce.clear();
-        }
-        if clear(4) {
-            body.signing_key_id.clear();
-        }
-        if clear(5) {
-            body.task.iter_mut().for_each(|t| t.quant = None);
-        }
-        body.merge(patch).ok()?;
-        Some(self.coordinator.signing_key.sign(&body))
+        resigned_descriptor(
+            &self.coordinator_key,
+            self.descriptor.envelope(),
+            clear,
+            patch,
+        )
     }
-
     /// `from`'s encoded upload to helper 0 (client 0's if `from` is not a
     /// client): the valid one if `patch` is empty, else its header (hash,
     /// round, client index) with `patch` merged over it.
@@ -378,7 +412,7 @@ impl Fixture {
             ..self.inclusion_set.clone()
         };
         let set = patched(&self.inclusion_set, &bare, patch)?;
-        Some(self.coordinator.signing_key.sign(&set))
+        Some(self.coordinator_key.sign(&set))
     }
 
     /// Helper `j`'s report, signed by helper `j`: the valid one if `patch` is
@@ -389,11 +423,7 @@ impl Fixture {
             received: Vec::new(),
             ..valid.clone()
         };
-        Some(
-            self.helpers[j]
-                .signing_key
-                .sign(&patched(&valid, &bare, patch)?),
-        )
+        Some(self.helper_keys[j].sign(&patched(&valid, &bare, patch)?))
     }
 
     /// Helper `j`'s encoded answer to `inclusion_set`: its valid vector, or
@@ -417,7 +447,7 @@ impl Fixture {
             .to_vec();
         header.vector_digest = Digest::of(contexts::AGGREGATE, &share.vector).0.to_vec();
         header.merge(header_patch).ok()?;
-        share.header = Some(self.helpers[j].signing_key.sign(&header));
+        share.header = Some(self.helper_keys[j].sign(&header));
         Some(share.encode_to_vec())
     }
 
@@ -426,13 +456,66 @@ impl Fixture {
     pub fn patched_receipt(&self, c: usize, j: usize, patch: &[u8]) -> Option<pb::SignedEnvelope> {
         let mut receipt: pb::Receipt = decoded(&self.receipts[c][j]);
         receipt.merge(patch).ok()?;
-        Some(self.helpers[j].signing_key.sign(&receipt))
+        Some(self.helper_keys[j].sign(&receipt))
     }
 }
 
-/// The body of an envelope this module signed.
-fn decoded<M: prost::Message + Default>(envelope: &pb::SignedEnvelope) -> M {
+/// The body of an envelope this crate signed.
+pub fn decoded<M: prost::Message + Default>(envelope: &pb::SignedEnvelope) -> M {
     M::decode(envelope.body.as_slice()).expect("a message the fixture signed")
+}
+
+/// A coordinator of `config` that started a round of `task` over `clients`
+/// at [`START`], and that step.
+fn started_coordinator(
+    config: &CoordinatorConfig,
+    task: &Task,
+    clients: Vec<PartyId>,
+) -> (Coordinator, Step) {
+    let mut coordinator = Coordinator::new(config.clone(), 1);
+    let start = Start {
+        task: task.clone(),
+        clients,
+        nonce: NONCE,
+    };
+    let step = coordinator
+        .handle(START, Input::Start(start))
+        .expect("the fixture round is valid");
+    (coordinator, step)
+}
+
+/// `descriptor`'s body with the fields `clear` selects emptied (bit 0 task,
+/// 1 clients, 2 helpers, 3 nonce, 4 signing key id, 5 task.quant) and
+/// `patch` merged over it, signed by `key`; `None` if `patch` does not
+/// decode.
+pub fn resigned_descriptor(
+    key: &SigningKey,
+    descriptor: &pb::SignedEnvelope,
+    clear: u8,
+    patch: &[u8],
+) -> Option<pb::SignedEnvelope> {
+    let mut body: pb::RoundDescriptor = decoded(descriptor);
+    let clear = |bit: u8| clear & (1 << bit) != 0;
+    if clear(0) {
+        body.task = None;
+    }
+    if clear(1) {
+        body.clients.clear();
+    }
+    if clear(2) {
+        body.helpers.clear();
+    }
+    if clear(3) {
+        body.nonce.clear();
+    }
+    if clear(4) {
+        body.signing_key_id.clear();
+    }
+    if clear(5) {
+        body.task.iter_mut().for_each(|t| t.quant = None);
+    }
+    body.merge(patch).ok()?;
+    Some(key.sign(&body))
 }
 
 /// The coordinator's catalog with the training and query tasks.
@@ -455,6 +538,11 @@ pub fn csv_plan() -> &'static sealroom_analytics::query::QueryPlan {
                   REGR_SLOPE(y, x), OLS(y, x) FROM t WHERE x > 0 OR y IS NULL GROUP BY dept"
                 .into(),
             domains: [("dept".to_string(), vec!["a".to_string(), "b".to_string()])].into(),
+            bounds: [
+                ("x".to_string(), [-100.0, 100.0]),
+                ("y".to_string(), [-1.0e6, 1.0e6]),
+            ]
+            .into(),
             min_rows: 5,
             min_clients: 2,
         };
@@ -462,11 +550,13 @@ pub fn csv_plan() -> &'static sealroom_analytics::query::QueryPlan {
     })
 }
 
-/// A single-threaded runtime for targets that drive async code.
+/// A single-threaded runtime (with its timer and I/O drivers, which the
+/// store's connection pool uses) for targets that drive async code.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .expect("a tokio runtime")
     })

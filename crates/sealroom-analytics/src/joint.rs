@@ -6,12 +6,26 @@
 //!
 //! 1. **counts** over the invited clients: per cell, whether the client has
 //!    rows in it and its row count capped at `min_rows`
-//!    ([`crate::query::local_counts`]); the driver decides which cells are
-//!    released ([`crate::query::released_cells`]);
-//! 2. **stats** over exactly the clients included in phase 1, with
-//!    `min_clients` raised to their number, so a client that drops out
+//!    ([`crate::query::local_counts`]). This is the only phase an admin can
+//!    ask for.
+//! 2. **stats**, started by the *coordinator* itself when the counts round
+//!    completes ([`QueryFollowup`]): it derives the released cells
+//!    ([`crate::query::released_cells`]) from the counts sum it
+//!    reconstructed, and invites exactly the clients included in phase 1,
+//!    with `min_clients` raised to their number, so a client that drops out
 //!    aborts the round rather than shrinking a released cell below the
-//!    threshold: only the released cells' statistics are computed and summed.
+//!    threshold. Only the released cells' statistics are computed and summed.
+//!
+//! The stats round's parameters carry the counts round's release evidence
+//! (its signed descriptor, inclusion set and result, and the helpers'
+//! signed answers: [`sealroom_protocol::evidence`]). Every client re-derives
+//! the counts sum from the helpers' signatures and refuses a stats round
+//! whose spec, cells, client list or `min_clients` differ from what that
+//! counts round implies, so neither an admin nor the coordinator can choose
+//! which cells are released (issue #12, finding 3). A consequence: the
+//! clients of a stats round learn the counts round's aggregate (per cell,
+//! the number of contributing clients and the capped row count), the same
+//! thing the coordinator and the admin learn.
 //!
 //! Each client checks the spec's thresholds against its own floor before it
 //! computes anything, and evaluates its part where its data lives (CSV,
@@ -20,10 +34,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sealroom_node::grpc::pb::RoundOutcome;
+use base64::Engine as _;
+use prost::Message as _;
 use sealroom_node::local::RoundRunner;
-use sealroom_node::tasks::{InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
+use sealroom_node::tasks::{
+    FinishedRound, Followup, InputError, InputSource, NextRound, TaskCatalog, TaskDef, TaskPlanner,
+    TaskShape,
+};
 use sealroom_protocol::VerifiedDescriptor;
+use sealroom_protocol::descriptor::MAX_TASK_PARAMS;
+use sealroom_protocol::evidence::{self, FederationKeys};
+use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 
 use crate::query::{
@@ -41,12 +62,17 @@ pub const QUERY_TASK: &str = "query";
 pub enum QueryPhase {
     /// Per-cell contributor flags and capped row counts.
     Counts,
-    /// The released cells' statistics.
+    /// The released cells' statistics. Only the coordinator starts this
+    /// phase, from a counts round it ran; an admin asking for it is refused.
     Stats {
         /// The released cells, ascending.
         released: Vec<usize>,
         /// The counts round these cells were released by.
         counts_round: u64,
+        /// That round's release evidence (an encoded
+        /// `sealroom.v1.ReleaseEvidence`, base64): every client re-derives
+        /// `released` from it.
+        evidence: String,
     },
 }
 
@@ -70,21 +96,75 @@ fn parse_params(params: &[u8]) -> Result<(QueryParams, QueryPlan), String> {
 struct QueryPlanner;
 
 impl TaskPlanner for QueryPlanner {
+    /// What an admin may ask for: the counts phase only.
     fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
         let (p, plan) = parse_params(params)?;
-        let vector_len = match &p.phase {
-            QueryPhase::Counts => counts_len(&plan),
-            QueryPhase::Stats { released, .. } => {
-                if released.is_empty() {
-                    return Err("a stats round needs at least one released cell".into());
-                }
-                stats_len(&plan, released)
-            }
-        };
-        Ok(TaskShape {
-            vector_len: vector_len as u64,
-            spec: wire_spec(),
+        match &p.phase {
+            QueryPhase::Counts => Ok(TaskShape {
+                vector_len: counts_len(&plan) as u64,
+                spec: wire_spec(),
+            }),
+            QueryPhase::Stats { .. } => Err(
+                "the stats phase is started by the coordinator from the counts round it ran; ask for the counts phase"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The coordinator's side of the two phases: when a counts round completes,
+/// the stats round over its included clients and released cells, with its
+/// release evidence.
+pub struct QueryFollowup;
+
+impl Followup for QueryFollowup {
+    fn next(&self, finished: &FinishedRound<'_>) -> Result<Option<NextRound>, String> {
+        let (p, plan) = parse_params(finished.params)?;
+        if !matches!(p.phase, QueryPhase::Counts) {
+            return Ok(None);
+        }
+        let policy = p.spec.policy().map_err(|e| e.to_string())?;
+        let summary = finished.summary;
+        let released =
+            released_cells(&plan, &summary.values, &policy).map_err(|e| e.to_string())?;
+        if released.is_empty() {
+            return Ok(None);
+        }
+        let clients = summary
+            .included
+            .iter()
+            .map(|&i| {
+                finished
+                    .clients
+                    .get(i as usize)
+                    .copied()
+                    .ok_or_else(|| format!("included client {i} is not in the round"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let evidence =
+            base64::engine::general_purpose::STANDARD.encode(summary.evidence().encode_to_vec());
+        let params = serde_json::to_vec(&QueryParams {
+            spec: p.spec.clone(),
+            phase: QueryPhase::Stats {
+                released: released.clone(),
+                counts_round: summary.round_id,
+                evidence,
+            },
         })
+        .map_err(|e| e.to_string())?;
+        if params.len() > MAX_TASK_PARAMS {
+            return Err(format!(
+                "the stats round's parameters with the counts round's evidence take {} bytes, more than the {MAX_TASK_PARAMS} a descriptor carries; declare fewer GROUP BY domain values",
+                params.len()
+            ));
+        }
+        Ok(Some(NextRound {
+            params,
+            vector_len: stats_len(&plan, &released) as u64,
+            spec: wire_spec(),
+            min_clients: clients.len(),
+            clients,
+        }))
     }
 }
 
@@ -97,6 +177,7 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
         spec: None,
         wide: true,
         planner: Some(Arc::new(QueryPlanner)),
+        followup: Some(Arc::new(QueryFollowup)),
     });
 }
 
@@ -115,39 +196,185 @@ impl QueryInput {
         QueryInput { tables, floor }
     }
 
-    async fn compute(&self, params: &[u8]) -> Result<Vec<f64>, String> {
-        let (p, plan) = parse_params(params)?;
+    async fn compute(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: Option<&FederationKeys>,
+    ) -> Result<Vec<f64>, InputError> {
+        let (p, plan) = parse_params(descriptor.task_params())
+            .map_err(|e| InputError::new(SitOutReason::InvalidParameters, "", e))?;
         if p.spec.min_rows < self.floor.min_rows || p.spec.min_clients < self.floor.min_clients {
-            return Err(format!(
-                "the query's suppression thresholds (min_rows {}, min_clients {}) are below this client's floor (min_rows {}, min_clients {})",
-                p.spec.min_rows, p.spec.min_clients, self.floor.min_rows, self.floor.min_clients
+            return Err(InputError::new(
+                SitOutReason::BelowClientFloor,
+                "",
+                format!(
+                    "the query's suppression thresholds (min_rows {}, min_clients {}) are below this client's floor (min_rows {}, min_clients {})",
+                    p.spec.min_rows,
+                    p.spec.min_clients,
+                    self.floor.min_rows,
+                    self.floor.min_clients
+                ),
             ));
         }
-        let source = self
-            .tables
-            .get(plan.table())
-            .ok_or_else(|| format!("this client has no table {:?}", plan.table()))?;
-        let table = LocalTable::open(source).await.map_err(|e| e.to_string())?;
-        let policy = Policy::new(p.spec.min_rows, p.spec.min_clients).map_err(|e| e.to_string())?;
+        if let QueryPhase::Stats {
+            released,
+            counts_round,
+            evidence,
+        } = &p.phase
+        {
+            let keys = keys.ok_or_else(|| {
+                invalid("a stats round is checked against its counts round, which needs the federation's keys".into())
+            })?;
+            check_stats_round(
+                descriptor,
+                keys,
+                &p.spec,
+                &plan,
+                released,
+                *counts_round,
+                evidence,
+            )
+            .map_err(invalid)?;
+        }
+        let source = self.tables.get(plan.table()).ok_or_else(|| {
+            InputError::new(
+                SitOutReason::NoSuchTable,
+                plan.table(),
+                format!("this client has no table {:?}", plan.table()),
+            )
+        })?;
+        let table = LocalTable::open(source)
+            .await
+            .map_err(|e| query_error(&e, plan.table()))?;
+        let policy = Policy::new(p.spec.min_rows, p.spec.min_clients)
+            .map_err(|e| InputError::new(SitOutReason::InvalidParameters, "", e.to_string()))?;
         let wire = match &p.phase {
             QueryPhase::Counts => local_counts(&plan, &table, &policy).await,
             QueryPhase::Stats { released, .. } => local_stats(&plan, &table, released).await,
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| query_error(&e, plan.table()))?;
         Ok(wire.expose_values().to_vec())
     }
 }
 
-impl InputSource for QueryInput {
-    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String> {
+impl QueryInput {
+    fn input_in(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: Option<&FederationKeys>,
+    ) -> Result<Vec<f64>, InputError> {
         if descriptor.task_name() != QUERY_TASK {
-            return Err(format!("not a query task: {:?}", descriptor.task_name()));
+            return Err(InputError::new(
+                SitOutReason::UnsupportedTask,
+                descriptor.task_name(),
+                format!("not a query task: {:?}", descriptor.task_name()),
+            ));
         }
         // Called on a blocking thread of the node's runtime (see InputSource).
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| "queries need the node's async runtime".to_string())?;
-        handle.block_on(self.compute(descriptor.task_params()))
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            InputError::new(
+                SitOutReason::InputFailed,
+                "",
+                "queries need the node's async runtime",
+            )
+        })?;
+        handle.block_on(self.compute(descriptor, keys))
     }
+}
+
+impl InputSource for QueryInput {
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
+        self.input_in(descriptor, None)
+    }
+
+    fn input_with_keys(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: &FederationKeys,
+    ) -> Result<Vec<f64>, InputError> {
+        self.input_in(descriptor, Some(keys))
+    }
+}
+
+fn invalid(detail: String) -> InputError {
+    InputError::new(SitOutReason::InvalidParameters, "", detail)
+}
+
+/// A client's check of a stats round (`descriptor`) against the counts
+/// round whose evidence it carries: the evidence verifies under the
+/// federation's keys; that round was a counts round of the same spec, issued
+/// before this one; this round invites exactly the clients that round
+/// included, in order, and needs every one of them; and its released cells
+/// are exactly those the re-derived counts sum passes.
+fn check_stats_round(
+    descriptor: &VerifiedDescriptor,
+    keys: &FederationKeys,
+    spec: &QuerySpec,
+    plan: &QueryPlan,
+    released: &[usize],
+    counts_round: u64,
+    encoded: &str,
+) -> Result<(), String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the counts round's evidence is not base64: {e}"))?;
+    let evidence = evidence::decode(&bytes).map_err(|e| e.to_string())?;
+    let counts = evidence::verify(keys, &evidence).map_err(|e| e.to_string())?;
+    let earlier = &counts.descriptor;
+    if earlier.round_id() != counts_round || earlier.round_id() >= descriptor.round_id() {
+        return Err(format!(
+            "the evidence is of round {}, not of an earlier counts round {counts_round}",
+            earlier.round_id()
+        ));
+    }
+    if earlier.task_name() != QUERY_TASK {
+        return Err("the evidence is of another task".into());
+    }
+    let (earlier_params, _) = parse_params(earlier.task_params())?;
+    if earlier_params.phase != QueryPhase::Counts || &earlier_params.spec != spec {
+        return Err("the evidence is not a counts round of this query".into());
+    }
+    let included: Vec<_> = counts
+        .included
+        .iter()
+        .filter_map(|&i| earlier.clients().get(i as usize).copied())
+        .collect();
+    if descriptor.clients() != included.as_slice() {
+        return Err("this round's clients are not those the counts round included".into());
+    }
+    if descriptor.min_clients() != included.len() {
+        return Err(format!(
+            "this round's min_clients is {}, not every one of the {} clients the counts round included",
+            descriptor.min_clients(),
+            included.len()
+        ));
+    }
+    let policy = spec.policy().map_err(|e| e.to_string())?;
+    let expected = released_cells(plan, &counts.values, &policy).map_err(|e| e.to_string())?;
+    if expected != released {
+        return Err("this round's released cells are not those the counts round passes".into());
+    }
+    Ok(())
+}
+
+/// The typed reason a query error gives the coordinator (the full error
+/// stays in this client's log: it may name local files and lines).
+fn query_error(e: &QueryError, table: &str) -> InputError {
+    let (reason, subject) = match e {
+        QueryError::UnknownColumn { column, .. } | QueryError::AmbiguousColumn { column, .. } => {
+            (SitOutReason::NoSuchColumn, column.as_str())
+        }
+        QueryError::ColumnNotNumeric { column, .. } => {
+            (SitOutReason::DataUnavailable, column.as_str())
+        }
+        QueryError::Io { .. }
+        | QueryError::Source { .. }
+        | QueryError::Malformed { .. }
+        | QueryError::NotFound { .. } => (SitOutReason::DataUnavailable, table),
+        QueryError::TableNotFound { .. } => (SitOutReason::NoSuchTable, table),
+        _ => (SitOutReason::InputFailed, ""),
+    };
+    InputError::new(reason, subject, e.to_string())
 }
 
 /// A finished query as the driver saw it.
@@ -204,17 +431,11 @@ impl From<RoundFailure> for QueryRunError {
     }
 }
 
-async fn query_round<R: RoundRunner>(
-    runner: &R,
-    params: &QueryParams,
-    clients: &[String],
-    min_clients: usize,
-) -> Result<RoundOutcome, QueryRunError> {
-    Ok(completed_round(runner, QUERY_TASK, params, clients, min_clients).await?)
-}
-
-/// Runs `spec` over `clients` (by name, at least one): the counts round,
-/// then the stats round over the clients phase 1 included.
+/// Runs `spec` over `clients` (by name, at least one): asks for the counts
+/// round; the coordinator runs the stats round over the clients it included
+/// when any cell passes, and answers both outcomes. The admin re-derives the
+/// released cells from the counts sum (the same function every client and
+/// the coordinator apply) and finishes the result.
 pub async fn run_query<R: RoundRunner>(
     runner: &R,
     spec: &QuerySpec,
@@ -231,7 +452,18 @@ pub async fn run_query<R: RoundRunner>(
         spec: spec.clone(),
         phase: QueryPhase::Counts,
     };
-    let counts = query_round(runner, &counts_params, clients, 0).await?;
+    let last = completed_round(runner, QUERY_TASK, &counts_params, clients, 0).await?;
+    let (counts, stats) = match last.earlier.first() {
+        None => (last, None),
+        Some(first) if last.earlier.len() == 1 && first.status == "completed" => {
+            (first.clone(), Some(last))
+        }
+        Some(_) => {
+            return Err(QueryRunError::Request(
+                "the coordinator answered phases this query does not have".into(),
+            ));
+        }
+    };
     let included: Vec<String> = counts
         .included_clients
         .iter()
@@ -243,30 +475,38 @@ pub async fn run_query<R: RoundRunner>(
         ));
     }
     let released = released_cells(&plan, &counts.values, &policy)?;
-    if released.is_empty() {
-        let result = finish(&plan, &counts.values, &released, &[], &policy)?;
-        return Ok(QueryRun {
-            result,
-            counts_round: counts.round_id,
-            stats_round: None,
-            included,
-            durations_ms: vec![counts.duration_ms],
-        });
+    match (released.is_empty(), stats) {
+        (true, None) => {
+            let result = finish(&plan, &counts.values, &released, &[], &policy)?;
+            Ok(QueryRun {
+                result,
+                counts_round: counts.round_id,
+                stats_round: None,
+                included,
+                durations_ms: vec![counts.duration_ms],
+            })
+        }
+        (false, Some(stats)) => {
+            let result = finish(&plan, &counts.values, &released, &stats.values, &policy)?;
+            Ok(QueryRun {
+                result,
+                counts_round: counts.round_id,
+                stats_round: Some(stats.round_id),
+                included,
+                durations_ms: vec![counts.duration_ms, stats.duration_ms],
+            })
+        }
+        (false, None) => Err(QueryRunError::Request(if counts.detail.is_empty() {
+            format!(
+                "cells passed the thresholds in counts round {} but the coordinator ran no stats round",
+                counts.round_id
+            )
+        } else {
+            counts.detail
+        })),
+        (true, Some(stats)) => Err(QueryRunError::Request(format!(
+            "the coordinator ran stats round {} although no cell passed the thresholds",
+            stats.round_id
+        ))),
     }
-    let stats_params = QueryParams {
-        spec: spec.clone(),
-        phase: QueryPhase::Stats {
-            released: released.clone(),
-            counts_round: counts.round_id,
-        },
-    };
-    let stats = query_round(runner, &stats_params, &included, included.len()).await?;
-    let result = finish(&plan, &counts.values, &released, &stats.values, &policy)?;
-    Ok(QueryRun {
-        result,
-        counts_round: counts.round_id,
-        stats_round: Some(stats.round_id),
-        included,
-        durations_ms: vec![counts.duration_ms, stats.duration_ms],
-    })
 }

@@ -18,6 +18,12 @@
 
 pub mod fl;
 pub mod joint;
+pub mod model_export;
 pub mod query;
 mod round;
+pub mod service;
+pub mod table_data;
+pub mod table_training;
+pub mod train_spec;
 pub mod training;
+pub mod vector_fedavg;

@@ -26,8 +26,9 @@ use sealroom_core::QuantSpec;
 use sealroom_core::quant::ErrorFeedback;
 use sealroom_node::grpc::pb::RoundOutcome;
 use sealroom_node::local::RoundRunner;
-use sealroom_node::tasks::{InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
+use sealroom_node::tasks::{InputError, InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
 use sealroom_protocol::VerifiedDescriptor;
+use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 
 use crate::fl::{
@@ -163,6 +164,7 @@ struct FedAvgPlanner;
 impl TaskPlanner for FedAvgPlanner {
     fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
         let p: FedAvgParams = parse(params, "FedAvg")?;
+        p.train.check().map_err(|e| e.to_string())?;
         let n_params = p.model.n_params(p.n_features, p.n_classes);
         if p.global.len() != n_params {
             return Err(format!(
@@ -190,6 +192,7 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
         spec: None,
         wide: true,
         planner: Some(Arc::new(MomentsPlanner)),
+        followup: None,
     });
     catalog.register(TaskDef {
         name: FEDAVG_TASK.into(),
@@ -198,6 +201,7 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
         spec: None,
         wide: false,
         planner: Some(Arc::new(FedAvgPlanner)),
+        followup: None,
     });
 }
 
@@ -281,30 +285,41 @@ impl TrainingInput {
         self
     }
 
-    fn local_rows(&self, table: &str, split: &SplitSpec) -> Result<Dataset, String> {
-        let data = self
-            .tables
-            .get(table)
-            .ok_or_else(|| format!("this client has no training table {table:?}"))?;
+    fn local_rows(&self, table: &str, split: &SplitSpec) -> Result<Dataset, InputError> {
+        let data = self.tables.get(table).ok_or_else(|| {
+            InputError::new(
+                SitOutReason::NoSuchTable,
+                table,
+                format!("this client has no training table {table:?}"),
+            )
+        })?;
         if data.dataset != split.dataset {
-            return Err(format!(
-                "table {table:?} holds the {} data set, the round trains on {}",
-                data.dataset, split.dataset
+            return Err(InputError::new(
+                SitOutReason::InvalidParameters,
+                table,
+                format!(
+                    "table {table:?} holds the {} data set, the round trains on {}",
+                    data.dataset, split.dataset
+                ),
             ));
         }
         split
             .client_part(data.part, data.parts)
-            .map_err(|e| format!("table {table:?}: {e}"))
+            .map_err(|e| failed(format!("table {table:?}: {e}")))
     }
 
-    fn moments(&self, params: &MomentsParams) -> Result<Vec<f64>, String> {
+    fn moments(&self, params: &MomentsParams) -> Result<Vec<f64>, InputError> {
         let rows = self.local_rows(&params.table, &params.split)?;
         if rows.n_features() != params.n_features {
-            return Err(format!(
-                "table {:?} has {} features, the round expects {}",
-                params.table,
-                rows.n_features(),
-                params.n_features
+            return Err(InputError::new(
+                SitOutReason::InvalidParameters,
+                &params.table,
+                format!(
+                    "table {:?} has {} features, the round expects {}",
+                    params.table,
+                    rows.n_features(),
+                    params.n_features
+                ),
             ));
         }
         let m = FeatureMoments::of(&rows.x);
@@ -315,15 +330,16 @@ impl TrainingInput {
         Ok(v)
     }
 
-    fn fedavg(&self, round_id: u64, p: &FedAvgParams) -> Result<Vec<f64>, String> {
+    fn fedavg(&self, round_id: u64, p: &FedAvgParams) -> Result<Vec<f64>, InputError> {
         let mut rows = self.local_rows(&p.table, &p.split)?;
+        let invalid = |e: String| InputError::new(SitOutReason::InvalidParameters, "", e);
         let standardizer = Standardizer::from_mean_std(p.mean.clone().into(), p.std.clone().into())
-            .map_err(|e| format!("standardization: {e}"))?;
+            .map_err(|e| invalid(format!("standardization: {e}")))?;
         standardizer
             .apply(&mut rows.x)
-            .map_err(|e| format!("standardization: {e}"))?;
+            .map_err(|e| failed(format!("standardization: {e}")))?;
         let global = Model::from_params(p.model, p.n_features, p.n_classes, p.global.clone())
-            .map_err(|e| format!("global model: {e}"))?;
+            .map_err(|e| invalid(format!("global model: {e}")))?;
         let part = self.tables.get(&p.table).map_or(0, |d| d.part as u64);
         let train = TrainConfig {
             seed: derive_seed(p.train.seed, "local training", &[p.training_round, part]),
@@ -331,12 +347,12 @@ impl TrainingInput {
         };
         let local = global
             .train_local(&rows.x, &rows.y, &train)
-            .map_err(|e| format!("local training: {e}"))?;
+            .map_err(|e| failed(format!("local training: {e}")))?;
         let update = if p.error_feedback {
             let mut feedback = self
                 .feedback
                 .lock()
-                .map_err(|_| "the error-feedback state is poisoned".to_string())?;
+                .map_err(|_| failed("the error-feedback state is poisoned".to_string()))?;
             let residual = feedback
                 .entry(p.table.clone())
                 .or_insert_with(|| ErrorFeedback::new(global.n_params()));
@@ -347,16 +363,11 @@ impl TrainingInput {
         } else {
             encode_update(&p.fedavg, &global, &local, rows.n_rows(), None)
         }
-        .map_err(|e| format!("encoding the update: {e}"))?;
+        .map_err(|e| failed(format!("encoding the update: {e}")))?;
         let values = update.values().to_vec();
-        // Counts only: how many delta values hit the round's clip, and
-        // whether the weight was capped (never a value).
-        tracing::info!(
-            round = round_id,
-            clipped = update.clipped,
-            weight_capped = update.weight_capped,
-            "FedAvg update encoded"
-        );
+        // How many of its values were clipped is a statistic of this
+        // client's data: it is not logged (the tap below is a demo's).
+        tracing::info!(round = round_id, "FedAvg update encoded");
         if let Some(tap) = &self.tap {
             tap.record(round_id, &self.client, update);
         }
@@ -365,16 +376,28 @@ impl TrainingInput {
 }
 
 impl InputSource for TrainingInput {
-    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String> {
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
+        let invalid = |e: String| InputError::new(SitOutReason::InvalidParameters, "", e);
         match descriptor.task_name() {
-            MOMENTS_TASK => self.moments(&parse(descriptor.task_params(), "moments")?),
+            MOMENTS_TASK => {
+                self.moments(&parse(descriptor.task_params(), "moments").map_err(invalid)?)
+            }
             FEDAVG_TASK => self.fedavg(
                 descriptor.round_id(),
-                &parse(descriptor.task_params(), "FedAvg")?,
+                &parse(descriptor.task_params(), "FedAvg").map_err(invalid)?,
             ),
-            other => Err(format!("not a training task: {other:?}")),
+            other => Err(InputError::new(
+                SitOutReason::UnsupportedTask,
+                other,
+                format!("not a training task: {other:?}"),
+            )),
         }
     }
+}
+
+/// This client's own computation failed (the reason it gives says no more).
+fn failed(detail: String) -> InputError {
+    InputError::new(SitOutReason::InputFailed, "", detail)
 }
 
 /// The pooled standardization from the secure sum of the moments vectors.
@@ -493,6 +516,9 @@ pub enum TrainingError {
         /// Detail.
         detail: String,
     },
+    /// The training spec was refused.
+    #[error("training spec: {0}")]
+    Spec(String),
     /// The secure result does not have the shape the round asked for.
     #[error("round {round_id}: {detail}")]
     Result {

@@ -39,6 +39,13 @@ async fn diabetes_ols_matches_pooled_least_squares() {
         domains: Default::default(),
         min_rows: 20,
         min_clients: 3,
+        // The features are standardised (|x| < 0.25); the target is a
+        // disease-progression score in 25..=346.
+        bounds: FEATURES
+            .iter()
+            .map(|f| (f.to_string(), [-1.0, 1.0]))
+            .chain([("target".to_string(), [0.0, 1000.0])])
+            .collect(),
     };
     let plan = query::plan(&spec).unwrap();
     let policy = spec.policy().unwrap();

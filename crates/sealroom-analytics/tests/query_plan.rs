@@ -52,7 +52,8 @@ fn every_supported_shape_plans() {
     .unwrap();
     assert_eq!(again.statistics(), 3);
     assert_eq!(query::counts_len(&again), 2);
-    assert_eq!(query::stats_len(&again, &[0]), (3 + 2) * 4);
+    // Per cell: rows, contributed, adjusted and the three statistics.
+    assert_eq!(query::stats_len(&again, &[0]), (3 + 3) * 4);
 }
 
 #[test]
@@ -302,4 +303,92 @@ fn specs_travel_as_json_and_have_a_stable_digest() {
         serde_json::from_str(r#"{"sql":"SELECT COUNT(*) FROM t","min_rows":3,"min_clients":2}"#)
             .unwrap();
     assert!(query::plan(&minimal).is_ok());
+}
+
+/// Issue #12, finding 4: every column used as a number in arithmetic or an
+/// aggregate needs declared bounds, and every expression must stay bounded
+/// over them, so that local evaluation cannot fail on a row and no row can
+/// dominate a sum.
+#[test]
+fn arithmetic_needs_bounds_and_stays_bounded() {
+    let plan_of = |sql: &str, bounds: &[(&str, [f64; 2])]| {
+        query::plan(&QuerySpec {
+            bounds: bounds.iter().map(|(c, b)| (c.to_string(), *b)).collect(),
+            ..spec_without_domain(sql)
+        })
+    };
+    let refused = |sql: &str, bounds: &[(&str, [f64; 2])], needle: &str| match plan_of(sql, bounds)
+    {
+        Ok(_) => panic!("{sql}: planned"),
+        Err(e) => assert!(e.to_string().contains(needle), "{sql}: {e}"),
+    };
+    let salary = [("salary", [0.0, 500_000.0])];
+    // No bounds declared for a summed column.
+    refused("SELECT SUM(x) FROM t", &[], "no declared bounds");
+    refused(
+        "SELECT COUNT(*) FROM t WHERE x * 2 > 3",
+        &[],
+        "no declared bounds",
+    );
+    // The division probe: its divisor can be zero within the bounds.
+    refused(
+        "SELECT SUM(1 / (salary - 95000 + 1)) AS s FROM t",
+        &salary,
+        "contains 0",
+    );
+    // ... and a literal chosen to sit next to zero.
+    refused(
+        "SELECT SUM(salary + 1e-300) AS s FROM t",
+        &salary,
+        "allowed magnitudes",
+    );
+    // The overflow probe: a 400-fold product, and the maximum-revealing
+    // power, whatever the bounds.
+    let product = vec!["salary"; 400].join(" * ");
+    refused(
+        &format!("SELECT SUM({product}) AS s FROM t WHERE salary >= 95000"),
+        &salary,
+        "nests deeper",
+    );
+    refused(
+        "SELECT SUM((salary / 90000) * (salary / 90000) * (salary / 90000) * (salary / 90000) * (salary / 90000)) AS s FROM t",
+        &salary,
+        "degree 5",
+    );
+    // Too large within the bounds.
+    refused(
+        "SELECT SUM(salary * salary * salary) AS s FROM t",
+        &salary,
+        "can reach",
+    );
+    // The same in WHERE: a condition that overflows on PostgreSQL for some
+    // rows is refused too.
+    refused(
+        &format!("SELECT COUNT(*) FROM t WHERE {product} > 0"),
+        &salary,
+        "nests deeper",
+    );
+    refused(
+        &format!(
+            "SELECT COUNT(*) FROM t WHERE {} > 0.5",
+            ["(salary / 500000)"; 5].join(" * ")
+        ),
+        &salary,
+        "degree 5",
+    );
+    // Bounds themselves are checked.
+    refused(
+        "SELECT SUM(salary) FROM t",
+        &[("salary", [5.0, 1.0])],
+        "lower end",
+    );
+    // Fine: bounded, low degree, divisor away from zero; a bare comparison
+    // needs no bounds.
+    let plan = plan_of(
+        "SELECT AVG(salary / (years + 1)) AS a, VAR_POP(salary) AS v FROM t WHERE age > 30",
+        &[("salary", [0.0, 500_000.0]), ("years", [0.0, 50.0])],
+    )
+    .expect("bounded");
+    let bounds: Vec<String> = plan.bounds().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(bounds, ["salary", "years"]);
 }

@@ -5,7 +5,7 @@
 mod query_support;
 
 use query_support::*;
-use sealroom_analytics::query::{self, Cell, Phase, QueryError, SuppressReason};
+use sealroom_analytics::query::{self, Cell, Phase, Policy, QueryError, SuppressReason};
 
 async fn sums(fx: &Fixture, sql: &str) -> (query::QueryPlan, Vec<f64>, Vec<usize>, Vec<f64>) {
     let plan = query::plan(&spec(sql)).unwrap();
@@ -44,7 +44,7 @@ async fn released_cells_follow_the_counts() {
     assert_eq!(&counts[6..10], &[1.0, 5.0, 2.0, 3.0]);
     assert_eq!(
         query::stats_len(&plan, &released),
-        4 * (2 + plan.statistics()) * 4
+        4 * (3 + plan.statistics()) * 4
     );
 }
 
@@ -176,22 +176,31 @@ async fn phase_two_counts_are_rechecked() {
     }
 }
 
+/// Issue #12, finding 4: a value far outside the declared bounds neither
+/// makes the client fail (it would sit out, revealing the row) nor
+/// dominates the sum: it is clamped, and the cell says how many rows were.
 #[tokio::test]
-async fn out_of_range_statistics_are_refused_at_the_client() {
+async fn out_of_range_values_are_clamped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.csv");
-    std::fs::write(&path, "x\n1e300\n2\n").unwrap();
+    std::fs::write(&path, "x\n1e300\n2\n-5\n").unwrap();
     let table = query::LocalTable::open(&query::DataSource::Csv { path })
         .await
         .unwrap();
-    let plan = query::plan(&spec("SELECT SUM(x) AS s FROM t")).unwrap();
-    let err = query::local_stats(&plan, &table, &[0]).await.unwrap_err();
-    match &err {
-        QueryError::ValueOutOfRange { statistic, cell } => {
-            assert_eq!(*cell, 0);
-            assert!(statistic.contains("sum of s"), "{statistic}");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(!err.to_string().contains("1e300"));
+    let spec = query::QuerySpec {
+        bounds: [("x".to_owned(), [0.0, 10.0])].into(),
+        ..spec_without_domain("SELECT SUM(x) AS s, COUNT(*) AS n FROM t")
+    };
+    let plan = query::plan(&spec).unwrap();
+    let policy = Policy::new(1, 1).unwrap();
+    let result = query::plaintext(&plan, &[&table], &policy).await.unwrap();
+    // 1e300 → 10, 2, −5 → 0.
+    assert_eq!(result.cell(&[], "s"), Some(&Cell::Value(12.0)));
+    assert_eq!(result.cell(&[], "n"), Some(&Cell::Value(3.0)));
+    assert_eq!(result.rows[0].adjusted, Some(2));
+    assert_eq!(result.bounds.len(), 1);
+    let table_text = result.render_table();
+    assert!(table_text.contains("(adjusted)"), "{table_text}");
+    assert!(table_text.contains("bounds: x in [0, 10]"), "{table_text}");
+    assert!(!table_text.contains("1e300"));
 }

@@ -87,6 +87,7 @@ fn valid_parameters_plan_their_rounds() {
             domains: Default::default(),
             min_rows: 5,
             min_clients: 2,
+            bounds: [("x".to_owned(), [0.0, 1.0])].into(),
         },
         phase: QueryPhase::Counts,
     };
@@ -120,17 +121,25 @@ fn malformed_parameters_are_refused_with_the_reason() {
             domains: Default::default(),
             min_rows: 5,
             min_clients: 2,
+            bounds: Default::default(),
         },
         phase: QueryPhase::Counts,
     };
     let err = plan(QUERY_TASK, serde_json::to_vec(&query).expect("json")).expect_err("MAX");
     assert!(err.contains("MAX"), "{err}");
+    // The stats phase is the coordinator's own follow-up: an admin asking
+    // for it (with any cells) is refused, whatever its evidence says.
     let stats = QueryParams {
-        phase: QueryPhase::Stats {
-            released: Vec::new(),
-            counts_round: 1,
+        spec: QuerySpec {
+            sql: "SELECT COUNT(*) FROM t".into(),
+            ..query.spec
         },
-        ..query
+        phase: QueryPhase::Stats {
+            released: vec![0],
+            counts_round: 1,
+            evidence: String::new(),
+        },
     };
-    assert!(plan(QUERY_TASK, serde_json::to_vec(&stats).expect("json")).is_err());
+    let err = plan(QUERY_TASK, serde_json::to_vec(&stats).expect("json")).expect_err("stats");
+    assert!(err.contains("started by the coordinator"), "{err}");
 }

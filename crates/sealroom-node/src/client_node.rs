@@ -1,31 +1,34 @@
-//! The client runtime: watches the coordinator for descriptors, computes its
-//! input where its data lives, shares it, and uploads each share straight to
-//! its helper over mTLS (the coordinator never relays shares).
+//! The client's transport: it watches the coordinator for descriptors,
+//! feeds them to the one [`driver`](crate::driver), computes its input where
+//! its data lives when the state machine asks, and uploads each share
+//! straight to its helper over mTLS (the coordinator never relays shares).
+//! When it sits a round out, the coordinator is told the typed reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use rand::rngs::SysRng;
 use sealroom_core::Seed;
 use sealroom_protocol::action::{Action, Message, SecretBytes};
 use sealroom_protocol::client::{Client, ClientConfig};
-use sealroom_protocol::pb::archived_step::Input;
+use sealroom_protocol::machine::{
+    ClientInput, Inbound, Input, Participation, Refusal, RefusalCode, Step,
+};
 use sealroom_protocol::{PartyId, pb};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tonic::Request;
 use tonic::transport::Channel;
 
-use crate::context::{NodeContext, instant_of, now};
+use crate::context::{NodeContext, instant_of};
+use crate::driver::{self, Driver, Requests, Router};
 use crate::grpc::pb::coordinator_service_client::CoordinatorServiceClient;
 use crate::grpc::pb::helper_service_client::HelperServiceClient;
-use crate::grpc::pb::{RoundEvent, UploadChunk, WatchRequest, round_event};
+use crate::grpc::pb::{SitOutNotice, UploadChunk, WatchRequest, round_event};
 use crate::grpc::{self, MAX_MESSAGE_BYTES};
-use crate::record::{self, Step};
 use crate::shutdown::Shutdown;
-use crate::tasks::InputSource;
+use crate::tasks::{InputError, InputSource};
 use crate::{NodeError, tls};
 
 /// What happened to one of this client's rounds (for demos and tests).
@@ -37,14 +40,12 @@ pub enum ClientEvent {
         round_id: u64,
         /// Bytes uploaded in total.
         bytes: usize,
-        /// Values clipped by quantization.
-        clipped: usize,
     },
     /// This client did not take part in a round, and why.
     Skipped {
         /// Round id (0 if the descriptor did not verify).
         round_id: u64,
-        /// Why.
+        /// Why (this client's own account, which may name local files).
         reason: String,
     },
     /// Some helper did not acknowledge the upload.
@@ -66,12 +67,14 @@ pub enum ClientEvent {
 /// A running client.
 #[derive(Debug)]
 pub struct ClientHandle {
-    /// Ends at shutdown.
+    /// Ends at shutdown (or when the client cannot go on).
     pub join: tokio::task::JoinHandle<Result<(), NodeError>>,
 }
 
-/// Starts a client that contributes `input` to every round it is invited to.
-/// Events are sent to `events` if given.
+type ClientRequests = Requests<Client, ()>;
+
+/// Starts a client that contributes its input to every round it is invited
+/// to. Events are sent to `events` if given.
 pub async fn spawn(
     ctx: NodeContext,
     input: Arc<dyn InputSource>,
@@ -80,71 +83,38 @@ pub async fn spawn(
 ) -> Result<ClientHandle, NodeError> {
     let last_round = ctx.store.client_last_round().await?;
     let config = client_config(&ctx);
-    let coordinator = tls::channel(
-        &ctx.tls,
-        ctx.directory
-            .coordinator
-            .endpoint
-            .as_deref()
-            .unwrap_or_default(),
-    )?;
+    let coordinator = tls::channel_to(&ctx, &ctx.directory.coordinator)?;
     let helpers = ctx
         .directory
         .helpers
         .iter()
-        .map(|h| {
-            let ch = tls::channel(&ctx.tls, h.endpoint.as_deref().unwrap_or_default())?;
-            Ok((h.id, ch))
-        })
+        .map(|h| Ok((h.id, tls::channel_to(&ctx, h)?)))
         .collect::<Result<BTreeMap<PartyId, Channel>, NodeError>>()?;
-    let mut runner = Runner {
-        ctx,
-        client: Client::new(config, last_round),
+    let (tx, rx) = mpsc::channel(driver::REQUEST_QUEUE);
+    let router = ClientRouter {
+        ctx: ctx.clone(),
         input,
         helpers,
-        events,
+        coordinator: coordinator.clone(),
+        events: events.clone(),
+        tx: tx.clone(),
+        uploads: BTreeMap::new(),
     };
+    let actor = tokio::spawn(driver::run(
+        Driver::new(ctx.clone(), Client::new(config, last_round)),
+        router,
+        rx,
+        shutdown.clone(),
+    ));
+    let watch = tokio::spawn(watch(ctx, coordinator, tx, events, shutdown.clone()));
     let join = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if shutdown.is_triggered() {
-                return Ok(());
-            }
-            let mut watch = CoordinatorServiceClient::new(coordinator.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
-            let after = runner.client.last_round().unwrap_or(0);
-            let stream = tokio::select! {
-                s = watch.watch(Request::new(WatchRequest { after_round: after })) => s,
-                () = shutdown.wait() => return Ok(()),
-            };
-            match stream {
-                Ok(response) => {
-                    backoff = Duration::from_millis(100);
-                    let mut stream = response.into_inner();
-                    loop {
-                        let next = tokio::select! {
-                            n = stream.next() => n,
-                            () = shutdown.wait() => return Ok(()),
-                        };
-                        match next {
-                            Some(Ok(event)) => runner.on_event(event).await?,
-                            Some(Err(s)) => {
-                                tracing::info!(code = ?s.code(), "watch stream ended");
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                Err(s) => {
-                    tracing::info!(code = ?s.code(), message = s.message(), "coordinator not reachable; retrying")
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = shutdown.wait() => return Ok(()),
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        let result = actor.await;
+        watch.abort();
+        match result {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Transport(format!(
+                "the client's actor failed: {e}"
+            ))),
         }
     });
     Ok(ClientHandle { join })
@@ -155,222 +125,334 @@ pub async fn spawn(
 pub fn client_config(ctx: &NodeContext) -> ClientConfig {
     ClientConfig {
         me: ctx.me,
+        coordinator: ctx.directory.coordinator.id,
         trust: ctx.directory.trust(),
         helper_keys: ctx.directory.helper_keys(),
     }
 }
 
-/// An input vector as archived: packed little-endian f64.
-pub fn pack_input(input: &[f64]) -> Vec<u8> {
-    input.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Follows the coordinator's round events, reconnecting with backoff.
+async fn watch(
+    ctx: NodeContext,
+    coordinator: Channel,
+    tx: ClientRequests,
+    events: Option<mpsc::UnboundedSender<ClientEvent>>,
+    shutdown: Shutdown,
+) {
+    let coordinator_id = ctx.directory.coordinator.id;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_triggered() {
+            return;
+        }
+        let mut client = CoordinatorServiceClient::new(coordinator.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let stream = tokio::select! {
+            s = client.watch(Request::new(WatchRequest { after_round: 0 })) => s,
+            () = shutdown.wait() => return,
+        };
+        match stream {
+            Ok(response) => {
+                backoff = Duration::from_millis(100);
+                let mut stream = response.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        n = stream.next() => n,
+                        () = shutdown.wait() => return,
+                    };
+                    let event = match next {
+                        Some(Ok(event)) => event,
+                        Some(Err(s)) => {
+                            tracing::info!(code = ?s.code(), "watch stream ended");
+                            break;
+                        }
+                        None => break,
+                    };
+                    match event.event {
+                        Some(round_event::Event::Descriptor(env)) => {
+                            let input = Input::Inbound {
+                                from: coordinator_id,
+                                msg: Inbound::Descriptor(env),
+                            };
+                            let request = driver::Request::Input {
+                                input,
+                                reply: None,
+                                tag: (),
+                            };
+                            if tx.send(request).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(round_event::Event::Result(env) | round_event::Event::Abort(env)) => {
+                            match crate::directory::verify_outcome(&ctx.live_directory(), &env) {
+                                Ok(outcome) => {
+                                    tracing::info!(
+                                        round = outcome.round_id,
+                                        kind = outcome.kind,
+                                        "round outcome published"
+                                    );
+                                    if let Some(events) = &events {
+                                        let _ = events.send(ClientEvent::Outcome {
+                                            round_id: outcome.round_id,
+                                            kind: outcome.kind.into(),
+                                        });
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "a published outcome does not verify")
+                                }
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Err(s) => {
+                tracing::info!(code = ?s.code(), message = s.message(), "coordinator not reachable; retrying")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.wait() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
-struct Runner {
+/// Where a client's messages go, and its input computations.
+struct ClientRouter {
     ctx: NodeContext,
-    client: Client,
     input: Arc<dyn InputSource>,
     helpers: BTreeMap<PartyId, Channel>,
+    coordinator: Channel,
     events: Option<mpsc::UnboundedSender<ClientEvent>>,
+    tx: ClientRequests,
+    /// Per round: bytes uploaded, when the input was asked for, and the
+    /// upload deadline.
+    uploads: BTreeMap<u64, Upload>,
 }
 
-impl Runner {
+struct Upload {
+    bytes: usize,
+    asked: Instant,
+    deadline: tokio::time::Instant,
+}
+
+impl ClientRouter {
     fn emit(&self, event: ClientEvent) {
         if let Some(tx) = &self.events {
             let _ = tx.send(event);
         }
     }
+}
 
-    async fn on_event(&mut self, event: RoundEvent) -> Result<(), NodeError> {
-        match event.event {
-            Some(round_event::Event::Descriptor(env)) => self.participate(env).await,
-            Some(round_event::Event::Result(env)) | Some(round_event::Event::Abort(env)) => {
-                let kind = if env.label.ends_with("result") {
-                    "result"
-                } else {
-                    "abort"
-                };
-                let round_id = pb::RoundResult::decode(env.body.as_slice())
-                    .map(|r| r.round_id)
-                    .unwrap_or(0);
-                tracing::info!(round = round_id, kind, "round outcome published");
-                self.emit(ClientEvent::Outcome {
-                    round_id,
-                    kind: kind.into(),
-                });
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
+impl Router<Client> for ClientRouter {
+    type Tag = ();
 
-    async fn participate(&mut self, env: pb::SignedEnvelope) -> Result<(), NodeError> {
-        let descriptor = match self.client.check_descriptor(&env) {
-            Ok(d) => d,
-            Err(e) => {
-                // Replays of a round already taken part in are normal on reconnect.
-                tracing::info!(error = %e, "descriptor not taken");
-                self.emit(ClientEvent::Skipped {
-                    round_id: 0,
-                    reason: e.to_string(),
-                });
-                return Ok(());
-            }
-        };
-        let round_id = descriptor.round_id();
-        let started = Instant::now();
-        // Computing the input may train a model or query a database: it runs
-        // on a blocking thread (where a source may also `block_on` async I/O).
-        let source = self.input.clone();
-        let task_descriptor = descriptor.clone();
-        let computed = tokio::task::spawn_blocking(move || source.input(&task_descriptor))
-            .await
-            .unwrap_or_else(|e| Err(format!("the input computation failed: {e}")));
-        let input = match computed {
-            Ok(v) => v,
-            Err(reason) => {
-                tracing::warn!(round = round_id, %reason, "no input for this round; sitting it out");
-                self.ctx
-                    .metrics
-                    .round_finished("client", "skipped", "no_input", started.elapsed());
-                self.emit(ClientEvent::Skipped { round_id, reason });
-                return Ok(());
-            }
-        };
-        let mut seed = [0u8; 32];
-        rand::TryRng::try_fill_bytes(&mut SysRng, &mut seed)
-            .map_err(|e| NodeError::Randomness(e.to_string()))?;
-        let randomness = Seed::from_bytes(seed);
-        let at = now();
-        let step = Step::new(
-            round_id,
-            at,
-            Input::Participate(pb::ArchivedParticipation {
-                descriptor: Some(env.clone()),
-                input: pack_input(&input),
-                seed: seed.to_vec(),
-            }),
-        );
-        zeroize::Zeroize::zeroize(&mut seed);
-        let span = tracing::info_span!("client.participate", round = round_id, role = "client");
-        let participated =
-            span.in_scope(|| self.client.participate(at, &env, &input, None, &randomness));
-        let (mut round, actions) = match participated {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(round = round_id, error = %e, "cannot take part");
-                record::record(&self.ctx, step.refused(&e)).await?;
-                self.emit(ClientEvent::Skipped {
-                    round_id,
-                    reason: e.to_string(),
-                });
-                return Ok(());
-            }
-        };
-        let step = step.sent(&actions, false);
-        let deadline = instant_of(descriptor.upload_deadline());
-        let mut uploads = Vec::new();
-        let persists: Vec<&sealroom_protocol::action::Persist> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Persist(p) => Some(p),
-                Action::Send { .. } => None,
-            })
-            .collect();
-        if let [persist] = persists.as_slice() {
-            record::apply_and_record(&self.ctx, persist, step).await?;
-        } else {
-            for p in persists {
-                self.ctx.store.apply(p).await?;
-            }
-            record::record(&self.ctx, step).await?;
-        }
-        for action in actions {
-            if let Action::Send {
-                to,
-                message: Message::Upload(bytes),
-            } = action
-            {
-                uploads.push((to, bytes));
-            }
-        }
-        let total: usize = uploads.iter().map(|(_, b)| b.len()).sum();
-        let tasks: Vec<_> = uploads
-            .into_iter()
-            .map(|(to, bytes)| {
-                let channel = self.helpers.get(&to).cloned();
-                let metrics = self.ctx.metrics.clone();
-                tokio::spawn(async move {
-                    let channel =
-                        channel.ok_or_else(|| "helper not in the federation".to_string())?;
-                    let receipt = upload(channel, &bytes, deadline).await?;
-                    metrics.bytes("out", "upload", bytes.len());
-                    Ok::<_, String>((to, receipt))
-                })
-            })
-            .collect();
-        let mut failure = None;
-        for task in tasks {
-            match task.await {
-                Ok(Ok((from, receipt))) => {
-                    let step = Step::new(
-                        round_id,
-                        now(),
-                        Input::Receipt(pb::ArchivedMessage {
-                            from: from.0.to_vec(),
-                            bytes: receipt.encode_to_vec(),
-                            ..Default::default()
-                        }),
+    fn route(&mut self, driver: &Driver<Client>, step: &Step, (): ()) -> Vec<(Input, ())> {
+        let round = step.round.unwrap_or(0);
+        for action in &step.actions {
+            match action {
+                Action::Compute(descriptor) => {
+                    self.uploads.insert(
+                        round,
+                        Upload {
+                            bytes: 0,
+                            asked: Instant::now(),
+                            deadline: instant_of(descriptor.upload_deadline()),
+                        },
                     );
-                    let step = match round.on_receipt(from, &receipt) {
-                        Ok(()) => step,
-                        Err(e) => {
-                            self.ctx
-                                .metrics
-                                .verification_failure("client", "receipt_invalid");
-                            failure = Some(e.to_string());
-                            step.refused(&e)
+                    while self.uploads.len() > 4 {
+                        self.uploads.pop_first();
+                    }
+                    self.compute(descriptor.as_ref().clone());
+                }
+                Action::Send {
+                    to,
+                    message: Message::Upload(bytes),
+                    ..
+                } => {
+                    let deadline = match self.uploads.get_mut(&round) {
+                        Some(entry) => {
+                            entry.bytes += bytes.len();
+                            entry.deadline
+                        }
+                        None => {
+                            tokio::time::Instant::now()
+                                + Duration::from_millis(self.ctx.federation.upload_window_ms)
                         }
                     };
-                    record::record(&self.ctx, step).await?;
+                    self.upload(round, *to, bytes.clone(), deadline);
                 }
-                Ok(Err(e)) => failure = Some(e),
-                Err(e) => failure = Some(e.to_string()),
+                Action::Send {
+                    message: Message::SitOut(notice),
+                    ..
+                } => self.sit_out(notice.clone()),
+                Action::Send { .. } | Action::Persist(_) => {}
             }
         }
-        record::end_round(&self.ctx, round_id).await?;
-        self.ctx.metrics.round_volume("client", None, total);
-        match failure {
-            None if round.all_receipts() => {
+        if step.ends_round {
+            let (bytes, started) = self
+                .uploads
+                .remove(&round)
+                .map_or((0, Instant::now()), |u| (u.bytes, u.asked));
+            let took_part = driver
+                .machine()
+                .current_round()
+                .is_some_and(|r| r.round_id() == round && r.all_receipts());
+            if took_part {
                 tracing::info!(
-                    round = round_id,
-                    bytes = total,
-                    clipped = round.clipped(),
+                    round,
+                    bytes,
                     "shares uploaded; every helper signed a receipt"
                 );
                 self.ctx
                     .metrics
                     .round_finished("client", "uploaded", "", started.elapsed());
+                self.ctx.metrics.round_volume("client", None, bytes);
                 self.emit(ClientEvent::Uploaded {
-                    round_id,
-                    bytes: total,
-                    clipped: round.clipped(),
+                    round_id: round,
+                    bytes,
                 });
             }
-            failure => {
-                let reason = failure.unwrap_or_else(|| "missing receipts".into());
-                tracing::warn!(round = round_id, %reason, "upload incomplete");
+        }
+        Vec::new()
+    }
+
+    fn refused(&mut self, refusal: &Refusal, (): ()) {
+        match refusal.code {
+            // Descriptors of rounds already taken part in come again on
+            // every reconnect: nothing to report.
+            RefusalCode::Replayed => {}
+            RefusalCode::ReceiptMismatch | RefusalCode::BadSignature if refusal.round.is_some() => {
                 self.ctx
                     .metrics
-                    .round_finished("client", "upload_failed", "", started.elapsed());
-                self.emit(ClientEvent::UploadFailed { round_id, reason });
+                    .verification_failure("client", "receipt_invalid");
+                self.emit(ClientEvent::UploadFailed {
+                    round_id: refusal.round.unwrap_or(0),
+                    reason: refusal.to_string(),
+                });
+            }
+            _ => {
+                tracing::info!(error = %refusal, "input refused");
+                self.emit(ClientEvent::Skipped {
+                    round_id: refusal.round.unwrap_or(0),
+                    reason: refusal.to_string(),
+                });
             }
         }
-        Ok(())
     }
 }
 
-/// Streams one upload to a helper, retrying while the helper does not know
-/// the round yet or is unreachable, until the upload deadline.
+impl ClientRouter {
+    /// Computes this client's input on a blocking thread (it may train a
+    /// model or query a database) and hands it back as `Participate`.
+    fn compute(&self, descriptor: sealroom_protocol::VerifiedDescriptor) {
+        let source = self.input.clone();
+        let keys = self.ctx.live_directory().keys();
+        let tx = self.tx.clone();
+        let events = self.events.clone();
+        let metrics = self.ctx.metrics.clone();
+        let round = descriptor.round_id();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let computed =
+                tokio::task::spawn_blocking(move || source.input_with_keys(&descriptor, &keys))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(InputError::new(
+                            pb::SitOutReason::InputFailed,
+                            "",
+                            format!("the input computation failed: {e}"),
+                        ))
+                    });
+            let input = match computed {
+                Ok(values) => Ok(ClientInput::new(values)),
+                Err(e) => {
+                    tracing::warn!(round, reason = %e.detail, "no input for this round; sitting it out");
+                    metrics.round_finished("client", "skipped", "no_input", started.elapsed());
+                    if let Some(events) = &events {
+                        let _ = events.send(ClientEvent::Skipped {
+                            round_id: round,
+                            reason: e.detail.clone(),
+                        });
+                    }
+                    Err(e.sit_out)
+                }
+            };
+            let mut seed = [0u8; 32];
+            if let Err(e) = rand::TryRng::try_fill_bytes(&mut SysRng, &mut seed) {
+                tracing::error!(error = %e, "OS randomness failed; this round is skipped");
+                return;
+            }
+            let randomness = Seed::from_bytes(seed);
+            zeroize::Zeroize::zeroize(&mut seed);
+            let request = driver::Request::Input {
+                input: Input::Participate(Participation {
+                    round,
+                    input,
+                    randomness,
+                }),
+                reply: None,
+                tag: (),
+            };
+            let _ = tx.send(request).await;
+        });
+    }
+
+    /// Streams one upload to a helper, retrying while the helper does not
+    /// know the round yet or is unreachable, until the upload deadline; the
+    /// receipt comes back to the actor as an input.
+    fn upload(&self, round: u64, to: PartyId, bytes: SecretBytes, deadline: tokio::time::Instant) {
+        let Some(channel) = self.helpers.get(&to).cloned() else {
+            tracing::error!(helper = %to, "a helper not in the federation");
+            return;
+        };
+        let tx = self.tx.clone();
+        let events = self.events.clone();
+        let metrics = self.ctx.metrics.clone();
+        tokio::spawn(async move {
+            match upload(channel, &bytes, deadline).await {
+                Ok(receipt) => {
+                    metrics.bytes("out", "upload", bytes.len());
+                    let request = driver::Request::Input {
+                        input: Input::Inbound {
+                            from: to,
+                            msg: Inbound::Receipt(receipt),
+                        },
+                        reply: None,
+                        tag: (),
+                    };
+                    let _ = tx.send(request).await;
+                }
+                Err(reason) => {
+                    tracing::warn!(helper = %to, %reason, "upload incomplete");
+                    metrics.round_finished("client", "upload_failed", "", Duration::ZERO);
+                    if let Some(events) = &events {
+                        let _ = events.send(ClientEvent::UploadFailed {
+                            round_id: round,
+                            reason,
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    /// Tells the coordinator why this client sits the round out.
+    fn sit_out(&self, notice: Vec<u8>) {
+        let channel = self.coordinator.clone();
+        tokio::spawn(async move {
+            let mut client = CoordinatorServiceClient::new(channel);
+            let mut request = Request::new(SitOutNotice { notice });
+            request.set_timeout(Duration::from_secs(5));
+            if let Err(s) = client.sit_out(request).await {
+                tracing::info!(code = ?s.code(), message = s.message(), "the coordinator did not take the sit-out notice");
+            }
+        });
+    }
+}
+
 async fn upload(
     channel: Channel,
     bytes: &SecretBytes,

@@ -26,31 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pki::{self, PkiError, TlsMaterial};
 
-/// A node's role in the federation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Publishes descriptors, decides inclusion sets, reconstructs.
-    Coordinator,
-    /// Holds shares, answers once per round.
-    Helper,
-    /// Holds private data, uploads shares.
-    Client,
-    /// An operator identity allowed to call the coordinator's admin API.
-    Admin,
-}
-
-impl Role {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Coordinator => "coordinator",
-            Role::Helper => "helper",
-            Role::Client => "client",
-            Role::Admin => "admin",
-        }
-    }
-}
+/// A node's role in the federation: the protocol's one [`Role`] type.
+pub use sealroom_protocol::Role;
 
 /// Sharing mode of the federation's rounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +70,12 @@ pub struct FederationSpec {
     /// Operators allowed to use the admin API.
     #[serde(default)]
     pub admins: Vec<PartySpec>,
+    /// Threshold mode: whether a round may release a sum reconstructed from
+    /// exactly `threshold` answers, which cannot be checked against each
+    /// other (the signed result then says `unverified`). Off by default:
+    /// such a round aborts, so a wrong share is never released unseen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unverified_threshold_release: bool,
 }
 
 /// Default quantization of a federation's rounds.
@@ -123,6 +106,21 @@ pub struct PartySpec {
     /// Ed25519 public signing key, hex (coordinator and helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
+    /// Coordinator only: the key epoch from which `signing_key` signs
+    /// descriptors (0 until its first rotation; see the runbook's key
+    /// rotation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_epoch: u64,
+    /// Coordinator only, during a rotation: the key `signing_key` replaces,
+    /// still trusted for rounds of the epochs before `key_epoch` (rounds
+    /// under way when the coordinator switched). Remove it once those rounds
+    /// are over: the old key is then refused everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_key: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A node's own config file.
@@ -152,6 +150,12 @@ pub struct NodeConfigFile {
     /// Ed25519 signing key file (coordinator and helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<PathBuf>,
+    /// The signing key this node's `signing_key` replaces, while a rotation
+    /// is under way: the node's audit log enters the new key signed by the
+    /// old one (a rotation chain). Remove it once the node has started once
+    /// with the new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_key: Option<PathBuf>,
     /// Client only: where its private data lives, by the table name that
     /// tasks and queries use (`[data.salaries]`, `[data.wine]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -364,8 +368,10 @@ pub struct NodeConfig {
     pub tls: TlsMaterial,
     /// The signing key file (absolute; coordinator and helpers).
     pub signing_key_file: Option<PathBuf>,
-    /// The signing key (coordinator and helpers).
+    /// The signing key (coordinator and helpers), read from its 0600 file.
     pub signing_key: Option<SigningKey>,
+    /// The key `signing_key` replaces, while a rotation is under way.
+    pub previous_signing_key: Option<SigningKey>,
     /// Where a client's private data lives, by table name (paths absolute).
     pub data: BTreeMap<String, DataSource>,
     /// A client's own query floor (`None`: the built-in default).
@@ -515,6 +521,30 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
             Some(key)
         }
     };
+    let previous_signing_key = match (&signing_key, &raw.previous_signing_key) {
+        (_, None) => None,
+        (None, Some(_)) => {
+            return Err(bad(
+                "previous_signing_key",
+                "only a node with a signing key rotates it; remove it".into(),
+            ));
+        }
+        (Some(current), Some(path)) => {
+            let key_file = resolve(&dir, path);
+            let key = pki::read_signing_key(&key_file).map_err(|source| ConfigError::File {
+                file: file.clone(),
+                field: "previous_signing_key".into(),
+                source,
+            })?;
+            if key.verifying_key() == current.verifying_key() {
+                return Err(bad(
+                    "previous_signing_key",
+                    format!("{} holds the same key as signing_key", key_file.display()),
+                ));
+            }
+            Some(key)
+        }
+    };
 
     let data = match raw.role {
         Role::Client if raw.data.is_empty() => {
@@ -570,6 +600,7 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         tls,
         signing_key_file,
         signing_key,
+        previous_signing_key,
         data,
         policy,
         archive_rounds: raw
@@ -814,6 +845,46 @@ impl FederationSpec {
                     }
                 }
                 (None, false) => {}
+            }
+            let is_coordinator = at == "coordinator";
+            if !is_coordinator && party.key_epoch != 0 {
+                return Err(bad(
+                    "key_epoch",
+                    "only the coordinator's key has epochs; remove it".into(),
+                ));
+            }
+            if let Some(hex_key) = &party.previous_signing_key {
+                if !is_coordinator {
+                    return Err(bad(
+                        "previous_signing_key",
+                        "only the coordinator's key rotates live; remove it".into(),
+                    ));
+                }
+                let bytes = parse_hex32(hex_key).map_err(|problem| {
+                    bad(
+                        "previous_signing_key",
+                        format!("{problem} (Ed25519 public key, hex)"),
+                    )
+                })?;
+                VerifyingKey::from_bytes(&bytes).map_err(|_| {
+                    bad(
+                        "previous_signing_key",
+                        "not a valid Ed25519 public key".into(),
+                    )
+                })?;
+                if party.key_epoch == 0 {
+                    return Err(bad(
+                        "previous_signing_key",
+                        "a replaced key needs `key_epoch` ≥ 1, the epoch the new key signs from"
+                            .into(),
+                    ));
+                }
+                if let Some(other) = keys.insert(bytes, format!("{at} (previous)")) {
+                    return Err(bad(
+                        "previous_signing_key",
+                        format!("also the signing key of {other}: every key is used once"),
+                    ));
+                }
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sealroom_protocol::{PartyId, SigningKey};
+use sealroom_protocol::{PartyId, SharedSigner};
 use sealroom_store::Store;
 use tonic::{Request, Status};
 
@@ -26,17 +26,69 @@ pub struct NodeContext {
     pub me: PartyId,
     /// TLS material.
     pub tls: TlsMaterial,
-    /// Signing key (coordinator and helpers).
-    pub signing_key: Option<SigningKey>,
+    /// The signer (coordinator and helpers): a key file's key, or an HSM.
+    pub signer: Option<SharedSigner>,
+    /// The signer of the key `signer` replaces, during a rotation.
+    pub previous_signer: Option<SharedSigner>,
+    /// The identities allowed to complete a TLS handshake with this node.
+    pub registry: crate::tls::Registry,
     /// Durable state.
     pub store: Store,
     /// Metrics.
     pub metrics: Metrics,
     /// Rounds whose replay archive is kept.
     pub archive_rounds: usize,
+    /// Start even if the audit log does not verify, recording the decision
+    /// in the log (`sealroom node --accept-broken-audit-chain`).
+    pub accept_broken_audit_chain: bool,
+    /// Keys a reload changed while the node runs (a coordinator key
+    /// rotation, see [`crate::reload`]): the role's driver applies each one
+    /// to its state machine and its audit log.
+    pub key_updates: KeyUpdates,
+}
+
+/// A change of keys taking effect while a node runs.
+#[derive(Clone, Debug)]
+pub struct KeyUpdate {
+    /// The reloaded federation (the coordinator's keys and their epochs).
+    pub directory: Arc<Directory>,
+    /// The coordinator's own new signer and the one it replaces (only on
+    /// the coordinator, when its key rotated).
+    pub signers: Option<(SharedSigner, SharedSigner)>,
+}
+
+/// Where reloads publish [`KeyUpdate`]s.
+pub type KeyUpdates = Arc<tokio::sync::watch::Sender<Option<KeyUpdate>>>;
+
+/// A publisher with nothing published yet.
+pub fn key_updates() -> KeyUpdates {
+    Arc::new(tokio::sync::watch::Sender::new(None))
 }
 
 impl NodeContext {
+    /// The signer of this node's audit checkpoints, if it signs.
+    pub fn audit_signer(&self) -> Option<sealroom_store::AuditSigner> {
+        self.signer.as_ref().map(|key| sealroom_store::AuditSigner {
+            node: self.name.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// The federation as last (re)loaded: the registry's, which a SIGHUP
+    /// reload replaces, else the one the node started with.
+    pub fn live_directory(&self) -> Arc<Directory> {
+        self.registry
+            .directory()
+            .unwrap_or_else(|| self.directory.clone())
+    }
+
+    /// The signer, for roles that must sign.
+    pub fn require_signer(&self) -> Result<SharedSigner, crate::NodeError> {
+        self.signer
+            .clone()
+            .ok_or(crate::NodeError::MissingSigningKey)
+    }
+
     /// Checks the TLS peer of a request: a registered party in one of `allowed`
     /// roles. Refusals are counted in `sealroom_requests_refused_total`.
     pub fn authorize<T>(
@@ -45,13 +97,13 @@ impl NodeContext {
         rpc: &str,
         allowed: &[Role],
     ) -> Result<Party, Status> {
-        authorize(&self.directory, &self.metrics, request, rpc, allowed)
+        authorize(&self.registry, &self.metrics, request, rpc, allowed)
     }
 }
 
 /// See [`NodeContext::authorize`].
 pub fn authorize<T>(
-    directory: &Directory,
+    registry: &crate::tls::Registry,
     metrics: &Metrics,
     request: &Request<T>,
     rpc: &str,
@@ -61,7 +113,7 @@ pub fn authorize<T>(
         metrics.request_refused(rpc, "no_identity");
         return Err(Status::unauthenticated("no verified client certificate"));
     };
-    let Some(party) = directory.get(&id) else {
+    let Some(party) = registry.party(&id) else {
         metrics.request_refused(rpc, "unknown_peer");
         tracing::warn!(peer = %id, rpc, "request from a certificate not registered in this federation");
         return Err(Status::permission_denied(
@@ -77,7 +129,7 @@ pub fn authorize<T>(
             party.name
         )));
     }
-    Ok(party.clone())
+    Ok(party)
 }
 
 /// The current time as the protocol sees it.
@@ -92,4 +144,12 @@ pub fn now() -> sealroom_protocol::Millis {
 pub fn instant_of(deadline: sealroom_protocol::Millis) -> tokio::time::Instant {
     let now = now();
     tokio::time::Instant::now() + std::time::Duration::from_millis(deadline.0.saturating_sub(now.0))
+}
+
+/// 32 bytes from the OS generator (a descriptor's nonce).
+pub fn random_nonce() -> Result<[u8; 32], crate::NodeError> {
+    let mut nonce = [0u8; 32];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
+        .map_err(|e| crate::NodeError::Randomness(e.to_string()))?;
+    Ok(nonce)
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sealroom_protocol::descriptor::DescriptorTrust;
+use sealroom_protocol::descriptor::{DescriptorTrust, TrustedKey};
 use sealroom_protocol::{PartyId, VerifyingKey};
 
 use crate::config::{FederationSpec, PartySpec, Role};
@@ -21,6 +21,11 @@ pub struct Party {
     pub endpoint: Option<String>,
     /// Its signing key, if it signs.
     pub signing_key: Option<VerifyingKey>,
+    /// Coordinator: the epoch from which `signing_key` signs.
+    pub key_epoch: u64,
+    /// Coordinator, during a rotation: the key `signing_key` replaces,
+    /// trusted for the epochs before `key_epoch`.
+    pub previous_key: Option<VerifyingKey>,
 }
 
 /// The federation's parties, indexed by identity.
@@ -73,12 +78,32 @@ fn party(spec: &PartySpec, role: Role, needs_key: bool) -> Result<Party, Directo
         None if needs_key => return Err(err("signing_key is missing".into())),
         None => None,
     };
+    let previous_key = match &spec.previous_signing_key {
+        Some(hexkey) => {
+            let bytes: [u8; 32] = hex::decode(hexkey)
+                .map_err(|e| err(format!("previous_signing_key: {e}")))?
+                .try_into()
+                .map_err(|_| err("previous_signing_key is not 32 bytes".into()))?;
+            Some(
+                VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| err(format!("previous_signing_key: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    if previous_key.is_some() && spec.key_epoch == 0 {
+        return Err(err(
+            "previous_signing_key needs key_epoch ≥ 1 (the epoch the new key signs from)".into(),
+        ));
+    }
     Ok(Party {
         id,
         role,
         name: spec.name.clone(),
         endpoint: spec.endpoint.clone(),
         signing_key,
+        key_epoch: spec.key_epoch,
+        previous_key,
     })
 }
 
@@ -129,6 +154,11 @@ impl Directory {
         })
     }
 
+    /// Every party (coordinator, helpers, clients, admins).
+    pub fn parties(&self) -> impl Iterator<Item = &Party> {
+        self.by_id.values()
+    }
+
     /// The party with this identity.
     pub fn get(&self, id: &PartyId) -> Option<&Party> {
         self.by_id.get(id)
@@ -139,8 +169,10 @@ impl Directory {
         self.by_id.values().find(|p| p.name == name)
     }
 
-    /// Descriptor trust: this federation, the coordinator's key, and the
-    /// federation's `min_clients` as this node's own floor.
+    /// Descriptor trust: this federation, the coordinator's key (from its
+    /// `key_epoch` on) and, during a rotation, the key it replaces (for the
+    /// epochs before), and the federation's `min_clients` as this node's own
+    /// floor.
     pub fn trust(&self) -> DescriptorTrust {
         let mut trust = DescriptorTrust::single(
             self.federation_id.clone(),
@@ -148,9 +180,27 @@ impl Directory {
                 .signing_key
                 .expect("coordinator key is required by Directory::new"),
         );
+        trust.coordinator_keys[0].valid_from_epoch = self.coordinator.key_epoch;
+        if let Some(previous) = self.coordinator.previous_key {
+            // Directory::new refuses a previous key without key_epoch ≥ 1.
+            trust.coordinator_keys.push(TrustedKey {
+                key: previous,
+                valid_from_epoch: 0,
+                valid_until_epoch: Some(self.coordinator.key_epoch.saturating_sub(1)),
+            });
+        }
         trust.min_clients_floor = self.min_clients;
         trust.pinned_helpers = Some((self.helpers.iter().map(|h| h.id).collect(), self.threshold));
         trust
+    }
+
+    /// The keys release evidence is checked against (coordinator trust and
+    /// every helper's key).
+    pub fn keys(&self) -> sealroom_protocol::evidence::FederationKeys {
+        sealroom_protocol::evidence::FederationKeys {
+            trust: self.trust(),
+            helper_keys: self.helper_keys(),
+        }
     }
 
     /// Helpers' signing keys by identity.
@@ -165,5 +215,47 @@ impl Directory {
                 )
             })
             .collect()
+    }
+}
+
+/// A round outcome record (result or abort) verified against the
+/// coordinator's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedOutcome {
+    /// The round.
+    pub round_id: u64,
+    /// `"result"` or `"abort"`.
+    pub kind: &'static str,
+}
+
+/// Checks that `envelope` is a result or abort record signed by this
+/// federation's coordinator (before anything of it is logged or believed).
+pub fn verify_outcome(
+    directory: &Directory,
+    envelope: &sealroom_protocol::pb::SignedEnvelope,
+) -> Result<VerifiedOutcome, sealroom_protocol::envelope::EnvelopeError> {
+    use sealroom_protocol::envelope::{EnvelopeError, SignedMessage as _};
+    use sealroom_protocol::pb;
+    // The coordinator's key, or during a rotation the one it replaces (an
+    // outcome of a round that began before the switch).
+    let claimed = sealroom_protocol::ids::Digest::from_slice(&envelope.key_id)
+        .ok_or(EnvelopeError::MalformedKeyId)?;
+    let key = std::iter::once(directory.coordinator.signing_key)
+        .chain(std::iter::once(directory.coordinator.previous_key))
+        .flatten()
+        .find(|k| k.key_id() == claimed)
+        .ok_or(EnvelopeError::UnknownKey { key_id: claimed })?;
+    if envelope.label == pb::RoundResult::LABEL {
+        let v = key.verify::<pb::RoundResult>(envelope)?;
+        Ok(VerifiedOutcome {
+            round_id: v.message().round_id,
+            kind: "result",
+        })
+    } else {
+        let v = key.verify::<pb::AbortRecord>(envelope)?;
+        Ok(VerifiedOutcome {
+            round_id: v.message().round_id,
+            kind: "abort",
+        })
     }
 }

@@ -73,6 +73,10 @@ pub struct InitOptions {
     /// Validity of node certificates, days (the CA gets
     /// [`pki::DEFAULT_CA_DAYS`] or this, whichever is longer).
     pub validity_days: u32,
+    /// Threshold mode: allow releases from exactly `threshold` answers,
+    /// marked unverified (see `federation.toml`'s
+    /// `allow_unverified_threshold_release`).
+    pub allow_unverified_threshold_release: bool,
 }
 
 impl Default for InitOptions {
@@ -90,6 +94,7 @@ impl Default for InitOptions {
             upload_window_ms: 5000,
             aggregation_window_ms: 5000,
             validity_days: pki::DEFAULT_LEAF_DAYS,
+            allow_unverified_threshold_release: false,
         }
     }
 }
@@ -262,7 +267,10 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
             .map(|(host, _)| host)
             .into_iter()
             .collect();
-        let cert = ca.issue_leaf(&p.name, &hosts, leaf_validity)?;
+        let cert = match p.role {
+            Role::Coordinator | Role::Helper => ca.issue_leaf(&p.name, &hosts, leaf_validity)?,
+            Role::Client | Role::Admin => ca.issue_client_leaf(&p.name, leaf_validity)?,
+        };
         let signing_key =
             matches!(p.role, Role::Coordinator | Role::Helper).then(pki::generate_signing_key);
         made.push((p, cert, signing_key));
@@ -275,6 +283,8 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
         signing_key: key
             .as_ref()
             .map(|k| hex::encode(k.verifying_key().to_bytes())),
+        key_epoch: 0,
+        previous_signing_key: None,
     };
     let of_role = |role: Role| {
         made.iter()
@@ -314,6 +324,7 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
             .expect("plan() always makes a coordinator"),
         helpers: of_role(Role::Helper).collect(),
         clients: of_role(Role::Client).collect(),
+        allow_unverified_threshold_release: opts.allow_unverified_threshold_release,
         admins: of_role(Role::Admin).collect(),
     };
     let federation_file = dir.join(FEDERATION_FILE);
@@ -363,6 +374,7 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
                 key: PathBuf::from(format!("{}.key", p.name)),
             },
             signing_key: signing_key_name,
+            previous_signing_key: None,
             data: p
                 .data
                 .clone()

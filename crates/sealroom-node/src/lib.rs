@@ -6,10 +6,11 @@
 //!   keys per node, `federation.toml` and one config per node;
 //! * [`tls`]: mutual TLS 1.3 (rustls with aws-lc-rs) and peer identities;
 //! * [`grpc`]: the tonic services of `proto/sealroom/v1/node.proto`;
-//! * [`coordinator_node`], [`helper_node`], [`client_node`]: one runtime per
-//!   role, each driving its state machine from a single task and making every
-//!   `Persist` action durable (through `sealroom-store`) before the next
-//!   action runs;
+//! * [`driver`]: the one driver of every role's state machine — each step
+//!   made durable (state, replay archive, audit log: one transaction) before
+//!   anything it sent leaves — and its actor loop;
+//! * [`coordinator_node`], [`helper_node`], [`client_node`]: each role's
+//!   transport (gRPC services and where its messages go);
 //! * [`metrics`]: Prometheus metrics on a port of their own.
 //!
 //! ## What this crate must never do
@@ -21,11 +22,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit_keys;
 pub mod client_node;
 pub mod config;
 pub mod context;
 pub mod coordinator_node;
 pub mod directory;
+pub mod driver;
 pub mod grpc;
 pub mod helper_node;
 pub mod init;
@@ -33,6 +36,7 @@ pub mod local;
 pub mod metrics;
 pub mod pki;
 pub mod record;
+pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod shutdown;
@@ -61,6 +65,9 @@ pub enum NodeError {
     /// The role needs a signing key and none was configured.
     #[error("this role needs a signing key (signing_key in the node config)")]
     MissingSigningKey,
+    /// The node's signer could not sign.
+    #[error("signer: {0}")]
+    Signer(String),
     /// The OS random number generator failed.
     #[error("OS randomness: {0}")]
     Randomness(String),
@@ -70,4 +77,22 @@ pub enum NodeError {
     /// The gRPC server failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// The node's audit log does not verify; the node will not append to it
+    /// unless the operator says so (`--accept-broken-audit-chain`).
+    #[error(
+        "the audit log is broken at entry {first}: {reason} ({bad} bad of {checked} entries \
+         checked); refusing to start and append to it. Investigate first (docs/runbook.md, \
+         \"Suspected tampering\"); to run on this log anyway, start the node with \
+         --accept-broken-audit-chain, which records that decision in the log"
+    )]
+    AuditChainBroken {
+        /// The first bad entry's sequence number.
+        first: u64,
+        /// What is wrong with it.
+        reason: String,
+        /// Bad entries that no earlier override names.
+        bad: usize,
+        /// Entries checked.
+        checked: u64,
+    },
 }

@@ -38,17 +38,26 @@ pub async fn open_context(config: &NodeConfig, metrics: Metrics) -> Result<NodeC
             sealroom_store::Store::open_sqlite(&config.data_dir.join("sealroom.db")).await?
         }
     };
+    let directory = Directory::new(&config.federation)?;
+    let signer = |k: &Option<sealroom_protocol::SigningKey>| {
+        k.clone()
+            .map(|k| Arc::new(k) as sealroom_protocol::SharedSigner)
+    };
     Ok(NodeContext {
         federation: Arc::new(config.federation.clone()),
-        directory: Arc::new(Directory::new(&config.federation)?),
+        registry: tls::Registry::of(&directory),
+        directory: Arc::new(directory),
         name: config.name.clone(),
         role: config.role,
         me: config.id,
         tls: config.tls.clone(),
-        signing_key: config.signing_key.clone(),
+        signer: signer(&config.signing_key),
+        previous_signer: signer(&config.previous_signing_key),
         store,
         metrics,
         archive_rounds: config.archive_rounds.max(1),
+        accept_broken_audit_chain: false,
+        key_updates: crate::context::key_updates(),
     })
 }
 
@@ -82,7 +91,14 @@ pub async fn request_round(
         .ok_or_else(|| {
             tonic::Status::invalid_argument("the federation lists no coordinator endpoint")
         })?;
-    let channel = tls::channel(&admin.tls, &endpoint)
+    let coordinator = admin.federation.coordinator.fingerprint.as_str();
+    let expected = hex::decode(coordinator)
+        .ok()
+        .and_then(|b| sealroom_protocol::PartyId::from_slice(&b))
+        .ok_or_else(|| {
+            tonic::Status::invalid_argument("the coordinator's fingerprint is malformed")
+        })?;
+    let channel = tls::pinned_channel(&admin.tls, &endpoint, expected)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     let mut client =
         CoordinatorServiceClient::new(channel).max_decoding_message_size(MAX_OUTCOME_BYTES);
@@ -154,6 +170,8 @@ pub struct LocalFederation {
     clients: Vec<Slot<ClientHandle>>,
     inputs: Vec<Arc<dyn InputSource>>,
     events: mpsc::UnboundedSender<(usize, ClientEvent)>,
+    /// The federation's ports, held until each node first binds its own.
+    ports: PortBlock,
 }
 
 impl std::fmt::Debug for LocalFederation {
@@ -164,27 +182,110 @@ impl std::fmt::Debug for LocalFederation {
     }
 }
 
-/// Finds `count` consecutive free TCP ports on 127.0.0.1 (checked by binding).
-pub fn free_port_block(count: u16) -> Result<u16, NodeError> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// A block of consecutive loopback ports, held open (bound) until each is
+/// taken, so that nothing else on the machine can bind one in between.
+#[derive(Debug)]
+pub struct PortBlock {
+    base: u16,
+    held: BTreeMap<u16, std::net::TcpListener>,
+}
+
+impl PortBlock {
+    /// The first port of the block.
+    pub fn base(&self) -> u16 {
+        self.base
+    }
+
+    /// Hands over the bound listener of `port` (once), or `None` when the
+    /// port is not in the block or was already taken.
+    pub fn take(&mut self, port: u16) -> Option<std::net::TcpListener> {
+        self.held.remove(&port)
+    }
+
+    /// Closes every port still held, for a child process to bind them.
+    pub fn release(self) -> u16 {
+        self.base
+    }
+}
+
+/// The loopback ports blocks are taken from: below the kernel's ephemeral
+/// range (`/proc/sys/net/ipv4/ip_local_port_range`), so that no outgoing
+/// connection of this or another process is ever given a port of a block
+/// between the check and the node's own bind. Falls back to above the
+/// ephemeral range when too little room is left below it.
+fn port_range(count: u16) -> (u32, u32) {
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    let floor = 10_000u32;
+    if lo > floor + 8 * u32::from(count) {
+        (floor, lo)
+    } else {
+        (hi + 1, 65_536)
+    }
+}
+
+/// Reserves `count` consecutive free TCP ports on 127.0.0.1 by binding every
+/// one of them. Blocks handed out by this process never overlap, and the
+/// search starts at a random block so that concurrent processes rarely try
+/// the same one (and, when they do, one of the two binds fails and it moves on).
+pub fn reserve_port_block(count: u16) -> Result<PortBlock, NodeError> {
+    static HANDED_OUT: std::sync::Mutex<Vec<(u32, u32)>> = std::sync::Mutex::new(Vec::new());
+    let count = count.max(1);
+    let (lo, hi) = port_range(count);
+    let stride = u32::from(count);
+    let slots = (hi - lo) / stride;
+    if slots == 0 {
+        return Err(NodeError::Config(format!(
+            "no room for {count} consecutive loopback ports"
+        )));
+    }
     let mut start = [0u8; 4];
     rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut start)
         .map_err(|e| NodeError::Randomness(e.to_string()))?;
-    let start = u32::from_le_bytes(start);
-    for _ in 0..200u32 {
-        // Random start, then strides that never revisit a block this process handed out.
-        let slot =
-            start.wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 130;
-        let base = 20_000 + (slot * 300) as u16;
-        let all_free =
-            (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return Ok(base);
+    let start = u32::from_le_bytes(start) % slots;
+    for i in 0..slots.min(400) {
+        let base = lo + ((start + i) % slots) * stride;
+        let end = base + stride;
+        {
+            let mut out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+            if out.iter().any(|&(b, e)| base < e && b < end) {
+                continue;
+            }
+            out.push((base, end));
+        }
+        let mut held = BTreeMap::new();
+        for port in base..end {
+            // Checked above: end <= 65536, so every port fits in u16.
+            let port = port as u16;
+            match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => {
+                    held.insert(port, l);
+                }
+                Err(_) => break,
+            }
+        }
+        if held.len() == usize::from(count) {
+            return Ok(PortBlock {
+                base: base as u16,
+                held,
+            });
         }
     }
-    Err(NodeError::Config(
-        "no block of free loopback ports found".into(),
-    ))
+    Err(NodeError::Config(format!(
+        "no block of {count} free loopback ports found"
+    )))
+}
+
+/// Finds `count` consecutive free TCP ports on 127.0.0.1 for another
+/// process to bind (see [`reserve_port_block`]; the ports are closed again
+/// before this returns).
+pub fn free_port_block(count: u16) -> Result<u16, NodeError> {
+    Ok(reserve_port_block(count)?.release())
 }
 
 impl LocalFederation {
@@ -211,7 +312,8 @@ impl LocalFederation {
             )));
         }
         let span = 100 + options.helpers as u16 + options.clients as u16 + 2;
-        options.base_port = free_port_block(span)?;
+        let ports = reserve_port_block(span)?;
+        options.base_port = ports.base();
         let summary =
             init_federation(dir, &options).map_err(|e| NodeError::Config(e.to_string()))?;
         let mut configs = BTreeMap::new();
@@ -249,6 +351,7 @@ impl LocalFederation {
                 .collect(),
             inputs,
             events,
+            ports,
         };
         for h in 0..options.helpers {
             fed.start_helper(h).await?;
@@ -270,11 +373,23 @@ impl LocalFederation {
             .ok_or_else(|| NodeError::Config(format!("no {} #{index}", role.as_str())))
     }
 
-    async fn listener(config: &NodeConfig) -> Result<TcpListener, NodeError> {
+    /// A listener on `addr`: the one reserved for it when the federation
+    /// started (first start), else a new bind (a restart).
+    async fn bind(&mut self, addr: std::net::SocketAddr) -> Result<TcpListener, NodeError> {
+        if addr.ip().is_loopback()
+            && let Some(held) = self.ports.take(addr.port())
+        {
+            held.set_nonblocking(true)?;
+            return Ok(TcpListener::from_std(held)?);
+        }
+        Ok(TcpListener::bind(addr).await?)
+    }
+
+    async fn listener(&mut self, config: &NodeConfig) -> Result<TcpListener, NodeError> {
         let addr = config
             .listen
             .ok_or_else(|| NodeError::Config(format!("{} has no listen address", config.name)))?;
-        Ok(TcpListener::bind(addr).await?)
+        self.bind(addr).await
     }
 
     /// Starts (or restarts) the coordinator.
@@ -284,9 +399,10 @@ impl LocalFederation {
         let (trigger, shutdown) = shutdown::channel();
         let ctx = open_context(&config, metrics.clone()).await?;
         if let Some(addr) = config.metrics_listen {
-            metrics.serve(addr, shutdown.clone()).await?;
+            let listener = self.bind(addr).await?;
+            metrics.serve_on(listener, shutdown.clone())?;
         }
-        let listener = Self::listener(&config).await?;
+        let listener = self.listener(&config).await?;
         let handle =
             coordinator_node::spawn(ctx, listener, self.catalog.clone(), None, shutdown).await?;
         self.coordinator = Slot {
@@ -307,7 +423,7 @@ impl LocalFederation {
         let metrics = self.metrics[&config.name].clone();
         let (trigger, shutdown) = shutdown::channel();
         let ctx = open_context(&config, metrics).await?;
-        let listener = Self::listener(&config).await?;
+        let listener = self.listener(&config).await?;
         let handle = helper_node::spawn(ctx, listener, shutdown).await?;
         self.helpers[index] = Slot {
             handle: Some(handle),

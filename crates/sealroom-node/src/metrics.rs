@@ -2,7 +2,12 @@
 //! served on a port of its own. Labels carry roles, outcomes and reasons —
 //! never a share, a seed, an input value or a key.
 //!
+//! `/metrics` answers in OpenMetrics 1.0 or the Prometheus text format
+//! 0.0.4, as the request's `Accept` header asks ([`exposition`]).
+//!
 //! Every metric is documented in docs/operations.md.
+
+pub mod exposition;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::shutdown::Shutdown;
+use exposition::{ConversionError, Format};
 
 type Labels = Vec<(String, String)>;
 
@@ -52,6 +58,9 @@ pub struct Metrics {
     audit_entries: Counter,
     checkpoint_time: Gauge<f64, AtomicU64>,
     certificate_expiry: Gauge,
+    steps: Family<Labels, Counter>,
+    step_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    refusals: Family<Labels, Counter>,
 }
 
 fn count_histogram() -> Histogram {
@@ -98,6 +107,9 @@ impl Metrics {
             audit_entries: Counter::default(),
             checkpoint_time: Gauge::default(),
             certificate_expiry: Gauge::default(),
+            steps: Family::default(),
+            step_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            refusals: Family::default(),
         };
         registry.register(
             "rounds",
@@ -180,8 +192,44 @@ impl Metrics {
             "notAfter of this node's TLS certificate, Unix seconds",
             m.certificate_expiry.clone(),
         );
+        registry.register(
+            "steps",
+            "Inputs a node's state machine consumed, by role, input kind and result (accepted or the refusal code)",
+            m.steps.clone(),
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Time to consume one input and make the step durable, by role and input kind",
+            m.step_duration.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Inputs a node's state machine refused, by role and refusal code",
+            m.refusals.clone(),
+        );
         *m.registry.lock().expect("metrics registry lock") = registry;
         m
+    }
+
+    /// One input consumed (`result`: "accepted" or a refusal code).
+    pub fn step(&self, role: &str, input: &str, result: &str, duration: Duration) {
+        self.steps
+            .get_or_create(&labels(&[
+                ("role", role),
+                ("input", input),
+                ("result", result),
+            ]))
+            .inc();
+        self.step_duration
+            .get_or_create(&labels(&[("role", role), ("input", input)]))
+            .observe(duration.as_secs_f64());
+    }
+
+    /// One input refused.
+    pub fn refused(&self, role: &str, code: &str) {
+        self.refusals
+            .get_or_create(&labels(&[("role", role), ("code", code)]))
+            .inc();
     }
 
     /// A round finished.
@@ -287,7 +335,7 @@ impl Metrics {
         self.certificate_expiry.set(unix_seconds);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics 1.0 text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().expect("metrics registry lock");
@@ -295,22 +343,58 @@ impl Metrics {
         out
     }
 
-    /// Serves `GET /metrics` on `addr` until shutdown. Returns the bound address.
+    /// The exposition of every metric in `format`.
+    pub fn render_as(&self, format: Format) -> Result<String, ConversionError> {
+        let openmetrics = self.render();
+        match format {
+            Format::OpenMetrics => Ok(openmetrics),
+            Format::PrometheusText => exposition::openmetrics_to_text(&openmetrics),
+        }
+    }
+
+    /// Serves `GET /metrics` on `addr` until shutdown, in the format the
+    /// request's `Accept` header asks for ([`Format::negotiate`]). Returns
+    /// the bound address.
     pub async fn serve(self, addr: SocketAddr, shutdown: Shutdown) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        self.serve_on(listener, shutdown)
+    }
+
+    /// As [`Metrics::serve`], on a listener already bound.
+    pub fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: Shutdown,
+    ) -> std::io::Result<SocketAddr> {
+        use axum::http::{HeaderMap, StatusCode, header};
         let bound = listener.local_addr()?;
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: HeaderMap| {
                 let m = self.clone();
                 async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
+                    let accept = headers
+                        .get_all(header::ACCEPT)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let format = Format::negotiate(Some(accept.as_str()).filter(|a| !a.is_empty()));
+                    match m.render_as(format) {
+                        Ok(body) => (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, format.content_type())],
+                            body,
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "the metrics could not be encoded");
+                            (
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                                format!("the metrics could not be encoded: {e}\n"),
+                            )
+                        }
+                    }
                 }
             }),
         );

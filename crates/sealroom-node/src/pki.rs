@@ -2,10 +2,11 @@
 //! node, and the files that hold them.
 //!
 //! * [`CertificateAuthority`] creates the CA (ECDSA P-256, rcgen on aws-lc-rs)
-//!   and issues leaf certificates whose common name is the node's name, whose
-//!   SANs cover `localhost`, `127.0.0.1`, `::1` and the node's endpoint host, and
-//!   which carry both the ServerAuth and ClientAuth EKUs (every connection is
-//!   mutually authenticated). [`Validity`] is explicit so tests can make
+//!   and issues leaf certificates whose common name is the node's name. The
+//!   coordinator's and helpers' SANs cover `localhost`, `127.0.0.1`, `::1` and
+//!   the node's endpoint host, with the ServerAuth and ClientAuth EKUs (every
+//!   connection is mutually authenticated); clients and admins get ClientAuth
+//!   only and no server name, so none can pass for a server. [`Validity`] is explicit so tests can make
 //!   expired or not-yet-valid certificates; a second CA makes foreign ones.
 //! * A party's identity is [`fingerprint`]: SHA-256 of its certificate's DER.
 //! * [`TlsMaterial`] is a node's CA certificate, certificate and key, read from
@@ -109,6 +110,18 @@ pub enum PkiError {
         /// What is wrong.
         problem: String,
     },
+    /// A private key file others may read (or write).
+    #[error(
+        "{}: mode {mode:04o} lets others read this private key; run `chmod 600 {}` (keys must be readable by their owner only)",
+        file.display(),
+        file.display()
+    )]
+    InsecurePermissions {
+        /// The file.
+        file: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A signing key file that is not 64 hex characters (32 bytes).
     #[error("{}: not an Ed25519 signing key (expected 64 hex characters)", file.display())]
     SigningKeyFormat {
@@ -142,7 +155,8 @@ impl PkiError {
             | PkiError::Write { file, .. }
             | PkiError::Exists { file }
             | PkiError::Pem { file, .. }
-            | PkiError::SigningKeyFormat { file } => Some(file),
+            | PkiError::SigningKeyFormat { file }
+            | PkiError::InsecurePermissions { file, .. } => Some(file),
             PkiError::KeyMismatch { key, .. } => Some(key),
             PkiError::CertificateRefused { cert, .. } => Some(cert),
             PkiError::Generate { .. } | PkiError::Validity { .. } | PkiError::Host { .. } => None,
@@ -360,7 +374,19 @@ impl CertificateAuthority {
         hosts: &[&str],
         validity: Validity,
     ) -> Result<IssuedCert, PkiError> {
-        sign_leaf(&self.issuer, name, hosts, validity)
+        sign_leaf(&self.issuer, name, hosts, validity, true)
+    }
+
+    /// Issues a certificate for a party that never serves (a client or an
+    /// admin): TLS client authentication only, and no server names, so no
+    /// TLS client accepts it as a server (a client that binds a helper's
+    /// port cannot pass for it).
+    pub fn issue_client_leaf(
+        &self,
+        name: &str,
+        validity: Validity,
+    ) -> Result<IssuedCert, PkiError> {
+        sign_leaf(&self.issuer, name, &[], validity, false)
     }
 }
 
@@ -386,6 +412,7 @@ fn sign_leaf(
     name: &str,
     hosts: &[&str],
     validity: Validity,
+    serves: bool,
 ) -> Result<IssuedCert, PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
         PkiError::Generate {
@@ -400,12 +427,18 @@ fn sign_leaf(
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = if serves {
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    };
     params.use_authority_key_identifier_extension = true;
-    params.subject_alt_names = subject_alt_names(hosts)?;
+    if serves {
+        params.subject_alt_names = subject_alt_names(hosts)?;
+    }
     validity.apply(&mut params)?;
     let cert = params
         .signed_by(&key, issuer)
@@ -488,6 +521,7 @@ impl TlsMaterial {
     /// for it (see [`TlsMaterial::verify`]) — tests build material for
     /// foreign and expired certificates on purpose.
     pub fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<TlsMaterial, PkiError> {
+        check_private_permissions(key)?;
         let ca_pem = read_file(ca_cert)?;
         let cert_pem = read_file(cert)?;
         let key_pem = Zeroizing::new(read_file(key)?);
@@ -635,8 +669,10 @@ pub fn install_tls13_provider() -> bool {
 }
 
 /// Reads an Ed25519 signing key file: 64 hex characters (surrounding
-/// whitespace ignored).
+/// whitespace ignored). Like ssh, refuses a key file that its group or
+/// others may read or write ([`PkiError::InsecurePermissions`]).
 pub fn read_signing_key(file: &Path) -> Result<SigningKey, PkiError> {
+    check_private_permissions(file)?;
     let text = Zeroizing::new(read_file(file)?);
     let trimmed = text.trim_ascii();
     let mut secret = Zeroizing::new([0u8; 32]);
@@ -657,6 +693,24 @@ pub fn write_signing_key(file: &Path, key: &SigningKey, force: bool) -> Result<(
 /// A fresh Ed25519 signing key from the OS generator.
 pub fn generate_signing_key() -> SigningKey {
     SigningKey::generate(&mut rand::rand_core::UnwrapErr(rand::rngs::SysRng))
+}
+
+/// Refuses a secret file whose mode lets its group or others read or write
+/// it.
+pub fn check_private_permissions(file: &Path) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let metadata = fs::metadata(file).map_err(|source| PkiError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PkiError::InsecurePermissions {
+            file: file.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Writes a secret file with mode 0600. Without `force` an existing file is

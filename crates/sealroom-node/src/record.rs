@@ -1,375 +1,401 @@
-//! What the runtimes record for the audit log and the replay archive
-//! (DESIGN.md §6): each state-machine step's input, the digests of what it
-//! sent, and the signed artifacts it issued or accepted.
+//! What a step leaves behind (DESIGN.md §6): the replay archive's form of
+//! each input a state machine consumed and of what it sent, and the signed
+//! artifacts for the audit log — one conversion each way, shared by the
+//! driver that writes the archive and the replay that reads it.
 
 use std::sync::Arc;
 
-use prost::Message as _;
-use sealroom_protocol::action::{Action, Message};
-use sealroom_protocol::{Millis, PartyId, pb};
+use sealroom_core::Seed;
+use sealroom_protocol::action::{Action, Message, MessageKind, SecretBytes};
+use sealroom_protocol::coordinator::Task;
+use sealroom_protocol::descriptor::{encoding_to_pb, ring_of_pb};
+use sealroom_protocol::machine::{
+    Artifact, ClientInput, Inbound, Input, Participation, SitOut, Start,
+};
+use sealroom_protocol::{PartyId, pb};
 use sealroom_store::audit::output_digest;
-use sealroom_store::{ArchiveWrite, AuditKind, AuditRecord, AuditSigner};
-use zeroize::Zeroize as _;
-
-use crate::NodeError;
-use crate::context::NodeContext;
+use sealroom_store::{AuditKind, AuditRecord};
 
 /// Rounds whose replay archive a node keeps by default.
 /// (A helper's archive refers to its stored uploads, which it keeps for
 /// [`crate::helper_node::KEEP_ROUNDS`] rounds: the same number.)
 pub const DEFAULT_ARCHIVE_ROUNDS: usize = 16;
 
-/// The round a message belongs to, read from its (signed or encoded) body.
-pub fn round_of(message: &Message) -> Option<u64> {
-    fn signed<M: prost::Message + Default>(
-        env: &pb::SignedEnvelope,
-        round: fn(M) -> u64,
-    ) -> Option<u64> {
-        M::decode(env.body.as_slice()).ok().map(round)
-    }
-    match message {
-        Message::Descriptor(env) => signed(env, |d: pb::RoundDescriptor| d.round_id),
-        Message::Receipt(env) => signed(env, |r: pb::Receipt| r.round_id),
-        Message::Report(env) => signed(env, |r: pb::HelperReport| r.round_id),
-        Message::InclusionSet(env) => signed(env, |i: pb::InclusionSet| i.round_id),
-        Message::Result(env) => signed(env, |r: pb::RoundResult| r.round_id),
-        Message::Abort(env) => signed(env, |a: pb::AbortRecord| a.round_id),
-        Message::Upload(bytes) => pb::Upload::decode(bytes.expose()).ok().map(|u| u.round_id),
-        Message::AggregateShare(bytes) => pb::AggregateShare::decode(bytes.expose())
-            .ok()
-            .and_then(|a| a.header)
-            .and_then(|h| signed(&h, |h: pb::AggregateShareHeader| h.round_id)),
-        _ => None,
+/// The archive's message kind.
+pub fn kind_to_pb(kind: MessageKind) -> pb::MessageKind {
+    match kind {
+        MessageKind::Descriptor => pb::MessageKind::Descriptor,
+        MessageKind::Upload => pb::MessageKind::Upload,
+        MessageKind::Receipt => pb::MessageKind::Receipt,
+        MessageKind::Report => pb::MessageKind::Report,
+        MessageKind::InclusionSet => pb::MessageKind::InclusionSet,
+        MessageKind::AggregateShare => pb::MessageKind::AggregateShare,
+        MessageKind::Result => pb::MessageKind::Result,
+        MessageKind::Abort => pb::MessageKind::Abort,
+        MessageKind::SitOut => pb::MessageKind::SitOut,
     }
 }
 
-/// The envelope a message shares with every other recipient (descriptor,
-/// result, abort): one `Arc` for the whole fan-out.
-fn shared(message: &Message) -> Option<&Arc<pb::SignedEnvelope>> {
-    match message {
-        Message::Descriptor(env) | Message::Result(env) | Message::Abort(env) => Some(env),
-        _ => None,
+/// The name of an archived message kind ("upload"), for people.
+pub fn kind_name(kind: i32) -> &'static str {
+    match pb::MessageKind::try_from(kind) {
+        Ok(pb::MessageKind::Descriptor) => MessageKind::Descriptor.as_str(),
+        Ok(pb::MessageKind::Upload) => MessageKind::Upload.as_str(),
+        Ok(pb::MessageKind::Receipt) => MessageKind::Receipt.as_str(),
+        Ok(pb::MessageKind::Report) => MessageKind::Report.as_str(),
+        Ok(pb::MessageKind::InclusionSet) => MessageKind::InclusionSet.as_str(),
+        Ok(pb::MessageKind::AggregateShare) => MessageKind::AggregateShare.as_str(),
+        Ok(pb::MessageKind::Result) => MessageKind::Result.as_str(),
+        Ok(pb::MessageKind::Abort) => MessageKind::Abort.as_str(),
+        Ok(pb::MessageKind::SitOut) => MessageKind::SitOut.as_str(),
+        Ok(pb::MessageKind::Unspecified) | Err(_) => "unknown",
     }
 }
 
-/// The archived digest of the exact bytes a message puts on the wire.
-fn wire_digest(message: &Message) -> Vec<u8> {
-    let bytes = zeroize::Zeroizing::new(match message {
-        Message::Descriptor(env) | Message::Result(env) | Message::Abort(env) => {
-            env.encode_to_vec()
+/// The archived form of an input, as it was before the state machine took
+/// it. An upload keeps its bytes by reference (the buffer is shared, not
+/// copied); what is finally written depends on the outcome (see
+/// [`archived_step`]).
+#[derive(Debug)]
+pub enum Archived {
+    /// A round start.
+    Start(pb::ArchivedStart),
+    /// A message from a peer.
+    Inbound {
+        /// Sender.
+        from: PartyId,
+        /// What it sent.
+        msg: Inbound,
+    },
+    /// A client's input (its own secret: the archive stays on its disk).
+    Participate(pb::ArchivedParticipation),
+    /// A timer.
+    Timer,
+}
+
+impl Drop for Archived {
+    fn drop(&mut self) {
+        if let Archived::Participate(p) = self {
+            zeroize::Zeroize::zeroize(&mut p.input);
+            zeroize::Zeroize::zeroize(&mut p.seed);
         }
-        Message::Receipt(env) | Message::Report(env) | Message::InclusionSet(env) => {
-            env.encode_to_vec()
-        }
-        Message::Upload(bytes) | Message::AggregateShare(bytes) => bytes.expose().to_vec(),
-        _ => Vec::new(),
+    }
+}
+
+/// What to keep of `input` for the archive.
+pub fn archived_input(input: &Input) -> Archived {
+    match input {
+        Input::Start(start) => Archived::Start(archived_start(start)),
+        Input::Inbound { from, msg } => Archived::Inbound {
+            from: *from,
+            msg: msg.clone(),
+        },
+        Input::Participate(p) => Archived::Participate(archived_participation(p)),
+        Input::Timer => Archived::Timer,
+    }
+}
+
+fn archived_start(start: &Start) -> pb::ArchivedStart {
+    let task = &start.task;
+    pb::ArchivedStart {
+        round_id: 0,
+        task_name: task.name.clone(),
+        vector_len: task.vector_len,
+        ring: encoding_to_pb(task.ring) as i32,
+        scale_bits: i32::from(task.spec.scale_bits()),
+        clip: task.spec.clip(),
+        bits: u32::from(task.spec.bits()),
+        params: task.params.clone(),
+        min_clients: task.min_clients.map_or(0, |m| m as u32),
+        clients: start.clients.iter().map(|c| c.0.to_vec()).collect(),
+        nonce: start.nonce.to_vec(),
+    }
+}
+
+fn archived_participation(p: &Participation) -> pb::ArchivedParticipation {
+    let (input, sat_out, subject) = match &p.input {
+        Ok(values) => (pack_input(values.expose()), 0, String::new()),
+        Err(s) => (Vec::new(), s.reason as i32, s.subject.clone()),
+    };
+    pb::ArchivedParticipation {
+        round_id: p.round,
+        input,
+        seed: p.randomness.expose_bytes().to_vec(),
+        sat_out,
+        sat_out_subject: subject,
+    }
+}
+
+/// An input vector as archived: packed little-endian f64.
+pub fn pack_input(input: &[f64]) -> Vec<u8> {
+    input.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The archive row of a step of `round`: the input (an accepted upload by
+/// reference to the helper's stored copy, a refused input by its kind,
+/// sender and digest only), `now`, what the step sent in this round, and
+/// the refusal code.
+pub fn archived_step(
+    archived: &Archived,
+    round: u64,
+    now_ms: u64,
+    actions: &[Action],
+    refused: Option<pb::RefusalCode>,
+) -> pb::ArchivedStep {
+    use pb::archived_step::Input as A;
+    let stored_upload = actions.iter().find_map(|a| match a {
+        Action::Persist(sealroom_protocol::action::Persist::HelperUpload {
+            client_index, ..
+        }) => Some(*client_index),
+        _ => None,
     });
-    output_digest(&bytes).0.to_vec()
+    let (input, refused_digest) = match archived {
+        Archived::Start(start) => (
+            A::Start(pb::ArchivedStart {
+                round_id: round,
+                ..start.clone()
+            }),
+            Vec::new(),
+        ),
+        Archived::Inbound { from, msg } => {
+            let kind = kind_to_pb(msg.kind()) as i32;
+            let base = pb::ArchivedInbound {
+                from: from.0.to_vec(),
+                kind,
+                ..Default::default()
+            };
+            match (refused, stored_upload) {
+                (Some(_), _) => (
+                    A::Inbound(base),
+                    output_digest(&msg.wire_bytes()).0.to_vec(),
+                ),
+                (None, Some(client_index)) => (
+                    A::Inbound(pb::ArchivedInbound {
+                        stored: true,
+                        client_index,
+                        ..base
+                    }),
+                    Vec::new(),
+                ),
+                (None, None) => (
+                    A::Inbound(pb::ArchivedInbound {
+                        bytes: msg.wire_bytes().to_vec(),
+                        ..base
+                    }),
+                    Vec::new(),
+                ),
+            }
+        }
+        Archived::Participate(p) => (A::Participate(p.clone()), Vec::new()),
+        Archived::Timer => (A::Timer(true), Vec::new()),
+    };
+    pb::ArchivedStep {
+        now_ms,
+        input: Some(input),
+        outputs: outputs(actions, round),
+        refused: refused.unwrap_or(pb::RefusalCode::None) as i32,
+        refused_digest,
+    }
 }
 
-/// The archived form of the messages `actions` send (all of them, or only
-/// those of round `only`): recipient, kind and digest — never the bytes. A
-/// message shared by many recipients is encoded, hashed and its round read
-/// once.
-pub fn outputs(actions: &[Action], only: Option<u64>) -> Vec<pb::ArchivedOutput> {
-    let mut last_shared: Option<(&Arc<pb::SignedEnvelope>, Option<u64>, Vec<u8>)> = None;
+/// The archived form of the messages `actions` send in `round`: recipient,
+/// kind and digest — never the bytes. A message shared by many recipients is
+/// encoded and hashed once.
+pub fn outputs(actions: &[Action], round: u64) -> Vec<pb::ArchivedOutput> {
+    let mut last_shared: Option<(&Arc<pb::SignedEnvelope>, Vec<u8>)> = None;
     let mut out = Vec::new();
     for action in actions {
-        let Action::Send { to, message } = action else {
+        let Action::Send {
+            to,
+            round: r,
+            message,
+        } = action
+        else {
             continue;
         };
-        let (round, digest) = match (shared(message), &last_shared) {
-            (Some(env), Some((seen, round, digest))) if Arc::ptr_eq(env, seen) => {
-                (*round, digest.clone())
-            }
-            (Some(env), _) => {
-                let (round, digest) = (round_of(message), wire_digest(message));
-                last_shared = Some((env, round, digest.clone()));
-                (round, digest)
-            }
-            (None, _) => (
-                if only.is_some() {
-                    round_of(message)
-                } else {
-                    None
-                },
-                wire_digest(message),
-            ),
-        };
-        if only.is_some_and(|r| round != Some(r)) {
+        if *r != round {
             continue;
         }
+        let digest = match (message.shared(), &last_shared) {
+            (Some(env), Some((seen, digest))) if Arc::ptr_eq(env, seen) => digest.clone(),
+            (Some(env), _) => {
+                let digest = output_digest(&message.wire_bytes()).0.to_vec();
+                last_shared = Some((env, digest.clone()));
+                digest
+            }
+            (None, _) => output_digest(&message.wire_bytes()).0.to_vec(),
+        };
         out.push(pb::ArchivedOutput {
             to: to.0.to_vec(),
-            kind: message.kind().to_string(),
+            kind: kind_to_pb(message.kind()) as i32,
             digest,
         });
     }
     out
 }
 
-/// The signed artifacts `actions` send, for the audit log (each once, though
-/// a descriptor or result goes to many parties). Shares never are.
-pub fn sent_artifacts(actions: &[Action], only: Option<u64>) -> Vec<AuditRecord> {
-    let mut records: Vec<AuditRecord> = Vec::new();
+/// The audit records of a step in `round`: the signed artifacts it
+/// accepted, then those it sent (each once, though a descriptor or result
+/// goes to many parties). Shares never are.
+pub fn audit_records(accepted: &[Artifact], actions: &[Action], round: u64) -> Vec<AuditRecord> {
+    let mut records: Vec<AuditRecord> = accepted
+        .iter()
+        .filter(|a| a.round == round)
+        .filter_map(|a| {
+            Some(AuditRecord {
+                kind: AuditKind::of(a.kind)?,
+                round_id: Some(a.round),
+                artifact: a.envelope.clone(),
+            })
+        })
+        .collect();
     let mut seen: Vec<&Arc<pb::SignedEnvelope>> = Vec::new();
     for action in actions {
-        let Action::Send { message, .. } = action else {
+        let Action::Send {
+            message, round: r, ..
+        } = action
+        else {
             continue;
         };
-        if let Some(env) = shared(message) {
+        if *r != round {
+            continue;
+        }
+        if let Some(env) = message.shared() {
             if seen.iter().any(|s| Arc::ptr_eq(s, env)) {
                 continue;
             }
             seen.push(env);
         }
-        let (kind, env): (AuditKind, &pb::SignedEnvelope) = match message {
-            Message::Descriptor(env) => (AuditKind::Descriptor, env),
-            Message::Receipt(env) => (AuditKind::Receipt, env),
-            Message::Report(env) => (AuditKind::Report, env),
-            Message::InclusionSet(env) => (AuditKind::InclusionSet, env),
-            Message::Result(env) => (AuditKind::Result, env),
-            Message::Abort(env) => (AuditKind::Abort, env),
+        let env = match message {
+            Message::Descriptor(env) | Message::Result(env) | Message::Abort(env) => &**env,
+            Message::Receipt(env) | Message::Report(env) | Message::InclusionSet(env) => env,
             _ => continue,
         };
-        let round = round_of(message);
-        if only.is_some_and(|r| round != Some(r)) || records.iter().any(|r| &r.artifact == env) {
+        let Some(kind) = AuditKind::of(message.kind()) else {
+            continue;
+        };
+        if records.iter().any(|r| &r.artifact == env) {
             continue;
         }
         records.push(AuditRecord {
             kind,
-            round_id: round,
+            round_id: Some(round),
             artifact: env.clone(),
         });
     }
     records
 }
 
-/// One step to record: the input consumed and what came of it.
-#[derive(Debug)]
-pub struct Step {
-    /// Round it belongs to.
-    pub round: u64,
-    /// The archived step (input, outputs, refusal).
-    pub archived: pb::ArchivedStep,
-    /// Signed artifacts for the audit log.
-    pub audit: Vec<AuditRecord>,
-    /// Whether this step ends the round for this node (a checkpoint follows).
-    pub ends_round: bool,
+/// Why an archived step cannot be turned back into an input.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArchive(pub String);
+
+fn bad(reason: impl Into<String>) -> BadArchive {
+    BadArchive(reason.into())
 }
 
-impl Step {
-    /// A step consuming `input` at `now`.
-    pub fn new(round: u64, now: Millis, input: pb::archived_step::Input) -> Step {
-        Step {
-            round,
-            archived: pb::ArchivedStep {
-                now_ms: now.0,
-                input: Some(input),
-                outputs: Vec::new(),
-                refused: String::new(),
-            },
-            audit: Vec::new(),
-            ends_round: false,
+/// The input an archived step records, back in the form the state machine
+/// takes (an accepted upload's bytes come from `stored_upload`, the
+/// helper's stored copy). `None` for a refused step: a refusal changed
+/// nothing, and its input was recorded by digest only.
+pub fn input_of(
+    step: &pb::ArchivedStep,
+    stored_upload: Option<SecretBytes>,
+) -> Result<Option<Input>, BadArchive> {
+    use pb::archived_step::Input as A;
+    if step.refused != pb::RefusalCode::None as i32 {
+        return Ok(None);
+    }
+    let input = step.input.as_ref().ok_or_else(|| bad("no input"))?;
+    Ok(Some(match input {
+        A::Start(s) => Input::Start(start_of(s)?),
+        A::Inbound(m) => {
+            let from = PartyId::from_slice(&m.from).ok_or_else(|| bad("malformed sender"))?;
+            let bytes = if m.stored {
+                stored_upload.ok_or_else(|| {
+                    bad("the stored upload it refers to was pruned (helpers keep 16 rounds)")
+                })?
+            } else {
+                SecretBytes::new(m.bytes.clone())
+            };
+            let envelope = || {
+                prost::Message::decode(bytes.expose())
+                    .map_err(|e| bad(format!("archived envelope does not decode: {e}")))
+            };
+            let msg = match pb::MessageKind::try_from(m.kind) {
+                Ok(pb::MessageKind::Descriptor) => Inbound::Descriptor(envelope()?),
+                Ok(pb::MessageKind::Upload) => Inbound::Upload(bytes),
+                Ok(pb::MessageKind::Receipt) => Inbound::Receipt(envelope()?),
+                Ok(pb::MessageKind::Report) => Inbound::Report(envelope()?),
+                Ok(pb::MessageKind::InclusionSet) => Inbound::InclusionSet(envelope()?),
+                Ok(pb::MessageKind::AggregateShare) => Inbound::AggregateShare(bytes),
+                Ok(pb::MessageKind::SitOut) => Inbound::SitOut(bytes.expose().to_vec()),
+                _ => return Err(bad(format!("unknown message kind {}", m.kind))),
+            };
+            Input::Inbound { from, msg }
         }
-    }
-
-    /// Notes what `actions` sent (only round `self.round`'s messages when
-    /// `filter` is set) and the artifacts among them.
-    pub fn sent(mut self, actions: &[Action], filter: bool) -> Step {
-        let only = filter.then_some(self.round);
-        self.archived.outputs = outputs(actions, only);
-        self.audit.extend(sent_artifacts(actions, only));
-        self
-    }
-
-    /// Replaces an archived upload's bytes by a reference to the helper's
-    /// stored copy (`helper_uploads`, this round and `client_index`).
-    pub fn stored_upload(mut self, client_index: u32) -> Step {
-        if let Some(pb::archived_step::Input::Upload(m)) = self.archived.input.as_mut() {
-            m.bytes.zeroize();
-            m.bytes = Vec::new();
-            m.stored = true;
-            m.client_index = client_index;
-        }
-        self
-    }
-
-    /// Notes that the state machine refused the input.
-    pub fn refused(mut self, error: &dyn std::fmt::Display) -> Step {
-        self.archived.refused = error.to_string();
-        self
-    }
-
-    /// Adds an artifact received (a verified descriptor, report or
-    /// inclusion set).
-    pub fn accepted(mut self, kind: AuditKind, artifact: &pb::SignedEnvelope) -> Step {
-        self.audit.insert(
-            0,
-            AuditRecord {
-                kind,
-                round_id: Some(self.round),
-                artifact: artifact.clone(),
-            },
-        );
-        self
-    }
-
-    /// Marks the end of this node's part of the round.
-    pub fn ends_round(mut self) -> Step {
-        self.ends_round = true;
-        self
-    }
+        A::Participate(p) => Input::Participate(participation_of(p)?),
+        A::Timer(_) => Input::Timer,
+    }))
 }
 
-impl Drop for Step {
-    /// Wipes the secrets an archived step may hold (an upload, an input, a
-    /// seed) once recorded.
-    fn drop(&mut self) {
-        use pb::archived_step::Input;
-        match &mut self.archived.input {
-            Some(Input::Upload(m)) | Some(Input::AggregateShare(m)) => m.bytes.zeroize(),
-            Some(Input::Participate(p)) => {
-                p.input.zeroize();
-                p.seed.zeroize();
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The checkpoint signer of a node that has a signing key.
-pub fn signer(ctx: &NodeContext) -> Option<AuditSigner> {
-    ctx.signing_key.as_ref().map(|key| AuditSigner {
-        node: ctx.name.clone(),
-        key: key.clone(),
+fn start_of(s: &pb::ArchivedStart) -> Result<Start, BadArchive> {
+    let spec = sealroom_core::QuantSpec::new(
+        i8::try_from(s.scale_bits).map_err(|_| bad("scale bits out of range"))?,
+        s.clip,
+        u8::try_from(s.bits).map_err(|_| bad("bits out of range"))?,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let task = Task {
+        name: s.task_name.clone(),
+        vector_len: s.vector_len,
+        ring: ring_of_pb(s.ring).ok_or_else(|| bad(format!("unknown ring {}", s.ring)))?,
+        spec,
+        params: s.params.clone(),
+        min_clients: (s.min_clients > 0).then_some(s.min_clients as usize),
+    };
+    let clients = s
+        .clients
+        .iter()
+        .map(|c| PartyId::from_slice(c).ok_or_else(|| bad("malformed client id")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let nonce: [u8; 32] = s
+        .nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("nonce is not 32 bytes"))?;
+    Ok(Start {
+        task,
+        clients,
+        nonce,
     })
 }
 
-/// Makes `step` durable (archive row and audit entries, one transaction)
-/// before anything it sent leaves, and updates the audit metrics.
-pub async fn record(ctx: &NodeContext, step: Step) -> Result<(), NodeError> {
-    commit(ctx, None, step).await
-}
-
-/// Makes `persist` durable and records `step` — one transaction for an
-/// accepted upload or a round counter (see
-/// [`sealroom_store::Store::apply_and_record`]).
-pub async fn apply_and_record(
-    ctx: &NodeContext,
-    persist: &sealroom_protocol::action::Persist,
-    step: Step,
-) -> Result<(), NodeError> {
-    commit(ctx, Some(persist), step).await
-}
-
-async fn commit(
-    ctx: &NodeContext,
-    persist: Option<&sealroom_protocol::action::Persist>,
-    step: Step,
-) -> Result<(), NodeError> {
-    let signer = signer(ctx);
-    let archive = Some(ArchiveWrite {
-        round_id: step.round,
-        role: ctx.role.as_str(),
-        step: &step.archived,
-    });
-    let audit: &[AuditRecord] = if signer.is_some() { &step.audit } else { &[] };
-    let end_of_round = step.ends_round.then_some(step.round);
-    let appended = match persist {
-        Some(p) => {
-            ctx.store
-                .apply_and_record(p, archive, audit, signer.as_ref(), end_of_round)
-                .await?
+fn participation_of(p: &pb::ArchivedParticipation) -> Result<Participation, BadArchive> {
+    let seed: [u8; 32] = p
+        .seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("seed is not 32 bytes"))?;
+    let input = match pb::SitOutReason::try_from(p.sat_out) {
+        Ok(pb::SitOutReason::Unspecified) => {
+            if !p.input.len().is_multiple_of(8) {
+                return Err(bad("input is not whole f64 values"));
+            }
+            Ok(ClientInput::new(
+                p.input
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ))
         }
-        None => {
-            ctx.store
-                .record(archive, audit, signer.as_ref(), end_of_round)
-                .await?
-        }
+        Ok(reason) => Err(SitOut::new(reason, &p.sat_out_subject)),
+        Err(_) => return Err(bad(format!("unknown sit-out reason {}", p.sat_out))),
     };
-    ctx.metrics
-        .audit_appended(appended.entries, appended.checkpoint_at_ms);
-    if step.ends_round
-        && let Err(e) = ctx.store.prune_archive(ctx.archive_rounds).await
-    {
-        tracing::warn!(error = %e, "pruning old round archives failed");
-    }
-    Ok(())
-}
-
-/// Records each of `steps` (see [`record`]).
-pub async fn record_all(ctx: &NodeContext, steps: Vec<Step>) -> Result<(), NodeError> {
-    for step in steps {
-        record(ctx, step).await?;
-    }
-    Ok(())
-}
-
-/// Enters this node's key and its federation's signer keys into its audit
-/// log, unless the last key entry says the same.
-pub async fn register_key(ctx: &NodeContext) -> Result<(), NodeError> {
-    let Some(signer) = signer(ctx) else {
-        return Ok(());
-    };
-    let mut peers = vec![pb::AuditPeerKey {
-        role: "coordinator".into(),
-        name: ctx.directory.coordinator.name.clone(),
-        verifying_key: ctx
-            .directory
-            .coordinator
-            .signing_key
-            .map(|k| k.to_bytes().to_vec())
-            .unwrap_or_default(),
-    }];
-    for h in &ctx.directory.helpers {
-        peers.push(pb::AuditPeerKey {
-            role: "helper".into(),
-            name: h.name.clone(),
-            verifying_key: h
-                .signing_key
-                .map(|k| k.to_bytes().to_vec())
-                .unwrap_or_default(),
-        });
-    }
-    peers.retain(|p| p.name != ctx.name);
-    let key = pb::AuditKey {
-        node: ctx.name.clone(),
-        role: ctx.role.as_str().into(),
-        verifying_key: signer.key.verifying_key().to_bytes().to_vec(),
-        epoch: 0,
-        at_ms: crate::context::now().0,
-        peers,
-    };
-    if let Some(at) = ctx.store.audit_last_checkpoint_ms().await? {
-        ctx.metrics.audit_appended(0, Some(at));
-    }
-    if ctx.store.audit_register_key(&key, &signer).await? {
-        ctx.metrics.audit_appended(1, None);
-        tracing::info!(key_id = %signer.key.verifying_key().key_id(), "signing key entered into the audit log");
-    }
-    Ok(())
-}
-
-/// A party id from archived bytes.
-pub fn party(bytes: &[u8]) -> Option<PartyId> {
-    PartyId::from_slice(bytes)
-}
-
-/// Ends this node's part of `round`: a signed checkpoint (nodes with a key)
-/// and pruning of old archives.
-pub async fn end_round(ctx: &NodeContext, round: u64) -> Result<(), NodeError> {
-    let signer = signer(ctx);
-    if signer.is_some() {
-        let appended = ctx
-            .store
-            .record(None, &[], signer.as_ref(), Some(round))
-            .await?;
-        ctx.metrics
-            .audit_appended(appended.entries, appended.checkpoint_at_ms);
-    }
-    if let Err(e) = ctx.store.prune_archive(ctx.archive_rounds).await {
-        tracing::warn!(error = %e, "pruning old round archives failed");
-    }
-    Ok(())
+    Ok(Participation {
+        round: p.round_id,
+        input,
+        randomness: Seed::from_bytes(seed),
+    })
 }

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sealroom_core::{QuantSpec, RingKind};
-use sealroom_protocol::VerifiedDescriptor;
-use sealroom_protocol::coordinator::Task;
+use sealroom_protocol::coordinator::{RoundSummary, Task};
+use sealroom_protocol::evidence::FederationKeys;
+use sealroom_protocol::machine::SitOut;
+use sealroom_protocol::{PartyId, VerifiedDescriptor, pb};
 
 /// The built-in synthetic task: deterministic public test vectors, for
 /// benchmarks and end-to-end tests (never private data).
@@ -47,6 +49,71 @@ pub struct TaskDef {
     /// Derives length and quantization from the request's parameters; a
     /// task without a planner takes no parameters.
     pub planner: Option<Arc<dyn TaskPlanner>>,
+    /// For a task that runs in phases: the next round after one completes
+    /// (the coordinator runs it itself; an admin cannot ask for a later
+    /// phase directly).
+    pub followup: Option<Arc<dyn Followup>>,
+}
+
+/// A completed round of a task that runs in phases.
+#[derive(Debug)]
+pub struct FinishedRound<'a> {
+    /// The round's task parameters.
+    pub params: &'a [u8],
+    /// The round's clients (position = client index).
+    pub clients: &'a [PartyId],
+    /// What it released, with the helpers' signed answers.
+    pub summary: &'a RoundSummary,
+}
+
+/// The next phase of a task: its parameters, shape, clients and floor.
+#[derive(Clone, Debug)]
+pub struct NextRound {
+    /// Task parameters (signed into the next descriptor).
+    pub params: Vec<u8>,
+    /// Elements per client vector.
+    pub vector_len: u64,
+    /// Quantization.
+    pub spec: QuantSpec,
+    /// The clients to invite.
+    pub clients: Vec<PartyId>,
+    /// The round's `min_clients`.
+    pub min_clients: usize,
+}
+
+/// Decides a task's next phase from the phase that just completed.
+pub trait Followup: Send + Sync {
+    /// The next round, or `None` when the task is done.
+    fn next(&self, finished: &FinishedRound<'_>) -> Result<Option<NextRound>, String>;
+}
+
+/// Why a client gives no input for a round: the typed reason the
+/// coordinator is told (about the task, never about the client's rows),
+/// and a detail for this client's own log only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputError {
+    /// What the coordinator (and its admin) is told.
+    pub sit_out: SitOut,
+    /// The full account, for this client's own log (it may name local files
+    /// or lines; it never leaves the client).
+    pub detail: String,
+}
+
+impl InputError {
+    /// A reason about `subject` (a table or column name from the task), with
+    /// a local `detail`.
+    pub fn new(reason: pb::SitOutReason, subject: &str, detail: impl Into<String>) -> InputError {
+        InputError {
+            sit_out: SitOut::new(reason, subject),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 impl std::fmt::Debug for TaskDef {
@@ -58,6 +125,7 @@ impl std::fmt::Debug for TaskDef {
             .field("spec", &self.spec)
             .field("wide", &self.wide)
             .field("planner", &self.planner.is_some())
+            .field("followup", &self.followup.is_some())
             .finish()
     }
 }
@@ -92,6 +160,7 @@ impl TaskCatalog {
             spec: None,
             wide: false,
             planner: None,
+            followup: None,
         });
         c
     }
@@ -152,32 +221,76 @@ impl TaskCatalog {
                 (len, def.spec.unwrap_or(default_spec))
             }
         };
-        let widen = def.wide || sealroom_core::fits(ring, n_clients as u64, spec).is_err();
-        let ring = if widen && ring == RingKind::Z2_32 {
-            RingKind::Z2_64
-        } else {
-            ring
-        };
         Ok(Task {
             name: name.into(),
             vector_len,
-            ring,
+            ring: widened(def, ring, n_clients, spec),
             spec,
             params: request.params.clone(),
             min_clients: (request.min_clients > 0).then_some(request.min_clients),
         })
+    }
+
+    /// The follow-up of a task, if it runs in phases.
+    pub fn followup(&self, name: &str) -> Option<Arc<dyn Followup>> {
+        self.defs.get(name).and_then(|d| d.followup.clone())
+    }
+
+    /// The round task of a later phase of `name` (decided by the task's own
+    /// [`Followup`], never asked for by an admin).
+    pub fn next_phase(&self, name: &str, next: &NextRound, ring: RingKind) -> Result<Task, String> {
+        let def = self
+            .defs
+            .get(name)
+            .ok_or_else(|| format!("unknown task {name:?}"))?;
+        Ok(Task {
+            name: name.into(),
+            vector_len: next.vector_len,
+            ring: widened(def, ring, next.clients.len(), next.spec),
+            spec: next.spec,
+            params: next.params.clone(),
+            min_clients: Some(next.min_clients),
+        })
+    }
+}
+
+/// The federation's ring, widened to Z_2^64 for a task that needs it.
+fn widened(def: &TaskDef, ring: RingKind, n_clients: usize, spec: QuantSpec) -> RingKind {
+    let widen = def.wide || sealroom_core::fits(ring, n_clients as u64, spec).is_err();
+    match ring {
+        RingKind::Z2_32 if widen => RingKind::Z2_64,
+        RingKind::Z2_32 | RingKind::Z2_64 | RingKind::Fp61 => ring,
     }
 }
 
 /// Where a client's input for a round comes from.
 pub trait InputSource: Send + Sync {
     /// The client's vector for this round, or why it cannot contribute (the
-    /// client then sits the round out; the round proceeds without it).
+    /// client then sits the round out, telling the coordinator the typed
+    /// reason; the round proceeds without it).
+    ///
+    /// Whether a client contributes must never depend on its rows (only on
+    /// the task and the client's own policy): a refusal that does would tell
+    /// the coordinator something about them.
     ///
     /// Called on a blocking thread inside the node's tokio runtime, so an
     /// implementation may train a model, read files, or run async database
     /// I/O through `tokio::runtime::Handle::current().block_on`.
-    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String>;
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError>;
+
+    /// [`InputSource::input`] with the federation's keys, for a task whose
+    /// later phases carry evidence of an earlier one that the client checks
+    /// itself (a query's stats round re-derives its released cells from the
+    /// helper-signed counts round: see [`sealroom_protocol::evidence`]). The
+    /// client node calls this; the default ignores the keys.
+    fn input_with_keys(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: &FederationKeys,
+    ) -> Result<Vec<f64>, InputError> {
+        let _ = keys;
+        self.input(descriptor)
+    }
 }
 
 /// Input for the synthetic task: a deterministic function of the client's
@@ -205,10 +318,12 @@ pub fn synthetic_vector(client: &str, round_id: u64, len: usize, clip: f64) -> V
 }
 
 impl InputSource for SyntheticInput {
-    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String> {
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
         if descriptor.task_name() != SYNTHETIC {
-            return Err(format!(
-                "this client only has data for the {SYNTHETIC:?} task"
+            return Err(InputError::new(
+                pb::SitOutReason::UnsupportedTask,
+                descriptor.task_name(),
+                format!("this client only has data for the {SYNTHETIC:?} task"),
             ));
         }
         let clip = descriptor.encoding().spec().clip();
@@ -243,15 +358,32 @@ impl InputRouter {
     }
 }
 
+impl InputRouter {
+    fn source(&self, descriptor: &VerifiedDescriptor) -> Result<&dyn InputSource, InputError> {
+        self.sources
+            .get(descriptor.task_name())
+            .map(|s| s.as_ref())
+            .ok_or_else(|| {
+                InputError::new(
+                    pb::SitOutReason::UnsupportedTask,
+                    descriptor.task_name(),
+                    format!("no data source for task {:?}", descriptor.task_name()),
+                )
+            })
+    }
+}
+
 impl InputSource for InputRouter {
-    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, String> {
-        match self.sources.get(descriptor.task_name()) {
-            Some(source) => source.input(descriptor),
-            None => Err(format!(
-                "no data source for task {:?}",
-                descriptor.task_name()
-            )),
-        }
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
+        self.source(descriptor)?.input(descriptor)
+    }
+
+    fn input_with_keys(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: &FederationKeys,
+    ) -> Result<Vec<f64>, InputError> {
+        self.source(descriptor)?.input_with_keys(descriptor, keys)
     }
 }
 
@@ -324,6 +456,7 @@ mod tests {
             spec: None,
             wide: false,
             planner: Some(Arc::new(Fixed)),
+            followup: None,
         });
         let req = |params: Vec<u8>, len| TaskRequest {
             name: "planned".into(),

@@ -1,43 +1,77 @@
-//! Mutual TLS 1.3 inside the federation PKI: the server side is rustls driven
-//! directly (so refused handshakes are counted), the client side is tonic's
-//! rustls connector. Both use the aws-lc-rs provider; nothing here links
-//! OpenSSL or `ring`.
+//! Mutual TLS 1.3 inside the federation PKI, rustls (aws-lc-rs) driven
+//! directly on both sides.
+//!
+//! * **Outgoing connections are pinned** ([`channel_to`]): besides the CA,
+//!   the name and serverAuth, the server's certificate must be the one
+//!   `federation.toml` registers for the party being called (its SHA-256
+//!   fingerprint). A client whose certificate is valid for `localhost` can
+//!   bind a helper's port, but no node will talk to it.
+//! * **Unregistered certificates are refused at the handshake**
+//!   ([`server_config`]): a certificate the CA signed but `federation.toml`
+//!   does not list never completes TLS, so it never holds a connection or
+//!   reaches a service. The registered set can be replaced while the server
+//!   runs ([`Registry::replace`]: revocation by reloading the federation).
+//! * **Bounded connections** ([`incoming`]): at most [`MAX_HANDSHAKES`]
+//!   handshakes in progress (a new one evicts the oldest, so connections
+//!   that never start TLS cannot lock anyone out), each abandoned after
+//!   [`HANDSHAKE_TIMEOUT`]; then at most [`CONNECTIONS_PER_PARTY`]
+//!   connections per identity, and a budget for clients separate from the
+//!   one reserved for the coordinator, helpers and admins.
 //!
 //! A peer's identity is the SHA-256 fingerprint of its certificate
-//! ([`peer_identity`]); what it may do is looked up in the federation's
+//! ([`fingerprint`]); what it may do is looked up in the federation's
 //! [`crate::directory::Directory`], never taken from the certificate's text.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-pub use crate::pki::TlsMaterial;
-use sealroom_protocol::PartyId;
+use sealroom_protocol::{PartyId, Role};
 use sha2::Digest as _;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tonic::codegen::http::Uri;
 use tonic::transport::server::Connected;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
+use crate::context::NodeContext;
+use crate::directory::{Directory, Party};
 use crate::metrics::Metrics;
+pub use crate::pki::TlsMaterial;
 use crate::shutdown::Shutdown;
 
-/// Most TLS connections a server holds at once.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Handshakes in progress at once; a new connection beyond it evicts the
+/// oldest pending one.
+pub const MAX_HANDSHAKES: usize = 256;
 /// A handshake that takes longer is abandoned.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Established connections one identity may hold.
+pub const CONNECTIONS_PER_PARTY: usize = 16;
+/// Established client connections in all (the coordinator, helpers and
+/// admins have a budget of their own, so clients cannot crowd them out).
+pub const MAX_CLIENT_CONNECTIONS: usize = 8192;
+/// Established connections of the coordinator, helpers and admins in all.
+pub const MAX_SERVICE_CONNECTIONS: usize = 1024;
+/// A connection on which the peer sent nothing for this long is closed
+/// (servers ping every [`KEEPALIVE_INTERVAL`]; a live peer answers).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// HTTP/2 keep-alive ping interval of servers and channels.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Installs the process's crypto provider: aws-lc-rs with only TLS 1.3
 /// cipher suites, so no connection can fall back to TLS 1.2 (idempotent; a
@@ -69,37 +103,316 @@ pub enum TlsError {
         /// What is wrong.
         reason: String,
     },
+    /// The party has no endpoint to call.
+    #[error("{role} {name:?} has no endpoint in federation.toml")]
+    NoEndpoint {
+        /// Its role.
+        role: &'static str,
+        /// Its name.
+        name: String,
+    },
 }
 
-/// A rustls server config for `material`: TLS 1.3 only, client certificates
-/// required and verified against the federation CA, HTTP/2 via ALPN.
-pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    install_crypto_provider();
+/// SHA-256 of a certificate's DER: the party identity.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> PartyId {
+    PartyId(sha2::Sha256::digest(cert.as_ref()).into())
+}
+
+/// The identities a server lets finish a handshake, and what each may do:
+/// the parties of `federation.toml`. Shared with the verifier, the
+/// connections and the services, and replaceable while the node runs
+/// ([`Registry::replace`], see [`crate::reload`]): a removed party's new
+/// handshakes are refused and its open connections closed.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    parties: Arc<RwLock<Parties>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Parties {
+    by_id: HashMap<PartyId, Party>,
+    /// The federation these parties came from (absent for a registry built
+    /// by hand).
+    directory: Option<Arc<Directory>>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            parties: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+}
+
+impl Registry {
+    /// The parties of `directory`.
+    pub fn of(directory: &Directory) -> Registry {
+        let r = Registry::default();
+        r.replace(directory);
+        r
+    }
+
+    /// Replaces the registered parties (a reloaded federation): a removed
+    /// party can no longer connect, and its open connections close.
+    pub fn replace(&self, directory: &Directory) {
+        let by_id = directory.parties().map(|p| (p.id, p.clone())).collect();
+        *self.parties.write().expect("registry lock") = Parties {
+            by_id,
+            directory: Some(Arc::new(directory.clone())),
+        };
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Registers one identity (for a server outside a federation's nodes,
+    /// such as the benchmark's plaintext baseline).
+    pub fn insert(&self, id: PartyId, role: Role) {
+        let party = Party {
+            id,
+            role,
+            name: role.as_str().to_string(),
+            endpoint: None,
+            signing_key: None,
+            key_epoch: 0,
+            previous_key: None,
+        };
+        self.parties
+            .write()
+            .expect("registry lock")
+            .by_id
+            .insert(id, party);
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// The role of a registered identity.
+    pub fn role(&self, id: &PartyId) -> Option<Role> {
+        self.party(id).map(|p| p.role)
+    }
+
+    /// A registered party.
+    pub fn party(&self, id: &PartyId) -> Option<Party> {
+        self.parties
+            .read()
+            .expect("registry lock")
+            .by_id
+            .get(id)
+            .cloned()
+    }
+
+    /// The federation the registered parties came from, as last loaded.
+    pub fn directory(&self) -> Option<Arc<Directory>> {
+        self.parties
+            .read()
+            .expect("registry lock")
+            .directory
+            .clone()
+    }
+
+    /// Resolves once `party` is no longer registered with `role` (never, if
+    /// it stays).
+    pub fn revoked(&self, party: PartyId, role: Role) -> impl Future<Output = ()> + Send + 'static {
+        let registry = self.clone();
+        let mut changes = self.changes.subscribe();
+        async move {
+            loop {
+                if registry.role(&party) != Some(role) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+/// rustls' client-certificate verifier for the federation CA, refusing
+/// certificates `federation.toml` does not register (counted in
+/// `sealroom_connections_refused_total{reason="unregistered_certificate"}`).
+#[derive(Debug)]
+struct RegisteredClients {
+    inner: Arc<dyn ClientCertVerifier>,
+    registry: Registry,
+    metrics: Metrics,
+}
+
+impl ClientCertVerifier for RegisteredClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.registry.role(&fingerprint(end_entity)).is_none() {
+            self.metrics.connection_refused("unregistered_certificate");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// rustls' server-certificate verifier for the federation CA that also
+/// requires the server to hold the one certificate registered for the party
+/// being called.
+#[derive(Debug)]
+struct PinnedServer {
+    inner: Arc<WebPkiServerVerifier>,
+    expected: PartyId,
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if fingerprint(end_entity) != self.expected {
+            tracing::warn!(expected = %self.expected, found = %fingerprint(end_entity), "the server is not the party called");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn roots(material: &TlsMaterial) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     roots
         .add(material.ca_der().clone())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+    Ok(Arc::new(roots))
+}
+
+fn key_of(material: &TlsMaterial) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(material.expose_key_pem()).map_err(|e| TlsError::Pem {
+        what: "private key",
+        reason: e.to_string(),
+    })
+}
+
+/// A rustls server config for `material`: TLS 1.3 only, client certificates
+/// required, verified against the federation CA and refused at the
+/// handshake unless `registry` lists them, HTTP/2 via ALPN.
+pub fn server_config(
+    material: &TlsMaterial,
+    registry: Registry,
+    metrics: Metrics,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    install_crypto_provider();
+    let inner = WebPkiClientVerifier::builder(roots(material)?)
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(material.expose_key_pem()).map_err(|e| TlsError::Pem {
-            what: "private key",
-            reason: e.to_string(),
-        })?;
+    let verifier = Arc::new(RegisteredClients {
+        inner,
+        registry,
+        metrics,
+    });
     let mut config =
         rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![material.cert_der().clone()], key)
+            .with_single_cert(vec![material.cert_der().clone()], key_of(material)?)
             .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// A lazily connecting gRPC channel to `endpoint` (`host:port`),
-/// authenticating with `material`'s certificate and trusting only the
-/// federation CA.
-pub fn channel(material: &TlsMaterial, endpoint: &str) -> Result<Channel, TlsError> {
+/// The domain a certificate must cover for `host`.
+fn domain_of(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() => "localhost".to_string(),
+        _ => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    }
+}
+
+/// A lazily connecting gRPC channel to `party`, authenticating with this
+/// node's certificate and accepting only the certificate `federation.toml`
+/// registers for that party.
+pub fn channel_to(ctx: &NodeContext, party: &Party) -> Result<Channel, TlsError> {
+    let endpoint = party
+        .endpoint
+        .as_deref()
+        .ok_or_else(|| TlsError::NoEndpoint {
+            role: party.role.as_str(),
+            name: party.name.clone(),
+        })?;
+    pinned_channel(&ctx.tls, endpoint, party.id)
+}
+
+/// A lazily connecting gRPC channel to `endpoint` (`host:port`) whose
+/// server must hold the certificate with fingerprint `expected`.
+pub fn pinned_channel(
+    material: &TlsMaterial,
+    endpoint: &str,
+    expected: PartyId,
+) -> Result<Channel, TlsError> {
     install_crypto_provider();
     let bad = |reason: String| TlsError::Endpoint {
         endpoint: endpoint.to_string(),
@@ -107,33 +420,60 @@ pub fn channel(material: &TlsMaterial, endpoint: &str) -> Result<Channel, TlsErr
     };
     let (host, _port) =
         crate::config::split_endpoint(endpoint).ok_or_else(|| bad("not host:port".into()))?;
-    let domain = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_loopback() => "localhost".to_string(),
-        _ => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
+    let server_name = ServerName::try_from(domain_of(host))
+        .map_err(|e| bad(format!("not a server name: {e}")))?;
+    let inner = WebPkiServerVerifier::builder(roots(material)?)
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedServer { inner, expected }))
+            .with_client_auth_cert(vec![material.cert_der().clone()], key_of(material)?)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = TlsConnector::from(Arc::new(config));
+    let address = endpoint.to_string();
+    let connect = tower::service_fn(move |_: Uri| {
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        let address = address.clone();
+        async move {
+            let tcp = TcpStream::connect(&address).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect_with_connector_lazy(connect))
+}
+
+/// A lazily connecting gRPC channel to `endpoint` that trusts any
+/// certificate the federation CA issued for its name — for tools and tests
+/// that call a server they started themselves. Nodes pin with
+/// [`channel_to`].
+pub fn channel_unpinned(material: &TlsMaterial, endpoint: &str) -> Result<Channel, TlsError> {
+    install_crypto_provider();
+    let bad = |reason: String| TlsError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
     };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(material.ca_pem()))
-        .identity(Identity::from_pem(
-            material.cert_pem(),
-            material.expose_key_pem(),
-        ))
-        .domain_name(domain);
+    let (host, _port) =
+        crate::config::split_endpoint(endpoint).ok_or_else(|| bad("not host:port".into()))?;
+    let tls = crate::pki::client_tls(material, &domain_of(host));
     Ok(Endpoint::from_shared(format!("https://{endpoint}"))
         .map_err(|e| bad(e.to_string()))?
         .tls_config(tls)
         .map_err(|e| bad(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .connect_lazy())
-}
-
-/// SHA-256 of a certificate's DER: the party identity.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> PartyId {
-    PartyId(sha2::Sha256::digest(cert.as_ref()).into())
 }
 
 /// What a server knows about the peer of a connection.
@@ -145,12 +485,37 @@ pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
 }
 
-/// An established server-side TLS connection. Holds a connection slot for
-/// as long as it lives, which bounds the connections a server keeps open.
+/// An established server-side TLS connection. Holds its connection slot for
+/// as long as it lives; closes itself when the peer sends nothing for
+/// [`IDLE_TIMEOUT`].
 pub struct Conn {
     stream: TlsStream<TcpStream>,
     info: PeerInfo,
-    _slot: OwnedSemaphorePermit,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    /// Resolves when the peer leaves the federation (a reload removed or
+    /// replaced its certificate); the connection then fails every read and
+    /// write, so the server drops it.
+    revoked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    _slot: Slot,
+}
+
+impl Conn {
+    /// Whether the peer was removed from the federation since it connected.
+    fn check_revoked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(revoked) = self.revoked.as_mut() {
+            if revoked.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            self.revoked = None;
+            if let Some(party) = self.info.identity {
+                tracing::info!(%party, "connection closed: the peer is no longer in federation.toml");
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the peer's certificate is no longer registered in this federation",
+        ))
+    }
 }
 
 impl Connected for Conn {
@@ -166,7 +531,28 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Err(e) = this.check_revoked(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.idle
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer sent nothing for too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -176,7 +562,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Err(e) = this.check_revoked(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
@@ -189,7 +579,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Err(e) = this.check_revoked(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
@@ -201,20 +595,86 @@ pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<PartyId> {
     request.extensions().get::<PeerInfo>()?.identity
 }
 
+/// Established connections, per identity and per budget.
+#[derive(Default)]
+struct Counts {
+    per_party: HashMap<PartyId, usize>,
+    clients: usize,
+    services: usize,
+}
+
+/// A held connection slot; released when dropped.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    party: PartyId,
+    client: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("connection counts lock");
+        if let Some(n) = counts.per_party.get_mut(&self.party) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_party.remove(&self.party);
+            }
+        }
+        if self.client {
+            counts.clients = counts.clients.saturating_sub(1);
+        } else {
+            counts.services = counts.services.saturating_sub(1);
+        }
+    }
+}
+
+/// Takes a slot for an established connection of `party`, or says why not.
+fn take_slot(
+    counts: &Arc<Mutex<Counts>>,
+    party: PartyId,
+    role: Role,
+) -> Result<Slot, &'static str> {
+    let mut c = counts.lock().expect("connection counts lock");
+    let client = role == Role::Client;
+    if c.per_party.get(&party).copied().unwrap_or(0) >= CONNECTIONS_PER_PARTY {
+        return Err("too_many_for_party");
+    }
+    if client && c.clients >= MAX_CLIENT_CONNECTIONS {
+        return Err("too_many_clients");
+    }
+    if !client && c.services >= MAX_SERVICE_CONNECTIONS {
+        return Err("too_many_connections");
+    }
+    *c.per_party.entry(party).or_default() += 1;
+    if client {
+        c.clients += 1;
+    } else {
+        c.services += 1;
+    }
+    Ok(Slot {
+        counts: counts.clone(),
+        party,
+        client,
+    })
+}
+
 /// Accepts TCP connections and completes TLS handshakes, yielding the
-/// established streams for tonic's `serve_with_incoming_shutdown`. Failed
-/// handshakes (unknown CA, expired or missing client certificate, TLS < 1.3)
-/// are logged and counted in `sealroom_connections_refused_total`.
+/// established streams for tonic's `serve_with_incoming_shutdown`. Refused
+/// handshakes (unknown CA, unregistered, expired or missing client
+/// certificate, TLS < 1.3) and connections over a limit are counted in
+/// `sealroom_connections_refused_total` by reason.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    registry: Registry,
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let counts: Arc<Mutex<Counts>> = Arc::default();
     tokio::spawn(async move {
+        // Pending handshakes, oldest first: a cancel handle each.
+        let mut pending: VecDeque<oneshot::Sender<()>> = VecDeque::new();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -228,46 +688,103 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                metrics.connection_refused("too_many_connections");
-                continue;
-            };
+            pending.retain(|cancel| !cancel.is_closed());
+            if pending.len() >= MAX_HANDSHAKES
+                && let Some(oldest) = pending.pop_front()
+            {
+                metrics.connection_refused("handshake_evicted");
+                let _ = oldest.send(());
+            }
+            let (cancel, cancelled) = oneshot::channel::<()>();
+            pending.push_back(cancel);
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let metrics = metrics.clone();
+            let counts = counts.clone();
+            let registry = registry.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let identity = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(fingerprint);
-                        let info = PeerInfo {
-                            identity,
-                            addr: Some(peer),
-                        };
-                        let _ = tx
-                            .send(Ok(Conn {
-                                stream,
-                                info,
-                                _slot: permit,
-                            }))
-                            .await;
-                    }
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let result = tokio::select! {
+                    r = handshake => r,
+                    _ = cancelled => return,
+                };
+                let stream = match result {
+                    Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         metrics.connection_refused("tls_handshake");
                         tracing::info!(%peer, error = %e, "TLS handshake refused");
+                        return;
                     }
                     Err(_) => {
                         metrics.connection_refused("handshake_timeout");
-                        tracing::info!(%peer, "TLS handshake timed out");
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
                     }
-                }
+                };
+                let identity = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(fingerprint);
+                let Some((party, role)) = identity.and_then(|id| Some((id, registry.role(&id)?)))
+                else {
+                    metrics.connection_refused("unregistered_certificate");
+                    return;
+                };
+                let slot = match take_slot(&counts, party, role) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        metrics.connection_refused(reason);
+                        tracing::info!(%peer, party = %party, reason, "connection over its limit closed");
+                        return;
+                    }
+                };
+                let info = PeerInfo {
+                    identity,
+                    addr: Some(peer),
+                };
+                let _ = tx
+                    .send(Ok(Conn {
+                        stream,
+                        info,
+                        idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+                        revoked: Some(Box::pin(registry.revoked(party, role))),
+                        _slot: slot,
+                    }))
+                    .await;
             });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_per_party_and_per_budget() {
+        let counts: Arc<Mutex<Counts>> = Arc::default();
+        let a = PartyId([1; 32]);
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS_PER_PARTY {
+            held.push(take_slot(&counts, a, Role::Client).expect("under the cap"));
+        }
+        assert_eq!(
+            take_slot(&counts, a, Role::Client).err(),
+            Some("too_many_for_party")
+        );
+        // Another party, and an admin, still get in.
+        assert!(take_slot(&counts, PartyId([2; 32]), Role::Client).is_ok());
+        let admin = take_slot(&counts, PartyId([3; 32]), Role::Admin).expect("admin");
+        drop(held.pop());
+        assert!(
+            take_slot(&counts, a, Role::Client).is_ok(),
+            "a slot is released on drop"
+        );
+        drop(admin);
+        assert_eq!(counts.lock().expect("lock").services, 0);
+    }
 }

@@ -32,6 +32,9 @@ async fn audit_chains_verify_and_every_role_replays_every_round() {
         min_clients: Some(3),
         upload_window_ms: 1500,
         aggregation_window_ms: 3000,
+        // Round two runs with one of three helpers down: two answers that
+        // cannot be checked against each other, released marked unverified.
+        allow_unverified_threshold_release: true,
         ..InitOptions::default()
     };
     let inputs: Vec<Arc<dyn InputSource>> = (0..4)
@@ -79,8 +82,8 @@ async fn audit_chains_verify_and_every_role_replays_every_round() {
         }
         let ctx = open_context(config, Metrics::new()).await.expect("opens");
         let entries = ctx.store.audit_entries(None).await.expect("reads");
-        let (summary, violation) = verify_chain(&entries);
-        assert_eq!(violation, None, "{}", config.name);
+        let (summary, violations) = verify_chain(&entries);
+        assert_eq!(violations, Vec::new(), "{}", config.name);
         match config.role {
             Role::Coordinator => {
                 assert!(rounds.iter().all(|r| summary.rounds.contains(r)));
@@ -124,7 +127,7 @@ async fn audit_chains_verify_and_every_role_replays_every_round() {
                         secrets.push(p.seed.clone());
                         secrets.extend(p.input.chunks(16).map(<[u8]>::to_vec));
                     }
-                    Some(Input::Upload(m)) => {
+                    Some(Input::Inbound(m)) if m.kind == pb::MessageKind::Upload as i32 => {
                         assert!(m.stored && m.bytes.is_empty(), "a share is archived once");
                         let bytes = ctx
                             .store
@@ -161,18 +164,25 @@ async fn audit_chains_verify_and_every_role_replays_every_round() {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("opens the database");
-    let (step, data): (i64, Vec<u8>) = sqlx::query_as(
-        "SELECT step, data FROM round_archive WHERE round_id = $1 ORDER BY step LIMIT 1",
-    )
-    .bind(first.round_id as i64)
-    .fetch_one(&pool)
-    .await
-    .expect("archived");
-    let mut archived = pb::ArchivedStep::decode(data.as_slice()).expect("decodes");
+    let steps: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT step, data FROM round_archive WHERE round_id = $1 ORDER BY step")
+            .bind(first.round_id as i64)
+            .fetch_all(&pool)
+            .await
+            .expect("archived");
+    // A client's steps: the descriptor, then its participation.
+    let (step, mut archived) = steps
+        .iter()
+        .map(|(step, data)| {
+            (
+                *step,
+                pb::ArchivedStep::decode(data.as_slice()).expect("decodes"),
+            )
+        })
+        .find(|(_, s)| matches!(s.input, Some(Input::Participate(_))))
+        .expect("the client took part");
     if let Some(Input::Participate(p)) = archived.input.as_mut() {
         p.seed[0] ^= 1;
-    } else {
-        panic!("a client's first step is its participation");
     }
     sqlx::query("UPDATE round_archive SET data = $1 WHERE round_id = $2 AND step = $3")
         .bind(archived.encode_to_vec())
@@ -184,7 +194,7 @@ async fn audit_chains_verify_and_every_role_replays_every_round() {
     pool.close().await;
     let report = replay_with(&ctx, first.round_id).await.expect("replays");
     let divergence = report.divergence.expect("the tampered seed diverges");
-    assert_eq!(divergence.step, 0);
+    assert_eq!(divergence.step, step as usize);
     assert!(
         divergence.detail.contains("upload"),
         "{}",

@@ -103,7 +103,7 @@ async fn trace_logs_carry_no_share_seed_or_input() {
                             }
                         }
                     }
-                    Some(Input::Upload(m)) => {
+                    Some(Input::Inbound(m)) if m.kind == pb::MessageKind::Upload as i32 => {
                         assert!(m.stored && m.bytes.is_empty(), "a share is archived once");
                         let bytes = ctx
                             .store

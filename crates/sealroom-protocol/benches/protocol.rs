@@ -2,12 +2,12 @@
 //!
 //! `cargo bench -p sealroom-protocol --bench protocol`
 //!
-//! Every timed step goes through the real state machines — descriptors are
-//! signed by [`Coordinator::start_round`], shares made by
-//! [`Client::participate`], stored by [`Helper::on_upload`], summed by
-//! [`Helper::on_inclusion_set`] and reconstructed by
-//! [`CoordinatorRound::on_aggregate`] — on rounds of 100 clients, 3 helpers and
-//! 2^20-element vectors:
+//! Every timed step goes through the real state machines and their one step
+//! contract ([`Machine::handle`]) — descriptors signed by the coordinator on
+//! `Start`, shares made by a client on `Participate`, stored by a helper on
+//! an inbound upload, summed by a helper on the inclusion set and
+//! reconstructed by the coordinator on the last aggregate share — on rounds
+//! of 100 clients, 3 helpers and 2^20-element vectors:
 //!
 //! * `helper_aggregate_100x1m`: one helper answering a signed inclusion set of
 //!   all 100 clients (additive over Z_2^64, and Shamir 2-of-3 over F_p), next
@@ -19,7 +19,8 @@
 //! * `coordinator_reconstruct_1m`: the coordinator taking the last helper's
 //!   answer, which triggers reconstruction (with the consistency check in
 //!   threshold mode, since all three helpers answer), signing and publishing,
-//!   with two parts of that step timed alone to explain it (`part_*`);
+//!   with parts of that step timed alone to explain it (`part_*`: the
+//!   digest of the sum the result signs, the signature, the fan-out);
 //! * `client_participate_1m`: a client quantizing and sharing one vector.
 //!
 //! Each timed iteration gets fresh state built outside the timing (a helper
@@ -38,14 +39,15 @@ use prost::Message as _;
 use sealroom_core::prg::{self, PrgDomain};
 use sealroom_core::shamir::ShamirParams;
 use sealroom_core::{Fp, QuantSpec, Ring, RingKind, Seed, additive, vector};
+use std::sync::Arc;
+
 use sealroom_protocol::action::{Action, Message, Persist, SecretBytes};
 use sealroom_protocol::client::{Client, ClientConfig};
-use sealroom_protocol::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorRound, Outcome, Task,
-};
+use sealroom_protocol::coordinator::{Coordinator, CoordinatorConfig, Outcome, Task, sum_digest};
 use sealroom_protocol::descriptor::DescriptorTrust;
 use sealroom_protocol::helper::{Helper, HelperConfig, HelperState, PersistedRound};
-use sealroom_protocol::{Millis, PartyId, SigningKey, pb};
+use sealroom_protocol::machine::{ClientInput, Inbound, Input, Participation, Start, Step};
+use sealroom_protocol::{Machine, Millis, PartyId, SigningKey, pb};
 
 /// Elements per client vector.
 const LEN: usize = 1 << 20;
@@ -61,6 +63,7 @@ const START: Millis = Millis(1_700_000_000_000);
 const UPLOAD_WINDOW_MS: u64 = 10_000;
 const AGGREGATION_WINDOW_MS: u64 = 10_000;
 const NONCE: [u8; 32] = [0x5e; 32];
+const COORDINATOR_ID: PartyId = PartyId([0xcc; 32]);
 
 /// Parties a result is published to: 3 helpers and the clients.
 const RECIPIENTS: usize = 3 + CLIENTS;
@@ -143,6 +146,7 @@ fn input() -> Vec<f64> {
 /// Identities, keys and configurations of one federation.
 struct Federation {
     shape: Shape,
+    coordinator_key: SigningKey,
     coordinator: CoordinatorConfig,
     helper_ids: Vec<PartyId>,
     helpers: Vec<HelperConfig>,
@@ -161,7 +165,7 @@ impl Federation {
         let client_ids: Vec<PartyId> = (0..CLIENTS).map(|i| party(0xc1, i)).collect();
         let coordinator = CoordinatorConfig {
             federation_id: FEDERATION.into(),
-            signing_key: coordinator_key,
+            signer: Arc::new(coordinator_key.clone()),
             epoch: 0,
             helpers: helper_ids
                 .iter()
@@ -172,25 +176,27 @@ impl Federation {
             min_clients: CLIENTS / 2,
             upload_window_ms: UPLOAD_WINDOW_MS,
             aggregation_window_ms: AGGREGATION_WINDOW_MS,
+            allow_unverified: false,
         };
         let helpers = helper_ids
             .iter()
             .zip(helper_keys)
             .map(|(id, signing_key)| HelperConfig {
                 me: *id,
-                coordinator: party(0xcc, 0),
-                signing_key,
+                coordinator: COORDINATOR_ID,
+                signer: Arc::new(signing_key),
                 trust: trust.clone(),
-                max_pending_uploads: 16,
             })
             .collect();
         let client = ClientConfig {
             me: client_ids[0],
+            coordinator: COORDINATOR_ID,
             trust,
             helper_keys: coordinator.helpers.iter().copied().collect(),
         };
         Federation {
             shape,
+            coordinator_key,
             coordinator,
             helper_ids,
             helpers,
@@ -209,7 +215,7 @@ impl Federation {
     /// Round 1 of this federation. Descriptor encoding and Ed25519 signing
     /// are deterministic, so every call yields the same descriptor (and hash):
     /// that is what lets the reconstruction bench replay a round per iteration.
-    fn start_round(&self) -> (CoordinatorRound, pb::SignedEnvelope) {
+    fn start_round(&self) -> (Coordinator, pb::SignedEnvelope) {
         let task = Task {
             name: "bench".into(),
             vector_len: LEN as u64,
@@ -218,11 +224,24 @@ impl Federation {
             params: Vec::new(),
             min_clients: None,
         };
-        let (round, _) = Coordinator::new(self.coordinator.clone(), 1)
-            .start_round(START, task, self.client_ids.clone(), NONCE)
+        let mut coordinator = Coordinator::new(self.coordinator.clone(), 1);
+        coordinator
+            .handle(
+                START,
+                Input::Start(Start {
+                    task,
+                    clients: self.client_ids.clone(),
+                    nonce: NONCE,
+                }),
+            )
             .expect("valid bench round");
-        let envelope = round.descriptor().envelope().clone();
-        (round, envelope)
+        let envelope = coordinator
+            .round()
+            .expect("started")
+            .descriptor()
+            .envelope()
+            .clone();
+        (coordinator, envelope)
     }
 }
 
@@ -256,33 +275,33 @@ impl RoundFixture {
         let mut persisted = PersistedRound {
             descriptor: descriptor.clone(),
             uploads: Vec::new(),
+            report: None,
             answered: None,
         };
         for helper in &mut helpers {
-            helper
-                .on_descriptor(START, &descriptor)
-                .expect("helper accepts the descriptor");
+            inbound(
+                helper,
+                COORDINATOR_ID,
+                Inbound::Descriptor(descriptor.clone()),
+            );
         }
         let mut reports: Vec<Option<pb::SignedEnvelope>> = vec![None; shape.helpers];
         for (i, id) in federation.client_ids.iter().enumerate() {
             let mut client = Client::new(federation.client_config(i), None);
             let randomness = Seed::from_bytes([i as u8 ^ 0xa5; 32]);
-            let (_, uploads) = client
-                .participate(START, &descriptor, input, None, &randomness)
-                .expect("client takes part");
-            for action in uploads {
+            let uploads = participate(&mut client, &descriptor, input, randomness);
+            for action in uploads.actions {
                 let Action::Send {
                     to,
                     message: Message::Upload(bytes),
+                    ..
                 } = action
                 else {
                     continue;
                 };
                 let j = federation.helper_index(&to);
-                let actions = helpers[j]
-                    .on_upload(START, *id, bytes.expose())
-                    .expect("helper accepts the upload");
-                for action in actions {
+                let step = inbound(&mut helpers[j], *id, Inbound::Upload(bytes));
+                for action in step.actions {
                     match action {
                         Action::Persist(Persist::HelperUpload {
                             client_index,
@@ -303,32 +322,41 @@ impl RoundFixture {
             .map(|r| r.expect("every helper reports once all clients have sent"))
             .collect();
         for (j, report) in reports.iter().enumerate() {
-            round
-                .on_report(START, federation.helper_ids[j], report)
-                .expect("coordinator accepts the report");
+            inbound(
+                &mut round,
+                federation.helper_ids[j],
+                Inbound::Report(report.clone()),
+            );
         }
         let inclusion = round
-            .inclusion_set()
+            .round()
+            .and_then(|r| r.inclusion_set())
             .expect("all reports in: the inclusion set is decided")
             .clone();
         let answers: Vec<SecretBytes> = helpers
             .iter_mut()
             .map(|helper| {
-                let actions = helper
-                    .on_inclusion_set(START, &inclusion)
-                    .expect("helper answers");
-                aggregate_share(actions)
+                let step = inbound(
+                    helper,
+                    COORDINATOR_ID,
+                    Inbound::InclusionSet(inclusion.clone()),
+                );
+                aggregate_share(step.actions)
             })
             .collect();
         drop(helpers);
 
+        let mut outcome = None;
         for (j, answer) in answers.iter().enumerate() {
-            round
-                .on_aggregate(START, federation.helper_ids[j], answer.expose())
-                .expect("coordinator accepts the answer");
+            let step = inbound(
+                &mut round,
+                federation.helper_ids[j],
+                Inbound::AggregateShare(answer.clone()),
+            );
+            outcome = outcome.or(step.outcome);
         }
-        let Some(Outcome::Completed(summary)) = round.outcome() else {
-            panic!("the bench round must complete: {:?}", round.outcome());
+        let Some(Outcome::Completed(summary)) = outcome else {
+            panic!("the bench round must complete: {outcome:?}");
         };
         assert_eq!(summary.included.len(), CLIENTS);
         assert_eq!(summary.answering_helpers.len(), shape.helpers);
@@ -360,29 +388,39 @@ impl RoundFixture {
             self.timed_helper_state.clone(),
         )
         .expect("helper restores");
-        let actions = helper.on_timer(START.plus(UPLOAD_WINDOW_MS));
-        assert_eq!(actions.len(), 1, "the restored helper reports");
+        let step = helper
+            .handle(START.plus(UPLOAD_WINDOW_MS), Input::Timer)
+            .expect("timer");
+        assert_eq!(
+            step.actions.len(),
+            2,
+            "the restored helper persists its report and sends it"
+        );
         helper
     }
 
     /// The coordinator's round, replayed up to every answer but the last.
-    fn round_awaiting_last_answer(&self) -> CoordinatorRound {
+    fn round_awaiting_last_answer(&self) -> Coordinator {
         let (mut round, _) = self.federation.start_round();
         for (j, report) in self.reports.iter().enumerate() {
-            round
-                .on_report(START, self.federation.helper_ids[j], report)
-                .expect("coordinator accepts the report");
+            inbound(
+                &mut round,
+                self.federation.helper_ids[j],
+                Inbound::Report(report.clone()),
+            );
         }
         assert_eq!(
-            round.inclusion_set(),
+            round.round().and_then(|r| r.inclusion_set()),
             Some(&self.inclusion),
             "replayed round decides the same inclusion set"
         );
         let last = self.answers.len() - 1;
         for (j, answer) in self.answers[..last].iter().enumerate() {
-            round
-                .on_aggregate(START, self.federation.helper_ids[j], answer.expose())
-                .expect("coordinator accepts the answer");
+            inbound(
+                &mut round,
+                self.federation.helper_ids[j],
+                Inbound::AggregateShare(answer.clone()),
+            );
         }
         round
     }
@@ -395,6 +433,38 @@ impl Federation {
             .position(|h| h == id)
             .expect("uploads go to the round's helpers")
     }
+}
+
+/// Feeds one inbound message to a state machine, which must accept it.
+fn inbound(machine: &mut impl Machine, from: PartyId, msg: Inbound) -> Step {
+    let kind = msg.kind();
+    machine
+        .handle(START, Input::Inbound { from, msg })
+        .unwrap_or_else(|e| panic!("the bench round's {kind} is accepted: {e}"))
+}
+
+/// A client takes part in the round of `descriptor` with `input`.
+fn participate(
+    client: &mut Client,
+    descriptor: &pb::SignedEnvelope,
+    input: &[f64],
+    randomness: Seed,
+) -> Step {
+    let asked = inbound(
+        client,
+        COORDINATOR_ID,
+        Inbound::Descriptor(descriptor.clone()),
+    );
+    client
+        .handle(
+            START,
+            Input::Participate(Participation {
+                round: asked.round.expect("a verified round"),
+                input: Ok(ClientInput::new(input.to_vec())),
+                randomness,
+            }),
+        )
+        .expect("client takes part")
 }
 
 /// The encoded aggregate share among a helper's answer actions.
@@ -457,7 +527,13 @@ fn bench_helper(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &RoundFixture
             || fixture.reported_helper(),
             |helper| {
                 helper
-                    .on_inclusion_set(START.plus(UPLOAD_WINDOW_MS), &fixture.inclusion)
+                    .handle(
+                        START.plus(UPLOAD_WINDOW_MS),
+                        Input::Inbound {
+                            from: COORDINATOR_ID,
+                            msg: Inbound::InclusionSet(fixture.inclusion.clone()),
+                        },
+                    )
                     .expect("helper answers")
             },
             BatchSize::PerIteration,
@@ -468,13 +544,19 @@ fn bench_helper(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &RoundFixture
 fn bench_coordinator(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &RoundFixture) {
     let last = fixture.answers.len() - 1;
     let from = fixture.federation.helper_ids[last];
-    let answer = fixture.answers[last].expose();
+    let answer = &fixture.answers[last];
     group.bench_function(fixture.federation.shape.id, |b| {
         b.iter_batched_ref(
-            || fixture.round_awaiting_last_answer(),
-            |round| {
+            || (fixture.round_awaiting_last_answer(), answer.clone()),
+            |(round, answer)| {
                 round
-                    .on_aggregate(START.plus(UPLOAD_WINDOW_MS), from, answer)
+                    .handle(
+                        START.plus(UPLOAD_WINDOW_MS),
+                        Input::Inbound {
+                            from,
+                            msg: Inbound::AggregateShare(answer.clone()),
+                        },
+                    )
                     .expect("coordinator accepts the last answer")
             },
             BatchSize::PerIteration,
@@ -482,13 +564,18 @@ fn bench_coordinator(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &RoundFi
     });
 }
 
-/// Two parts of the coordinator's last step, timed alone to explain it: the
-/// Ed25519 signature over the result (which carries the whole 8 MB sum), and
-/// the copy of the signed result into one `Send` action per helper and client
-/// (what `CoordinatorRound` does to publish it).
-fn bench_coordinator_parts(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &RoundFixture) {
+/// Parts of the coordinator's last step, timed alone to explain it: the
+/// digest of the 8 MB sum the result signs, the Ed25519 signature over the
+/// (small) result record, and the copy of the signed result into one `Send`
+/// action per helper and client (what the coordinator does to publish it).
+fn bench_coordinator_parts(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    fixture: &RoundFixture,
+    sum: &[i64],
+) {
+    group.bench_function("part_sum_digest", |b| b.iter(|| sum_digest(black_box(sum))));
     let result = pb::RoundResult::decode(fixture.result.body.as_slice()).expect("a signed result");
-    let key = &fixture.federation.coordinator.signing_key;
+    let key = &fixture.federation.coordinator_key;
     group.bench_function("part_sign_result", |b| {
         b.iter(|| key.sign(black_box(&result)))
     });
@@ -502,6 +589,7 @@ fn bench_coordinator_parts(group: &mut BenchmarkGroup<'_, WallTime>, fixture: &R
                 (0..recipients)
                     .map(|i| Action::Send {
                         to: party(0xee, i),
+                        round: 1,
                         message: Message::Result(std::sync::Arc::clone(black_box(&shared))),
                     })
                     .collect::<Vec<Action>>()
@@ -518,11 +606,7 @@ fn bench_client(group: &mut BenchmarkGroup<'_, WallTime>, shape: Shape, input: &
     group.bench_function(shape.id, |b| {
         b.iter_batched_ref(
             || Client::new(federation.client_config(0), None),
-            |client| {
-                client
-                    .participate(START, &descriptor, black_box(input), None, &randomness)
-                    .expect("client takes part")
-            },
+            |client| participate(client, &descriptor, black_box(input), randomness.clone()),
             BatchSize::PerIteration,
         )
     });
@@ -630,19 +714,21 @@ fn summary() {
             );
         }
     }
+    let digest = mean_ns(COORDINATOR, "part_sum_digest");
     let sign = mean_ns(COORDINATOR, "part_sign_result");
     let publish = mean_ns(COORDINATOR, "part_publish_copies");
-    if let (Some(sign), Some(publish)) = (sign, publish) {
+    if let (Some(digest), Some(sign), Some(publish)) = (digest, sign, publish) {
         println!(
-            "    parts, timed alone: Ed25519 signature over the 8 MB result {:6.1} ms; \
-             copying the signed result into {RECIPIENTS} Send actions {:6.1} ms",
+            "    parts, timed alone: BLAKE3 digest of the 8 MB sum {:6.2} ms; Ed25519 signature over the \
+             result record {:6.3} ms; {RECIPIENTS} Send actions {:6.3} ms",
+            digest / 1e6,
             sign / 1e6,
             publish / 1e6
         );
         if let Some(total) = mean_ns(COORDINATOR, ADDITIVE_H3.id) {
             println!(
                 "    rest of the additive step (decode, check, reconstruct, dequantize): ~{:5.1} ms",
-                ((total - sign - publish) / 1e6).max(0.0)
+                ((total - digest - sign - publish) / 1e6).max(0.0)
             );
         }
     }
@@ -686,7 +772,8 @@ fn main() {
         group.measurement_time(Duration::from_secs(5));
         bench_coordinator(&mut group, &fixture);
         if shape.threshold.is_none() {
-            bench_coordinator_parts(&mut group, &fixture);
+            let sum: Vec<i64> = vec![0x0123_4567_89ab; LEN];
+            bench_coordinator_parts(&mut group, &fixture, &sum);
         }
         group.finish();
     }

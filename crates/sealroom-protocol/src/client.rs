@@ -8,14 +8,17 @@ use prost::Message as _;
 use rand::SeedableRng;
 use rand::rngs::ChaCha20Rng;
 use sealroom_core::additive::{self, AdditiveShare};
-use sealroom_core::quant::{ErrorFeedback, QuantError};
+use sealroom_core::quant::QuantError;
 use sealroom_core::shamir::{self, ShamirShare};
 use sealroom_core::{Fp, Ring, RingKind, Seed, SharingError};
 
-use crate::action::{Action, Message, Persist, SecretBytes};
+use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
 use crate::descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
 use crate::envelope::{EnvelopeError, VerifyingKey};
 use crate::ids::{Digest, Millis, PartyId, contexts};
+use crate::machine::{
+    Artifact, Inbound, Input, Machine, Participation, Refusal, RefusalCode, Step, not_for,
+};
 use crate::pb;
 
 /// A client's fixed configuration.
@@ -23,23 +26,74 @@ use crate::pb;
 pub struct ClientConfig {
     /// This client's identity.
     pub me: PartyId,
+    /// The coordinator's identity (the only sender of descriptors, and where
+    /// sit-out notices go).
+    pub coordinator: PartyId,
     /// Federation and pinned coordinator keys.
     pub trust: DescriptorTrust,
     /// Helpers' receipt-signing keys.
     pub helper_keys: BTreeMap<PartyId, VerifyingKey>,
 }
 
-/// A client across rounds: remembers the last round it took part in.
+/// A client across rounds: remembers the last round it took part in, the
+/// round it was asked to compute an input for, and its current round.
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
     last_round: Option<u64>,
+    asked: Option<VerifiedDescriptor>,
+    round: Option<ClientRound>,
+}
+
+impl Machine for Client {
+    fn handle(&mut self, now: Millis, input: Input) -> Result<Step, Refusal> {
+        match input {
+            Input::Inbound {
+                from,
+                msg: Inbound::Descriptor(env),
+            } => self.on_descriptor(from, &env),
+            Input::Participate(p) => self.participate(now, p),
+            Input::Inbound {
+                from,
+                msg: Inbound::Receipt(env),
+            } => self.on_receipt(from, &env),
+            other => Err(not_for("client", &other)),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        None
+    }
+}
+
+fn refuse(round: Option<u64>, error: ClientError) -> Refusal {
+    Refusal {
+        round,
+        code: error.code(),
+        error: Box::new(error.into()),
+    }
 }
 
 impl Client {
     /// A client restored with the last round id it persisted (if any).
     pub fn new(config: ClientConfig, last_round: Option<u64>) -> Client {
-        Client { config, last_round }
+        Client {
+            config,
+            last_round,
+            asked: None,
+            round: None,
+        }
+    }
+
+    /// Replaces the coordinator keys this client trusts (a key rotation,
+    /// reloaded from the federation's file).
+    pub fn set_trust(&mut self, trust: DescriptorTrust) {
+        self.config.trust = trust;
+    }
+
+    /// The coordinator this client takes descriptors from.
+    pub fn coordinator(&self) -> PartyId {
+        self.config.coordinator
     }
 
     /// The highest round id this client has taken part in.
@@ -47,9 +101,15 @@ impl Client {
         self.last_round
     }
 
+    /// The round this client is taking part in, once its uploads are out.
+    pub fn current_round(&self) -> Option<&ClientRound> {
+        self.round.as_ref()
+    }
+
     /// Verifies a descriptor for this client: signature by a pinned
     /// coordinator key, version, federation, fields, headroom, a round id
-    /// above the last one seen, and this client in the participant list.
+    /// above the last one seen, this client in the participant list, and
+    /// only helpers this client knows.
     pub fn check_descriptor(
         &self,
         envelope: &pb::SignedEnvelope,
@@ -83,123 +143,221 @@ impl Client {
         Ok(descriptor)
     }
 
-    /// Takes part in a round: checks the descriptor, quantizes `input` (with
-    /// error feedback if given), shares it with randomness drawn from a
-    /// ChaCha20 stream seeded by `randomness` (which the caller draws from the
-    /// OS and may record for replay), and returns the uploads to send.
-    ///
-    /// Nothing changes if any check fails.
-    pub fn participate(
+    /// A descriptor from the coordinator: once verified, the runtime is
+    /// asked to compute this client's input ([`Action::Compute`]).
+    fn on_descriptor(
         &mut self,
-        now: Millis,
+        from: PartyId,
         envelope: &pb::SignedEnvelope,
-        input: &[f64],
-        error_feedback: Option<&mut ErrorFeedback>,
-        randomness: &Seed,
-    ) -> Result<(ClientRound, Vec<Action>), ClientError> {
-        let descriptor = self.check_descriptor(envelope)?;
+    ) -> Result<Step, Refusal> {
+        if from != self.config.coordinator {
+            return Err(refuse(None, ClientError::WrongSender { party: from }));
+        }
+        let descriptor = self
+            .check_descriptor(envelope)
+            .map_err(|e| refuse(None, e))?;
         let round = descriptor.round_id();
-        if now >= descriptor.upload_deadline() {
-            return Err(ClientError::Late { round });
+        if self
+            .asked
+            .as_ref()
+            .is_some_and(|a| a.hash() == descriptor.hash())
+        {
+            // The same descriptor again (a reconnect): already asked.
+            return Ok(Step::new(Some(round), Vec::new()));
         }
-        if input.len() != descriptor.vector_len() {
-            return Err(ClientError::InputLength {
+        self.asked = Some(descriptor.clone());
+        Ok(Step {
+            accepted: vec![Artifact {
+                kind: MessageKind::Descriptor,
                 round,
-                expected: descriptor.vector_len(),
-                actual: input.len(),
-            });
-        }
-        let spec = descriptor.encoding().spec();
-        let quantized = match error_feedback {
-            Some(ef) => ef.quantize(&spec, input),
-            None => spec.quantize(input),
-        }
-        .map_err(|source| ClientError::Quantization { round, source })?;
-        let index = descriptor
-            .client_index(&self.config.me)
-            .expect("check_descriptor verified membership");
-        let mut rng = ChaCha20Rng::from_seed(*randomness.expose_bytes());
-        let context = descriptor.hash().0;
-        let helpers = descriptor.helpers().len();
-        let encoding = descriptor.encoding();
-        let embed_err = |source| ClientError::Quantization { round, source };
-        let share_err = |source| ClientError::Sharing { round, source };
-        let shares: Vec<ShareBytes> = match (descriptor.mode(), encoding.ring()) {
-            (Mode::Additive, RingKind::Z2_32) => additive_bytes::<u32>(
-                secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
-                helpers,
-                index,
-                context,
-                &mut rng,
-            )
-            .map_err(share_err)?,
-            (Mode::Additive, RingKind::Z2_64) => additive_bytes::<u64>(
-                secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
-                helpers,
-                index,
-                context,
-                &mut rng,
-            )
-            .map_err(share_err)?,
-            (Mode::Additive, _) => additive_bytes::<Fp>(
-                secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
-                helpers,
-                index,
-                context,
-                &mut rng,
-            )
-            .map_err(share_err)?,
-            (Mode::Threshold(params), _) => shamir::share(
-                params,
-                secret(encoding.embed::<Fp>(&quantized).map_err(embed_err)?).expose(),
-                index,
-                context,
-                &mut rng,
-            )
-            .map_err(share_err)?
-            .into_iter()
-            .map(|s| match s {
-                ShamirShare::Seed(seed) => ShareBytes::Seed(seed),
-                ShamirShare::Vector(v) => ShareBytes::Vector(SecretBytes::new(
-                    sealroom_core::vector::encode_le(v.expose()),
-                )),
-            })
-            .collect(),
-        };
-
-        let mut actions = vec![Action::Persist(Persist::ClientRound { round_id: round })];
-        let mut upload_digests = Vec::with_capacity(helpers);
-        for (helper, share) in descriptor.helpers().iter().zip(shares) {
-            let upload = pb::Upload {
-                descriptor_hash: context.to_vec(),
-                round_id: round,
-                client_index: index,
-                share: Some(match share {
-                    ShareBytes::Seed(seed) => pb::upload::Share::Seed(seed.expose_bytes().to_vec()),
-                    ShareBytes::Vector(bytes) => pb::upload::Share::Vector(bytes.expose().to_vec()),
-                }),
-            };
-            let bytes = SecretBytes::new(upload.encode_to_vec());
-            zeroize_upload(upload);
-            upload_digests.push(Digest::of(contexts::UPLOAD, bytes.expose()));
-            actions.push(Action::Send {
-                to: *helper,
-                message: Message::Upload(bytes),
-            });
-        }
-        self.last_round = Some(round);
-        Ok((
-            ClientRound {
-                receipts: vec![None; helpers],
-                helper_keys: self.config.helper_keys.clone(),
-                descriptor,
-                index,
-                upload_digests,
-                clipped: quantized.clipped,
-            },
-            actions,
-        ))
+                envelope: envelope.clone(),
+            }],
+            ..Step::new(Some(round), vec![Action::Compute(Box::new(descriptor))])
+        })
     }
+
+    /// This client's input for the round it was asked about (or why it sits
+    /// it out): quantizes and shares the input with randomness drawn from a
+    /// ChaCha20 stream seeded by `randomness`, and returns the uploads to
+    /// send; a sit-out becomes a notice to the coordinator. Nothing changes
+    /// if any check fails.
+    fn participate(&mut self, now: Millis, p: Participation) -> Result<Step, Refusal> {
+        let Some(descriptor) = self.asked.as_ref().filter(|d| d.round_id() == p.round) else {
+            return Err(refuse(None, ClientError::NotAsked { round: p.round }));
+        };
+        let round = descriptor.round_id();
+        if let Some(last) = self.last_round
+            && round <= last
+        {
+            return Err(refuse(
+                Some(round),
+                DescriptorError::Replayed { round, last }.into(),
+            ));
+        }
+        if now >= descriptor.upload_deadline() {
+            return Err(refuse(Some(round), ClientError::Late { round }));
+        }
+        let mut actions = vec![Action::Persist(Persist::ClientRound { round_id: round })];
+        let client_round = match p.input {
+            Ok(input) => {
+                let (client_round, uploads) =
+                    share_input(descriptor, &self.config, input.expose(), &p.randomness)
+                        .map_err(|e| refuse(Some(round), e))?;
+                actions.extend(uploads);
+                Some(client_round)
+            }
+            Err(sit_out) => {
+                let notice = pb::SitOut {
+                    descriptor_hash: descriptor.hash().0.to_vec(),
+                    round_id: round,
+                    reason: sit_out.reason as i32,
+                    subject: crate::machine::clean_subject(&sit_out.subject),
+                };
+                actions.push(Action::Send {
+                    to: self.config.coordinator,
+                    round,
+                    message: Message::SitOut(notice.encode_to_vec()),
+                });
+                None
+            }
+        };
+        let ends_round = client_round.is_none();
+        self.last_round = Some(round);
+        self.asked = None;
+        self.round = client_round;
+        Ok(Step {
+            ends_round,
+            ..Step::new(Some(round), actions)
+        })
+    }
+
+    fn on_receipt(
+        &mut self,
+        from: PartyId,
+        envelope: &pb::SignedEnvelope,
+    ) -> Result<Step, Refusal> {
+        let Some(round) = self.round.as_mut() else {
+            return Err(refuse(None, ClientError::NoRound));
+        };
+        let round_id = round.round_id;
+        round
+            .on_receipt(from, envelope)
+            .map_err(|e| refuse(Some(round_id), e))?;
+        Ok(Step {
+            ends_round: round.all_receipts(),
+            ..Step::new(Some(round_id), Vec::new())
+        })
+    }
+}
+
+/// Quantizes and shares `input` for `descriptor`: the round state and the
+/// upload actions.
+fn share_input(
+    descriptor: &VerifiedDescriptor,
+    config: &ClientConfig,
+    input: &[f64],
+    randomness: &Seed,
+) -> Result<(ClientRound, Vec<Action>), ClientError> {
+    let round = descriptor.round_id();
+    if input.len() != descriptor.vector_len() {
+        return Err(ClientError::InputLength {
+            round,
+            expected: descriptor.vector_len(),
+            actual: input.len(),
+        });
+    }
+    let spec = descriptor.encoding().spec();
+    let quantized = spec
+        .quantize(input)
+        .map_err(|source| ClientError::Quantization { round, source })?;
+    let index = descriptor
+        .client_index(&config.me)
+        .expect("check_descriptor verified membership");
+    let mut rng = ChaCha20Rng::from_seed(*randomness.expose_bytes());
+    let context = descriptor.hash().0;
+    let helpers = descriptor.helpers().len();
+    let encoding = descriptor.encoding();
+    let embed_err = |source| ClientError::Quantization { round, source };
+    let share_err = |source| ClientError::Sharing { round, source };
+    let shares: Vec<ShareBytes> = match (descriptor.mode(), encoding.ring()) {
+        (Mode::Additive, RingKind::Z2_32) => additive_bytes::<u32>(
+            secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
+            helpers,
+            index,
+            context,
+            &mut rng,
+        )
+        .map_err(share_err)?,
+        (Mode::Additive, RingKind::Z2_64) => additive_bytes::<u64>(
+            secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
+            helpers,
+            index,
+            context,
+            &mut rng,
+        )
+        .map_err(share_err)?,
+        (Mode::Additive, RingKind::Fp61) => additive_bytes::<Fp>(
+            secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
+            helpers,
+            index,
+            context,
+            &mut rng,
+        )
+        .map_err(share_err)?,
+        (Mode::Threshold(params), _) => shamir::share(
+            params,
+            secret(encoding.embed::<Fp>(&quantized).map_err(embed_err)?).expose(),
+            index,
+            context,
+            &mut rng,
+        )
+        .map_err(share_err)?
+        .into_iter()
+        .map(|s| match s {
+            ShamirShare::Seed(seed) => ShareBytes::Seed(seed),
+            ShamirShare::Vector(v) => ShareBytes::Vector(SecretBytes::new(
+                sealroom_core::vector::encode_le(v.expose()),
+            )),
+        })
+        .collect(),
+    };
+    let mut actions = Vec::with_capacity(helpers);
+    let mut upload_digests = Vec::with_capacity(helpers);
+    for (helper, share) in descriptor.helpers().iter().zip(shares) {
+        let upload = pb::Upload {
+            descriptor_hash: context.to_vec(),
+            round_id: round,
+            client_index: index,
+            share: Some(match share {
+                ShareBytes::Seed(seed) => pb::upload::Share::Seed(seed.expose_bytes().to_vec()),
+                ShareBytes::Vector(bytes) => pb::upload::Share::Vector(bytes.expose().to_vec()),
+            }),
+        };
+        let bytes = SecretBytes::new(upload.encode_to_vec());
+        zeroize_upload(upload);
+        upload_digests.push(Digest::of(contexts::UPLOAD, bytes.expose()));
+        actions.push(Action::Send {
+            to: *helper,
+            round,
+            message: Message::Upload(bytes),
+        });
+    }
+    let helper_keys = descriptor
+        .helpers()
+        .iter()
+        .filter_map(|h| config.helper_keys.get(h).map(|k| (*h, *k)))
+        .collect();
+    Ok((
+        ClientRound {
+            round_id: round,
+            descriptor_hash: descriptor.hash(),
+            helpers: helper_keys,
+            receipts: vec![None; helpers],
+            index,
+            upload_digests,
+        },
+        actions,
+    ))
 }
 
 /// Wipes the share bytes held in a protobuf upload.
@@ -242,42 +400,37 @@ fn additive_bytes<R: Ring>(
 /// One round from a client's side, after its uploads are out.
 #[derive(Debug)]
 pub struct ClientRound {
-    descriptor: VerifiedDescriptor,
+    round_id: u64,
+    descriptor_hash: Digest,
+    /// The round's helpers (position = helper index) and their keys.
+    helpers: Vec<(PartyId, VerifyingKey)>,
     index: u32,
     upload_digests: Vec<Digest>,
     receipts: Vec<Option<pb::SignedEnvelope>>,
-    helper_keys: BTreeMap<PartyId, VerifyingKey>,
-    clipped: usize,
 }
 
 impl ClientRound {
-    /// The round's descriptor.
-    pub fn descriptor(&self) -> &VerifiedDescriptor {
-        &self.descriptor
+    /// The round.
+    pub fn round_id(&self) -> u64 {
+        self.round_id
     }
     /// This client's index in the round.
     pub fn client_index(&self) -> u32 {
         self.index
     }
-    /// How many input values were clipped by quantization.
-    pub fn clipped(&self) -> usize {
-        self.clipped
-    }
-
     /// Verifies a helper's signed receipt for this client's upload.
-    pub fn on_receipt(
+    fn on_receipt(
         &mut self,
         from: PartyId,
         envelope: &pb::SignedEnvelope,
     ) -> Result<(), ClientError> {
-        let round = self.descriptor.round_id();
-        let helper = self
-            .descriptor
-            .helper_index(&from)
-            .ok_or(ClientError::NotAHelper { round, party: from })?;
-        let key = self
-            .helper_keys
-            .get(&from)
+        let round = self.round_id;
+        let (helper, key) = self
+            .helpers
+            .iter()
+            .enumerate()
+            .find(|(_, (id, _))| *id == from)
+            .map(|(i, (_, key))| (i, *key))
             .ok_or(ClientError::NotAHelper { round, party: from })?;
         let verified = key.verify::<pb::Receipt>(envelope)?;
         let r = verified.message();
@@ -286,7 +439,7 @@ impl ClientRound {
             helper,
             field,
         };
-        if r.descriptor_hash != self.descriptor.hash().0 {
+        if r.descriptor_hash != self.descriptor_hash.0 {
             return Err(mismatch("descriptor_hash"));
         }
         if r.round_id != round {
@@ -298,7 +451,11 @@ impl ClientRound {
         if r.client_index != self.index {
             return Err(mismatch("client_index"));
         }
-        if r.upload_digest != self.upload_digests[helper].0 {
+        if self
+            .upload_digests
+            .get(helper)
+            .is_none_or(|d| r.upload_digest != d.0)
+        {
             return Err(mismatch("upload_digest"));
         }
         self.receipts[helper] = Some(envelope.clone());
@@ -386,4 +543,40 @@ pub enum ClientError {
         /// The field that differs.
         field: &'static str,
     },
+    /// A descriptor from someone other than the coordinator.
+    #[error("a descriptor from {party}, who is not the coordinator")]
+    WrongSender {
+        /// The sender.
+        party: PartyId,
+    },
+    /// An input for a round this client was not asked to compute.
+    #[error("round {round}: this client was not asked for an input")]
+    NotAsked {
+        /// The round named.
+        round: u64,
+    },
+    /// A receipt while no round is under way.
+    #[error("a receipt, but this client has no round under way")]
+    NoRound,
+}
+
+impl ClientError {
+    /// The stable refusal code.
+    pub fn code(&self) -> RefusalCode {
+        match self {
+            ClientError::Descriptor(e) => e.code(),
+            ClientError::Envelope(_) => RefusalCode::BadSignature,
+            ClientError::Late { .. } => RefusalCode::Late,
+            ClientError::InputLength { .. } | ClientError::Quantization { .. } => {
+                RefusalCode::InputInvalid
+            }
+            ClientError::Sharing { .. } => RefusalCode::SharingFailed,
+            ClientError::UnknownHelper { .. } => RefusalCode::UnknownHelper,
+            ClientError::NotAHelper { .. } => RefusalCode::WrongSender,
+            ClientError::ReceiptMismatch { .. } => RefusalCode::ReceiptMismatch,
+            ClientError::WrongSender { .. } => RefusalCode::WrongSender,
+            ClientError::NotAsked { .. } => RefusalCode::Unexpected,
+            ClientError::NoRound => RefusalCode::NoRound,
+        }
+    }
 }

@@ -5,30 +5,46 @@
 //! nothing was released. It never sees an individual input.
 //!
 //! Fail closed: every path that cannot meet the round's contract (too few
-//! clients, a helper missing, inconsistent shares, a deadline) ends in an
-//! abort record, never in a partial or unchecked result.
+//! clients, a helper missing, inconsistent shares, a deadline, a threshold
+//! release that could not be checked) ends in an abort record, never in a
+//! partial or unchecked result.
+//!
+//! A round is a value that each event consumes ([`CoordinatorRound::handle`]
+//! returns it back, or its [`Outcome`]): a finished round no longer exists
+//! and cannot take input. Its phase is an enum: reports are gathered, then
+//! answers to the one inclusion set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use sealroom_core::shamir;
 use sealroom_core::vector;
-use sealroom_core::{Fp, QuantSpec, Ring, RingKind, ShareVec, SharingError, additive};
+use sealroom_core::{Fp, QuantSpec, RingKind, SharingError};
 
-use crate::action::{Action, Message, Persist, SecretBytes};
+use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
 use crate::descriptor::{DescriptorError, DescriptorParams, Mode, VerifiedDescriptor};
-use crate::envelope::{EnvelopeError, SigningKey, VerifyingKey, decode_limited};
+use crate::envelope::{
+    EnvelopeError, MAX_SIGNED_BODY, SharedSigner, SignerError, SignerExt as _, VerifyingKey,
+    decode_limited,
+};
 use crate::ids::{Digest, Millis, PartyId, contexts};
+use crate::machine::{
+    Artifact, Inbound, Input, Machine, Refusal, RefusalCode, SitOut, Start, Step, not_for,
+};
 use crate::pb;
 use crate::pb::AbortReason;
+
+/// Derive-key context of a result's sum digest.
+pub const SUM_DIGEST_CONTEXT: &str = "sealroom 2026-11 result sum v1";
+/// Largest sit-out notice decoded.
+const MAX_SIT_OUT_BYTES: usize = 256;
 
 /// The coordinator's fixed configuration: the federation's policy.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
     /// Federation id.
     pub federation_id: String,
-    /// Key that signs descriptors, inclusion sets and results.
-    pub signing_key: SigningKey,
+    /// Signs descriptors, inclusion sets and results.
+    pub signer: SharedSigner,
     /// Key epoch the signing key is valid for.
     pub epoch: u64,
     /// Helpers with their signing keys; position = helper index.
@@ -41,6 +57,11 @@ pub struct CoordinatorConfig {
     pub upload_window_ms: u64,
     /// How long after the upload window helpers have to report and answer.
     pub aggregation_window_ms: u64,
+    /// Threshold mode: whether a sum reconstructed from exactly `t` answers
+    /// (so unchecked: a wrong share from one helper cannot be detected) may
+    /// be released, marked `unverified` in the signed result. Off by
+    /// default: such a round aborts instead.
+    pub allow_unverified: bool,
 }
 
 /// What one round computes.
@@ -61,11 +82,71 @@ pub struct Task {
     pub min_clients: Option<usize>,
 }
 
-/// The coordinator across rounds: owns the round-id counter.
+/// The coordinator across rounds: owns the round-id counter and the round
+/// under way (one at a time).
 #[derive(Debug)]
 pub struct Coordinator {
     config: CoordinatorConfig,
     next_round_id: u64,
+    round: Option<CoordinatorRound>,
+}
+
+impl Machine for Coordinator {
+    fn handle(&mut self, now: Millis, input: Input) -> Result<Step, Refusal> {
+        let event = match input {
+            Input::Start(start) => return self.start(now, start),
+            Input::Inbound {
+                from,
+                msg: Inbound::Report(env),
+            } => Event::Report(from, env),
+            Input::Inbound {
+                from,
+                msg: Inbound::AggregateShare(bytes),
+            } => Event::Answer(from, bytes),
+            Input::Inbound {
+                from,
+                msg: Inbound::SitOut(bytes),
+            } => Event::SitOut(from, bytes),
+            Input::Timer => Event::Timer,
+            other => return Err(not_for("coordinator", &other)),
+        };
+        let Some(round) = self.round.take() else {
+            if matches!(event, Event::Timer) {
+                // A timer with no round running has nothing to do.
+                return Ok(Step::default());
+            }
+            let error = CoordinatorError::NoRound;
+            return Err(Refusal {
+                round: None,
+                code: error.code(),
+                error: Box::new(error.into()),
+            });
+        };
+        let round_id = round.descriptor.round_id();
+        match round.handle(now, event) {
+            Ok(RoundStep::Continue(round, step)) => {
+                self.round = Some(*round);
+                Ok(step)
+            }
+            Ok(RoundStep::Finish(outcome, mut step)) => {
+                step.outcome = Some(*outcome);
+                step.ends_round = true;
+                Ok(step)
+            }
+            Err((round, error)) => {
+                self.round = Some(*round);
+                Err(Refusal {
+                    round: Some(round_id),
+                    code: error.code(),
+                    error: Box::new(error.into()),
+                })
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        self.round.as_ref().map(CoordinatorRound::next_deadline)
+    }
 }
 
 impl Coordinator {
@@ -75,7 +156,22 @@ impl Coordinator {
         Coordinator {
             config,
             next_round_id: next_round_id.max(1),
+            round: None,
         }
+    }
+
+    /// Switches to a new signing key for rounds started from now on, at
+    /// key epoch `epoch` (a key rotation). A round under way finishes under
+    /// the key and epoch it began with (its receivers trust the replaced key
+    /// for the epochs before `epoch`).
+    pub fn set_signer(&mut self, signer: SharedSigner, epoch: u64) {
+        self.config.signer = signer;
+        self.config.epoch = epoch;
+    }
+
+    /// The key epoch of the rounds it starts.
+    pub fn epoch(&self) -> u64 {
+        self.config.epoch
     }
 
     /// The id the next round will get.
@@ -83,17 +179,28 @@ impl Coordinator {
         self.next_round_id
     }
 
-    /// Issues a round of `task` over `clients`. The descriptor is validated
-    /// exactly as its receivers will validate it (including the headroom
-    /// check), so a round that could overflow or break policy is refused here.
-    pub fn start_round(
-        &mut self,
-        now: Millis,
-        task: Task,
-        clients: Vec<PartyId>,
-        nonce: [u8; 32],
-    ) -> Result<(CoordinatorRound, Vec<Action>), CoordinatorError> {
+    /// The round under way, if any.
+    pub fn round(&self) -> Option<&CoordinatorRound> {
+        self.round.as_ref()
+    }
+
+    /// Issues a round of `start.task` over `start.clients`. The descriptor is
+    /// validated exactly as its receivers will validate it (including the
+    /// headroom check), so a round that could overflow or break policy is
+    /// refused here.
+    fn start(&mut self, now: Millis, start: Start) -> Result<Step, Refusal> {
+        let refuse = |error: CoordinatorError| Refusal {
+            round: None,
+            code: error.code(),
+            error: Box::new(error.into()),
+        };
+        if let Some(round) = &self.round {
+            return Err(refuse(CoordinatorError::RoundRunning {
+                round: round.descriptor.round_id(),
+            }));
+        }
         let round_id = self.next_round_id;
+        let task = start.task;
         let descriptor = DescriptorParams {
             federation_id: self.config.federation_id.clone(),
             round_id,
@@ -104,7 +211,7 @@ impl Coordinator {
             ring: task.ring,
             spec: task.spec,
             threshold: self.config.threshold,
-            clients,
+            clients: start.clients,
             helpers: self.config.helpers.iter().map(|(id, _)| *id).collect(),
             min_clients: task
                 .min_clients
@@ -112,9 +219,10 @@ impl Coordinator {
             issued_at: now,
             upload_window_ms: self.config.upload_window_ms,
             aggregation_window_ms: self.config.aggregation_window_ms,
-            nonce,
+            nonce: start.nonce,
         }
-        .sign(&self.config.signing_key)?;
+        .sign(self.config.signer.as_ref())
+        .map_err(|e| refuse(e.into()))?;
         self.next_round_id += 1;
 
         let mut actions = vec![Action::Persist(Persist::CoordinatorRound { round_id })];
@@ -122,22 +230,24 @@ impl Coordinator {
         for to in descriptor.helpers().iter().chain(descriptor.clients()) {
             actions.push(Action::Send {
                 to: *to,
+                round: round_id,
                 message: Message::Descriptor(Arc::clone(&shared)),
             });
         }
-        let round = CoordinatorRound {
+        self.round = Some(CoordinatorRound {
             report_deadline: descriptor
                 .upload_deadline()
                 .plus(self.config.aggregation_window_ms / 2),
             descriptor,
-            signing_key: self.config.signing_key.clone(),
+            signer: self.config.signer.clone(),
             helper_keys: self.config.helpers.clone(),
-            reports: BTreeMap::new(),
-            inclusion: None,
-            answers: BTreeMap::new(),
-            outcome: None,
-        };
-        Ok((round, actions))
+            allow_unverified: self.config.allow_unverified,
+            sat_out: BTreeMap::new(),
+            phase: Phase::Reporting {
+                reports: BTreeMap::new(),
+            },
+        });
+        Ok(Step::new(Some(round_id), actions))
     }
 }
 
@@ -145,7 +255,7 @@ impl Coordinator {
 #[derive(Clone, Debug)]
 pub enum Outcome {
     /// The sum was released.
-    Completed(RoundSummary),
+    Completed(Box<RoundSummary>),
     /// Nothing was released.
     Aborted(AbortSummary),
 }
@@ -158,6 +268,14 @@ impl Outcome {
             Outcome::Aborted(a) => &a.record,
         }
     }
+
+    /// The round.
+    pub fn round_id(&self) -> u64 {
+        match self {
+            Outcome::Completed(s) => s.round_id,
+            Outcome::Aborted(a) => a.round_id,
+        }
+    }
 }
 
 /// A completed round.
@@ -165,7 +283,7 @@ impl Outcome {
 pub struct RoundSummary {
     /// Round id.
     pub round_id: u64,
-    /// The signed result.
+    /// The signed result (it signs a digest of `sum`).
     pub result: pb::SignedEnvelope,
     /// Client indices whose inputs are in the sum.
     pub included: Vec<u32>,
@@ -175,6 +293,47 @@ pub struct RoundSummary {
     pub sum: Vec<i64>,
     /// The sum dequantized (exact: the headroom check guarantees it).
     pub values: Vec<f64>,
+    /// Threshold mode: released from exactly `t` answers, unchecked (only
+    /// when the federation's policy allows it).
+    pub unverified: bool,
+    /// Why the clients that sat out did so.
+    pub sat_out: Vec<pb::SitOutCount>,
+    /// The round's signed descriptor.
+    pub descriptor: pb::SignedEnvelope,
+    /// The signed inclusion set the helpers answered.
+    pub inclusion_set: pb::SignedEnvelope,
+    /// The answers the sum was reconstructed from: evidence a later phase
+    /// of the same task can hand its clients, so that each re-derives this
+    /// sum from the helpers' signatures instead of trusting the coordinator.
+    /// (Shares of the released aggregate only: together they reveal that
+    /// aggregate and nothing else.)
+    pub answers: Vec<AnswerEvidence>,
+}
+
+impl RoundSummary {
+    /// The evidence of this release, for a later phase's clients to
+    /// re-derive the sum from (see [`crate::evidence`]).
+    pub fn evidence(&self) -> pb::ReleaseEvidence {
+        crate::evidence::build(
+            &self.descriptor,
+            &self.inclusion_set,
+            &self.result,
+            self.answers
+                .iter()
+                .map(|a| (a.header.clone(), a.vector.expose().to_vec())),
+        )
+    }
+}
+
+/// One helper's signed answer, as evidence of a released sum.
+#[derive(Clone, Debug)]
+pub struct AnswerEvidence {
+    /// Helper index.
+    pub helper: u32,
+    /// The signed [`pb::AggregateShareHeader`].
+    pub header: pb::SignedEnvelope,
+    /// The aggregate share vector the header signs a digest of.
+    pub vector: SecretBytes,
 }
 
 /// An aborted round.
@@ -192,6 +351,62 @@ pub struct AbortSummary {
     pub missing_helpers: Vec<u32>,
     /// Helpers blamed by the consistency check.
     pub suspect_helpers: Vec<u32>,
+    /// Why the clients that sat out did so.
+    pub sat_out: Vec<pb::SitOutCount>,
+}
+
+/// Keeps an abort record within [`MAX_SIGNED_BODY`], the limit every
+/// verifier of a signed message applies (helpers, clients, audit logs): an
+/// abort must always be signable and verifiable, whatever the round's size.
+/// The evidence is what can grow past it (16 helper reports naming 100,000
+/// clients each are about 4.5 MiB), so the largest reports go first (answer
+/// headers, which carry the blame of a consistency failure, are small and
+/// stay), then, if clients gave very many distinct sit-out subjects, the
+/// least common of those; the detail says what was left out.
+fn fit_abort_record(record: &mut pb::AbortRecord) {
+    use prost::Message as _;
+    if record.encoded_len() <= MAX_SIGNED_BODY {
+        return;
+    }
+    let (evidence, sat_out) = (record.evidence.len(), record.sat_out.len());
+    // Room for the note added below.
+    let limit = MAX_SIGNED_BODY - 1024;
+    while record.encoded_len() > limit {
+        let largest = (0..record.evidence.len()).max_by_key(|&i| record.evidence[i].encoded_len());
+        match largest {
+            Some(i) => {
+                record.evidence.remove(i);
+            }
+            None => break,
+        }
+    }
+    let mut size = record.encoded_len();
+    if size > limit {
+        record.sat_out.sort_by_key(|c| std::cmp::Reverse(c.clients));
+        // What a count takes in the record: itself, a tag and (at least) a
+        // one-byte length; the estimate never falls below the real size.
+        while size > limit
+            && let Some(count) = record.sat_out.pop()
+        {
+            size -= count.encoded_len() + 2;
+        }
+    }
+    // The detail lists sit-out reasons too: cut to its first 4 KiB.
+    if record.encoded_len() > limit {
+        let mut end = record.detail.len().min(4096);
+        while !record.detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        record.detail.truncate(end);
+        record.detail.push('…');
+    }
+    record.detail = format!(
+        "{} ({} of {evidence} signed messages and {} of {sat_out} sit-out reasons left out of this \
+         record to keep it within {MAX_SIGNED_BODY} bytes)",
+        record.detail,
+        evidence - record.evidence.len(),
+        sat_out - record.sat_out.len(),
+    );
 }
 
 #[derive(Clone, Debug)]
@@ -208,17 +423,51 @@ struct Answer {
     vector: SecretBytes,
 }
 
+type Reports = BTreeMap<usize, (Vec<u32>, pb::SignedEnvelope)>;
+
+/// Where a round stands.
+#[derive(Debug)]
+enum Phase {
+    /// Gathering the helpers' reports.
+    Reporting { reports: Reports },
+    /// The inclusion set is out; gathering the answers.
+    Answering {
+        reports: Reports,
+        inclusion: Inclusion,
+        answers: BTreeMap<usize, Answer>,
+    },
+}
+
+/// What happens to a round.
+#[derive(Debug)]
+enum Event {
+    Report(PartyId, pb::SignedEnvelope),
+    Answer(PartyId, SecretBytes),
+    SitOut(PartyId, Vec<u8>),
+    Timer,
+}
+
+/// A round after an event.
+#[derive(Debug)]
+enum RoundStep {
+    /// Still running.
+    Continue(Box<CoordinatorRound>, Step),
+    /// Finished: the round is gone.
+    Finish(Box<Outcome>, Step),
+}
+
+type RoundResult = Result<RoundStep, (Box<CoordinatorRound>, CoordinatorError)>;
+
 /// One round from the coordinator's side.
 #[derive(Debug)]
 pub struct CoordinatorRound {
     descriptor: VerifiedDescriptor,
-    signing_key: SigningKey,
+    signer: SharedSigner,
     helper_keys: Vec<(PartyId, VerifyingKey)>,
     report_deadline: Millis,
-    reports: BTreeMap<usize, (Vec<u32>, pb::SignedEnvelope)>,
-    inclusion: Option<Inclusion>,
-    answers: BTreeMap<usize, Answer>,
-    outcome: Option<Outcome>,
+    allow_unverified: bool,
+    sat_out: BTreeMap<u32, SitOut>,
+    phase: Phase,
 }
 
 impl CoordinatorRound {
@@ -227,33 +476,45 @@ impl CoordinatorRound {
         &self.descriptor
     }
 
-    /// The outcome, once the round has one.
-    pub fn outcome(&self) -> Option<&Outcome> {
-        self.outcome.as_ref()
-    }
-
-    /// Consumes the finished round, yielding its outcome (or the round back if
-    /// it is still running).
-    pub fn into_outcome(self) -> Result<Outcome, Box<CoordinatorRound>> {
-        match self.outcome {
-            Some(outcome) => Ok(outcome),
-            None => Err(Box::new(self)),
+    /// The signed inclusion set, once decided.
+    pub fn inclusion_set(&self) -> Option<&pb::SignedEnvelope> {
+        match &self.phase {
+            Phase::Answering { inclusion, .. } => Some(&inclusion.envelope),
+            Phase::Reporting { .. } => None,
         }
     }
 
-    /// The signed inclusion set, once decided.
-    pub fn inclusion_set(&self) -> Option<&pb::SignedEnvelope> {
-        self.inclusion.as_ref().map(|i| &i.envelope)
+    /// Helpers that have reported, and (once the inclusion set is out) those
+    /// asked to answer that have not: what a runtime re-offers a helper that
+    /// reconnects.
+    pub fn awaited_answers(&self) -> Vec<PartyId> {
+        match &self.phase {
+            Phase::Answering {
+                inclusion, answers, ..
+            } => inclusion
+                .helpers
+                .iter()
+                .filter(|h| !answers.contains_key(&(**h as usize)))
+                .filter_map(|h| self.descriptor.helpers().get(*h as usize).copied())
+                .collect(),
+            Phase::Reporting { .. } => Vec::new(),
+        }
     }
 
-    /// When [`CoordinatorRound::on_timer`] next has something to do.
-    pub fn next_deadline(&self) -> Option<Millis> {
-        if self.outcome.is_some() {
-            None
-        } else if self.inclusion.is_none() {
-            Some(self.report_deadline)
-        } else {
-            Some(self.descriptor.aggregation_deadline())
+    /// When [`Input::Timer`] next has something to do.
+    pub fn next_deadline(&self) -> Millis {
+        match self.phase {
+            Phase::Reporting { .. } => self.report_deadline,
+            Phase::Answering { .. } => self.descriptor.aggregation_deadline(),
+        }
+    }
+
+    fn handle(self, now: Millis, event: Event) -> RoundResult {
+        match event {
+            Event::Report(from, env) => self.on_report(from, &env),
+            Event::Answer(from, bytes) => self.on_aggregate(from, bytes),
+            Event::SitOut(from, bytes) => self.on_sit_out(from, &bytes),
+            Event::Timer => self.on_timer(now),
         }
     }
 
@@ -266,17 +527,87 @@ impl CoordinatorRound {
                 round,
                 party: *from,
             })?;
-        let key = self.helper_keys[index].1;
+        let key =
+            self.helper_keys
+                .get(index)
+                .map(|(_, k)| *k)
+                .ok_or(CoordinatorError::NotAHelper {
+                    round,
+                    party: *from,
+                })?;
         Ok((index, key))
     }
 
     /// A helper's signed report of the clients whose shares it holds.
-    pub fn on_report(
-        &mut self,
-        _now: Millis,
+    fn on_report(self, from: PartyId, envelope: &pb::SignedEnvelope) -> RoundResult {
+        let checked = self.check_report(from, envelope);
+        let (index, received) = match checked {
+            Ok(v) => v,
+            Err(e) => return Err((Box::new(self), e)),
+        };
+        let round = self.descriptor.round_id();
+        let (reports, answering) = match &self.phase {
+            Phase::Reporting { reports } => (reports, false),
+            Phase::Answering { reports, .. } => (reports, true),
+        };
+        if let Some((previous, _)) = reports.get(&index) {
+            // The same report again (a restarted helper re-sends it) is not news.
+            return if previous == &received {
+                Ok(RoundStep::Continue(
+                    Box::new(self),
+                    Step::new(Some(round), Vec::new()),
+                ))
+            } else {
+                Err((
+                    Box::new(self),
+                    CoordinatorError::ConflictingReport {
+                        round,
+                        helper: index,
+                    },
+                ))
+            };
+        }
+        if answering {
+            return Err((
+                Box::new(self),
+                CoordinatorError::TooLate {
+                    round,
+                    helper: index,
+                },
+            ));
+        }
+        let mut this = self;
+        let all = {
+            let Phase::Reporting { reports } = &mut this.phase else {
+                unreachable!("checked above: the round is gathering reports")
+            };
+            reports.insert(index, (received, envelope.clone()));
+            reports.len() == this.descriptor.helpers().len()
+        };
+        let artifact = Artifact {
+            kind: MessageKind::Report,
+            round,
+            envelope: envelope.clone(),
+        };
+        let mut step = if all {
+            this.decide()
+        } else {
+            Ok(RoundStep::Continue(
+                Box::new(this),
+                Step::new(Some(round), Vec::new()),
+            ))
+        }?;
+        match &mut step {
+            RoundStep::Continue(_, s) | RoundStep::Finish(_, s) => s.accepted.insert(0, artifact),
+        }
+        Ok(step)
+    }
+
+    fn check_report(
+        &self,
         from: PartyId,
         envelope: &pb::SignedEnvelope,
-    ) -> Result<Vec<Action>, CoordinatorError> {
+    ) -> Result<(usize, Vec<u32>), CoordinatorError> {
         let round = self.descriptor.round_id();
         let (index, key) = self.helper(&from)?;
         let verified = key.verify::<pb::HelperReport>(envelope)?;
@@ -297,29 +628,7 @@ impl CoordinatorRound {
                 reason: "received set is not strictly increasing client indices".into(),
             });
         }
-        if let Some((previous, _)) = self.reports.get(&index) {
-            return if previous == &report.received {
-                Ok(Vec::new())
-            } else {
-                Err(CoordinatorError::ConflictingReport {
-                    round,
-                    helper: index,
-                })
-            };
-        }
-        if self.inclusion.is_some() || self.outcome.is_some() {
-            return Err(CoordinatorError::TooLate {
-                round,
-                helper: index,
-            });
-        }
-        self.reports
-            .insert(index, (report.received.clone(), envelope.clone()));
-        if self.reports.len() == self.descriptor.helpers().len() {
-            Ok(self.decide())
-        } else {
-            Ok(Vec::new())
-        }
+        Ok((index, report.received.clone()))
     }
 
     fn check_binding(
@@ -330,10 +639,21 @@ impl CoordinatorRound {
         index: usize,
     ) -> Result<(), CoordinatorError> {
         let round = self.descriptor.round_id();
+        // A helper's signed message of an earlier round: what a restarted
+        // helper re-sends when it does not know that round is over. Not an
+        // attack and not a mix-up: say so.
+        if round_id < round {
+            return Err(CoordinatorError::RoundOver {
+                round,
+                helper: index,
+                claimed: round_id,
+            });
+        }
         if descriptor_hash != self.descriptor.hash().0 || round_id != round {
             return Err(CoordinatorError::WrongRound {
                 round,
                 helper: index,
+                claimed: round_id,
             });
         }
         if helper_index as usize != index {
@@ -346,35 +666,134 @@ impl CoordinatorRound {
         Ok(())
     }
 
+    /// A client's notice that it sits the round out, and why. Once too many
+    /// clients have for `min_clients` to be reached, the round aborts at
+    /// once, with their reasons, instead of waiting for its deadlines.
+    fn on_sit_out(mut self, from: PartyId, bytes: &[u8]) -> RoundResult {
+        let round = self.descriptor.round_id();
+        let parsed = (|| {
+            let client = self
+                .descriptor
+                .client_index(&from)
+                .ok_or(CoordinatorError::NotAClient { round, party: from })?;
+            let notice: pb::SitOut = decode_limited(bytes, MAX_SIT_OUT_BYTES).map_err(|e| {
+                CoordinatorError::MalformedSitOut {
+                    round,
+                    reason: e.to_string(),
+                }
+            })?;
+            if notice.descriptor_hash != self.descriptor.hash().0 || notice.round_id != round {
+                return Err(CoordinatorError::MalformedSitOut {
+                    round,
+                    reason: "bound to another round".into(),
+                });
+            }
+            let reason = pb::SitOutReason::try_from(notice.reason)
+                .ok()
+                .filter(|r| *r != pb::SitOutReason::Unspecified)
+                .ok_or_else(|| CoordinatorError::MalformedSitOut {
+                    round,
+                    reason: format!("unknown reason {}", notice.reason),
+                })?;
+            Ok((client, SitOut::new(reason, &notice.subject)))
+        })();
+        let (client, sit_out) = match parsed {
+            Ok(v) => v,
+            Err(e) => return Err((Box::new(self), e)),
+        };
+        match self.sat_out.get(&client) {
+            Some(known) if *known == sit_out => {
+                return Ok(RoundStep::Continue(
+                    Box::new(self),
+                    Step::new(Some(round), Vec::new()),
+                ));
+            }
+            Some(_) => {
+                return Err((
+                    Box::new(self),
+                    CoordinatorError::ConflictingSitOut { round, client },
+                ));
+            }
+            None => {}
+        }
+        if matches!(self.phase, Phase::Answering { .. }) {
+            return Err((Box::new(self), CoordinatorError::SitOutTooLate { round }));
+        }
+        self.sat_out.insert(client, sit_out);
+        let n = self.descriptor.clients().len();
+        if n - self.sat_out.len() < self.descriptor.min_clients() {
+            let detail = format!(
+                "{} of {n} clients sat the round out ({}); min_clients {} cannot be reached",
+                self.sat_out.len(),
+                describe_sit_outs(&self.sit_out_counts()),
+                self.descriptor.min_clients(),
+            );
+            return self.abort(
+                AbortReason::NotEnoughClients,
+                detail,
+                Vec::new(),
+                Vec::new(),
+                0,
+            );
+        }
+        Ok(RoundStep::Continue(
+            Box::new(self),
+            Step::new(Some(round), Vec::new()),
+        ))
+    }
+
+    /// The clients' reasons, counted.
+    fn sit_out_counts(&self) -> Vec<pb::SitOutCount> {
+        let mut counts: BTreeMap<(i32, &str), u32> = BTreeMap::new();
+        for s in self.sat_out.values() {
+            *counts.entry((s.reason as i32, &s.subject)).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|((reason, subject), clients)| pb::SitOutCount {
+                reason,
+                subject: subject.to_string(),
+                clients,
+            })
+            .collect()
+    }
+
     /// Time passed: decide the inclusion set once the report deadline is
     /// reached, or finish once the aggregation deadline is.
-    pub fn on_timer(&mut self, now: Millis) -> Vec<Action> {
-        if self.outcome.is_some() {
-            return Vec::new();
-        }
-        if self.inclusion.is_none() {
-            if now >= self.report_deadline {
-                self.decide()
-            } else {
-                Vec::new()
+    fn on_timer(self, now: Millis) -> RoundResult {
+        match self.phase {
+            Phase::Reporting { .. } if now >= self.report_deadline => self.decide(),
+            Phase::Answering { .. } if now >= self.descriptor.aggregation_deadline() => {
+                self.finish()
             }
-        } else if now >= self.descriptor.aggregation_deadline() {
-            self.finish()
-        } else {
-            Vec::new()
+            _ => Ok(RoundStep::Continue(
+                Box::new(self),
+                Step::new(None, Vec::new()),
+            )),
         }
     }
 
     /// Picks the helpers that answer and the clients they all hold; aborts if
     /// that cannot reach `min_clients` or enough helpers.
-    fn decide(&mut self) -> Vec<Action> {
+    ///
+    /// Threshold mode: when at least `t + 1` helpers reported, at least
+    /// `t + 1` are asked — the client set shrinks rather than the helper set
+    /// — so that the answers can be checked against each other before
+    /// anything is released.
+    fn decide(self) -> RoundResult {
+        let Phase::Reporting { reports } = &self.phase else {
+            return Ok(RoundStep::Continue(
+                Box::new(self),
+                Step::new(None, Vec::new()),
+            ));
+        };
         let h = self.descriptor.helpers().len();
         let t = self.descriptor.threshold();
         let missing: Vec<u32> = (0..h)
-            .filter(|i| !self.reports.contains_key(i))
+            .filter(|i| !reports.contains_key(i))
             .map(|i| i as u32)
             .collect();
-        let candidates: Vec<usize> = self.reports.keys().copied().collect();
+        let candidates: Vec<usize> = reports.keys().copied().collect();
         let chosen = match self.descriptor.mode() {
             Mode::Additive if !missing.is_empty() => {
                 let detail = format!(
@@ -382,7 +801,7 @@ impl CoordinatorRound {
                 );
                 return self.abort(AbortReason::HelperMissing, detail, missing, Vec::new(), 0);
             }
-            Mode::Additive => best_helper_set(&self.reports, &candidates, h),
+            Mode::Additive => best_helper_set(reports, &candidates, h),
             Mode::Threshold(_) if candidates.len() < t => {
                 let detail = format!(
                     "only {} helper(s) reported, {t} needed; missing {missing:?}",
@@ -390,7 +809,17 @@ impl CoordinatorRound {
                 );
                 return self.abort(AbortReason::Deadline, detail, missing, Vec::new(), 0);
             }
-            Mode::Threshold(_) => best_helper_set(&self.reports, &candidates, t),
+            Mode::Threshold(_) if candidates.len() == t && !self.allow_unverified => {
+                let detail = format!(
+                    "only {t} helper(s) reported (missing {missing:?}): a release needs {} answers so that a wrong share can be detected, and this federation does not allow unverified releases",
+                    t + 1
+                );
+                return self.abort(AbortReason::Unverifiable, detail, missing, Vec::new(), 0);
+            }
+            Mode::Threshold(_) => {
+                let redundant = (t + 1).min(candidates.len());
+                best_helper_set(reports, &candidates, redundant)
+            }
         };
         let (helpers, clients) = chosen;
         if clients.len() < self.descriptor.min_clients() {
@@ -408,48 +837,122 @@ impl CoordinatorRound {
                 size,
             );
         }
+        let round_id = self.descriptor.round_id();
         let set = pb::InclusionSet {
             descriptor_hash: self.descriptor.hash().0.to_vec(),
-            round_id: self.descriptor.round_id(),
+            round_id,
             clients: clients.clone(),
             helpers: helpers.clone(),
         };
-        let envelope = self.signing_key.sign(&set);
+        let envelope = match self.signer.sign(&set) {
+            Ok(env) => env,
+            Err(e) => return Err((Box::new(self), e.into())),
+        };
         let hash = Digest::of(contexts::INCLUSION, &envelope.body);
         let mut actions = vec![Action::Persist(Persist::CoordinatorInclusion {
-            round_id: self.descriptor.round_id(),
+            round_id,
             inclusion_set: envelope.clone(),
         })];
         for &j in &helpers {
-            actions.push(Action::Send {
-                to: self.descriptor.helpers()[j as usize],
-                message: Message::InclusionSet(envelope.clone()),
-            });
+            if let Some(to) = self.descriptor.helpers().get(j as usize) {
+                actions.push(Action::Send {
+                    to: *to,
+                    round: round_id,
+                    message: Message::InclusionSet(envelope.clone()),
+                });
+            }
         }
-        self.inclusion = Some(Inclusion {
-            envelope,
-            hash,
-            clients,
-            helpers,
-        });
-        actions
+        let mut this = self;
+        let Phase::Reporting { reports } = std::mem::replace(
+            &mut this.phase,
+            Phase::Reporting {
+                reports: BTreeMap::new(),
+            },
+        ) else {
+            unreachable!("matched above")
+        };
+        this.phase = Phase::Answering {
+            reports,
+            inclusion: Inclusion {
+                envelope,
+                hash,
+                clients,
+                helpers,
+            },
+            answers: BTreeMap::new(),
+        };
+        Ok(RoundStep::Continue(
+            Box::new(this),
+            Step::new(Some(round_id), actions),
+        ))
     }
 
     /// A helper's aggregate share: a signed header and the vector it digests.
-    pub fn on_aggregate(
-        &mut self,
-        _now: Millis,
+    fn on_aggregate(self, from: PartyId, bytes: SecretBytes) -> RoundResult {
+        let round = self.descriptor.round_id();
+        let checked = self.check_answer(from, &bytes);
+        let (index, answer) = match checked {
+            Ok(v) => v,
+            Err(e) => return Err((Box::new(self), e)),
+        };
+        let Phase::Answering {
+            answers, inclusion, ..
+        } = &self.phase
+        else {
+            unreachable!("check_answer refuses answers before the inclusion set")
+        };
+        if let Some(previous) = answers.get(&index) {
+            return if previous.vector.ct_eq(&answer.vector) {
+                Ok(RoundStep::Continue(
+                    Box::new(self),
+                    Step::new(Some(round), Vec::new()),
+                ))
+            } else {
+                Err((
+                    Box::new(self),
+                    CoordinatorError::ConflictingReport {
+                        round,
+                        helper: index,
+                    },
+                ))
+            };
+        }
+        let all = answers.len() + 1 == inclusion.helpers.len();
+        let mut this = self;
+        if let Phase::Answering { answers, .. } = &mut this.phase {
+            answers.insert(index, answer);
+        }
+        if all {
+            this.finish()
+        } else {
+            Ok(RoundStep::Continue(
+                Box::new(this),
+                Step::new(Some(round), Vec::new()),
+            ))
+        }
+    }
+
+    fn check_answer(
+        &self,
         from: PartyId,
-        bytes: &[u8],
-    ) -> Result<Vec<Action>, CoordinatorError> {
+        bytes: &SecretBytes,
+    ) -> Result<(usize, Answer), CoordinatorError> {
         let round = self.descriptor.round_id();
         let (index, key) = self.helper(&from)?;
-        let limit = self.descriptor.vector_bytes() + 2048;
-        let mut message: pb::AggregateShare =
-            decode_limited(bytes, limit).map_err(|e| CoordinatorError::MalformedMessage {
+        let Phase::Answering { inclusion, .. } = &self.phase else {
+            return Err(CoordinatorError::Unexpected {
                 round,
                 helper: index,
-                reason: e.to_string(),
+            });
+        };
+        let limit = self.descriptor.vector_bytes() + 2048;
+        let mut message: pb::AggregateShare =
+            decode_limited(bytes.expose(), limit).map_err(|e| {
+                CoordinatorError::MalformedMessage {
+                    round,
+                    helper: index,
+                    reason: e.to_string(),
+                }
             })?;
         let vector = SecretBytes::new(std::mem::take(&mut message.vector));
         let header_env = message.header.ok_or(CoordinatorError::MalformedMessage {
@@ -465,12 +968,6 @@ impl CoordinatorRound {
             header.helper_index,
             index,
         )?;
-        let Some(inclusion) = &self.inclusion else {
-            return Err(CoordinatorError::Unexpected {
-                round,
-                helper: index,
-            });
-        };
         if header.inclusion_hash != inclusion.hash.0 {
             return Err(CoordinatorError::MalformedMessage {
                 round,
@@ -495,60 +992,42 @@ impl CoordinatorRound {
         let valid = match self.descriptor.encoding().ring() {
             RingKind::Z2_32 => vector::check_le::<u32>(vector.expose(), len),
             RingKind::Z2_64 => vector::check_le::<u64>(vector.expose(), len),
-            _ => vector::check_le::<Fp>(vector.expose(), len),
+            RingKind::Fp61 => vector::check_le::<Fp>(vector.expose(), len),
         };
         valid.map_err(|e| CoordinatorError::MalformedMessage {
             round,
             helper: index,
             reason: e.to_string(),
         })?;
-        if self.outcome.is_some() {
-            return Err(CoordinatorError::TooLate {
-                round,
-                helper: index,
-            });
-        }
-        if let Some(previous) = self.answers.get(&index) {
-            return if previous.vector == vector {
-                Ok(Vec::new())
-            } else {
-                Err(CoordinatorError::ConflictingReport {
-                    round,
-                    helper: index,
-                })
-            };
-        }
-        self.answers.insert(
+        Ok((
             index,
             Answer {
                 header: header_env,
                 vector,
             },
-        );
-        if self.answers.len() == inclusion.helpers.len() {
-            Ok(self.finish())
-        } else {
-            Ok(Vec::new())
-        }
+        ))
     }
 
     /// Reconstructs from the answers in hand, or aborts.
-    fn finish(&mut self) -> Vec<Action> {
-        let Some(inclusion) = self.inclusion.clone() else {
-            return Vec::new();
+    fn finish(self) -> RoundResult {
+        let Phase::Answering {
+            inclusion, answers, ..
+        } = &self.phase
+        else {
+            return self.decide();
         };
         let size = inclusion.clients.len() as u32;
         let missing: Vec<u32> = inclusion
             .helpers
             .iter()
             .copied()
-            .filter(|j| !self.answers.contains_key(&(*j as usize)))
+            .filter(|j| !answers.contains_key(&(*j as usize)))
             .collect();
         let t = self.descriptor.threshold();
-        if self.answers.len() < t {
+        if answers.len() < t {
             let detail = format!(
                 "helper(s) {missing:?} did not answer before the deadline; {t} answers needed, {} received",
-                self.answers.len()
+                answers.len()
             );
             return self.abort(
                 AbortReason::HelperMissing,
@@ -558,14 +1037,20 @@ impl CoordinatorRound {
                 size,
             );
         }
-        let reconstructed = match self.descriptor.mode() {
-            Mode::Additive => match self.descriptor.encoding().ring() {
-                RingKind::Z2_32 => self.reconstruct_additive::<u32>(),
-                RingKind::Z2_64 => self.reconstruct_additive::<u64>(),
-                _ => self.reconstruct_additive::<Fp>(),
-            },
-            Mode::Threshold(params) => self.reconstruct_threshold(params),
-        };
+        let unverified = matches!(self.descriptor.mode(), Mode::Threshold(_)) && answers.len() == t;
+        if unverified && !self.allow_unverified {
+            let detail = format!(
+                "only {t} of the {} helpers asked answered (missing {missing:?}): without a {}th answer a wrong share cannot be detected, and this federation does not allow unverified releases",
+                inclusion.helpers.len(),
+                t + 1
+            );
+            return self.abort(AbortReason::Unverifiable, detail, missing, Vec::new(), size);
+        }
+        let vectors: BTreeMap<usize, &[u8]> = answers
+            .iter()
+            .map(|(&j, a)| (j, a.vector.expose()))
+            .collect();
+        let reconstructed = crate::evidence::reconstruct(&self.descriptor, &vectors);
         let sum = match reconstructed {
             Ok(sum) => sum,
             Err(SharingError::Inconsistent(report)) => {
@@ -597,117 +1082,152 @@ impl CoordinatorRound {
         };
         let spec = self.descriptor.encoding().spec();
         let values = sum.iter().map(|&q| spec.dequantize(q)).collect();
-        let answering: Vec<u32> = self.answers.keys().map(|&j| j as u32).collect();
+        let answering: Vec<u32> = answers.keys().map(|&j| j as u32).collect();
+        let round_id = self.descriptor.round_id();
         let result = pb::RoundResult {
             descriptor_hash: self.descriptor.hash().0.to_vec(),
-            round_id: self.descriptor.round_id(),
+            round_id,
             inclusion_hash: inclusion.hash.0.to_vec(),
             included_clients: inclusion.clients.clone(),
             answering_helpers: answering.clone(),
-            sum: sum.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            sum_digest: sum_digest(&sum).0.to_vec(),
+            sum_length: sum.len() as u64,
+            unverified,
         };
-        let envelope = self.signing_key.sign(&result);
-        self.outcome = Some(Outcome::Completed(RoundSummary {
-            round_id: self.descriptor.round_id(),
+        let envelope = match self.signer.sign(&result) {
+            Ok(env) => env,
+            Err(e) => return Err((Box::new(self), e.into())),
+        };
+        let outcome = Outcome::Completed(Box::new(RoundSummary {
+            round_id,
             result: envelope.clone(),
-            included: inclusion.clients,
+            included: inclusion.clients.clone(),
             answering_helpers: answering,
             sum,
             values,
+            unverified,
+            sat_out: self.sit_out_counts(),
+            descriptor: self.descriptor.envelope().clone(),
+            inclusion_set: inclusion.envelope.clone(),
+            answers: answers
+                .iter()
+                .map(|(&helper, a)| AnswerEvidence {
+                    helper: helper as u32,
+                    header: a.header.clone(),
+                    vector: a.vector.clone(),
+                })
+                .collect(),
         }));
-        self.publish(Message::Result(Arc::new(envelope)))
+        let actions = self.publish(Message::Result(Arc::new(envelope)));
+        Ok(RoundStep::Finish(
+            Box::new(outcome),
+            Step::new(Some(round_id), actions),
+        ))
     }
 
-    /// Decodes each answer into a wiped-on-drop vector. The answers were
-    /// validated on arrival (length, canonical elements), so a failure here
-    /// is reported as a malformed share rather than trusted.
-    fn decoded_answers<R: Ring>(&self) -> Result<Vec<(usize, ShareVec<R>)>, SharingError> {
-        let len = self.descriptor.vector_len();
-        self.answers
-            .iter()
-            .map(|(&helper, a)| {
-                vector::decode_le::<R>(a.vector.expose(), len)
-                    .map(|v| (helper, ShareVec::new(v)))
-                    .map_err(|_| SharingError::ShareLength {
-                        helper,
-                        source: vector::LengthMismatch {
-                            expected: len,
-                            actual: a.vector.len() / R::BYTES,
-                        },
-                    })
-            })
-            .collect()
-    }
-
-    fn reconstruct_additive<R: Ring>(&self) -> Result<Vec<i64>, SharingError> {
-        let decoded = self.decoded_answers::<R>()?;
-        let refs: Vec<&[R]> = decoded.iter().map(|(_, v)| v.expose()).collect();
-        let sum = additive::reconstruct(&refs, self.descriptor.helpers().len())?;
-        Ok(self
-            .descriptor
-            .encoding()
-            .decode_sum_integers(&sum)
-            .expect("the ring matches the descriptor's encoding"))
-    }
-
-    fn reconstruct_threshold(
-        &self,
-        params: shamir::ShamirParams,
-    ) -> Result<Vec<i64>, SharingError> {
-        let decoded = self.decoded_answers::<Fp>()?;
-        let refs: Vec<(usize, &[Fp])> = decoded.iter().map(|(j, v)| (*j, v.expose())).collect();
-        let sum = shamir::reconstruct_checked(params, &refs)?;
-        Ok(self
-            .descriptor
-            .encoding()
-            .decode_sum_integers(&sum)
-            .expect("threshold rounds are in F_p"))
-    }
-
+    /// Ends the round with a signed abort record. A signer that cannot sign
+    /// leaves the round as it is (the runtime treats a signer failure as
+    /// fatal): nothing is ever published unsigned.
     fn abort(
-        &mut self,
+        self,
         reason: AbortReason,
         detail: String,
         missing_helpers: Vec<u32>,
         suspect_helpers: Vec<u32>,
         included_clients: u32,
-    ) -> Vec<Action> {
+    ) -> RoundResult {
+        let (reports, answers) = match &self.phase {
+            Phase::Reporting { reports } => (reports, None),
+            Phase::Answering {
+                reports, answers, ..
+            } => (reports, Some(answers)),
+        };
         let mut evidence: Vec<pb::SignedEnvelope> =
-            self.reports.values().map(|(_, e)| e.clone()).collect();
-        evidence.extend(self.answers.values().map(|a| a.header.clone()));
-        let record = pb::AbortRecord {
+            reports.values().map(|(_, e)| e.clone()).collect();
+        evidence.extend(answers.into_iter().flatten().map(|(_, a)| a.header.clone()));
+        let sat_out = self.sit_out_counts();
+        let round_id = self.descriptor.round_id();
+        let mut record = pb::AbortRecord {
             descriptor_hash: self.descriptor.hash().0.to_vec(),
-            round_id: self.descriptor.round_id(),
+            round_id,
             reason: reason as i32,
-            detail: detail.clone(),
+            detail,
             missing_helpers: missing_helpers.clone(),
             suspect_helpers: suspect_helpers.clone(),
             included_clients,
             evidence,
+            sat_out,
         };
-        let envelope = self.signing_key.sign(&record);
-        self.outcome = Some(Outcome::Aborted(AbortSummary {
-            round_id: self.descriptor.round_id(),
+        fit_abort_record(&mut record);
+        let (detail, sat_out) = (record.detail.clone(), record.sat_out.clone());
+        let envelope = match self.signer.sign(&record) {
+            Ok(env) => env,
+            Err(e) => return Err((Box::new(self), e.into())),
+        };
+        let outcome = Outcome::Aborted(AbortSummary {
+            round_id,
             record: envelope.clone(),
             reason,
             detail,
             missing_helpers,
             suspect_helpers,
-        }));
-        self.publish(Message::Abort(Arc::new(envelope)))
+            sat_out,
+        });
+        let actions = self.publish(Message::Abort(Arc::new(envelope)));
+        Ok(RoundStep::Finish(
+            Box::new(outcome),
+            Step::new(Some(round_id), actions),
+        ))
     }
 
     fn publish(&self, message: Message) -> Vec<Action> {
+        let round = self.descriptor.round_id();
         self.descriptor
             .helpers()
             .iter()
             .chain(self.descriptor.clients())
             .map(|to| Action::Send {
                 to: *to,
+                round,
                 message: message.clone(),
             })
             .collect()
     }
+}
+
+/// The digest a result signs instead of the sum itself.
+pub fn sum_digest(sum: &[i64]) -> Digest {
+    let mut hasher = blake3::Hasher::new_derive_key(SUM_DIGEST_CONTEXT);
+    for v in sum {
+        hasher.update(&v.to_le_bytes());
+    }
+    Digest(*hasher.finalize().as_bytes())
+}
+
+/// "no table \"salaries\" (3), below the client's floor (1)".
+pub fn describe_sit_outs(counts: &[pb::SitOutCount]) -> String {
+    counts
+        .iter()
+        .map(|c| {
+            let what = match pb::SitOutReason::try_from(c.reason) {
+                Ok(pb::SitOutReason::NoSuchTable) => "no table",
+                Ok(pb::SitOutReason::NoSuchColumn) => "no column",
+                Ok(pb::SitOutReason::BelowClientFloor) => "thresholds below the client's floor",
+                Ok(pb::SitOutReason::UnsupportedTask) => "task not supported",
+                Ok(pb::SitOutReason::DataUnavailable) => "data unavailable",
+                Ok(pb::SitOutReason::InvalidParameters) => "invalid parameters",
+                Ok(pb::SitOutReason::BudgetExhausted) => "privacy budget exhausted",
+                Ok(pb::SitOutReason::InputFailed) => "input computation failed",
+                Ok(pb::SitOutReason::Unspecified) | Err(_) => "unspecified",
+            };
+            if c.subject.is_empty() {
+                format!("{what} ({})", c.clients)
+            } else {
+                format!("{what} {:?} ({})", c.subject, c.clients)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Chooses which reporting helpers answer: the set of at least `min_size`
@@ -715,7 +1235,7 @@ impl CoordinatorRound {
 /// ties (more redundancy for the consistency check), then the
 /// lexicographically smallest. Returns (helpers, common clients), sorted.
 fn best_helper_set(
-    reports: &BTreeMap<usize, (Vec<u32>, pb::SignedEnvelope)>,
+    reports: &Reports,
     candidates: &[usize],
     min_size: usize,
 ) -> (Vec<u32>, Vec<u32>) {
@@ -761,6 +1281,18 @@ pub enum CoordinatorError {
     /// A signed envelope was refused.
     #[error("envelope refused: {0}")]
     Envelope(#[from] EnvelopeError),
+    /// The coordinator's signer failed.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// A round was asked for while another runs.
+    #[error("round {round} is still running")]
+    RoundRunning {
+        /// The round under way.
+        round: u64,
+    },
+    /// A message while no round runs.
+    #[error("no round is running")]
+    NoRound,
     /// The sender is not a helper of the round.
     #[error("round {round}: {party} is not a helper of this round")]
     NotAHelper {
@@ -769,13 +1301,40 @@ pub enum CoordinatorError {
         /// Sender.
         party: PartyId,
     },
-    /// A message bound to another round.
-    #[error("round {round}: message from helper {helper} is bound to another round")]
+    /// The sender is not a client of the round.
+    #[error("round {round}: {party} is not a client of this round")]
+    NotAClient {
+        /// Round id.
+        round: u64,
+        /// Sender.
+        party: PartyId,
+    },
+    /// A message bound to another round: one not yet started, or this
+    /// round's id with another descriptor.
+    #[error(
+        "round {round}: message from helper {helper} names round {claimed} with another descriptor than this round's"
+    )]
     WrongRound {
         /// Round id.
         round: u64,
         /// Helper index.
         helper: usize,
+        /// The round the helper's signed message names.
+        claimed: u64,
+    },
+    /// A helper's message of a round that is over (a restarted helper
+    /// re-sends its report while it does not know the outcome).
+    #[error(
+        "round {round} is under way: helper {helper}'s message is for round {claimed}, which is over \
+         (a restarted helper re-sends its report of an unanswered round; nothing to do)"
+    )]
+    RoundOver {
+        /// Round id (the round under way).
+        round: u64,
+        /// Helper index.
+        helper: usize,
+        /// The earlier round the helper's signed message names.
+        claimed: u64,
     },
     /// A malformed report or answer.
     #[error("round {round}: malformed message from helper {helper}: {reason}")]
@@ -787,6 +1346,14 @@ pub enum CoordinatorError {
         /// What is wrong.
         reason: String,
     },
+    /// A malformed sit-out notice.
+    #[error("round {round}: malformed sit-out notice: {reason}")]
+    MalformedSitOut {
+        /// Round id.
+        round: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A second, different report or answer from the same helper.
     #[error("round {round}: helper {helper} sent two different messages for the same step")]
     ConflictingReport {
@@ -794,6 +1361,14 @@ pub enum CoordinatorError {
         round: u64,
         /// Helper index.
         helper: usize,
+    },
+    /// A second, different sit-out notice from the same client.
+    #[error("round {round}: client {client} gave two different reasons for sitting out")]
+    ConflictingSitOut {
+        /// Round id.
+        round: u64,
+        /// Client index.
+        client: u32,
     },
     /// A message after the step it belongs to was closed.
     #[error("round {round}: message from helper {helper} arrived after its step closed")]
@@ -803,6 +1378,12 @@ pub enum CoordinatorError {
         /// Helper index.
         helper: usize,
     },
+    /// A sit-out notice after the inclusion set was decided.
+    #[error("round {round}: sit-out notice after the inclusion set was decided")]
+    SitOutTooLate {
+        /// Round id.
+        round: u64,
+    },
     /// An answer the coordinator did not ask for.
     #[error("round {round}: helper {helper} answered without being asked")]
     Unexpected {
@@ -811,4 +1392,29 @@ pub enum CoordinatorError {
         /// Helper index.
         helper: usize,
     },
+}
+
+impl CoordinatorError {
+    /// The stable refusal code.
+    pub fn code(&self) -> RefusalCode {
+        match self {
+            CoordinatorError::Descriptor(_) => RefusalCode::RoundRefused,
+            CoordinatorError::Envelope(_) => RefusalCode::BadSignature,
+            CoordinatorError::Signer(_) => RefusalCode::SigningFailed,
+            CoordinatorError::RoundRunning { .. } => RefusalCode::RoundRunning,
+            CoordinatorError::NoRound => RefusalCode::NoRound,
+            CoordinatorError::NotAHelper { .. } | CoordinatorError::NotAClient { .. } => {
+                RefusalCode::NotAParticipant
+            }
+            CoordinatorError::WrongRound { .. } => RefusalCode::RoundMismatch,
+            CoordinatorError::MalformedMessage { .. }
+            | CoordinatorError::MalformedSitOut { .. } => RefusalCode::Malformed,
+            CoordinatorError::ConflictingReport { .. }
+            | CoordinatorError::ConflictingSitOut { .. } => RefusalCode::Conflicting,
+            CoordinatorError::TooLate { .. }
+            | CoordinatorError::SitOutTooLate { .. }
+            | CoordinatorError::RoundOver { .. } => RefusalCode::TooLate,
+            CoordinatorError::Unexpected { .. } => RefusalCode::Unexpected,
+        }
+    }
 }

@@ -13,7 +13,10 @@ use std::collections::HashSet;
 use sealroom_core::shamir::ShamirParams;
 use sealroom_core::{QuantError, QuantSpec, RingKind, RoundEncoding, SharingError};
 
-use crate::envelope::{EnvelopeError, KeyId, SigningKey, Verified, VerifyingKey, claimed_key_id};
+use crate::envelope::{
+    EnvelopeError, KeyId, Signer, SignerError, SignerExt as _, Verified, VerifyingKey,
+    claimed_key_id,
+};
 use crate::ids::{Digest, Millis, PartyId, contexts};
 use crate::pb;
 
@@ -28,6 +31,10 @@ pub const MIN_MIN_CLIENTS: usize = 2;
 
 /// Largest task parameter block a descriptor may carry (1 MiB).
 pub const MAX_TASK_PARAMS: usize = 1 << 20;
+/// The largest round id: every node keys durable state by round in a signed
+/// 64-bit column, so a descriptor naming a larger one is refused at
+/// verification, before any node takes it.
+pub const MAX_ROUND_ID: u64 = i64::MAX.unsigned_abs();
 
 /// How shares are made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +170,7 @@ pub struct DescriptorParams {
 impl DescriptorParams {
     /// Encodes, signs, and verifies the result exactly as a receiver would —
     /// so a coordinator cannot issue a descriptor its parties would refuse.
-    pub fn sign(self, key: &SigningKey) -> Result<VerifiedDescriptor, DescriptorError> {
+    pub fn sign(self, key: &dyn Signer) -> Result<VerifiedDescriptor, DescriptorError> {
         let descriptor = pb::RoundDescriptor {
             protocol_version: PROTOCOL_VERSION,
             federation_id: self.federation_id.clone(),
@@ -195,17 +202,28 @@ impl DescriptorParams {
             nonce: self.nonce.to_vec(),
             signing_key_id: key.verifying_key().key_id().0.to_vec(),
         };
-        let envelope = key.sign(&descriptor);
+        let envelope = key.sign(&descriptor)?;
         let trust = DescriptorTrust::single(self.federation_id, key.verifying_key());
         VerifiedDescriptor::verify(&envelope, &trust)
     }
 }
 
-fn encoding_to_pb(ring: RingKind) -> pb::Encoding {
+/// The wire encoding of a ring.
+pub fn encoding_to_pb(ring: RingKind) -> pb::Encoding {
     match ring {
         RingKind::Z2_32 => pb::Encoding::Z232,
         RingKind::Z2_64 => pb::Encoding::Z264,
-        _ => pb::Encoding::Fp61,
+        RingKind::Fp61 => pb::Encoding::Fp61,
+    }
+}
+
+/// The ring of a wire encoding (`None` for an unknown or unspecified one).
+pub fn ring_of_pb(encoding: i32) -> Option<RingKind> {
+    match pb::Encoding::try_from(encoding) {
+        Ok(pb::Encoding::Z232) => Some(RingKind::Z2_32),
+        Ok(pb::Encoding::Z264) => Some(RingKind::Z2_64),
+        Ok(pb::Encoding::Fp61) => Some(RingKind::Fp61),
+        Ok(pb::Encoding::Unspecified) | Err(_) => None,
     }
 }
 
@@ -224,6 +242,13 @@ impl VerifiedDescriptor {
         let d = verified.message();
         let round = d.round_id;
 
+        if round > MAX_ROUND_ID {
+            return Err(DescriptorError::Invalid {
+                round,
+                field: "round_id",
+                reason: format!("above the limit of {MAX_ROUND_ID}"),
+            });
+        }
         if d.protocol_version != PROTOCOL_VERSION {
             return Err(DescriptorError::UnsupportedVersion {
                 version: d.protocol_version,
@@ -286,17 +311,12 @@ impl VerifiedDescriptor {
                 format!("{} is outside 1..={MAX_VECTOR_LEN}", task.vector_length),
             ));
         }
-        let ring = match pb::Encoding::try_from(task.encoding) {
-            Ok(pb::Encoding::Z232) => RingKind::Z2_32,
-            Ok(pb::Encoding::Z264) => RingKind::Z2_64,
-            Ok(pb::Encoding::Fp61) => RingKind::Fp61,
-            _ => {
-                return Err(invalid(
-                    "task.encoding",
-                    format!("unknown encoding {}", task.encoding),
-                ));
-            }
-        };
+        let ring = ring_of_pb(task.encoding).ok_or_else(|| {
+            invalid(
+                "task.encoding",
+                format!("unknown encoding {}", task.encoding),
+            )
+        })?;
         let q = task
             .quant
             .as_ref()
@@ -551,6 +571,27 @@ fn parse_parties(
         .collect()
 }
 
+impl DescriptorError {
+    /// The stable refusal code.
+    pub fn code(&self) -> crate::machine::RefusalCode {
+        use crate::machine::RefusalCode;
+        match self {
+            DescriptorError::Envelope(_) => RefusalCode::BadSignature,
+            DescriptorError::Signer(_) => RefusalCode::SigningFailed,
+            DescriptorError::UntrustedKey { .. } | DescriptorError::KeyNotValidForEpoch { .. } => {
+                RefusalCode::UntrustedKey
+            }
+            DescriptorError::Replayed { .. } => RefusalCode::Replayed,
+            DescriptorError::NotAParticipant { .. } => RefusalCode::NotAParticipant,
+            DescriptorError::UnsupportedVersion { .. }
+            | DescriptorError::WrongFederation { .. }
+            | DescriptorError::Invalid { .. }
+            | DescriptorError::Quantization { .. }
+            | DescriptorError::Sharing { .. } => RefusalCode::DescriptorInvalid,
+        }
+    }
+}
+
 /// Why a descriptor was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -558,6 +599,9 @@ pub enum DescriptorError {
     /// The envelope's signature, label or encoding is wrong.
     #[error("descriptor envelope refused: {0}")]
     Envelope(#[from] EnvelopeError),
+    /// The coordinator's signer could not sign the descriptor.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
     /// Signed by a key that is not a pinned coordinator key.
     #[error("descriptor is signed by untrusted key {key_id}")]
     UntrustedKey {

@@ -46,6 +46,7 @@ signed!(pb::RoundResult, "sealroom/v1/result");
 signed!(pb::AbortRecord, "sealroom/v1/abort");
 signed!(pb::AuditCheckpoint, "sealroom/v1/audit-checkpoint");
 signed!(pb::AuditKey, "sealroom/v1/audit-key");
+signed!(pb::AuditOverride, "sealroom/v1/audit-override");
 
 /// The id of a verifying key: BLAKE3 (derive-key mode) of its 32 bytes.
 pub type KeyId = Digest;
@@ -91,6 +92,65 @@ impl SigningKey {
     }
 }
 
+/// Something that signs with one Ed25519 key. The state machines and the
+/// audit log sign only through this trait, so a hardware security module or
+/// a cloud KMS can hold a key without touching the protocol: [`SigningKey`]
+/// (a key read from a 0600 file) is one implementation.
+pub trait Signer: Send + Sync + fmt::Debug {
+    /// The public half of the key this signer uses.
+    fn verifying_key(&self) -> VerifyingKey;
+
+    /// Ed25519 signature over `message` (the domain-separated bytes
+    /// [`SignerExt::sign`] builds). A signer that cannot sign (an HSM that is
+    /// unreachable) says why; it never returns a signature by another key.
+    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], SignerError>;
+}
+
+/// Why a [`Signer`] could not sign.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the signer of key {key_id} could not sign: {reason}")]
+pub struct SignerError {
+    /// The key it should have signed with.
+    pub key_id: KeyId,
+    /// What went wrong (never key material).
+    pub reason: String,
+}
+
+/// Signing protocol messages with any [`Signer`].
+pub trait SignerExt: Signer {
+    /// Signs `message` into an envelope (label, key id, signature).
+    fn sign<M: SignedMessage>(&self, message: &M) -> Result<pb::SignedEnvelope, SignerError> {
+        let body = message.encode_to_vec();
+        let signature = self.sign_raw(&signed_bytes(M::LABEL, &body))?;
+        Ok(pb::SignedEnvelope {
+            label: M::LABEL.to_string(),
+            body,
+            key_id: self.verifying_key().key_id().0.to_vec(),
+            signature: signature.to_vec(),
+        })
+    }
+
+    /// This signer's key id.
+    fn key_id(&self) -> KeyId {
+        self.verifying_key().key_id()
+    }
+}
+
+impl<S: Signer + ?Sized> SignerExt for S {}
+
+/// A shared signer, as configs hold it.
+pub type SharedSigner = std::sync::Arc<dyn Signer>;
+
+impl Signer for SigningKey {
+    fn verifying_key(&self) -> VerifyingKey {
+        SigningKey::verifying_key(self)
+    }
+
+    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], SignerError> {
+        Ok(self.0.sign(message).to_bytes())
+    }
+}
+
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -121,6 +181,16 @@ impl VerifyingKey {
     /// This key's id.
     pub fn key_id(&self) -> KeyId {
         Digest::of(contexts::KEY_ID, &self.0.to_bytes())
+    }
+
+    /// Verifies a raw Ed25519 signature over `message` (strict: no
+    /// small-order keys, canonical signatures). For the few signatures that
+    /// are not over an envelope (a key's proof of possession of itself).
+    pub fn verify_raw(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), EnvelopeError> {
+        let signature = Signature::from_bytes(signature);
+        self.0
+            .verify_strict(message, &signature)
+            .map_err(|_| EnvelopeError::BadSignature { label: "raw" })
     }
 
     /// Verifies `envelope` as an `M` signed by this key, and decodes it.

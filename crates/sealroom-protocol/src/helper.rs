@@ -7,7 +7,16 @@
 //! attack). The helper emits [`Persist::HelperAnswer`] before the answer, so a
 //! runtime that honours the ordering contract of [`crate::action`] has the
 //! record on disk before the share leaves; after a restart from that state
-//! ([`Helper::restore`]) a second inclusion set is still refused.
+//! ([`Helper::restore`]) a second inclusion set is still refused. The *same*
+//! set again is answered again with the same sum (deterministic, so byte for
+//! byte the answer it already gave): that is how a round survives a lost
+//! answer or a helper restart after answering, and it reveals nothing new.
+//!
+//! An upload names its round by the descriptor's hash; it is matched only
+//! against descriptors this helper verified. A round id an upload *claims*
+//! is compared with verified state but never keys anything: an upload for a
+//! round not (yet) known is refused ([`HelperError::NotYetKnown`], which a
+//! client retries), never held.
 
 use std::collections::BTreeMap;
 
@@ -15,32 +24,31 @@ use prost::Message as _;
 use sealroom_core::prg::{self, PrgDomain};
 use sealroom_core::vector::{self, DecodeError};
 use sealroom_core::{Fp, Ring, RingKind, Seed, ShareVec, additive, shamir};
+use zeroize::Zeroize as _;
 
-use crate::action::{Action, Message, Persist, SecretBytes};
+use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
 use crate::client::zeroize_upload;
 use crate::descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
-use crate::envelope::{EnvelopeError, SigningKey, decode_limited};
+use crate::envelope::{EnvelopeError, SharedSigner, SignerError, SignerExt as _, decode_limited};
 use crate::ids::{Digest, Millis, PartyId, contexts};
+use crate::machine::{Artifact, Inbound, Input, Machine, Refusal, RefusalCode, Step, not_for};
 use crate::pb;
 
 /// Bytes of an upload beyond its share vector (hash, ids, framing).
 pub const UPLOAD_OVERHEAD: usize = 128;
-/// How long an upload for a not-yet-seen descriptor is held.
-pub const PENDING_TTL_MS: u64 = 60_000;
 
 /// A helper's fixed configuration.
 #[derive(Clone, Debug)]
 pub struct HelperConfig {
     /// This helper's identity.
     pub me: PartyId,
-    /// The coordinator's identity (where reports and answers go).
+    /// The coordinator's identity (where reports and answers go, and the
+    /// only sender of descriptors and inclusion sets).
     pub coordinator: PartyId,
-    /// Key that signs receipts, reports and answers.
-    pub signing_key: SigningKey,
+    /// Signs receipts, reports and answers.
+    pub signer: SharedSigner,
     /// Federation and pinned coordinator keys.
     pub trust: DescriptorTrust,
-    /// Uploads held while their descriptor has not arrived yet.
-    pub max_pending_uploads: usize,
 }
 
 /// What a helper persisted, to restore it after a restart.
@@ -57,6 +65,8 @@ pub struct PersistedRound {
     pub descriptor: pb::SignedEnvelope,
     /// Accepted uploads ([`Persist::HelperUpload`]).
     pub uploads: Vec<(u32, SecretBytes)>,
+    /// The report sent, if any ([`Persist::HelperReport`]).
+    pub report: Option<pb::SignedEnvelope>,
     /// The inclusion set answered, if any ([`Persist::HelperAnswer`]).
     pub answered: Option<Digest>,
 }
@@ -67,14 +77,7 @@ pub struct Helper {
     config: HelperConfig,
     last_round: Option<u64>,
     rounds: BTreeMap<u64, HelperRound>,
-    pending: Vec<PendingUpload>,
-}
-
-#[derive(Debug)]
-struct PendingUpload {
-    received_at: Millis,
-    from: PartyId,
-    bytes: SecretBytes,
+    left_out: usize,
 }
 
 #[derive(Debug)]
@@ -82,14 +85,55 @@ struct HelperRound {
     descriptor: VerifiedDescriptor,
     index: usize,
     shares: BTreeMap<u32, StoredShare>,
-    reported: bool,
-    answered: Option<Digest>,
+    phase: Phase,
+}
+
+/// Where a round stands for this helper.
+#[derive(Debug)]
+enum Phase {
+    /// Accepting uploads.
+    Collecting,
+    /// Reported (the signed report, for re-sending after a restart).
+    Reported(pb::SignedEnvelope),
+    /// Answered this inclusion set; nothing more is accepted.
+    Answered(Digest),
 }
 
 #[derive(Debug)]
 enum StoredShare {
     Seed(Seed),
     Vector(SecretBytes),
+}
+
+impl Machine for Helper {
+    fn handle(&mut self, now: Millis, input: Input) -> Result<Step, Refusal> {
+        match input {
+            Input::Inbound { from, msg } => match msg {
+                Inbound::Descriptor(env) => self.on_descriptor(from, &env),
+                Inbound::Upload(bytes) => self.on_upload(now, from, &bytes),
+                Inbound::InclusionSet(env) => self.on_inclusion_set(from, &env),
+                other => Err(not_for("helper", &Input::Inbound { from, msg: other })),
+            },
+            Input::Timer => self.on_timer(now),
+            other => Err(not_for("helper", &other)),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        self.rounds
+            .values()
+            .filter(|r| matches!(r.phase, Phase::Collecting))
+            .map(|r| r.descriptor.upload_deadline())
+            .min()
+    }
+}
+
+fn refuse(round: Option<u64>, error: HelperError) -> Refusal {
+    Refusal {
+        round,
+        code: error.code(),
+        error: Box::new(error.into()),
+    }
 }
 
 impl Helper {
@@ -99,21 +143,36 @@ impl Helper {
             config,
             last_round: None,
             rounds: BTreeMap::new(),
-            pending: Vec::new(),
+            left_out: 0,
         }
     }
 
-    /// Rebuilds a helper from what it persisted: every descriptor and upload is
-    /// verified again, and rounds it answered stay answered.
+    /// Rebuilds a helper from what it persisted: every descriptor and upload
+    /// is verified again; rounds it reported stay reported and rounds it
+    /// answered stay answered.
     pub fn restore(config: HelperConfig, state: HelperState) -> Result<Helper, HelperError> {
         let mut helper = Helper::new(config);
         for persisted in state.rounds {
-            let descriptor = helper.verify_descriptor(&persisted.descriptor)?;
+            let descriptor = match helper.verify_descriptor(&persisted.descriptor) {
+                Ok(descriptor) => descriptor,
+                // Signed by a coordinator key this helper no longer trusts
+                // (retired after a rotation, runbook "Rotating the
+                // coordinator's signing key"): the round can take no more
+                // input, so it is left out — counted, never answered.
+                Err(HelperError::Descriptor(
+                    DescriptorError::UntrustedKey { .. }
+                    | DescriptorError::KeyNotValidForEpoch { .. },
+                )) => {
+                    helper.left_out += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let round_id = descriptor.round_id();
-            helper.insert_round(descriptor)?;
+            helper.check_new_round(&descriptor)?;
+            let mut round = helper.round_for(descriptor);
             for (client_index, bytes) in persisted.uploads {
-                let upload = helper.decode_upload(bytes.expose())?;
-                let round = helper.rounds.get_mut(&round_id).expect("inserted above");
+                let upload = decode_upload(bytes.expose(), round.max_upload_bytes())?;
                 let from = *round
                     .descriptor
                     .clients()
@@ -121,14 +180,24 @@ impl Helper {
                     .ok_or(HelperError::MalformedUpload {
                         reason: "client index out of range".into(),
                     })?;
-                round.accept(from, upload)?;
+                let (client, share) = round.check(from, &upload)?;
+                round.shares.insert(client, share);
             }
-            let round = helper.rounds.get_mut(&round_id).expect("inserted above");
-            round.answered = persisted.answered;
-            // A restored round with an answer has necessarily reported.
-            round.reported |= persisted.answered.is_some();
+            round.phase = match (persisted.answered, persisted.report) {
+                (Some(hash), _) => Phase::Answered(hash),
+                (None, Some(report)) => Phase::Reported(report),
+                (None, None) => Phase::Collecting,
+            };
+            helper.last_round = Some(round_id);
+            helper.rounds.insert(round_id, round);
         }
         Ok(helper)
+    }
+
+    /// Stored rounds [`Helper::restore`] left out because their descriptor
+    /// is signed by a coordinator key no longer trusted.
+    pub fn left_out(&self) -> usize {
+        self.left_out
     }
 
     /// The highest round id accepted.
@@ -136,18 +205,54 @@ impl Helper {
         self.last_round
     }
 
-    /// When [`Helper::on_timer`] next has something to do.
-    pub fn next_deadline(&self) -> Option<Millis> {
-        let reports = self
-            .rounds
+    /// The rounds this helper holds, ascending.
+    pub fn rounds(&self) -> Vec<u64> {
+        self.rounds.keys().copied().collect()
+    }
+
+    /// Reports already sent for rounds that are not answered yet and whose
+    /// aggregation window is still open: what a restarted helper sends the
+    /// coordinator again (the same signed bytes; they are not new
+    /// artifacts).
+    pub fn outstanding_reports(&self, now: Millis) -> Vec<(u64, pb::SignedEnvelope)> {
+        self.rounds
             .values()
-            .filter(|r| !r.reported)
-            .map(|r| r.descriptor.upload_deadline());
-        let pending = self
-            .pending
-            .iter()
-            .map(|p| p.received_at.plus(PENDING_TTL_MS));
-        reports.chain(pending).min()
+            .filter(|r| now < r.descriptor.aggregation_deadline())
+            .filter_map(|r| match &r.phase {
+                Phase::Reported(report) => Some((r.descriptor.round_id(), report.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The most bytes an upload from `from` may have: the largest share it
+    /// owes this helper in a round still collecting, or `None` if it owes
+    /// none (the transport then reads no more than a small upload before
+    /// asking the state machine, so nothing a peer claims sizes a buffer).
+    pub fn expected_upload_bytes(&self, from: &PartyId) -> Option<usize> {
+        self.rounds
+            .values()
+            .filter(|r| matches!(r.phase, Phase::Collecting))
+            .filter_map(|r| {
+                let client = r.descriptor.client_index(from)?;
+                (!r.shares.contains_key(&client)).then(|| r.upload_bytes(client))
+            })
+            .max()
+    }
+
+    /// Replaces the coordinator keys this helper trusts (a key rotation,
+    /// reloaded from the federation's file). Rounds already accepted keep
+    /// going: what they take next is checked against their descriptor's key,
+    /// which a rotation keeps trusted for their epoch.
+    pub fn set_trust(&mut self, trust: DescriptorTrust) {
+        self.config.trust = trust;
+    }
+
+    /// Forgets all but the `keep` most recent rounds.
+    pub fn prune(&mut self, keep: usize) {
+        while self.rounds.len() > keep {
+            self.rounds.pop_first();
+        }
     }
 
     fn verify_descriptor(
@@ -165,95 +270,103 @@ impl Helper {
         Ok(descriptor)
     }
 
-    fn insert_round(&mut self, descriptor: VerifiedDescriptor) -> Result<(), HelperError> {
+    fn check_new_round(&self, descriptor: &VerifiedDescriptor) -> Result<(), HelperError> {
         let round = descriptor.round_id();
-        if let Some(last) = self.last_round
-            && round <= last
-        {
-            return Err(DescriptorError::Replayed { round, last }.into());
+        match self.last_round {
+            Some(last) if round <= last => Err(DescriptorError::Replayed { round, last }.into()),
+            _ => Ok(()),
         }
+    }
+
+    fn round_for(&self, descriptor: VerifiedDescriptor) -> HelperRound {
         let index = descriptor
             .helper_index(&self.config.me)
-            .expect("verified membership");
-        self.last_round = Some(round);
-        self.rounds.insert(
-            round,
-            HelperRound {
-                descriptor,
-                index,
-                shares: BTreeMap::new(),
-                reported: false,
-                answered: None,
-            },
-        );
-        Ok(())
+            .expect("verify_descriptor checked membership");
+        HelperRound {
+            descriptor,
+            index,
+            shares: BTreeMap::new(),
+            phase: Phase::Collecting,
+        }
     }
 
-    /// A round descriptor from the coordinator. A duplicate of the current
-    /// round's descriptor is ignored; an older or replayed one is refused.
-    pub fn on_descriptor(
+    fn check_coordinator(&self, from: PartyId, kind: &'static str) -> Result<(), Refusal> {
+        if from == self.config.coordinator {
+            Ok(())
+        } else {
+            Err(refuse(None, HelperError::WrongSender { party: from, kind }))
+        }
+    }
+
+    /// A round descriptor from the coordinator. A duplicate of a known
+    /// round's descriptor is accepted again with nothing to do; an older or
+    /// replayed one is refused.
+    fn on_descriptor(
         &mut self,
-        now: Millis,
+        from: PartyId,
         envelope: &pb::SignedEnvelope,
-    ) -> Result<Vec<Action>, HelperError> {
-        let descriptor = self.verify_descriptor(envelope)?;
-        if let Some(known) = self.rounds.get(&descriptor.round_id())
+    ) -> Result<Step, Refusal> {
+        self.check_coordinator(from, "descriptor")?;
+        let descriptor = self
+            .verify_descriptor(envelope)
+            .map_err(|e| refuse(None, e))?;
+        let round_id = descriptor.round_id();
+        if let Some(known) = self.rounds.get(&round_id)
             && known.descriptor.hash() == descriptor.hash()
         {
-            return Ok(Vec::new());
+            return Ok(Step::new(Some(round_id), Vec::new()));
         }
-        let hash = descriptor.hash();
-        self.insert_round(descriptor)?;
-        let mut actions = vec![Action::Persist(Persist::HelperRound {
-            descriptor: envelope.clone(),
-        })];
-        // Uploads that overtook the descriptor are processed now; ones that
-        // turn out invalid are dropped, as they would have been refused.
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| pending_hash(p.bytes.expose()) == Some(hash));
-        self.pending = waiting;
-        for p in ready {
-            if let Ok(more) = self.on_upload(now, p.from, p.bytes.expose()) {
-                actions.extend(more);
-            }
-        }
-        Ok(actions)
-    }
-
-    fn max_upload_bytes(&self) -> usize {
-        let largest = self
-            .rounds
-            .values()
-            .map(|r| r.descriptor.vector_bytes())
-            .max();
-        largest.unwrap_or(crate::descriptor::MAX_VECTOR_LEN as usize * 8) + UPLOAD_OVERHEAD
-    }
-
-    fn decode_upload(&self, bytes: &[u8]) -> Result<pb::Upload, HelperError> {
-        decode_limited::<pb::Upload>(bytes, self.max_upload_bytes()).map_err(|e| {
-            HelperError::MalformedUpload {
-                reason: e.to_string(),
-            }
+        self.check_new_round(&descriptor)
+            .map_err(|e| refuse(None, e))?;
+        let round = self.round_for(descriptor);
+        self.last_round = Some(round_id);
+        self.rounds.insert(round_id, round);
+        Ok(Step {
+            accepted: vec![Artifact {
+                kind: MessageKind::Descriptor,
+                round: round_id,
+                envelope: envelope.clone(),
+            }],
+            ..Step::new(
+                Some(round_id),
+                vec![Action::Persist(Persist::HelperRound {
+                    round_id,
+                    descriptor: envelope.clone(),
+                })],
+            )
         })
     }
 
-    /// An upload from `from` (the identity its channel authenticated).
-    /// Returns the actions for an accepted upload (persist it, then send the
-    /// receipt, and the report if every client has now sent), nothing for an
-    /// upload held until its descriptor arrives, or the reason for refusal.
-    pub fn on_upload(
+    /// An upload from `from` (the identity its channel authenticated):
+    /// persist it, then send the receipt (and the report, if every client
+    /// has now sent).
+    fn on_upload(
         &mut self,
         now: Millis,
         from: PartyId,
-        bytes: &[u8],
-    ) -> Result<Vec<Action>, HelperError> {
-        let upload = self.decode_upload(bytes)?;
+        bytes: &SecretBytes,
+    ) -> Result<Step, Refusal> {
+        let limit = self
+            .rounds
+            .values()
+            .map(HelperRound::max_upload_bytes)
+            .max()
+            .unwrap_or(UPLOAD_OVERHEAD);
+        if bytes.len() > limit {
+            // Larger than any upload a known round takes: it can only be for
+            // a round this helper has not heard of yet (or garbage, which the
+            // sender then retries in vain until its deadline).
+            return Err(refuse(None, HelperError::NotYetKnown));
+        }
+        let upload = decode_upload(bytes.expose(), limit).map_err(|e| refuse(None, e))?;
         let Some(hash) = Digest::from_slice(&upload.descriptor_hash) else {
             zeroize_upload(upload);
-            return Err(HelperError::MalformedUpload {
-                reason: "descriptor hash is not 32 bytes".into(),
-            });
+            return Err(refuse(
+                None,
+                HelperError::MalformedUpload {
+                    reason: "descriptor hash is not 32 bytes".into(),
+                },
+            ));
         };
         let Some(round) = self
             .rounds
@@ -262,189 +375,178 @@ impl Helper {
         else {
             let claimed = upload.round_id;
             zeroize_upload(upload);
-            if let Some(known) = self.rounds.get(&claimed) {
-                return Err(HelperError::RoundMismatch {
-                    round: known.descriptor.round_id(),
-                });
-            }
-            if self.last_round.is_some_and(|last| claimed <= last) {
-                return Err(HelperError::UnknownRound { round: claimed });
-            }
-            let from_sender = self.pending.iter().filter(|p| p.from == from).count();
-            if self.pending.len() >= self.config.max_pending_uploads || from_sender >= 8 {
-                return Err(HelperError::PendingFull { round: claimed });
-            }
-            self.pending.push(PendingUpload {
-                received_at: now,
-                from,
-                bytes: SecretBytes::new(bytes.to_vec()),
-            });
-            return Ok(Vec::new());
+            let error = match self.last_round {
+                Some(last) if claimed <= last => HelperError::UnknownRound,
+                _ => HelperError::NotYetKnown,
+            };
+            return Err(refuse(None, error));
         };
-        if now >= round.descriptor.upload_deadline() || round.reported {
-            let (r, c) = (round.descriptor.round_id(), upload.client_index);
-            zeroize_upload(upload);
-            return Err(HelperError::Late {
-                round: r,
-                client: c,
-            });
-        }
-        let client_index = round.accept(from, upload)?;
+        let round_id = round.descriptor.round_id();
+        let outcome = round.accept(now, from, &upload);
+        zeroize_upload(upload);
+        let (client_index, share) = outcome.map_err(|e| refuse(Some(round_id), e))?;
+        let receipt = pb::Receipt {
+            descriptor_hash: hash.0.to_vec(),
+            round_id,
+            helper_index: round.index as u32,
+            client_index,
+            upload_digest: Digest::of(contexts::UPLOAD, bytes.expose()).0.to_vec(),
+        };
+        let receipt = self
+            .config
+            .signer
+            .sign(&receipt)
+            .map_err(|e| refuse(Some(round_id), e.into()))?;
+        let complete = round.shares.len() + 1 == round.descriptor.clients().len();
+        let report = if complete {
+            Some(
+                round
+                    .report_with(&self.config, Some(client_index))
+                    .map_err(|e| refuse(Some(round_id), e.into()))?,
+            )
+        } else {
+            None
+        };
+        // Every check passed and every signature is made: now the state changes.
+        round.shares.insert(client_index, share);
         let mut actions = vec![
             Action::Persist(Persist::HelperUpload {
-                round_id: round.descriptor.round_id(),
+                round_id,
                 client_index,
-                upload: SecretBytes::new(bytes.to_vec()),
+                upload: bytes.clone(),
             }),
             Action::Send {
                 to: from,
-                message: Message::Receipt(self.config.signing_key.sign(&pb::Receipt {
-                    descriptor_hash: hash.0.to_vec(),
-                    round_id: round.descriptor.round_id(),
-                    helper_index: round.index as u32,
-                    client_index,
-                    upload_digest: Digest::of(contexts::UPLOAD, bytes).0.to_vec(),
-                })),
+                round: round_id,
+                message: Message::Receipt(receipt),
             },
         ];
-        if round.shares.len() == round.descriptor.clients().len() {
-            actions.push(round.report(&self.config));
+        if let Some(report) = report {
+            actions.extend(round.reported(&self.config, report));
         }
-        Ok(actions)
+        Ok(Step::new(Some(round_id), actions))
     }
 
     /// Time passed: reports the received set of every round whose upload
-    /// window has closed, and drops stale held uploads.
-    pub fn on_timer(&mut self, now: Millis) -> Vec<Action> {
-        self.pending
-            .retain(|p| now < p.received_at.plus(PENDING_TTL_MS));
-        let config = &self.config;
-        self.rounds
+    /// window has closed.
+    fn on_timer(&mut self, now: Millis) -> Result<Step, Refusal> {
+        let mut actions = Vec::new();
+        for round in self
+            .rounds
             .values_mut()
-            .filter(|r| !r.reported && now >= r.descriptor.upload_deadline())
-            .map(|r| r.report(config))
-            .collect()
+            .filter(|r| matches!(r.phase, Phase::Collecting))
+            .filter(|r| now >= r.descriptor.upload_deadline())
+        {
+            let round_id = round.descriptor.round_id();
+            let report = round
+                .report_with(&self.config, None)
+                .map_err(|e| refuse(Some(round_id), e.into()))?;
+            actions.extend(round.reported(&self.config, report));
+        }
+        Ok(Step::new(None, actions))
     }
 
     /// The coordinator's signed inclusion set. Answers with this helper's
     /// aggregate share over exactly those clients — once per round, ever.
-    pub fn on_inclusion_set(
+    fn on_inclusion_set(
         &mut self,
-        _now: Millis,
+        from: PartyId,
         envelope: &pb::SignedEnvelope,
-    ) -> Result<Vec<Action>, HelperError> {
-        let hash_claim = pb::InclusionSet::decode(envelope.body.as_slice())
-            .ok()
-            .and_then(|s| Digest::from_slice(&s.descriptor_hash))
-            .ok_or(HelperError::MalformedInclusionSet {
-                round: 0,
-                reason: "undecodable".into(),
-            })?;
-        let round = self
+    ) -> Result<Step, Refusal> {
+        self.check_coordinator(from, "inclusion set")?;
+        let hash_claim =
+            decode_limited::<pb::InclusionSet>(&envelope.body, crate::envelope::MAX_SIGNED_BODY)
+                .ok()
+                .and_then(|s| Digest::from_slice(&s.descriptor_hash))
+                .ok_or_else(|| {
+                    refuse(
+                        None,
+                        HelperError::MalformedInclusionSet {
+                            reason: "undecodable".into(),
+                        },
+                    )
+                })?;
+        let Some(round) = self
             .rounds
             .values_mut()
             .find(|r| r.descriptor.hash() == hash_claim)
-            .ok_or(HelperError::UnknownRound { round: 0 })?;
+        else {
+            return Err(refuse(None, HelperError::UnknownRound));
+        };
         let round_id = round.descriptor.round_id();
+        let fail = |e: HelperError| refuse(Some(round_id), e);
         let key = self
             .config
             .trust
             .key(&round.descriptor.signing_key_id())
             .ok_or(HelperError::Descriptor(DescriptorError::UntrustedKey {
                 key_id: round.descriptor.signing_key_id(),
-            }))?;
-        let verified = key.key.verify::<pb::InclusionSet>(envelope)?;
+            }))
+            .map_err(fail)?;
+        let verified = key
+            .key
+            .verify::<pb::InclusionSet>(envelope)
+            .map_err(|e| fail(e.into()))?;
         let set = verified.message();
         let inclusion_hash = verified.body_digest(contexts::INCLUSION);
-        if set.round_id != round_id {
-            return Err(HelperError::RoundMismatch { round: round_id });
-        }
-        if let Some(previous) = round.answered {
-            return Err(HelperError::AlreadyAnswered {
-                round: round_id,
-                same_set: previous == inclusion_hash,
-            });
-        }
-        if !round.reported {
-            return Err(HelperError::NotReported { round: round_id });
-        }
-        let malformed = |reason: &str| HelperError::MalformedInclusionSet {
-            round: round_id,
-            reason: reason.into(),
-        };
-        if !strictly_increasing(&set.helpers) || !strictly_increasing(&set.clients) {
-            return Err(malformed("indices are not strictly increasing"));
-        }
-        let helpers = round.descriptor.helpers().len();
-        if set.helpers.iter().any(|&h| h as usize >= helpers) {
-            return Err(malformed("helper index out of range"));
-        }
-        if !set.helpers.contains(&(round.index as u32)) {
-            return Err(HelperError::NotSelected { round: round_id });
-        }
-        let needed = round.descriptor.threshold();
-        if set.helpers.len() < needed {
-            return Err(HelperError::TooFewHelpers {
-                round: round_id,
-                selected: set.helpers.len(),
-                needed,
-            });
-        }
-        if set.clients.len() < round.descriptor.min_clients() {
-            return Err(HelperError::InclusionTooSmall {
-                round: round_id,
-                size: set.clients.len(),
-                min_clients: round.descriptor.min_clients(),
-            });
-        }
-        if let Some(&missing) = set.clients.iter().find(|c| !round.shares.contains_key(c)) {
-            return Err(HelperError::UnreceivedClient {
-                round: round_id,
-                client: missing,
-            });
-        }
+        let repeat = round.check_inclusion(set, inclusion_hash).map_err(fail)?;
 
-        let vector = round.aggregate(&set.clients)?;
+        let vector = round.aggregate(&set.clients).map_err(fail)?;
         let header = pb::AggregateShareHeader {
             descriptor_hash: hash_claim.0.to_vec(),
             round_id,
             helper_index: round.index as u32,
             inclusion_hash: inclusion_hash.0.to_vec(),
-            vector_digest: Digest::of(contexts::AGGREGATE, &vector).0.to_vec(),
+            vector_digest: Digest::of(contexts::AGGREGATE, vector.expose()).0.to_vec(),
         };
-        let message = pb::AggregateShare {
-            header: Some(self.config.signing_key.sign(&header)),
-            vector,
+        let header = self
+            .config
+            .signer
+            .sign(&header)
+            .map_err(|e| fail(e.into()))?;
+        let mut message = pb::AggregateShare {
+            header: Some(header),
+            vector: vector.expose().to_vec(),
         };
         let encoded = SecretBytes::new(message.encode_to_vec());
-        let mut message = message;
-        zeroize::Zeroize::zeroize(&mut message.vector);
-        round.answered = Some(inclusion_hash);
-        Ok(vec![
-            Action::Persist(Persist::HelperAnswer {
-                round_id,
-                inclusion_hash,
-            }),
-            Action::Send {
-                to: self.config.coordinator,
-                message: Message::AggregateShare(encoded),
-            },
-        ])
-    }
-
-    /// Forgets all but the `keep` most recent rounds.
-    pub fn prune(&mut self, keep: usize) {
-        while self.rounds.len() > keep {
-            self.rounds.pop_first();
+        message.vector.zeroize();
+        let answer = Action::Send {
+            to: self.config.coordinator,
+            round: round_id,
+            message: Message::AggregateShare(encoded),
+        };
+        if repeat {
+            // The same set again (the coordinator lost the answer, or this
+            // helper restarted before it left): the same sum, byte for byte,
+            // with nothing new to record. A *different* set is refused.
+            return Ok(Step::new(Some(round_id), vec![answer]));
         }
+        round.phase = Phase::Answered(inclusion_hash);
+        Ok(Step {
+            accepted: vec![Artifact {
+                kind: MessageKind::InclusionSet,
+                round: round_id,
+                envelope: envelope.clone(),
+            }],
+            ends_round: true,
+            ..Step::new(
+                Some(round_id),
+                vec![
+                    Action::Persist(Persist::HelperAnswer {
+                        round_id,
+                        inclusion_hash,
+                    }),
+                    answer,
+                ],
+            )
+        })
     }
 }
 
-fn pending_hash(bytes: &[u8]) -> Option<Digest> {
-    let upload = pb::Upload::decode(bytes).ok()?;
-    let hash = Digest::from_slice(&upload.descriptor_hash);
-    zeroize_upload(upload);
-    hash
+fn decode_upload(bytes: &[u8], limit: usize) -> Result<pb::Upload, HelperError> {
+    decode_limited::<pb::Upload>(bytes, limit).map_err(|e| HelperError::MalformedUpload {
+        reason: e.to_string(),
+    })
 }
 
 fn strictly_increasing(v: &[u32]) -> bool {
@@ -452,21 +554,53 @@ fn strictly_increasing(v: &[u32]) -> bool {
 }
 
 impl HelperRound {
-    /// Validates an upload from `from` and stores its share; returns the
-    /// client index. The upload's share bytes are wiped either way.
-    fn accept(&mut self, from: PartyId, upload: pb::Upload) -> Result<u32, HelperError> {
-        let round = self.descriptor.round_id();
-        let outcome = self.check_and_store(from, &upload, round);
-        zeroize_upload(upload);
-        outcome
+    /// The largest upload any client may send this helper in this round.
+    fn max_upload_bytes(&self) -> usize {
+        self.descriptor.vector_bytes() + UPLOAD_OVERHEAD
     }
 
-    fn check_and_store(
-        &mut self,
+    /// The exact bound on the upload `client` owes this helper.
+    fn upload_bytes(&self, client: u32) -> usize {
+        if self.expects_seed(client) {
+            UPLOAD_OVERHEAD
+        } else {
+            self.max_upload_bytes()
+        }
+    }
+
+    fn expects_seed(&self, client: u32) -> bool {
+        match self.descriptor.mode() {
+            Mode::Additive => {
+                additive::correction_holder(client, self.descriptor.helpers().len()) != self.index
+            }
+            Mode::Threshold(params) => params.seeded_helpers(client).any(|h| h == self.index),
+        }
+    }
+
+    /// Validates an upload from `from` in time; returns the client index and
+    /// the share to store (the caller stores it once every signature is made).
+    fn accept(
+        &self,
+        now: Millis,
         from: PartyId,
         upload: &pb::Upload,
-        round: u64,
-    ) -> Result<u32, HelperError> {
+    ) -> Result<(u32, StoredShare), HelperError> {
+        let round = self.descriptor.round_id();
+        if now >= self.descriptor.upload_deadline() || !matches!(self.phase, Phase::Collecting) {
+            return Err(HelperError::Late {
+                round,
+                client: self.descriptor.client_index(&from),
+            });
+        }
+        let (client, share) = self.check(from, upload)?;
+        if self.shares.contains_key(&client) {
+            return Err(HelperError::DuplicateUpload { round, client });
+        }
+        Ok((client, share))
+    }
+
+    fn check(&self, from: PartyId, upload: &pb::Upload) -> Result<(u32, StoredShare), HelperError> {
+        let round = self.descriptor.round_id();
         if upload.round_id != round {
             return Err(HelperError::RoundMismatch { round });
         }
@@ -481,15 +615,7 @@ impl HelperRound {
                 actual: client,
             });
         }
-        if self.shares.contains_key(&client) {
-            return Err(HelperError::DuplicateUpload { round, client });
-        }
-        let expects_seed = match self.descriptor.mode() {
-            Mode::Additive => {
-                additive::correction_holder(client, self.descriptor.helpers().len()) != self.index
-            }
-            Mode::Threshold(params) => params.seeded_helpers(client).any(|h| h == self.index),
-        };
+        let expects_seed = self.expects_seed(client);
         let share = match (&upload.share, expects_seed) {
             (Some(pb::upload::Share::Seed(seed)), true) => {
                 StoredShare::Seed(Seed::try_from_slice(seed).ok_or(HelperError::ShareLength {
@@ -504,7 +630,7 @@ impl HelperRound {
                 let check = match self.descriptor.encoding().ring() {
                     RingKind::Z2_32 => vector::check_le::<u32>(v, len),
                     RingKind::Z2_64 => vector::check_le::<u64>(v, len),
-                    _ => vector::check_le::<Fp>(v, len),
+                    RingKind::Fp61 => vector::check_le::<Fp>(v, len),
                 };
                 match check {
                     Ok(()) => StoredShare::Vector(SecretBytes::new(v.clone())),
@@ -535,26 +661,107 @@ impl HelperRound {
                 });
             }
         };
-        self.shares.insert(client, share);
-        Ok(client)
+        Ok((client, share))
     }
 
-    fn report(&mut self, config: &HelperConfig) -> Action {
-        self.reported = true;
-        let report = pb::HelperReport {
+    /// The signed report of the clients held (with `plus`, about to be
+    /// stored), without changing anything.
+    fn report_with(
+        &self,
+        config: &HelperConfig,
+        plus: Option<u32>,
+    ) -> Result<pb::SignedEnvelope, SignerError> {
+        let mut received: Vec<u32> = self.shares.keys().copied().chain(plus).collect();
+        received.sort_unstable();
+        received.dedup();
+        config.signer.sign(&pb::HelperReport {
             descriptor_hash: self.descriptor.hash().0.to_vec(),
             round_id: self.descriptor.round_id(),
             helper_index: self.index as u32,
-            received: self.shares.keys().copied().collect(),
-        };
-        Action::Send {
-            to: config.coordinator,
-            message: Message::Report(config.signing_key.sign(&report)),
-        }
+            received,
+        })
     }
 
-    /// Σ over `clients` of this helper's shares, packed little-endian.
-    fn aggregate(&self, clients: &[u32]) -> Result<Vec<u8>, HelperError> {
+    /// Moves to [`Phase::Reported`]: the report is persisted, then sent.
+    fn reported(&mut self, config: &HelperConfig, report: pb::SignedEnvelope) -> [Action; 2] {
+        let round_id = self.descriptor.round_id();
+        self.phase = Phase::Reported(report.clone());
+        [
+            Action::Persist(Persist::HelperReport {
+                round_id,
+                report: report.clone(),
+            }),
+            Action::Send {
+                to: config.coordinator,
+                round: round_id,
+                message: Message::Report(report),
+            },
+        ]
+    }
+
+    /// Checks an inclusion set against this round; `Ok(true)` when it is the
+    /// very set this helper already answered (which it may answer again, with
+    /// the same sum).
+    fn check_inclusion(
+        &self,
+        set: &pb::InclusionSet,
+        inclusion_hash: Digest,
+    ) -> Result<bool, HelperError> {
+        let round = self.descriptor.round_id();
+        if set.round_id != round {
+            return Err(HelperError::RoundMismatch { round });
+        }
+        match &self.phase {
+            Phase::Answered(previous) if *previous == inclusion_hash => return Ok(true),
+            Phase::Answered(_) => {
+                return Err(HelperError::AlreadyAnswered {
+                    round,
+                    same_set: false,
+                });
+            }
+            Phase::Collecting => return Err(HelperError::NotReported { round }),
+            Phase::Reported(_) => {}
+        }
+        let malformed = |reason: &str| HelperError::MalformedInclusionSet {
+            reason: format!("round {round}: {reason}"),
+        };
+        if !strictly_increasing(&set.helpers) || !strictly_increasing(&set.clients) {
+            return Err(malformed("indices are not strictly increasing"));
+        }
+        let helpers = self.descriptor.helpers().len();
+        if set.helpers.iter().any(|&h| h as usize >= helpers) {
+            return Err(malformed("helper index out of range"));
+        }
+        if !set.helpers.contains(&(self.index as u32)) {
+            return Err(HelperError::NotSelected { round });
+        }
+        let needed = self.descriptor.threshold();
+        if set.helpers.len() < needed {
+            return Err(HelperError::TooFewHelpers {
+                round,
+                selected: set.helpers.len(),
+                needed,
+            });
+        }
+        if set.clients.len() < self.descriptor.min_clients() {
+            return Err(HelperError::InclusionTooSmall {
+                round,
+                size: set.clients.len(),
+                min_clients: self.descriptor.min_clients(),
+            });
+        }
+        if let Some(&missing) = set.clients.iter().find(|c| !self.shares.contains_key(c)) {
+            return Err(HelperError::UnreceivedClient {
+                round,
+                client: missing,
+            });
+        }
+        Ok(false)
+    }
+
+    /// Σ over `clients` of this helper's shares, packed little-endian (wiped
+    /// when dropped).
+    fn aggregate(&self, clients: &[u32]) -> Result<SecretBytes, HelperError> {
         match (self.descriptor.mode(), self.descriptor.encoding().ring()) {
             (Mode::Threshold(_), _) => self.aggregate_in::<Fp>(clients, shamir::domain),
             (Mode::Additive, RingKind::Z2_32) => {
@@ -563,7 +770,7 @@ impl HelperRound {
             (Mode::Additive, RingKind::Z2_64) => {
                 self.aggregate_in::<u64>(clients, additive::domain)
             }
-            (Mode::Additive, _) => self.aggregate_in::<Fp>(clients, additive::domain),
+            (Mode::Additive, RingKind::Fp61) => self.aggregate_in::<Fp>(clients, additive::domain),
         }
     }
 
@@ -571,7 +778,7 @@ impl HelperRound {
         &self,
         clients: &[u32],
         domain: fn([u8; 32], u32, usize) -> PrgDomain,
-    ) -> Result<Vec<u8>, HelperError> {
+    ) -> Result<SecretBytes, HelperError> {
         let round = self.descriptor.round_id();
         let context = self.descriptor.hash().0;
         let mut acc = ShareVec::<R>::zeros(self.descriptor.vector_len());
@@ -589,7 +796,7 @@ impl HelperRound {
                 None => return Err(HelperError::UnreceivedClient { round, client }),
             }
         }
-        Ok(vector::encode_le(acc.expose()))
+        Ok(SecretBytes::new(vector::encode_le(acc.expose())))
     }
 }
 
@@ -603,28 +810,34 @@ pub enum HelperError {
     /// A signed envelope was refused.
     #[error("envelope refused: {0}")]
     Envelope(#[from] EnvelopeError),
+    /// This helper's signer failed.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// A descriptor or inclusion set from someone other than the coordinator.
+    #[error("a {kind} from {party}, who is not the coordinator")]
+    WrongSender {
+        /// The sender.
+        party: PartyId,
+        /// What it sent.
+        kind: &'static str,
+    },
     /// An upload that does not decode.
     #[error("malformed upload: {reason}")]
     MalformedUpload {
         /// What is wrong.
         reason: String,
     },
-    /// A message for a round this helper does not know (or no longer holds).
-    #[error("round {round} is unknown or closed")]
-    UnknownRound {
-        /// The round id claimed.
-        round: u64,
-    },
+    /// A message for a round this helper no longer holds or never accepted.
+    #[error("the round is unknown to this helper or closed")]
+    UnknownRound,
+    /// An upload for a round this helper has not heard of yet (its
+    /// descriptor may still be on the way): retry shortly.
+    #[error("round not yet known to this helper; retry")]
+    NotYetKnown,
     /// A message whose round id or descriptor hash belongs to another round.
     #[error("message does not belong to round {round}: round id and descriptor hash disagree")]
     RoundMismatch {
         /// The round the descriptor hash names.
-        round: u64,
-    },
-    /// Too many uploads are waiting for descriptors.
-    #[error("round {round}: too many uploads are waiting for their descriptor")]
-    PendingFull {
-        /// The round id claimed.
         round: u64,
     },
     /// The sender is not a client of the round.
@@ -646,12 +859,12 @@ pub enum HelperError {
         actual: u32,
     },
     /// The upload window had closed.
-    #[error("round {round}: upload from client {client} arrived after the window closed")]
+    #[error("round {round}: upload arrived after the window closed")]
     Late {
         /// Round id.
         round: u64,
-        /// Client index claimed.
-        client: u32,
+        /// The sender's client index, if it is a client of the round.
+        client: Option<u32>,
     },
     /// A second upload from the same client.
     #[error("round {round}: client {client} already uploaded")]
@@ -692,10 +905,8 @@ pub enum HelperError {
         client: u32,
     },
     /// An inclusion set that does not parse or is out of range.
-    #[error("round {round}: malformed inclusion set: {reason}")]
+    #[error("malformed inclusion set: {reason}")]
     MalformedInclusionSet {
-        /// Round id (0 if unknown).
-        round: u64,
         /// What is wrong.
         reason: String,
     },
@@ -749,4 +960,34 @@ pub enum HelperError {
         /// Round id.
         round: u64,
     },
+}
+
+impl HelperError {
+    /// The stable refusal code.
+    pub fn code(&self) -> RefusalCode {
+        match self {
+            HelperError::Descriptor(e) => e.code(),
+            HelperError::Envelope(_) => RefusalCode::BadSignature,
+            HelperError::Signer(_) => RefusalCode::SigningFailed,
+            HelperError::WrongSender { .. } => RefusalCode::WrongSender,
+            HelperError::MalformedUpload { .. } => RefusalCode::Malformed,
+            HelperError::UnknownRound => RefusalCode::UnknownRound,
+            HelperError::NotYetKnown => RefusalCode::RoundNotYetKnown,
+            HelperError::RoundMismatch { .. } => RefusalCode::RoundMismatch,
+            HelperError::NotAParticipant { .. } => RefusalCode::NotAParticipant,
+            HelperError::ClientIndexMismatch { .. } => RefusalCode::Malformed,
+            HelperError::Late { .. } => RefusalCode::Late,
+            HelperError::DuplicateUpload { .. } => RefusalCode::Duplicate,
+            HelperError::WrongShareKind { .. } => RefusalCode::WrongShareKind,
+            HelperError::ShareLength { .. } => RefusalCode::ShareLength,
+            HelperError::NonCanonicalShare { .. } => RefusalCode::NonCanonical,
+            HelperError::MalformedInclusionSet { .. }
+            | HelperError::TooFewHelpers { .. }
+            | HelperError::InclusionTooSmall { .. }
+            | HelperError::UnreceivedClient { .. } => RefusalCode::InclusionInvalid,
+            HelperError::NotSelected { .. } => RefusalCode::NotSelected,
+            HelperError::AlreadyAnswered { .. } => RefusalCode::AlreadyAnswered,
+            HelperError::NotReported { .. } => RefusalCode::NotReported,
+        }
+    }
 }

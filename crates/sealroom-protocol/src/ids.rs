@@ -94,3 +94,77 @@ impl Millis {
         Millis(self.0.saturating_add(ms))
     }
 }
+
+/// The roles of a federation's parties: the three of a round and the
+/// admins who ask for rounds. In config files: `"coordinator"`,
+/// `"helper"`, `"client"`, `"admin"`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Issues descriptors, decides inclusion sets, publishes outcomes.
+    Coordinator,
+    /// Holds shares and answers with aggregate shares.
+    Helper,
+    /// Holds private data and shares its input.
+    Client,
+    /// Asks the coordinator for rounds.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Coordinator, Role::Helper, Role::Client, Role::Admin];
+
+    /// The name in configs, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Helper => "helper",
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses [`Role::as_str`].
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// The wire form.
+    pub fn to_pb(self) -> crate::pb::PartyRole {
+        match self {
+            Role::Coordinator => crate::pb::PartyRole::Coordinator,
+            Role::Helper => crate::pb::PartyRole::Helper,
+            Role::Client => crate::pb::PartyRole::Client,
+            Role::Admin => crate::pb::PartyRole::Admin,
+        }
+    }
+
+    /// Parses the wire form (`None` for an unknown or unspecified role).
+    pub fn from_pb(role: i32) -> Option<Role> {
+        match crate::pb::PartyRole::try_from(role) {
+            Ok(crate::pb::PartyRole::Coordinator) => Some(Role::Coordinator),
+            Ok(crate::pb::PartyRole::Helper) => Some(Role::Helper),
+            Ok(crate::pb::PartyRole::Client) => Some(Role::Client),
+            Ok(crate::pb::PartyRole::Admin) => Some(Role::Admin),
+            Ok(crate::pb::PartyRole::Unspecified) | Err(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::parse(s).ok_or_else(|| {
+            format!("unknown role {s:?} (expected coordinator, helper, client or admin)")
+        })
+    }
+}

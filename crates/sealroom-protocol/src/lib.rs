@@ -7,6 +7,8 @@
 //!   [`envelope::Verified`] values only verification can make;
 //! * [`descriptor`]: signed round descriptors and their complete validation;
 //! * [`client`], [`helper`], [`coordinator`]: the three roles;
+//! * [`evidence`]: a released sum re-derived from its signed parts, so a
+//!   later phase of a task is checked against an earlier one;
 //! * [`sim`]: a deterministic simulation of whole rounds with thousands of
 //!   clients, dropouts and a mock clock, checking every outcome (issue #8).
 //!
@@ -31,8 +33,10 @@ pub mod client;
 pub mod coordinator;
 pub mod descriptor;
 pub mod envelope;
+pub mod evidence;
 pub mod helper;
 pub mod ids;
+pub mod machine;
 pub mod sim;
 
 /// Wire messages generated from `proto/sealroom/v1/round.proto`.
@@ -42,5 +46,6 @@ pub mod pb {
 }
 
 pub use descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
-pub use envelope::{SigningKey, VerifyingKey};
-pub use ids::{Digest, Millis, PartyId};
+pub use envelope::{SharedSigner, Signer, SignerExt, SigningKey, VerifyingKey};
+pub use ids::{Digest, Millis, PartyId, Role};
+pub use machine::{Inbound, Input, Machine, Refusal, RefusalCode, Step};

@@ -78,8 +78,8 @@ use std::time::{Duration, Instant};
 
 use sealroom_core::{QuantSpec, RingKind};
 
-use crate::coordinator::CoordinatorError;
 use crate::ids::Millis;
+use crate::machine::Refusal;
 use crate::pb::AbortReason;
 
 /// Clients per round whose receipts are verified (see the module doc).
@@ -137,6 +137,10 @@ pub struct SimConfig {
     /// Must be below a quarter of the aggregation window and half the upload
     /// window, so that only dropouts — never the latency — make a party late.
     pub max_latency_ms: u64,
+    /// Threshold mode: whether a round with exactly `threshold` live
+    /// helpers may release an unchecked sum (see
+    /// [`crate::coordinator::CoordinatorConfig::allow_unverified`]).
+    pub allow_unverified: bool,
     /// Threads that compute the clients' steps (0: one per available core;
     /// at most [`MAX_SIM_THREADS`] are used). The outcome does not depend on
     /// it; only the speed does.
@@ -164,6 +168,7 @@ impl Default for SimConfig {
             upload_window_ms: 10_000,
             aggregation_window_ms: 10_000,
             max_latency_ms: 200,
+            allow_unverified: false,
             threads: 0,
         }
     }
@@ -262,7 +267,7 @@ pub enum SimError {
         /// The round that could not start (1-based).
         round: u64,
         /// Why.
-        source: CoordinatorError,
+        source: Refusal,
     },
     /// A state machine did something the simulation's own account rejects.
     #[error("round {round}: {detail}")]

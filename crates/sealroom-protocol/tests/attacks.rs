@@ -6,38 +6,144 @@ use prost::Message as _;
 use rand::SeedableRng;
 use rand::rngs::ChaCha20Rng;
 use sealroom_core::{QuantSpec, RingKind, Seed};
-use sealroom_protocol::action::{Action, Message};
-use sealroom_protocol::client::ClientError;
-use sealroom_protocol::coordinator::{CoordinatorError, CoordinatorRound, Outcome, Task};
-use sealroom_protocol::descriptor::{DescriptorError, DescriptorParams, PROTOCOL_VERSION};
+use sealroom_protocol::action::{Action, Message, SecretBytes};
+use sealroom_protocol::client::{Client, ClientError};
+use sealroom_protocol::coordinator::{CoordinatorError, Outcome, Task};
+use sealroom_protocol::descriptor::{
+    DescriptorError, DescriptorParams, MAX_ROUND_ID, PROTOCOL_VERSION, VerifiedDescriptor,
+};
 use sealroom_protocol::envelope::EnvelopeError;
 use sealroom_protocol::helper::{Helper, HelperError};
-use sealroom_protocol::{Millis, PartyId, SigningKey, pb};
+use sealroom_protocol::machine::{
+    ClientInput, Inbound, Input, Participation, ProtocolError, Refusal, Start, Step,
+};
+use sealroom_protocol::{Machine, Millis, PartyId, SigningKey, pb};
 use support::{Faults, Network, START, Setup, Sim, check_outcome, random_inputs};
 
 /// A federation with a round started: 3 helpers, 5 clients, min_clients 3.
 struct Fixture {
     sim: Sim,
-    round: CoordinatorRound,
-    descriptor: pb::SignedEnvelope,
+    descriptor: VerifiedDescriptor,
     /// uploads[client][helper]: encoded upload bytes.
     uploads: Vec<Vec<Vec<u8>>>,
+}
+
+fn helper_error(r: Refusal) -> HelperError {
+    match *r.error {
+        ProtocolError::Helper(e) => e,
+        other => panic!("not a helper's refusal: {other}"),
+    }
+}
+
+fn client_error(r: Refusal) -> ClientError {
+    match *r.error {
+        ProtocolError::Client(e) => e,
+        other => panic!("not a client's refusal: {other}"),
+    }
+}
+
+fn coordinator_error(r: Refusal) -> CoordinatorError {
+    match *r.error {
+        ProtocolError::Coordinator(e) => e,
+        other => panic!("not the coordinator's refusal: {other}"),
+    }
+}
+
+/// A client takes part: it verifies `descriptor`, then shares `input`.
+fn participate(
+    client: &mut Client,
+    now: Millis,
+    descriptor: &pb::SignedEnvelope,
+    input: &[f64],
+    seed: [u8; 32],
+) -> Result<Step, ClientError> {
+    let asked = client
+        .handle(
+            now,
+            Input::Inbound {
+                from: client.coordinator(),
+                msg: Inbound::Descriptor(descriptor.clone()),
+            },
+        )
+        .map_err(client_error)?;
+    client
+        .handle(
+            now,
+            Input::Participate(Participation {
+                round: asked.round.expect("a verified round"),
+                input: Ok(ClientInput::new(input.to_vec())),
+                randomness: Seed::from_bytes(seed),
+            }),
+        )
+        .map_err(client_error)
+}
+
+/// Issues descriptor `round_id` over `clients` as the sim's coordinator
+/// would (a second round while the first one runs needs its own signer).
+fn issue(sim: &Sim, round_id: u64, clients: Vec<PartyId>, nonce: u8) -> VerifiedDescriptor {
+    issue_task(sim, round_id, clients, nonce, sim.task()).expect("valid descriptor")
+}
+
+fn issue_task(
+    sim: &Sim,
+    round_id: u64,
+    clients: Vec<PartyId>,
+    nonce: u8,
+    task: Task,
+) -> Result<VerifiedDescriptor, DescriptorError> {
+    DescriptorParams {
+        federation_id: support::FEDERATION.into(),
+        round_id,
+        epoch: 0,
+        task_name: task.name,
+        task_params: task.params,
+        vector_len: task.vector_len,
+        ring: task.ring,
+        spec: task.spec,
+        threshold: sim.setup.threshold,
+        clients,
+        helpers: sim.helpers.iter().map(|h| h.id).collect(),
+        min_clients: sim.setup.min_clients,
+        issued_at: START,
+        upload_window_ms: support::UPLOAD_WINDOW_MS,
+        aggregation_window_ms: support::AGGREGATION_WINDOW_MS,
+        nonce: [nonce; 32],
+    }
+    .sign(&sim.coordinator_key)
 }
 
 fn fixture(setup: Setup) -> Fixture {
     let mut sim = Sim::new(setup.clone(), Network::default(), 77);
     let ids: Vec<PartyId> = sim.clients.iter().map(|c| c.id).collect();
     let task = sim.task();
-    let (round, _) = sim
-        .coordinator
-        .start_round(START, task, ids, [1; 32])
+    sim.coordinator
+        .handle(
+            START,
+            Input::Start(Start {
+                task,
+                clients: ids,
+                nonce: [1; 32],
+            }),
+        )
         .expect("starts");
-    let descriptor = round.descriptor().envelope().clone();
+    let descriptor = sim
+        .coordinator
+        .round()
+        .expect("running")
+        .descriptor()
+        .clone();
+    let coordinator = sim.coordinator_id;
     for h in &mut sim.helpers {
         h.helper
             .as_mut()
             .expect("alive")
-            .on_descriptor(START, &descriptor)
+            .handle(
+                START,
+                Input::Inbound {
+                    from: coordinator,
+                    msg: Inbound::Descriptor(descriptor.envelope().clone()),
+                },
+            )
             .expect("valid descriptor");
     }
     let inputs = random_inputs(
@@ -48,18 +154,16 @@ fn fixture(setup: Setup) -> Fixture {
     );
     let mut uploads = Vec::new();
     for (c, node) in sim.clients.iter_mut().enumerate() {
-        let (_, actions) = node
-            .client
-            .participate(
-                START,
-                &descriptor,
-                &inputs[c],
-                None,
-                &Seed::from_bytes([c as u8; 32]),
-            )
-            .expect("participates");
+        let step = participate(
+            &mut node.client,
+            START,
+            descriptor.envelope(),
+            &inputs[c],
+            [c as u8; 32],
+        )
+        .expect("participates");
         uploads.push(
-            actions
+            step.actions
                 .into_iter()
                 .filter_map(|a| match a {
                     Action::Send {
@@ -73,7 +177,6 @@ fn fixture(setup: Setup) -> Fixture {
     }
     Fixture {
         sim,
-        round,
         descriptor,
         uploads,
     }
@@ -85,6 +188,18 @@ fn setup() -> Setup {
     s
 }
 
+/// Feeds `input` to a helper; the refusal as a helper error.
+fn feed(helper: &mut Helper, now: Millis, input: Input) -> Result<Step, HelperError> {
+    helper.handle(now, input).map_err(helper_error)
+}
+
+fn upload_input(from: PartyId, bytes: &[u8]) -> Input {
+    Input::Inbound {
+        from,
+        msg: Inbound::Upload(SecretBytes::new(bytes.to_vec())),
+    }
+}
+
 impl Fixture {
     fn helper(&mut self, h: usize) -> &mut Helper {
         self.sim.helpers[h].helper.as_mut().expect("alive")
@@ -92,17 +207,46 @@ impl Fixture {
     fn client_id(&self, c: usize) -> PartyId {
         self.sim.clients[c].id
     }
+    fn upload(
+        &mut self,
+        h: usize,
+        now: Millis,
+        from: PartyId,
+        bytes: &[u8],
+    ) -> Result<Step, HelperError> {
+        feed(self.helper(h), now, upload_input(from, bytes))
+    }
+    fn descriptor_to(&mut self, h: usize, env: &pb::SignedEnvelope) -> Result<Step, HelperError> {
+        let from = self.sim.coordinator_id;
+        feed(
+            self.helper(h),
+            START,
+            Input::Inbound {
+                from,
+                msg: Inbound::Descriptor(env.clone()),
+            },
+        )
+    }
+    fn inclusion_to(&mut self, h: usize, env: &pb::SignedEnvelope) -> Result<Step, HelperError> {
+        let from = self.sim.coordinator_id;
+        feed(
+            self.helper(h),
+            START,
+            Input::Inbound {
+                from,
+                msg: Inbound::InclusionSet(env.clone()),
+            },
+        )
+    }
     /// Delivers every client's upload to helper `h` and makes it report.
     fn fill_and_report(&mut self, h: usize, clients: &[usize]) {
         for &c in clients {
             let id = self.client_id(c);
             let bytes = self.uploads[c][h].clone();
-            self.helper(h)
-                .on_upload(START, id, &bytes)
-                .expect("valid upload");
+            self.upload(h, START, id, &bytes).expect("valid upload");
         }
         let after = START.plus(support::UPLOAD_WINDOW_MS);
-        self.helper(h).on_timer(after);
+        feed(self.helper(h), after, Input::Timer).expect("timer");
     }
     fn inclusion(
         &self,
@@ -111,8 +255,8 @@ impl Fixture {
         key: &SigningKey,
     ) -> pb::SignedEnvelope {
         key.sign(&pb::InclusionSet {
-            descriptor_hash: self.round.descriptor().hash().0.to_vec(),
-            round_id: self.round.descriptor().round_id(),
+            descriptor_hash: self.descriptor.hash().0.to_vec(),
+            round_id: self.descriptor.round_id(),
             clients,
             helpers,
         })
@@ -128,7 +272,7 @@ fn forged_descriptor_is_refused() {
     let mut f = fixture(setup());
     // Signed by a key nobody pinned.
     let attacker = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(666));
-    let mut body = descriptor_body(&f.descriptor);
+    let mut body = descriptor_body(f.descriptor.envelope());
     body.round_id = 2;
     let forged = attacker.sign(&body);
     let err = f.sim.clients[0]
@@ -142,7 +286,7 @@ fn forged_descriptor_is_refused() {
         ),
         "{err}"
     );
-    let err = f.helper(0).on_descriptor(START, &forged).unwrap_err();
+    let err = f.descriptor_to(0, &forged).unwrap_err();
     assert!(
         matches!(
             err,
@@ -156,7 +300,7 @@ fn forged_descriptor_is_refused() {
 fn wrongly_signed_descriptor_is_refused() {
     let mut f = fixture(setup());
     // The coordinator's key id, but the body was altered after signing.
-    let mut tampered = f.descriptor.clone();
+    let mut tampered = f.descriptor.envelope().clone();
     let mut body = descriptor_body(&tampered);
     body.round_id = 2;
     body.min_clients = 2;
@@ -174,7 +318,7 @@ fn wrongly_signed_descriptor_is_refused() {
         ),
         "{err}"
     );
-    let err = f.helper(1).on_descriptor(START, &tampered).unwrap_err();
+    let err = f.descriptor_to(1, &tampered).unwrap_err();
     assert!(matches!(
         err,
         HelperError::Descriptor(DescriptorError::Envelope(
@@ -189,7 +333,7 @@ fn replayed_round_id_is_refused() {
     // Every client already took part in round 1: seeing it again is a replay.
     let err = f.sim.clients[0]
         .client
-        .check_descriptor(&f.descriptor)
+        .check_descriptor(f.descriptor.envelope())
         .unwrap_err();
     assert_eq!(
         err,
@@ -197,21 +341,13 @@ fn replayed_round_id_is_refused() {
     );
     // A fresh round 2, then round 1 again at a helper.
     let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
-    let task = f.sim.task();
-    let (round2, _) = f
-        .sim
-        .coordinator
-        .start_round(START.plus(1), task, ids, [2; 32])
-        .expect("starts");
-    let d2 = round2.descriptor().envelope().clone();
-    f.helper(0)
-        .on_descriptor(START, &d2)
-        .expect("round 2 accepted");
+    let d2 = issue(&f.sim, 2, ids, 2).envelope().clone();
+    f.descriptor_to(0, &d2).expect("round 2 accepted");
     // A re-signed copy of round 1 (different nonce, same id) is still a replay.
-    let mut body = descriptor_body(&f.descriptor);
+    let mut body = descriptor_body(f.descriptor.envelope());
     body.nonce = vec![9; 32];
     let replay = f.sim.coordinator_key.sign(&body);
-    let err = f.helper(0).on_descriptor(START, &replay).unwrap_err();
+    let err = f.descriptor_to(0, &replay).unwrap_err();
     assert_eq!(
         err,
         HelperError::Descriptor(DescriptorError::Replayed { round: 1, last: 2 })
@@ -221,11 +357,11 @@ fn replayed_round_id_is_refused() {
 #[test]
 fn unknown_protocol_version_is_refused() {
     let mut f = fixture(setup());
-    let mut body = descriptor_body(&f.descriptor);
+    let mut body = descriptor_body(f.descriptor.envelope());
     body.protocol_version = PROTOCOL_VERSION + 1;
     body.round_id = 5;
     let future = f.sim.coordinator_key.sign(&body);
-    let err = f.helper(2).on_descriptor(START, &future).unwrap_err();
+    let err = f.descriptor_to(2, &future).unwrap_err();
     assert_eq!(
         err,
         HelperError::Descriptor(DescriptorError::UnsupportedVersion {
@@ -244,31 +380,60 @@ fn unknown_protocol_version_is_refused() {
 }
 
 #[test]
+fn round_id_beyond_the_store_limit_is_refused() {
+    // Found by the node_driver fuzz target: a coordinator-signed round id
+    // above i64::MAX passed verification, then the helper's store refused to
+    // persist it and the helper node stopped.
+    let mut f = fixture(setup());
+    let mut body = descriptor_body(f.descriptor.envelope());
+    body.round_id = MAX_ROUND_ID + 1;
+    let huge = f.sim.coordinator_key.sign(&body);
+    let err = f.descriptor_to(0, &huge).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HelperError::Descriptor(DescriptorError::Invalid {
+                field: "round_id",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    let err = f.sim.clients[0].client.check_descriptor(&huge).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Descriptor(DescriptorError::Invalid {
+                field: "round_id",
+                ..
+            })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn upload_for_another_round_is_refused() {
     let mut f = fixture(setup());
     let id = f.client_id(0);
     // Right descriptor hash, wrong round id.
     let mut upload = pb::Upload::decode(f.uploads[0][1].as_slice()).expect("decodes");
     upload.round_id = 7;
-    let err = f
-        .helper(1)
-        .on_upload(START, id, &upload.encode_to_vec())
-        .unwrap_err();
+    let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
     assert_eq!(err, HelperError::RoundMismatch { round: 1 });
-    // A descriptor hash the helper never saw, for a round id it has passed.
+    // A descriptor hash the helper never saw, claiming a round id it knows
+    // or has passed: the claim is not trusted, the round is unknown.
     let mut upload = pb::Upload::decode(f.uploads[0][1].as_slice()).expect("decodes");
     upload.descriptor_hash = vec![0xAA; 32];
-    let err = f
-        .helper(1)
-        .on_upload(START, id, &upload.encode_to_vec())
-        .unwrap_err();
-    assert_eq!(err, HelperError::RoundMismatch { round: 1 });
+    let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
+    assert_eq!(err, HelperError::UnknownRound);
+    // Claiming a later round: perhaps its descriptor is on the way.
+    upload.round_id = 2;
+    let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
+    assert_eq!(err, HelperError::NotYetKnown);
     upload.round_id = 0;
-    let err = f
-        .helper(1)
-        .on_upload(START, id, &upload.encode_to_vec())
-        .unwrap_err();
-    assert_eq!(err, HelperError::UnknownRound { round: 0 });
+    let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
+    assert_eq!(err, HelperError::UnknownRound);
 }
 
 #[test]
@@ -276,18 +441,15 @@ fn duplicate_upload_is_refused() {
     let mut f = fixture(setup());
     let id = f.client_id(2);
     let bytes = f.uploads[2][0].clone();
-    let actions = f
-        .helper(0)
-        .on_upload(START, id, &bytes)
-        .expect("first upload");
-    assert!(actions.iter().any(|a| matches!(
+    let step = f.upload(0, START, id, &bytes).expect("first upload");
+    assert!(step.actions.iter().any(|a| matches!(
         a,
         Action::Send {
             message: Message::Receipt(_),
             ..
         }
     )));
-    let err = f.helper(0).on_upload(START, id, &bytes).unwrap_err();
+    let err = f.upload(0, START, id, &bytes).unwrap_err();
     assert_eq!(
         err,
         HelperError::DuplicateUpload {
@@ -307,10 +469,7 @@ fn wrong_vector_length_is_refused() {
         panic!("helper 1 holds the correction")
     };
     v.truncate(v.len() - 8);
-    let err = f
-        .helper(1)
-        .on_upload(START, id, &upload.encode_to_vec())
-        .unwrap_err();
+    let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
     assert_eq!(
         err,
         HelperError::ShareLength {
@@ -323,10 +482,7 @@ fn wrong_vector_length_is_refused() {
     // A seed of the wrong size, and a vector where a seed is due.
     let mut upload = pb::Upload::decode(f.uploads[1][0].as_slice()).expect("decodes");
     upload.share = Some(pb::upload::Share::Seed(vec![0; 31]));
-    let err = f
-        .helper(0)
-        .on_upload(START, id, &upload.encode_to_vec())
-        .unwrap_err();
+    let err = f.upload(0, START, id, &upload.encode_to_vec()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -339,10 +495,7 @@ fn wrong_vector_length_is_refused() {
         "{err}"
     );
     upload.share = Some(pb::upload::Share::Vector(vec![0; 128]));
-    let err = f
-        .helper(0)
-        .on_upload(START, id, &upload.encode_to_vec())
-        .unwrap_err();
+    let err = f.upload(0, START, id, &upload.encode_to_vec()).unwrap_err();
     assert_eq!(
         err,
         HelperError::WrongShareKind {
@@ -353,8 +506,7 @@ fn wrong_vector_length_is_refused() {
     );
     // The helper still accepts the genuine upload afterwards.
     let bytes = f.uploads[1][0].clone();
-    f.helper(0)
-        .on_upload(START, id, &bytes)
+    f.upload(0, START, id, &bytes)
         .expect("genuine upload still accepted");
 }
 
@@ -363,7 +515,7 @@ fn client_not_in_list_is_refused() {
     let mut f = fixture(setup());
     let stranger = PartyId([0x55; 32]);
     let bytes = f.uploads[0][0].clone();
-    let err = f.helper(0).on_upload(START, stranger, &bytes).unwrap_err();
+    let err = f.upload(0, START, stranger, &bytes).unwrap_err();
     assert_eq!(
         err,
         HelperError::NotAParticipant {
@@ -373,7 +525,7 @@ fn client_not_in_list_is_refused() {
     );
     // A listed client claiming another client's index.
     let id = f.client_id(3);
-    let err = f.helper(0).on_upload(START, id, &bytes).unwrap_err();
+    let err = f.upload(0, START, id, &bytes).unwrap_err();
     assert_eq!(
         err,
         HelperError::ClientIndexMismatch {
@@ -384,15 +536,10 @@ fn client_not_in_list_is_refused() {
     );
     // And a client left out of a round refuses it.
     let ids: Vec<PartyId> = f.sim.clients.iter().skip(1).map(|c| c.id).collect();
-    let task = f.sim.task();
-    let (r2, _) = f
-        .sim
-        .coordinator
-        .start_round(START, task, ids, [3; 32])
-        .expect("starts");
+    let r2 = issue(&f.sim, 2, ids, 3);
     let err = f.sim.clients[0]
         .client
-        .check_descriptor(r2.descriptor().envelope())
+        .check_descriptor(r2.envelope())
         .unwrap_err();
     assert_eq!(
         err,
@@ -410,42 +557,33 @@ fn late_and_malformed_uploads_are_refused() {
     let bytes = f.uploads[0][0].clone();
     let late = START.plus(support::UPLOAD_WINDOW_MS);
     assert_eq!(
-        f.helper(0).on_upload(late, id, &bytes).unwrap_err(),
+        f.upload(0, late, id, &bytes).unwrap_err(),
         HelperError::Late {
             round: 1,
-            client: 0
+            client: Some(0)
         }
     );
     let err = f
-        .helper(0)
-        .on_upload(START, id, &[0xff, 0xff, 0xff, 0x01])
+        .upload(0, START, id, &[0xff, 0xff, 0xff, 0x01])
         .unwrap_err();
     assert!(matches!(err, HelperError::MalformedUpload { .. }), "{err}");
-    let err = f
-        .helper(0)
-        .on_upload(START, id, &vec![0u8; 1 << 16])
-        .unwrap_err();
-    assert!(matches!(err, HelperError::MalformedUpload { .. }), "{err}");
+    // Larger than any known round's upload: not decoded at all (it could
+    // only be for a round not yet known).
+    let err = f.upload(0, START, id, &vec![0u8; 1 << 16]).unwrap_err();
+    assert_eq!(err, HelperError::NotYetKnown);
     // A NaN input is the client's own error, before anything is sent.
     let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
-    let task = f.sim.task();
-    let (r2, _) = f
-        .sim
-        .coordinator
-        .start_round(START, task, ids, [4; 32])
-        .expect("starts");
+    let r2 = issue(&f.sim, 2, ids, 4);
     let mut input = vec![0.0; 16];
     input[3] = f64::NAN;
-    let err = f.sim.clients[0]
-        .client
-        .participate(
-            START,
-            r2.descriptor().envelope(),
-            &input,
-            None,
-            &Seed::from_bytes([0; 32]),
-        )
-        .unwrap_err();
+    let err = participate(
+        &mut f.sim.clients[0].client,
+        START,
+        r2.envelope(),
+        &input,
+        [0; 32],
+    )
+    .unwrap_err();
     assert!(matches!(err, ClientError::Quantization { .. }), "{err}");
     assert_eq!(
         f.sim.clients[0].client.last_round(),
@@ -460,7 +598,7 @@ fn inclusion_set_below_min_clients_is_refused() {
     f.fill_and_report(0, &[0, 1, 2, 3, 4]);
     let key = f.sim.coordinator_key.clone();
     let set = f.inclusion(vec![0, 1], vec![0, 1, 2], &key);
-    let err = f.helper(0).on_inclusion_set(START, &set).unwrap_err();
+    let err = f.inclusion_to(0, &set).unwrap_err();
     assert_eq!(
         err,
         HelperError::InclusionTooSmall {
@@ -477,7 +615,7 @@ fn inclusion_set_naming_unreceived_client_is_refused() {
     f.fill_and_report(0, &[0, 1, 2, 3]);
     let key = f.sim.coordinator_key.clone();
     let set = f.inclusion(vec![0, 1, 4], vec![0, 1, 2], &key);
-    let err = f.helper(0).on_inclusion_set(START, &set).unwrap_err();
+    let err = f.inclusion_to(0, &set).unwrap_err();
     assert_eq!(
         err,
         HelperError::UnreceivedClient {
@@ -489,7 +627,7 @@ fn inclusion_set_naming_unreceived_client_is_refused() {
     let other = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1));
     let set = f.inclusion(vec![0, 1, 2], vec![0, 1, 2], &other);
     assert!(matches!(
-        f.helper(0).on_inclusion_set(START, &set),
+        f.inclusion_to(0, &set),
         Err(HelperError::Envelope(_))
     ));
 }
@@ -501,28 +639,42 @@ fn second_inclusion_set_is_refused_even_after_restart() {
     let f = fixture(setup());
     // Record what the helper persists, as a runtime would.
     let mut disk = support::Disk::default();
-    let descriptor = f.descriptor.clone();
+    let coordinator = f.sim.coordinator_id;
     let mut fresh = Helper::new(f.sim.helpers[0].config.clone());
-    for action in fresh.on_descriptor(START, &descriptor).expect("valid") {
-        if let Action::Persist(p) = action {
-            disk.apply_public(&p);
-        }
-    }
+    let mut run =
+        |helper: &mut Helper, now: Millis, input: Input| -> Result<Vec<Action>, HelperError> {
+            let step = feed(helper, now, input)?;
+            for action in &step.actions {
+                if let Action::Persist(p) = action {
+                    disk.apply_public(p);
+                }
+            }
+            Ok(step.actions)
+        };
+    let descriptor = Input::Inbound {
+        from: coordinator,
+        msg: Inbound::Descriptor(f.descriptor.envelope().clone()),
+    };
+    run(&mut fresh, START, descriptor).expect("valid");
     for c in 0..5 {
         let id = f.client_id(c);
-        for action in fresh.on_upload(START, id, &f.uploads[c][0]).expect("valid") {
-            if let Action::Persist(p) = action {
-                disk.apply_public(&p);
-            }
-        }
+        run(&mut fresh, START, upload_input(id, &f.uploads[c][0])).expect("valid");
     }
-    fresh.on_timer(START.plus(support::UPLOAD_WINDOW_MS));
+    run(
+        &mut fresh,
+        START.plus(support::UPLOAD_WINDOW_MS),
+        Input::Timer,
+    )
+    .expect("timer");
     let key = f.sim.coordinator_key.clone();
     let all = f.inclusion(vec![0, 1, 2, 3, 4], vec![0, 1, 2], &key);
     let minus_one = f.inclusion(vec![0, 1, 2, 3], vec![0, 1, 2], &key);
-    let actions = fresh
-        .on_inclusion_set(START, &all)
-        .expect("first set answered");
+    let set = |env: &pb::SignedEnvelope| Input::Inbound {
+        from: coordinator,
+        msg: Inbound::InclusionSet(env.clone()),
+    };
+    let actions = run(&mut fresh, START, set(&all)).expect("first set answered");
+    let first_answer = actions[1].clone();
     // The answer record is persisted before the answer is sent.
     assert!(matches!(
         actions[0],
@@ -535,44 +687,57 @@ fn second_inclusion_set_is_refused_even_after_restart() {
             ..
         }
     ));
-    for action in actions {
-        if let Action::Persist(p) = action {
-            disk.apply_public(&p);
-        }
-    }
     assert_eq!(
-        fresh.on_inclusion_set(START, &minus_one).unwrap_err(),
+        run(&mut fresh, START, set(&minus_one)).unwrap_err(),
         HelperError::AlreadyAnswered {
             round: 1,
             same_set: false
         }
     );
-    assert_eq!(
-        fresh.on_inclusion_set(START, &all).unwrap_err(),
-        HelperError::AlreadyAnswered {
-            round: 1,
-            same_set: true
-        }
-    );
+    // The same set again gets the same answer, byte for byte, and nothing
+    // new is persisted (a lost answer or a restart must not lose the round).
+    let again = run(&mut fresh, START, set(&all)).expect("the same set is answered again");
+    assert_eq!(again.len(), 1, "no Persist: nothing new to record");
+    let bytes = |a: &Action| match a {
+        Action::Send {
+            message: Message::AggregateShare(b),
+            ..
+        } => b.expose().to_vec(),
+        other => panic!("not an answer: {other:?}"),
+    };
+    assert_eq!(bytes(&again[0]), bytes(&first_answer));
     // Crash and restart from the persisted state: still refused.
     drop(fresh);
     let mut restarted =
         Helper::restore(f.sim.helpers[0].config.clone(), disk.state()).expect("restores");
     assert_eq!(
-        restarted.on_inclusion_set(START, &minus_one).unwrap_err(),
+        feed(&mut restarted, START, set(&minus_one)).unwrap_err(),
         HelperError::AlreadyAnswered {
             round: 1,
             same_set: false
         }
     );
+    // After the coordinator key that signed the round is retired (a live
+    // rotation), a restart leaves the round out: it takes no more input and
+    // is answered to no one.
+    let mut retired = f.sim.helpers[0].config.clone();
+    retired.trust.coordinator_keys = vec![sealroom_protocol::descriptor::TrustedKey {
+        key: sealroom_protocol::SigningKey::from_secret_bytes(&[0x5e; 32]).verifying_key(),
+        valid_from_epoch: 1,
+        valid_until_epoch: None,
+    }];
+    let mut after_retirement =
+        Helper::restore(retired, disk.state()).expect("restores without the round");
+    assert_eq!(after_retirement.left_out(), 1);
+    assert!(after_retirement.rounds().is_empty());
+    assert!(feed(&mut after_retirement, START, set(&all)).is_err());
     // Without the answer record (a runtime that ignored Persist) it would
     // answer: the record is what protects the client.
     let mut forgetful = disk.clone();
     forgetful.rounds[0].answered = None;
     let mut careless =
         Helper::restore(f.sim.helpers[0].config.clone(), forgetful.state()).expect("restores");
-    careless.on_timer(START.plus(support::UPLOAD_WINDOW_MS));
-    assert!(careless.on_inclusion_set(START, &minus_one).is_ok());
+    assert!(feed(&mut careless, START, set(&minus_one)).is_ok());
 }
 
 /// A helper returns a wrong aggregate share in threshold mode with h ≥ t + 1:
@@ -641,11 +806,24 @@ fn overflowing_quantization_is_refused_at_issue() {
         params: Vec::new(),
         min_clients: None,
     };
-    let err = f
-        .sim
-        .coordinator
-        .start_round(START, task, ids.clone(), [5; 32])
-        .unwrap_err();
+    let err = issue_task(&f.sim, 5, ids.clone(), 5, task.clone()).unwrap_err();
+    assert!(matches!(err, DescriptorError::Quantization { .. }), "{err}");
+    // The coordinator refuses to start it (and keeps its running round).
+    let running = f.sim.coordinator.round().map(|r| r.descriptor().round_id());
+    let mut coordinator =
+        sealroom_protocol::coordinator::Coordinator::new(f.sim.coordinator_config(), 5);
+    let err = coordinator_error(
+        coordinator
+            .handle(
+                START,
+                Input::Start(Start {
+                    task,
+                    clients: ids.clone(),
+                    nonce: [5; 32],
+                }),
+            )
+            .unwrap_err(),
+    );
     assert!(
         matches!(
             err,
@@ -684,7 +862,10 @@ fn overflowing_quantization_is_refused_at_issue() {
         "{err}"
     );
     // The round that did start is unaffected.
-    assert!(f.round.outcome().is_none());
+    assert_eq!(
+        f.sim.coordinator.round().map(|r| r.descriptor().round_id()),
+        running
+    );
 }
 
 /// Threshold mode with 2t <= h would let a coordinator get sums over S and
@@ -693,11 +874,11 @@ fn overflowing_quantization_is_refused_at_issue() {
 #[test]
 fn threshold_without_a_helper_majority_is_refused() {
     let mut f = fixture(Setup::threshold(2, 3, 5));
-    let mut body = descriptor_body(&f.descriptor);
+    let mut body = descriptor_body(f.descriptor.envelope());
     body.round_id = 9;
     body.helpers.push(vec![0x77; 32]); // 2 of 4 helpers
     let minority = f.sim.coordinator_key.sign(&body);
-    let err = f.helper(0).on_descriptor(START, &minority).unwrap_err();
+    let err = f.descriptor_to(0, &minority).unwrap_err();
     assert!(
         matches!(
             &err,
@@ -729,7 +910,7 @@ fn threshold_without_a_helper_majority_is_refused() {
 #[test]
 fn client_refuses_a_descriptor_naming_an_unknown_helper() {
     let f = fixture(setup());
-    let mut body = descriptor_body(&f.descriptor);
+    let mut body = descriptor_body(f.descriptor.envelope());
     body.round_id = 3;
     body.helpers[2] = f.sim.coordinator_id.0.to_vec();
     let rogue = f.sim.coordinator_key.sign(&body);
@@ -755,7 +936,8 @@ fn min_clients_below_the_local_floor_is_refused() {
         f.sim.coordinator_key.verifying_key(),
     );
     trust.min_clients_floor = 4;
-    let err = sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).unwrap_err();
+    let err =
+        sealroom_protocol::VerifiedDescriptor::verify(f.descriptor.envelope(), &trust).unwrap_err();
     assert!(
         matches!(
             err,
@@ -767,7 +949,7 @@ fn min_clients_below_the_local_floor_is_refused() {
         "{err}"
     );
     trust.min_clients_floor = 3;
-    assert!(sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).is_ok());
+    assert!(sealroom_protocol::VerifiedDescriptor::verify(f.descriptor.envelope(), &trust).is_ok());
 }
 
 /// A node that pinned its federation's helpers and threshold refuses a
@@ -781,8 +963,8 @@ fn descriptor_with_other_helpers_than_the_federation_is_refused() {
         f.sim.coordinator_key.verifying_key(),
     );
     trust.pinned_helpers = Some((helpers.clone(), 3));
-    assert!(sealroom_protocol::VerifiedDescriptor::verify(&f.descriptor, &trust).is_ok());
-    let mut body = descriptor_body(&f.descriptor);
+    assert!(sealroom_protocol::VerifiedDescriptor::verify(f.descriptor.envelope(), &trust).is_ok());
+    let mut body = descriptor_body(f.descriptor.envelope());
     body.helpers.pop();
     body.threshold = 2;
     let shrunk = f.sim.coordinator_key.sign(&body);

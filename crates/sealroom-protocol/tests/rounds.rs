@@ -53,9 +53,11 @@ fn honest_additive_rounds_match_plaintext_bit_for_bit() {
 #[test]
 fn honest_threshold_rounds_match_plaintext_bit_for_bit() {
     for (t, helpers, clients) in [(2, 3, 200), (3, 5, 100), (5, 5, 20)] {
-        let Outcome::Completed(s) =
-            run_honest(Setup::threshold(t, helpers, clients), clients as u64)
-        else {
+        let mut setup = Setup::threshold(t, helpers, clients);
+        // With t = h no answer can be checked against another: only a
+        // federation that allows unverified releases runs such rounds.
+        setup.allow_unverified = t == helpers;
+        let Outcome::Completed(s) = run_honest(setup, clients as u64) else {
             panic!("completed");
         };
         assert_eq!(s.included.len(), clients);
@@ -64,6 +66,7 @@ fn honest_threshold_rounds_match_plaintext_bit_for_bit() {
             helpers,
             "all helpers answer when all hold every client"
         );
+        assert_eq!(s.unverified, t == helpers, "t={t} h={helpers}");
     }
 }
 
@@ -154,7 +157,22 @@ fn helper_dropouts_abort_or_complete_correctly() {
     };
     assert_eq!(a.missing_helpers, vec![1]);
 
+    // Threshold 2-of-3 with one helper dead: only t answers are possible,
+    // which cannot be checked against each other. By default the round
+    // aborts; a federation that allows unverified releases gets the sum,
+    // marked unverified in the signed result.
     let mut sim = Sim::new(Setup::threshold(2, 3, 10), Network::default(), 2);
+    let run = sim.run_round(
+        inputs.clone(),
+        &Faults {
+            dead_helpers: vec![2],
+            ..Faults::default()
+        },
+    );
+    assert_eq!(check_outcome(&sim, &run), Some(AbortReason::Unverifiable));
+    let mut setup = Setup::threshold(2, 3, 10);
+    setup.allow_unverified = true;
+    let mut sim = Sim::new(setup, Network::default(), 2);
     let run = sim.run_round(
         inputs.clone(),
         &Faults {
@@ -167,6 +185,13 @@ fn helper_dropouts_abort_or_complete_correctly() {
         unreachable!()
     };
     assert_eq!(s.answering_helpers, vec![0, 1]);
+    assert!(s.unverified);
+    let record = sim
+        .coordinator_key
+        .verifying_key()
+        .verify::<sealroom_protocol::pb::RoundResult>(&s.result)
+        .expect("signed");
+    assert!(record.message().unverified, "the signed record says so");
 
     // Two of three down with t = 2: too few helpers report.
     let mut sim = Sim::new(Setup::threshold(2, 3, 10), Network::default(), 3);
@@ -256,6 +281,7 @@ fn lossy_network_delays_duplicates_and_reordering() {
                     AbortReason::HelperMissing
                         | AbortReason::NotEnoughClients
                         | AbortReason::Deadline
+                        | AbortReason::Unverifiable
                 ),
                 "unexpected abort reason {r:?}"
             );

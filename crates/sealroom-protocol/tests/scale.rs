@@ -136,6 +136,9 @@ fn many_rounds_with_client_and_helper_dropouts() {
             clients: 500,
             min_clients: 250,
             threshold,
+            // Releases from exactly t answers, so that one helper down is
+            // tolerated (marked unverified in the signed result).
+            allow_unverified: threshold.is_some(),
             helper_dropout,
             rounds: 10,
             seed,
@@ -187,11 +190,34 @@ fn helper_dropout_aborts_additive_and_is_tolerated_by_threshold() {
         assert!(detail.contains("[1]"), "{detail}");
     }
 
-    let threshold = SimConfig {
+    // 2-of-3 with one helper down: two answers cannot be checked against
+    // each other, so by default the rounds abort...
+    let strict = SimConfig {
         threshold: Some(2),
         ..base.clone()
     };
-    let report = run("threshold 2-of-3, helper 1 down", &threshold);
+    let report = run("threshold 2-of-3, helper 1 down", &strict);
+    for round in &report.rounds {
+        assert!(
+            matches!(
+                round.outcome,
+                SimOutcome::Aborted {
+                    reason: AbortReason::Unverifiable,
+                    ..
+                }
+            ),
+            "{round:?}"
+        );
+    }
+    // ...and complete, marked unverified, where the federation allows it.
+    let threshold = SimConfig {
+        allow_unverified: true,
+        ..strict
+    };
+    let report = run(
+        "threshold 2-of-3 (unverified allowed), helper 1 down",
+        &threshold,
+    );
     for round in &report.rounds {
         assert_eq!(round.outcome, SimOutcome::Completed, "{round:?}");
         assert!(round.included >= 210, "{round:?}");

@@ -8,7 +8,7 @@
 //! the end of each round the node appends a checkpoint signed with its key
 //! over the chain so far. An append is one transaction: a crash leaves
 //! either the whole step or none of it. [`verify_chain`] re-checks the chain,
-//! every signature and every checkpoint, and names the first bad entry.
+//! every signature and every checkpoint, and names every bad entry.
 //!
 //! Entries hold only signed protocol artifacts, which carry identities,
 //! indices, digests and (for results) the released aggregate — never a
@@ -23,8 +23,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use prost::Message as _;
-use sealroom_protocol::envelope::{SignedMessage, VerifyingKey, claimed_key_id, decode_limited};
-use sealroom_protocol::{Digest, SigningKey, pb};
+use sealroom_protocol::action::{MessageKind, Persist};
+use sealroom_protocol::envelope::{
+    MAX_SIGNED_BODY, SharedSigner, SignedMessage, SignerExt as _, VerifyingKey, claimed_key_id,
+    decode_limited,
+};
+use sealroom_protocol::{Digest, pb};
 
 use crate::error::db;
 use crate::rows::{column, from_sql_round, to_sql_round};
@@ -32,9 +36,18 @@ use crate::{Store, StoreError};
 
 /// A signed checkpoint is appended after this many entries without one.
 pub const CHECKPOINT_EVERY: u64 = 64;
-/// Largest artifact the verifier decodes (a descriptor with its params and
-/// up to 10⁵ clients fits comfortably).
-const MAX_ARTIFACT: usize = 8 << 20;
+/// Largest artifact the verifier decodes: the protocol's own limit on a
+/// signed body ([`MAX_SIGNED_BODY`], which every signature check applies
+/// again), plus the envelope around it — a label of at most 64 bytes, the
+/// body's tag and length (5 bytes), the key id and the signature (34 and 66
+/// bytes with their framing) — rounded up. Nothing a node accepts is larger
+/// (the protocol verifies it), and nothing it signs is: descriptors are
+/// verified before they are issued and an abort record sheds evidence to
+/// fit (`coordinator::fit_abort_record`); every other artifact is bounded by
+/// `MAX_CLIENTS` indices. So every entry a node can write verifies.
+pub const MAX_ARTIFACT: usize = MAX_SIGNED_BODY + 1024;
+/// Derive-key context of the possession proof in a rotated key entry.
+pub const KEY_POSSESSION_CONTEXT: &[u8] = b"sealroom audit key possession v1";
 const HASH_CONTEXT: &str = "sealroom 2026-11 audit entry v1";
 const AUDIT: &str = "audit_log";
 const ARCHIVE: &str = "round_archive";
@@ -58,11 +71,14 @@ pub enum AuditKind {
     Abort,
     /// The node's signature over the chain so far.
     Checkpoint,
+    /// An operator's decision to start the node on a log that does not
+    /// verify, naming its bad entries (signed by the node).
+    Override,
 }
 
 impl AuditKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [AuditKind; 8] = [
+    pub const ALL: [AuditKind; 9] = [
         AuditKind::Key,
         AuditKind::Descriptor,
         AuditKind::Receipt,
@@ -71,6 +87,7 @@ impl AuditKind {
         AuditKind::Result,
         AuditKind::Abort,
         AuditKind::Checkpoint,
+        AuditKind::Override,
     ];
 
     /// The stored name.
@@ -84,12 +101,29 @@ impl AuditKind {
             AuditKind::Result => "result",
             AuditKind::Abort => "abort",
             AuditKind::Checkpoint => "checkpoint",
+            AuditKind::Override => "override",
         }
     }
 
     /// Parses a stored name.
     pub fn parse(name: &str) -> Option<AuditKind> {
         AuditKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl AuditKind {
+    /// The kind of audit entry a signed protocol message becomes (shares,
+    /// uploads and sit-out notices never enter the log).
+    pub fn of(kind: MessageKind) -> Option<AuditKind> {
+        match kind {
+            MessageKind::Descriptor => Some(AuditKind::Descriptor),
+            MessageKind::Receipt => Some(AuditKind::Receipt),
+            MessageKind::Report => Some(AuditKind::Report),
+            MessageKind::InclusionSet => Some(AuditKind::InclusionSet),
+            MessageKind::Result => Some(AuditKind::Result),
+            MessageKind::Abort => Some(AuditKind::Abort),
+            MessageKind::Upload | MessageKind::AggregateShare | MessageKind::SitOut => None,
+        }
     }
 }
 
@@ -159,8 +193,8 @@ pub fn entry_hash(
 pub struct AuditSigner {
     /// The node's name.
     pub node: String,
-    /// Its signing key (`Debug` redacted).
-    pub key: SigningKey,
+    /// Its signer (a key file's key, or an HSM behind the trait).
+    pub key: SharedSigner,
 }
 
 /// What one [`Store::record`] call appended.
@@ -222,7 +256,7 @@ fn hash_of(bytes: &[u8], seq: i64) -> Result<[u8; 32], StoreError> {
 fn plan_append(
     head: Option<(u64, [u8; 32])>,
     last_checkpoint: Option<u64>,
-    records: &[AuditRecord],
+    records: &[&AuditRecord],
     signer: Option<&AuditSigner>,
     end_of_round: Option<u64>,
     at_ms: u64,
@@ -262,7 +296,7 @@ fn plan_append(
                 node: signer.node.clone(),
                 round_id: round.unwrap_or(0),
             })
-            .encode_to_vec()
+            .map(|env| env.encode_to_vec())
     };
     for record in records {
         push(
@@ -276,7 +310,7 @@ fn plan_append(
         if let Some(signer) = signer
             && unsigned >= CHECKPOINT_EVERY
         {
-            let artifact = checkpoint(signer, None, next, prev);
+            let artifact = checkpoint(signer, None, next, prev)?;
             push(AuditKind::Checkpoint, None, artifact, &mut next, &mut prev)?;
             unsigned = 0;
             appended.checkpoint_at_ms = Some(at_ms);
@@ -285,7 +319,7 @@ fn plan_append(
     if let (Some(signer), Some(round)) = (signer, end_of_round)
         && next > 0
     {
-        let artifact = checkpoint(signer, Some(round), next, prev);
+        let artifact = checkpoint(signer, Some(round), next, prev)?;
         push(
             AuditKind::Checkpoint,
             Some(round),
@@ -389,7 +423,25 @@ macro_rules! record_in_tx {
             .await
             .map_err(db(backend, operation))?;
         }
-        if wants_audit {
+        // An artifact already in the log (a re-sent message, a step redone
+        // after a restart) is not appended again.
+        let mut fresh: Vec<&AuditRecord> = Vec::with_capacity(audit.len());
+        for record in audit {
+            let digest = artifact_digest(&record.artifact);
+            let new = sqlx::query(
+                "INSERT INTO audit_digests (digest) VALUES ($1) ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(&digest[..])
+            .execute(&mut *$tx)
+            .await
+            .map_err(db(backend, operation))?
+            .rows_affected()
+                == 1;
+            if new {
+                fresh.push(record);
+            }
+        }
+        if wants_audit && (!fresh.is_empty() || end_of_round.is_some()) {
             let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *$tx)
                 .await
@@ -410,7 +462,7 @@ macro_rules! record_in_tx {
             let (rows, appended) = plan_append(
                 head,
                 last_checkpoint.and_then(|c| u64::try_from(c).ok()),
-                audit,
+                &fresh,
                 signer,
                 end_of_round,
                 at_ms,
@@ -439,11 +491,35 @@ macro_rules! record_in_tx {
 }
 
 impl Store {
-    /// Records one state-machine step in one transaction: its replay-archive
-    /// row (if given) and its audit entries, followed by a signed checkpoint
+    /// Makes one state-machine step durable in one transaction (one fsync):
+    /// its [`Persist`] actions (with the refusals of [`Store::apply`]), its
+    /// replay-archive row (if given) and its audit entries (artifacts already
+    /// in the log are not appended again), followed by a signed checkpoint
     /// whenever [`CHECKPOINT_EVERY`] entries have gone unsigned and, if
     /// `end_of_round` is given, one marking that round's end. Checkpoints need
-    /// `signer`; without one (clients) only the chain is kept.
+    /// `signer`; without one (clients) only the chain is kept. All of it
+    /// commits, or none of it does.
+    pub async fn commit(
+        &self,
+        persists: &[&Persist],
+        archive: Option<ArchiveWrite<'_>>,
+        audit: &[AuditRecord],
+        signer: Option<&AuditSigner>,
+        end_of_round: Option<u64>,
+    ) -> Result<Appended, StoreError> {
+        let backend = self.backend();
+        let operation = "commit a step (state, archive, audit log)";
+        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
+        let appended = write_transaction!(self, operation, |tx| {
+            for persist in persists {
+                persist_in_tx!(tx, backend, operation, *persist);
+            }
+            record_in_tx!(tx, backend, operation, step)
+        });
+        Ok(appended)
+    }
+
+    /// Records a step with nothing to persist (see [`Store::commit`]).
     pub async fn record(
         &self,
         archive: Option<ArchiveWrite<'_>>,
@@ -451,116 +527,161 @@ impl Store {
         signer: Option<&AuditSigner>,
         end_of_round: Option<u64>,
     ) -> Result<Appended, StoreError> {
-        let backend = self.backend();
-        let operation = "record a step in the audit log and archive";
-        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
-        let appended = write_transaction!(self, operation, |tx| {
-            record_in_tx!(tx, backend, operation, step)
-        });
-        Ok(appended)
+        self.commit(&[], archive, audit, signer, end_of_round).await
     }
 
-    /// Makes `persist` durable and records its step (see [`Store::record`])
-    /// — for an accepted upload (the helper's hot path) or a client's round
-    /// in one transaction and one fsync; other actions in two.
-    pub async fn apply_and_record(
-        &self,
-        persist: &sealroom_protocol::action::Persist,
-        archive: Option<ArchiveWrite<'_>>,
-        audit: &[AuditRecord],
-        signer: Option<&AuditSigner>,
-        end_of_round: Option<u64>,
-    ) -> Result<Appended, StoreError> {
-        use sealroom_protocol::action::Persist;
-        let backend = self.backend();
-        let (round_id, client_index, upload) = match persist {
-            Persist::HelperUpload {
-                round_id,
-                client_index,
-                upload,
-            } => (*round_id, *client_index, upload),
-            Persist::ClientRound { round_id } => {
-                let role = crate::coordinator::Role::Client;
-                return self
-                    .advance_and_record(role, *round_id, archive, audit, signer, end_of_round)
-                    .await;
-            }
-            Persist::CoordinatorRound { round_id } => {
-                let role = crate::coordinator::Role::Coordinator;
-                return self
-                    .advance_and_record(role, *round_id, archive, audit, signer, end_of_round)
-                    .await;
-            }
-            other => {
-                self.apply(other).await?;
-                return self.record(archive, audit, signer, end_of_round).await;
-            }
-        };
-        let operation = "persist a helper upload and record its step";
-        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
-        let appended = write_transaction!(self, operation, |tx| {
-            insert_upload_in_tx!(tx, backend, operation, round_id, client_index, upload);
-            record_in_tx!(tx, backend, operation, step)
-        });
-        tracing::debug!(
-            backend,
-            round = round_id,
-            client = client_index,
-            bytes = upload.len(),
-            "helper upload persisted and recorded"
-        );
-        Ok(appended)
-    }
-
-    /// Raises `role`'s round counter to `round` and records the step, in one
-    /// transaction.
-    async fn advance_and_record(
-        &self,
-        role: crate::coordinator::Role,
-        round: u64,
-        archive: Option<ArchiveWrite<'_>>,
-        audit: &[AuditRecord],
-        signer: Option<&AuditSigner>,
-        end_of_round: Option<u64>,
-    ) -> Result<Appended, StoreError> {
-        let backend = self.backend();
-        let operation = "persist a round counter and record its step";
-        let step = PreparedStep::new(archive, audit, signer, end_of_round)?;
-        let appended = write_transaction!(self, operation, |tx| {
-            advance_counter!(tx, backend, role, round)?;
-            record_in_tx!(tx, backend, operation, step)
-        });
-        Ok(appended)
-    }
-
-    /// Appends `key` (signed by `signer`) unless the last key entry already
-    /// says the same (ignoring its time). Returns whether it appended.
+    /// Enters `key` (this node's key and its federation's signers) into the
+    /// log, unless the last key entry already says the same (ignoring its
+    /// time). Returns whether it appended.
+    ///
+    /// The entries form a rotation chain ([`pb::AuditKey`]): the first is
+    /// signed by the key it introduces; a later one by the key of the entry
+    /// before it. When the node's own key changed, `previous` must be the
+    /// signer of the key the log names (it signs the entry, and the new key
+    /// proves possession of itself); without it the node's log cannot follow
+    /// the rotation and this is [`StoreError::KeyRotationUnsigned`].
     pub async fn audit_register_key(
         &self,
         key: &pb::AuditKey,
         signer: &AuditSigner,
+        previous: Option<&SharedSigner>,
     ) -> Result<bool, StoreError> {
-        let last = self.audit_last_of(AuditKind::Key).await?;
-        let same = last
+        let last = self
+            .audit_last_of(AuditKind::Key)
+            .await?
             .and_then(|e| pb::SignedEnvelope::decode(e.artifact.as_slice()).ok())
-            .and_then(|env| pb::AuditKey::decode(env.body.as_slice()).ok())
-            .is_some_and(|old| {
-                pb::AuditKey { at_ms: 0, ..old }
-                    == pb::AuditKey {
-                        at_ms: 0,
-                        ..key.clone()
-                    }
-            });
-        if same {
-            return Ok(false);
-        }
+            .and_then(|env| pb::AuditKey::decode(env.body.as_slice()).ok());
+        let mut entry = key.clone();
+        let current = signer.key.verifying_key().to_bytes().to_vec();
+        entry.verifying_key = current.clone();
+        let comparable = |k: &pb::AuditKey| pb::AuditKey {
+            at_ms: 0,
+            previous_key: Vec::new(),
+            possession: Vec::new(),
+            ..k.clone()
+        };
+        let artifact = match &last {
+            Some(old) if comparable(old) == comparable(&entry) => return Ok(false),
+            None => {
+                entry.previous_key = Vec::new();
+                entry.possession = Vec::new();
+                signer.key.sign(&entry)?
+            }
+            Some(old) if old.verifying_key == current => {
+                // Same key, other peers: the key vouches for its own update.
+                entry.previous_key = current;
+                entry.possession = Vec::new();
+                signer.key.sign(&entry)?
+            }
+            Some(old) => {
+                let logged = key_id_hex(&old.verifying_key);
+                let previous = previous
+                    .filter(|p| p.verifying_key().to_bytes().as_slice() == old.verifying_key)
+                    .ok_or_else(|| StoreError::KeyRotationUnsigned {
+                        logged,
+                        current: signer.key.key_id().to_hex(),
+                    })?;
+                entry.previous_key = old.verifying_key.clone();
+                let proof = possession_message(&entry.previous_key, &entry.verifying_key);
+                entry.possession = signer.key.sign_raw(&proof)?.to_vec();
+                previous.sign(&entry)?
+            }
+        };
         let record = AuditRecord {
             kind: AuditKind::Key,
             round_id: None,
-            artifact: signer.key.sign(key),
+            artifact,
         };
         self.record(None, &[record], Some(signer), None).await?;
         Ok(true)
+    }
+
+    /// Appends an override entry: the operator's decision, signed by this
+    /// node, to run on a log whose `broken` entries do not verify (see
+    /// [`pb::AuditOverride`]). It links to the log's head as it stands, so a
+    /// verifier reports each named entry as "chain broken at N, override
+    /// recorded at M". Returns the override's sequence number.
+    pub async fn audit_record_override(
+        &self,
+        broken: &[&AuditViolation],
+        signer: &AuditSigner,
+    ) -> Result<u64, StoreError> {
+        let head = self.audit_head().await?;
+        let (entries, head_hash) = head.map_or((0, [0; 32]), |(seq, hash)| (seq + 1, hash));
+        let body = pb::AuditOverride {
+            node: signer.node.clone(),
+            at_ms: now_ms(),
+            broken: broken
+                .iter()
+                .map(|v| pb::AuditOverrideEntry {
+                    seq: v.seq,
+                    reason: v.reason.clone(),
+                })
+                .collect(),
+            entries,
+            head_hash: head_hash.to_vec(),
+        };
+        let record = AuditRecord {
+            kind: AuditKind::Override,
+            round_id: None,
+            artifact: signer.key.sign(&body)?,
+        };
+        self.record(None, &[record], Some(signer), None).await?;
+        Ok(entries)
+    }
+
+    /// The last entry's sequence number and hash.
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        let backend = self.backend();
+        let operation = "read the audit log";
+        let row: Option<(i64, Vec<u8>)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await
+                .map_err(db(backend, operation))?
+        });
+        row.map(|(seq, hash)| {
+            let seq_u = u64::try_from(seq).map_err(|_| StoreError::CorruptRow {
+                table: AUDIT,
+                key: format!("seq = {seq}"),
+                reason: "negative seq".into(),
+            })?;
+            Ok((seq_u, hash_of(&hash, seq)?))
+        })
+        .transpose()
+    }
+
+    /// Fills `audit_digests` for a log written before it existed (schema
+    /// version 3), so that no artifact already in the log is appended again.
+    pub(crate) async fn backfill_audit_digests(&self) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let operation = "index the audit log's artifacts";
+        write_transaction!(self, operation, |tx| {
+            let indexed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_digests")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db(backend, operation))?;
+            if indexed == 0 {
+                let rows =
+                    sqlx::query("SELECT seq, artifact FROM audit_log WHERE kind <> 'checkpoint'")
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db(backend, operation))?;
+                for row in &rows {
+                    let seq: i64 = column(row, "seq", AUDIT, "key unreadable")?;
+                    let artifact: Vec<u8> =
+                        column(row, "artifact", AUDIT, &format!("seq = {seq}"))?;
+                    sqlx::query(
+                        "INSERT INTO audit_digests (digest) VALUES ($1) ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(&blake3::hash(&artifact).as_bytes()[..])
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db(backend, operation))?;
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn audit_last_of(&self, kind: AuditKind) -> Result<Option<AuditEntry>, StoreError> {
@@ -820,24 +941,67 @@ pub struct AuditSummary {
     pub node: Option<(String, String)>,
     /// Keys named by key entries.
     pub keys: Vec<KeySeen>,
+    /// The keys of the last key entry: the log owner's key and the signer
+    /// keys it trusts now (what `audit verify --federation` pins).
+    pub current_keys: Vec<KeySeen>,
+    /// Override entries (operator decisions to run on a broken log), in log
+    /// order.
+    pub overrides: Vec<OverrideSeen>,
 }
 
-/// The first bad entry.
+/// An override entry the verifier read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverrideSeen {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The node's clock when it was recorded (Unix milliseconds).
+    pub at_ms: u64,
+    /// The bad entries it names.
+    pub broken: Vec<u64>,
+}
+
+/// A bad entry.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("audit entry {seq}: {reason}")]
+#[error("audit entry {seq}: {reason}{}", acknowledged_by.map_or(String::new(), |m| format!(" (chain broken at {seq}, override recorded at {m})")))]
 pub struct AuditViolation {
     /// Its sequence number (the expected one, for a gap).
     pub seq: u64,
     /// What is wrong.
     pub reason: String,
+    /// The override entry that names it, if an operator has recorded the
+    /// decision to run on the log regardless (the entry is still bad).
+    pub acknowledged_by: Option<u64>,
+}
+
+impl AuditViolation {
+    fn new(seq: u64, reason: String) -> AuditViolation {
+        AuditViolation {
+            seq,
+            reason,
+            acknowledged_by: None,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Keys {
     own: Option<VerifyingKey>,
-    own_role: String,
+    /// A coordinator log's key before its last rotation, with the highest
+    /// round the log named before the rotation: artifacts of those rounds
+    /// (under way at the switch) may still carry the old key's signature.
+    retired_own: Option<(VerifyingKey, u64)>,
+    own_role: Option<sealroom_protocol::Role>,
     coordinator: Vec<VerifyingKey>,
     helpers: Vec<VerifyingKey>,
+}
+
+fn parse_key(bytes: &[u8]) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes".to_string())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
+fn ed25519_signature(bytes: &[u8]) -> Option<[u8; 64]> {
+    bytes.try_into().ok()
 }
 
 fn verify_as<M: SignedMessage + Clone>(
@@ -858,45 +1022,54 @@ fn verify_as<M: SignedMessage + Clone>(
 /// from 0 without gaps, every entry's hash and link to the previous one,
 /// every artifact's signature against the keys the log's key entries name,
 /// each artifact's round against its entry's, each checkpoint against the
-/// chain it covers, and no artifact twice. Returns the summary so far and
-/// the first violation, if any.
-pub fn verify_chain(entries: &[AuditEntry]) -> (AuditSummary, Option<AuditViolation>) {
+/// chain it covers, and no artifact twice.
+///
+/// It does not stop at the first bad entry: every entry is checked (each
+/// link against the hash the entry before it *stores*, so one edit is
+/// reported once, not for every entry after it) and every bad entry is
+/// named, in sequence order, with the first thing wrong with it. The
+/// summary counts every entry checked.
+pub fn verify_chain(entries: &[AuditEntry]) -> (AuditSummary, Vec<AuditViolation>) {
     let mut summary = AuditSummary::default();
+    let mut violations = Vec::new();
     let mut keys = Keys::default();
     let mut prev = [0u8; 32];
     let mut seen = BTreeSet::new();
     let mut since_checkpoint = 0u64;
-    for (expected, entry) in entries.iter().enumerate() {
-        let expected = expected as u64;
-        let fail = |reason: String| AuditViolation {
-            seq: entry.seq,
-            reason,
+    let mut expected = 0u64;
+    for entry in entries {
+        // The first thing wrong with this entry, if any.
+        let mut problem: Option<AuditViolation> = None;
+        let mut note = |seq: u64, reason: String| {
+            problem.get_or_insert(AuditViolation::new(seq, reason));
         };
-        if entry.seq != expected {
-            let reason = if entry.seq > expected {
+        let gap = entry.seq != expected;
+        if entry.seq > expected {
+            let missing = if entry.seq - expected == 1 {
+                format!("entry {expected} was deleted")
+            } else {
+                format!("entries {expected} to {} were deleted", entry.seq - 1)
+            };
+            note(
+                expected,
                 format!(
-                    "sequence jumps from {} to {}: entry {expected} was deleted",
+                    "sequence jumps from {} to {}: {missing}",
                     expected.wrapping_sub(1),
                     entry.seq
-                )
-            } else {
-                format!("sequence number {} out of order", entry.seq)
-            };
-            return (
-                summary,
-                Some(AuditViolation {
-                    seq: expected,
-                    reason,
-                }),
+                ),
+            );
+        } else if entry.seq < expected {
+            note(
+                entry.seq,
+                format!("sequence number {} out of order", entry.seq),
             );
         }
-        if entry.prev_hash != prev {
-            return (
-                summary,
-                Some(fail(
-                    "does not link to the entry before it (an entry was deleted, inserted or reordered)"
-                        .into(),
-                )),
+        // After a gap the link is broken by the gap itself: named once.
+        if !gap && entry.prev_hash != prev {
+            note(
+                entry.seq,
+                "does not link to the entry before it (an entry was deleted, inserted or reordered)"
+                    .into(),
             );
         }
         let hash = entry_hash(
@@ -908,22 +1081,19 @@ pub fn verify_chain(entries: &[AuditEntry]) -> (AuditSummary, Option<AuditViolat
             &entry.prev_hash,
         );
         if hash != entry.hash {
-            return (
-                summary,
-                Some(fail(
-                    "its contents do not match its hash (the entry was edited)".into(),
-                )),
+            note(
+                entry.seq,
+                "its contents do not match its hash (the entry was edited)".into(),
             );
         }
         if let Err(reason) = check_artifact(entry, &prev, &mut keys, &mut summary) {
-            return (summary, Some(fail(reason)));
+            note(entry.seq, reason);
         }
         if !seen.insert(*blake3::hash(&entry.artifact).as_bytes()) {
-            return (
-                summary,
-                Some(fail("repeats an artifact already in the log".into())),
-            );
+            note(entry.seq, "repeats an artifact already in the log".into());
         }
+        violations.extend(problem);
+        expected = expected.max(entry.seq.saturating_add(1));
         prev = entry.hash;
         summary.entries += 1;
         *summary.by_kind.entry(entry.kind.clone()).or_default() += 1;
@@ -939,7 +1109,24 @@ pub fn verify_chain(entries: &[AuditEntry]) -> (AuditSummary, Option<AuditViolat
         }
     }
     summary.unsigned_tail = since_checkpoint;
-    (summary, None)
+    // A bad entry an override after it names is known to the operator.
+    for v in &mut violations {
+        v.acknowledged_by = summary
+            .overrides
+            .iter()
+            .find(|o| o.seq > v.seq && o.broken.contains(&v.seq))
+            .map(|o| o.seq);
+    }
+    (summary, violations)
+}
+
+/// The bad entries of `violations` that no override names: what should stop
+/// a node from starting.
+pub fn unacknowledged(violations: &[AuditViolation]) -> Vec<&AuditViolation> {
+    violations
+        .iter()
+        .filter(|v| v.acknowledged_by.is_none())
+        .collect()
 }
 
 fn check_artifact(
@@ -967,33 +1154,78 @@ fn check_artifact(
         AuditKind::Key => {
             let body = pb::AuditKey::decode(env.body.as_slice())
                 .map_err(|e| format!("key entry does not decode: {e}"))?;
-            let bytes: [u8; 32] = body
-                .verifying_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| "key entry holds a malformed key".to_string())?;
-            let key = VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())?;
-            verify_as::<pb::AuditKey>(&env, &[key])?;
+            let key = parse_key(&body.verifying_key)
+                .map_err(|e| format!("key entry holds a malformed key: {e}"))?;
+            match keys.own {
+                // The first key entry of a log introduces the log's key.
+                None => {
+                    verify_as::<pb::AuditKey>(&env, &[key])?;
+                }
+                // Every later one is signed by the key it follows: nobody
+                // without the current key can introduce another.
+                Some(previous) => {
+                    verify_as::<pb::AuditKey>(&env, &[previous]).map_err(|e| {
+                        format!(
+                            "key entry is not signed by the log's key {} ({e}): a key entry must be signed by the key it replaces",
+                            previous.key_id()
+                        )
+                    })?;
+                    if body.previous_key != previous.to_bytes() {
+                        return Err(format!(
+                            "key entry says it follows key {}, but the log's key is {}",
+                            key_id_hex(&body.previous_key),
+                            previous.key_id()
+                        ));
+                    }
+                    if key != previous {
+                        let proof = possession_message(&body.previous_key, &body.verifying_key);
+                        let signature = ed25519_signature(&body.possession)
+                            .ok_or("rotated key entry carries no possession proof")?;
+                        key.verify_raw(&proof, &signature).map_err(|_| {
+                            "rotated key entry: the new key's possession proof does not verify"
+                                .to_string()
+                        })?;
+                    }
+                }
+            }
+            let role = sealroom_protocol::Role::from_pb(body.role)
+                .ok_or_else(|| format!("key entry: unknown role {}", body.role))?;
+            let retired_own = match keys.own {
+                Some(previous) if previous != key => {
+                    summary.rounds.last().map(|last| (previous, *last))
+                }
+                _ => keys.retired_own,
+            };
             let mut next = Keys {
                 own: Some(key),
-                own_role: body.role.clone(),
+                retired_own,
+                own_role: Some(role),
                 ..Keys::default()
             };
-            summary.node = Some((body.role.clone(), body.node.clone()));
-            push_key(summary, &body.role, &body.node, &key, true);
+            summary.node = Some((role.as_str().to_string(), body.node.clone()));
+            summary.current_keys.clear();
+            push_key(summary, role.as_str(), &body.node, &key, true);
             for peer in &body.peers {
-                let bytes: [u8; 32] = peer
-                    .verifying_key
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| format!("key entry: malformed key for {:?}", peer.name))?;
-                let key = VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())?;
-                match peer.role.as_str() {
-                    "coordinator" => next.coordinator.push(key),
-                    "helper" => next.helpers.push(key),
-                    other => return Err(format!("key entry: unknown role {other:?}")),
+                let key = parse_key(&peer.verifying_key)
+                    .map_err(|e| format!("key entry: malformed key for {:?}: {e}", peer.name))?;
+                let peer_role = sealroom_protocol::Role::from_pb(peer.role);
+                match peer_role {
+                    Some(sealroom_protocol::Role::Coordinator) => next.coordinator.push(key),
+                    Some(sealroom_protocol::Role::Helper) => next.helpers.push(key),
+                    _ => {
+                        return Err(format!(
+                            "key entry: peer {:?} has role {}",
+                            peer.name, peer.role
+                        ));
+                    }
                 }
-                push_key(summary, &peer.role, &peer.name, &key, false);
+                push_key(
+                    summary,
+                    peer_role.map_or("?", sealroom_protocol::Role::as_str),
+                    &peer.name,
+                    &key,
+                    false,
+                );
             }
             *keys = next;
             Ok(())
@@ -1014,17 +1246,42 @@ fn check_artifact(
             }
             Ok(())
         }
-        AuditKind::Descriptor => {
-            round(verify_as::<pb::RoundDescriptor>(&env, &keys.coordinator_keys()?)?.round_id)
+        AuditKind::Override => {
+            if own.is_empty() {
+                return Err(no_key());
+            }
+            let body: pb::AuditOverride = verify_as(&env, &own)?;
+            if entry.round_id.is_some() {
+                return Err("an override belongs to no round".into());
+            }
+            if body.entries != entry.seq || body.head_hash != prev_hash {
+                return Err(format!(
+                    "override signs a log of {} entries with another head than the chain's",
+                    body.entries
+                ));
+            }
+            if body.broken.is_empty() || body.broken.iter().any(|b| b.seq >= entry.seq) {
+                return Err("override names no bad entry, or one after itself".into());
+            }
+            summary.overrides.push(OverrideSeen {
+                seq: entry.seq,
+                at_ms: entry.at_ms,
+                broken: body.broken.iter().map(|b| b.seq).collect(),
+            });
+            Ok(())
         }
-        AuditKind::InclusionSet => {
-            round(verify_as::<pb::InclusionSet>(&env, &keys.coordinator_keys()?)?.round_id)
-        }
-        AuditKind::Result => {
-            round(verify_as::<pb::RoundResult>(&env, &keys.coordinator_keys()?)?.round_id)
-        }
+        AuditKind::Descriptor => round(
+            verify_as::<pb::RoundDescriptor>(&env, &keys.coordinator_keys(entry.round_id)?)?
+                .round_id,
+        ),
+        AuditKind::InclusionSet => round(
+            verify_as::<pb::InclusionSet>(&env, &keys.coordinator_keys(entry.round_id)?)?.round_id,
+        ),
+        AuditKind::Result => round(
+            verify_as::<pb::RoundResult>(&env, &keys.coordinator_keys(entry.round_id)?)?.round_id,
+        ),
         AuditKind::Abort => {
-            let abort: pb::AbortRecord = verify_as(&env, &keys.coordinator_keys()?)?;
+            let abort: pb::AbortRecord = verify_as(&env, &keys.coordinator_keys(entry.round_id)?)?;
             round(abort.round_id)?;
             let reason = abort
                 .reason()
@@ -1042,21 +1299,29 @@ fn check_artifact(
 }
 
 impl Keys {
-    /// Keys that may sign coordinator artifacts in this log.
-    fn coordinator_keys(&self) -> Result<Vec<VerifyingKey>, String> {
+    /// Keys that may sign coordinator artifacts of `round` in this log.
+    fn coordinator_keys(&self, round: Option<u64>) -> Result<Vec<VerifyingKey>, String> {
         let own = self.own.ok_or_else(no_key)?;
-        Ok(if self.own_role == "coordinator" {
-            vec![own]
-        } else {
-            self.coordinator.clone()
-        })
+        Ok(
+            if self.own_role == Some(sealroom_protocol::Role::Coordinator) {
+                let mut keys = vec![own];
+                if let Some((retired, last)) = self.retired_own
+                    && round.is_some_and(|r| r <= last)
+                {
+                    keys.push(retired);
+                }
+                keys
+            } else {
+                self.coordinator.clone()
+            },
+        )
     }
 
     /// Keys that may sign helper artifacts in this log.
     fn helper_keys(&self) -> Result<Vec<VerifyingKey>, String> {
         let own = self.own.ok_or_else(no_key)?;
         let mut keys = self.helpers.clone();
-        if self.own_role == "helper" {
+        if self.own_role == Some(sealroom_protocol::Role::Helper) {
             keys.push(own);
         }
         Ok(keys)
@@ -1074,9 +1339,71 @@ fn push_key(summary: &mut AuditSummary, role: &str, name: &str, key: &VerifyingK
         key_id: key.key_id().to_hex(),
         own,
     };
+    if !summary.current_keys.contains(&seen) {
+        summary.current_keys.push(seen.clone());
+    }
     if !summary.keys.contains(&seen) {
         summary.keys.push(seen);
     }
+}
+
+/// Reads one line of `sealroom audit export` (JSON: `seq`, `at_ms`, `kind`,
+/// `round_id` (a number or null), and hex `artifact`, `prev_hash`, `hash`)
+/// back into an entry for [`verify_chain`]. Every field the chain hash
+/// covers must be there; the error names the first one that is missing or
+/// malformed. The line comes from another machine: nothing in it is
+/// trusted until the chain verifies.
+pub fn entry_from_export(line: &str) -> Result<AuditEntry, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON entry: {e}"))?;
+    let field = |name: &str| v.get(name).ok_or_else(|| format!("no `{name}`"));
+    let number = |name: &str| {
+        field(name)?
+            .as_u64()
+            .ok_or_else(|| format!("`{name}` is not a number"))
+    };
+    let text = |name: &str| {
+        field(name)?
+            .as_str()
+            .ok_or_else(|| format!("`{name}` is not a string"))
+    };
+    let bytes = |name: &str| hex::decode(text(name)?).map_err(|_| format!("`{name}` is not hex"));
+    let hash = |name: &str| {
+        <[u8; 32]>::try_from(bytes(name)?).map_err(|_| format!("`{name}` is not 32 bytes"))
+    };
+    let round_id = match field("round_id")? {
+        serde_json::Value::Null => None,
+        r => Some(
+            r.as_u64()
+                .ok_or_else(|| "`round_id` is not a number".to_string())?,
+        ),
+    };
+    Ok(AuditEntry {
+        seq: number("seq")?,
+        at_ms: number("at_ms")?,
+        kind: text("kind")?.to_string(),
+        round_id,
+        artifact: bytes("artifact")?,
+        prev_hash: hash("prev_hash")?,
+        hash: hash("hash")?,
+    })
+}
+
+/// What a new key signs to prove it holds itself, in a rotated key entry.
+pub fn possession_message(previous_key: &[u8], new_key: &[u8]) -> Vec<u8> {
+    [KEY_POSSESSION_CONTEXT, previous_key, new_key].concat()
+}
+
+fn key_id_hex(key: &[u8]) -> String {
+    <[u8; 32]>::try_from(key)
+        .ok()
+        .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+        .map_or_else(|| "(malformed key)".to_string(), |k| k.key_id().to_hex())
+}
+
+/// The digest under which an artifact is known to the log.
+fn artifact_digest(artifact: &pb::SignedEnvelope) -> [u8; 32] {
+    *blake3::hash(&artifact.encode_to_vec()).as_bytes()
 }
 
 /// A digest of bytes a step sent, as archived ([`pb::ArchivedOutput`]).

@@ -3,7 +3,6 @@
 //! round and the round's final record (DESIGN.md §2 steps 1, 4 and 6).
 
 use prost::Message as _;
-use sealroom_protocol::pb;
 
 use crate::error::db;
 use crate::rows::{column, decode_envelope, from_sql_round, round_key, to_sql_round};
@@ -169,62 +168,6 @@ impl Store {
         }
         let record = decode_envelope(OUTCOMES, &key, &bytes)?;
         Ok(Some((kind, record)))
-    }
-
-    /// [`Persist::ClientRound`](sealroom_protocol::action::Persist::ClientRound)
-    /// and [`Persist::CoordinatorRound`](sealroom_protocol::action::Persist::CoordinatorRound).
-    pub(crate) async fn advance_counter(&self, role: Role, round: u64) -> Result<(), StoreError> {
-        let backend = self.backend();
-        write_transaction!(self, "advance a round counter", |tx| {
-            advance_counter!(tx, backend, role, round)?;
-        });
-        tracing::debug!(
-            backend,
-            role = role.as_str(),
-            round,
-            "round counter advanced"
-        );
-        Ok(())
-    }
-
-    /// [`Persist::CoordinatorInclusion`](sealroom_protocol::action::Persist::CoordinatorInclusion).
-    /// The same set again is accepted; a different one is
-    /// [`StoreError::InclusionConflict`].
-    pub(crate) async fn insert_inclusion(
-        &self,
-        round: u64,
-        inclusion_set: &pb::SignedEnvelope,
-    ) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let operation = "persist a coordinator inclusion set";
-        let id = to_sql_round(round)?;
-        let encoded = inclusion_set.encode_to_vec();
-        write_transaction!(self, operation, |tx| {
-            let inserted = sqlx::query(
-                "INSERT INTO coordinator_inclusions (round_id, inclusion_set) VALUES ($1, $2) \
-                 ON CONFLICT (round_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(encoded.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(db(backend, operation))?;
-            if inserted.rows_affected() == 0 {
-                let row = sqlx::query(
-                    "SELECT inclusion_set FROM coordinator_inclusions WHERE round_id = $1",
-                )
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db(backend, operation))?;
-                let stored: Vec<u8> = column(&row, "inclusion_set", INCLUSIONS, &round_key(round))?;
-                if stored != encoded {
-                    return Err(StoreError::InclusionConflict { round });
-                }
-            }
-        });
-        tracing::debug!(backend, round, "coordinator inclusion set persisted");
-        Ok(())
     }
 
     /// The highest round id persisted for `role`, if any.

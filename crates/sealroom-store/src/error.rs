@@ -175,6 +175,26 @@ pub enum StoreError {
         "this version of sealroom-store cannot persist this action: upgrade it together with sealroom-protocol"
     )]
     UnsupportedAction,
+    /// A helper's report for a round that already has a different one.
+    #[error("round {round}: a different report was already recorded")]
+    ReportConflict {
+        /// Round id.
+        round: u64,
+    },
+    /// The node's signer could not sign a checkpoint or key entry.
+    #[error(transparent)]
+    Signer(#[from] sealroom_protocol::envelope::SignerError),
+    /// The node's signing key is not the key its audit log names, and the key
+    /// it replaces is not available to sign the rotation.
+    #[error(
+        "this node's signing key {current} is not the key its audit log names ({logged}); a key rotation must be signed by the key it replaces: keep it as `previous_signing_key` in the node's config until the node has started once with the new key"
+    )]
+    KeyRotationUnsigned {
+        /// Key id the log names.
+        logged: String,
+        /// Key id of the key in use.
+        current: String,
+    },
 }
 
 /// Maps a driver error during `operation` to [`StoreError::Database`].

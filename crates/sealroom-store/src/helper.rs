@@ -5,16 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message as _;
+use sealroom_protocol::Digest;
 use sealroom_protocol::action::SecretBytes;
 use sealroom_protocol::helper::{HelperState, PersistedRound};
-use sealroom_protocol::{Digest, pb};
 
-use crate::coordinator::Role;
 use crate::error::db;
-use crate::rows::{
-    column, decode_envelope, descriptor_round, from_sql_round, round_key, to_sql_round,
-};
+use crate::rows::{column, decode_envelope, descriptor_round, from_sql_round, round_key};
 use crate::{Store, StoreError};
 
 const ROUNDS: &str = "helper_rounds";
@@ -34,7 +30,7 @@ impl Store {
         let operation = "read the helper state";
         let (round_rows, upload_rows) = read_transaction!(self, operation, |tx| {
             let rounds = sqlx::query(
-                "SELECT round_id, descriptor, answered_inclusion_hash \
+                "SELECT round_id, descriptor, report, answered_inclusion_hash \
                  FROM helper_rounds ORDER BY round_id",
             )
             .fetch_all(&mut *tx)
@@ -45,9 +41,10 @@ impl Store {
                 let id: i64 = column(row, "round_id", ROUNDS, "key unreadable")?;
                 let key = round_key(id);
                 let descriptor: Vec<u8> = column(row, "descriptor", ROUNDS, &key)?;
+                let report: Option<Vec<u8>> = column(row, "report", ROUNDS, &key)?;
                 let answered: Option<Vec<u8>> =
                     column(row, "answered_inclusion_hash", ROUNDS, &key)?;
-                round_rows.push((id, descriptor, answered));
+                round_rows.push((id, descriptor, report, answered));
             }
             drop(rounds);
             let uploads = sqlx::query(
@@ -70,7 +67,7 @@ impl Store {
 
         let mut rounds: Vec<PersistedRound> = Vec::with_capacity(round_rows.len());
         let mut position = BTreeMap::new();
-        for (id, descriptor, answered) in round_rows {
+        for (id, descriptor, report, answered) in round_rows {
             let round = from_sql_round(ROUNDS, id)?;
             let key = round_key(round);
             let descriptor = decode_envelope(ROUNDS, &key, &descriptor)?;
@@ -90,10 +87,14 @@ impl Store {
                         .ok_or_else(|| corrupt("answered inclusion hash is not 32 bytes".into()))
                 })
                 .transpose()?;
+            let report = report
+                .map(|bytes| decode_envelope(ROUNDS, &key, &bytes))
+                .transpose()?;
             position.insert(round, rounds.len());
             rounds.push(PersistedRound {
                 descriptor,
                 uploads: Vec::new(),
+                report,
                 answered,
             });
         }
@@ -151,99 +152,5 @@ impl Store {
         });
         tracing::info!(backend, keep, deleted, "pruned helper rounds");
         Ok(deleted)
-    }
-
-    /// [`Persist::HelperRound`](sealroom_protocol::action::Persist::HelperRound).
-    pub(crate) async fn insert_helper_round(
-        &self,
-        descriptor: &pb::SignedEnvelope,
-    ) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let operation = "persist a helper round";
-        let round = descriptor_round(descriptor).map_err(|e| StoreError::MalformedDescriptor {
-            reason: e.to_string(),
-        })?;
-        let id = to_sql_round(round)?;
-        let encoded = descriptor.encode_to_vec();
-        write_transaction!(self, operation, |tx| {
-            advance_counter!(tx, backend, Role::Helper, round)?;
-            sqlx::query("INSERT INTO helper_rounds (round_id, descriptor) VALUES ($1, $2)")
-                .bind(id)
-                .bind(encoded.as_slice())
-                .execute(&mut *tx)
-                .await
-                .map_err(db(backend, operation))?;
-        });
-        tracing::debug!(backend, round, "helper round persisted");
-        Ok(())
-    }
-
-    /// [`Persist::HelperUpload`](sealroom_protocol::action::Persist::HelperUpload).
-    pub(crate) async fn insert_upload(
-        &self,
-        round: u64,
-        client: u32,
-        upload: &SecretBytes,
-    ) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let operation = "persist a helper upload";
-        write_transaction!(self, operation, |tx| {
-            insert_upload_in_tx!(tx, backend, operation, round, client, upload);
-        });
-        tracing::debug!(
-            backend,
-            round,
-            client,
-            bytes = upload.len(),
-            "helper upload persisted"
-        );
-        Ok(())
-    }
-
-    /// [`Persist::HelperAnswer`](sealroom_protocol::action::Persist::HelperAnswer):
-    /// the single-answer record. Set once; the same hash again is accepted
-    /// (a retried write), a different one is [`StoreError::AnswerConflict`].
-    pub(crate) async fn record_answer(
-        &self,
-        round: u64,
-        inclusion_hash: &Digest,
-    ) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let operation = "persist a helper answer";
-        let id = to_sql_round(round)?;
-        write_transaction!(self, operation, |tx| {
-            // Only a round with no answer yet is updated: under concurrency the
-            // second writer's condition re-evaluates to false.
-            let updated = sqlx::query(
-                "UPDATE helper_rounds SET answered_inclusion_hash = $2 \
-                 WHERE round_id = $1 AND answered_inclusion_hash IS NULL",
-            )
-            .bind(id)
-            .bind(&inclusion_hash.0[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(db(backend, operation))?;
-            if updated.rows_affected() == 0 {
-                let row = sqlx::query(
-                    "SELECT answered_inclusion_hash FROM helper_rounds WHERE round_id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db(backend, operation))?;
-                let stored: Option<Vec<u8>> = match &row {
-                    Some(row) => column(row, "answered_inclusion_hash", ROUNDS, &round_key(round))?,
-                    None => None,
-                };
-                match stored {
-                    Some(stored) if stored == inclusion_hash.0 => {}
-                    Some(_) => return Err(StoreError::AnswerConflict { round }),
-                    // No such round (or it appeared only after the update ran).
-                    None => return Err(StoreError::UnknownRound { round }),
-                }
-            }
-        });
-        tracing::debug!(backend, round, inclusion = %inclusion_hash, "helper answer persisted");
-        Ok(())
     }
 }

@@ -63,7 +63,7 @@ use sqlx::sqlite::{
 
 pub use audit::{
     Appended, ArchiveWrite, AuditEntry, AuditKind, AuditRecord, AuditSigner, AuditSummary,
-    AuditViolation, verify_chain,
+    AuditViolation, OverrideSeen, unacknowledged, verify_chain,
 };
 pub use error::StoreError;
 pub use sealroom_protocol::pb::SignedEnvelope;
@@ -215,6 +215,170 @@ macro_rules! insert_upload_in_tx {
     }};
 }
 
+/// Within the open transaction `$tx`, makes one [`Persist`] action durable,
+/// with the same refusals as [`Store::apply`].
+macro_rules! persist_in_tx {
+    ($tx:ident, $backend:expr, $operation:expr, $persist:expr) => {{
+        let (backend, operation) = ($backend, $operation);
+        match $persist {
+            Persist::ClientRound { round_id } => {
+                advance_counter!($tx, backend, $crate::coordinator::Role::Client, *round_id)?
+            }
+            Persist::CoordinatorRound { round_id } => advance_counter!(
+                $tx,
+                backend,
+                $crate::coordinator::Role::Coordinator,
+                *round_id
+            )?,
+            Persist::HelperRound {
+                round_id,
+                descriptor,
+            } => {
+                let named = $crate::rows::descriptor_round(descriptor).map_err(|e| {
+                    StoreError::MalformedDescriptor {
+                        reason: e.to_string(),
+                    }
+                })?;
+                if named != *round_id {
+                    return Err(StoreError::MalformedDescriptor {
+                        reason: format!(
+                            "descriptor of round {named} persisted as round {round_id}"
+                        ),
+                    });
+                }
+                advance_counter!($tx, backend, $crate::coordinator::Role::Helper, *round_id)?;
+                sqlx::query("INSERT INTO helper_rounds (round_id, descriptor) VALUES ($1, $2)")
+                    .bind($crate::rows::to_sql_round(*round_id)?)
+                    .bind(prost::Message::encode_to_vec(descriptor))
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err($crate::error::db(backend, operation))?;
+            }
+            Persist::HelperUpload {
+                round_id,
+                client_index,
+                upload,
+            } => {
+                insert_upload_in_tx!($tx, backend, operation, *round_id, *client_index, upload)
+            }
+            Persist::HelperReport { round_id, report } => {
+                let encoded = prost::Message::encode_to_vec(report);
+                set_once_in_tx!(
+                    $tx,
+                    backend,
+                    operation,
+                    "helper_rounds",
+                    "report",
+                    *round_id,
+                    encoded,
+                    StoreError::ReportConflict { round: *round_id }
+                )
+            }
+            Persist::HelperAnswer {
+                round_id,
+                inclusion_hash,
+            } => set_once_in_tx!(
+                $tx,
+                backend,
+                operation,
+                "helper_rounds",
+                "answered_inclusion_hash",
+                *round_id,
+                inclusion_hash.0.to_vec(),
+                StoreError::AnswerConflict { round: *round_id }
+            ),
+            Persist::CoordinatorInclusion {
+                round_id,
+                inclusion_set,
+            } => {
+                let id = $crate::rows::to_sql_round(*round_id)?;
+                let encoded = prost::Message::encode_to_vec(inclusion_set);
+                let inserted = sqlx::query(
+                    "INSERT INTO coordinator_inclusions (round_id, inclusion_set) VALUES ($1, $2) \
+                     ON CONFLICT (round_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(encoded.as_slice())
+                .execute(&mut *$tx)
+                .await
+                .map_err($crate::error::db(backend, operation))?;
+                if inserted.rows_affected() == 0 {
+                    let row = sqlx::query(
+                        "SELECT inclusion_set FROM coordinator_inclusions WHERE round_id = $1",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *$tx)
+                    .await
+                    .map_err($crate::error::db(backend, operation))?;
+                    let key = $crate::rows::round_key(*round_id);
+                    let stored: Vec<u8> = $crate::rows::column(
+                        &row,
+                        "inclusion_set",
+                        "coordinator_inclusions",
+                        &key,
+                    )?;
+                    if stored != encoded {
+                        return Err(StoreError::InclusionConflict { round: *round_id });
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// Within the open transaction `$tx`, sets `$table.$column` of round
+/// `$round` to `$value` if it is unset: the same value again is accepted (a
+/// retried write), another one is `$conflict`, a missing round
+/// [`StoreError::UnknownRound`]. One conditional update: correct under
+/// concurrency on both backends.
+macro_rules! set_once_in_tx {
+    ($tx:ident, $backend:expr, $operation:expr, $table:literal, $column:literal, $round:expr,
+     $value:expr, $conflict:expr) => {{
+        let round: u64 = $round;
+        let value: Vec<u8> = $value;
+        let id = $crate::rows::to_sql_round(round)?;
+        let updated = sqlx::query(concat!(
+            "UPDATE ",
+            $table,
+            " SET ",
+            $column,
+            " = $2 WHERE round_id = $1 AND ",
+            $column,
+            " IS NULL"
+        ))
+        .bind(id)
+        .bind(value.as_slice())
+        .execute(&mut *$tx)
+        .await
+        .map_err($crate::error::db($backend, $operation))?;
+        if updated.rows_affected() == 0 {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                $column,
+                " FROM ",
+                $table,
+                " WHERE round_id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err($crate::error::db($backend, $operation))?;
+            let stored: Option<Vec<u8>> = match &row {
+                Some(row) => {
+                    $crate::rows::column(row, $column, $table, &$crate::rows::round_key(round))?
+                }
+                None => return Err(StoreError::UnknownRound { round }),
+            };
+            match stored {
+                Some(stored) if stored == value => {}
+                Some(_) => return Err($conflict),
+                // Only possible if the row changed between the two statements.
+                None => return Err(StoreError::UnknownRound { round }),
+            }
+        }
+    }};
+}
+
 pub mod audit;
 mod coordinator;
 mod error;
@@ -308,10 +472,12 @@ impl Store {
                 source,
             })?;
         tracing::info!(backend = "sqlite", location = %location, "store opened");
-        Ok(Store {
+        let store = Store {
             pool: Pool::Sqlite(pool),
             location,
-        })
+        };
+        store.backfill_audit_digests().await?;
+        Ok(store)
     }
 
     /// Opens the store named by `url_or_path` and brings its schema up to
@@ -361,10 +527,12 @@ impl Store {
                 source,
             })?;
         tracing::info!(backend = "postgres", location = %location, "store opened");
-        Ok(Store {
+        let store = Store {
             pool: Pool::Postgres(pool),
             location,
-        })
+        };
+        store.backfill_audit_digests().await?;
+        Ok(store)
     }
 
     /// Makes one [`Persist`] action durable: one transaction, committed before
@@ -372,37 +540,14 @@ impl Store {
     /// (send anything) until it has returned `Ok`.
     ///
     /// Refused, with nothing written: a round id above `i64::MAX`; a
-    /// non-increasing client, coordinator or helper round; an upload or answer
-    /// for a round not stored; a second upload for the same round and client;
-    /// an answer to a different inclusion set than the one already recorded
-    /// (re-recording the same one is accepted); a different inclusion set for
-    /// a coordinator round that has one.
+    /// non-increasing client, coordinator or helper round; an upload, report
+    /// or answer for a round not stored; a second upload for the same round
+    /// and client; a report or an answer different from the one already
+    /// recorded for the round (re-recording the same one is accepted); a
+    /// different inclusion set for a coordinator round that has one.
     pub async fn apply(&self, persist: &Persist) -> Result<(), StoreError> {
-        match persist {
-            Persist::ClientRound { round_id } => {
-                self.advance_counter(coordinator::Role::Client, *round_id)
-                    .await
-            }
-            Persist::CoordinatorRound { round_id } => {
-                self.advance_counter(coordinator::Role::Coordinator, *round_id)
-                    .await
-            }
-            Persist::HelperRound { descriptor } => self.insert_helper_round(descriptor).await,
-            Persist::HelperUpload {
-                round_id,
-                client_index,
-                upload,
-            } => self.insert_upload(*round_id, *client_index, upload).await,
-            Persist::HelperAnswer {
-                round_id,
-                inclusion_hash,
-            } => self.record_answer(*round_id, inclusion_hash).await,
-            Persist::CoordinatorInclusion {
-                round_id,
-                inclusion_set,
-            } => self.insert_inclusion(*round_id, inclusion_set).await,
-            _ => Err(StoreError::UnsupportedAction),
-        }
+        self.commit(&[persist], None, &[], None, None).await?;
+        Ok(())
     }
 
     /// Which backend this store runs on: `"sqlite"` or `"postgres"`.

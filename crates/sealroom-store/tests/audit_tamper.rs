@@ -21,29 +21,31 @@ async fn log(dir: &std::path::Path) -> (Store, SqlitePool) {
     let helper = key(2);
     let signer = AuditSigner {
         node: "coordinator".into(),
-        key: coordinator.clone(),
+        key: std::sync::Arc::new(coordinator.clone()),
     };
     let entry = pb::AuditKey {
         node: "coordinator".into(),
-        role: "coordinator".into(),
+        role: pb::PartyRole::Coordinator as i32,
         verifying_key: coordinator.verifying_key().to_bytes().to_vec(),
         epoch: 0,
         at_ms: 1,
         peers: vec![pb::AuditPeerKey {
-            role: "helper".into(),
+            role: pb::PartyRole::Helper as i32,
             name: "helper-0".into(),
             verifying_key: helper.verifying_key().to_bytes().to_vec(),
+            ..Default::default()
         }],
+        ..Default::default()
     };
     assert!(
         store
-            .audit_register_key(&entry, &signer)
+            .audit_register_key(&entry, &signer, None)
             .await
             .expect("key")
     );
     assert!(
         !store
-            .audit_register_key(&entry, &signer)
+            .audit_register_key(&entry, &signer, None)
             .await
             .expect("key"),
         "the same key is entered once"
@@ -108,9 +110,9 @@ async fn drop_triggers(pool: &SqlitePool) {
 
 async fn first_violation(store: &Store) -> (u64, String) {
     let entries = store.audit_entries(None).await.expect("reads");
-    let (_, violation) = verify_chain(&entries);
-    let v = violation.expect("tampering is detected");
-    (v.seq, v.reason)
+    let (_, violations) = verify_chain(&entries);
+    let v = violations.first().expect("tampering is detected");
+    (v.seq, v.reason.clone())
 }
 
 #[tokio::test]
@@ -119,8 +121,8 @@ async fn an_untouched_log_verifies() {
     let (store, _pool) = log(dir.path()).await;
     let entries = store.audit_entries(None).await.expect("reads");
     assert_eq!(entries.len(), 16);
-    let (summary, violation) = verify_chain(&entries);
-    assert_eq!(violation, None);
+    let (summary, violations) = verify_chain(&entries);
+    assert_eq!(violations, Vec::new());
     assert_eq!(summary.rounds.len(), 3);
     assert_eq!(summary.by_kind["checkpoint"], 3);
     assert_eq!(summary.unsigned_tail, 0);
@@ -156,6 +158,35 @@ async fn an_edited_entry_is_named() {
     let (seq, reason) = first_violation(&store).await;
     assert_eq!(seq, 7);
     assert!(reason.contains("edited"), "{reason}");
+}
+
+/// `verify_chain` does not stop at the first violation: an edit, a deletion
+/// and another edit further on are each named once, with their entry, and
+/// every entry is counted as checked.
+#[tokio::test]
+async fn every_bad_entry_is_named_and_every_entry_is_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, pool) = log(dir.path()).await;
+    drop_triggers(&pool).await;
+    for statement in [
+        "UPDATE audit_log SET at_ms = at_ms + 1 WHERE seq = 2",
+        "DELETE FROM audit_log WHERE seq = 7",
+        "UPDATE audit_log SET at_ms = at_ms + 1 WHERE seq = 12",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect("tampers");
+    }
+    let entries = store.audit_entries(None).await.expect("reads");
+    let (summary, violations) = verify_chain(&entries);
+    let named: Vec<u64> = violations.iter().map(|v| v.seq).collect();
+    assert_eq!(named, vec![2, 7, 12], "{violations:#?}");
+    assert!(violations[0].reason.contains("edited"), "{violations:#?}");
+    assert!(violations[1].reason.contains("deleted"), "{violations:#?}");
+    assert!(violations[2].reason.contains("edited"), "{violations:#?}");
+    assert_eq!(summary.entries, 15, "all 16 entries but the deleted one");
+    assert_eq!(summary.rounds.len(), 3);
 }
 
 #[tokio::test]
@@ -318,6 +349,100 @@ async fn inserted_entries_are_named() {
     assert!(reason.contains("repeats an artifact"), "{reason}");
 }
 
+/// Issue #13, finding 1: a helper that reported in a round and restarted
+/// before answering sends the same signed report again, and the coordinator
+/// (or the helper, redoing the step) records it again. The log must not hold
+/// it twice, or `audit verify` calls an ordinary restart tampering.
+#[tokio::test]
+async fn a_report_re_sent_after_a_restart_is_logged_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, pool) = log(dir.path()).await;
+    pool.close().await;
+    store.close().await;
+    // The restart: a new process opens the same database.
+    let store = Store::open_sqlite(&dir.path().join("sealroom.db"))
+        .await
+        .expect("reopens");
+    let signer = AuditSigner {
+        node: "coordinator".into(),
+        key: std::sync::Arc::new(key(1)),
+    };
+    let resent = AuditRecord {
+        kind: AuditKind::Report,
+        round_id: Some(3),
+        artifact: key(2).sign(&pb::HelperReport {
+            round_id: 3,
+            received: vec![0, 1, 2],
+            ..Default::default()
+        }),
+    };
+    let appended = store
+        .record(None, &[resent], Some(&signer), None)
+        .await
+        .expect("records");
+    assert_eq!(appended.entries, 0, "the same signed bytes are not news");
+    let entries = store.audit_entries(None).await.expect("reads");
+    assert_eq!(entries.len(), 16);
+    let (_, violations) = verify_chain(&entries);
+    assert_eq!(violations, Vec::new());
+}
+
+/// Issue #13, finding 1: the verifier's size limit is the protocol's own. A
+/// signed record with a body of exactly `MAX_SIGNED_BODY` bytes — the most
+/// any party signs or accepts — verifies in a log; one byte more is refused,
+/// as every verifier of the federation refuses it.
+#[tokio::test]
+async fn the_largest_record_the_protocol_allows_verifies() {
+    use sealroom_protocol::envelope::MAX_SIGNED_BODY;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _pool) = log(dir.path()).await;
+    let signer = AuditSigner {
+        node: "coordinator".into(),
+        key: std::sync::Arc::new(key(1)),
+    };
+    let abort_of = |round: u64, body: usize| {
+        let mut record = pb::AbortRecord {
+            round_id: round,
+            ..Default::default()
+        };
+        // A detail of d bytes costs a tag, a 4-byte length and d.
+        record.detail = "x".repeat(body - record.encoded_len() - 5);
+        assert_eq!(record.encoded_len(), body);
+        AuditRecord {
+            kind: AuditKind::Abort,
+            round_id: Some(round),
+            artifact: key(1).sign(&record),
+        }
+    };
+    store
+        .record(
+            None,
+            &[abort_of(4, MAX_SIGNED_BODY)],
+            Some(&signer),
+            Some(4),
+        )
+        .await
+        .expect("appends");
+    let entries = store.audit_entries(None).await.expect("reads");
+    let (summary, violations) = verify_chain(&entries);
+    assert_eq!(violations, Vec::new());
+    assert_eq!(summary.aborts.values().sum::<u64>(), 1);
+
+    store
+        .record(
+            None,
+            &[abort_of(5, MAX_SIGNED_BODY + 1)],
+            Some(&signer),
+            Some(5),
+        )
+        .await
+        .expect("appends");
+    let entries = store.audit_entries(None).await.expect("reads");
+    let (_, violations) = verify_chain(&entries);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].reason.contains("exceeds"), "{violations:?}");
+}
+
 #[tokio::test]
 async fn a_log_cut_short_after_its_last_checkpoint_is_caught_by_the_cross_check() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -344,7 +469,7 @@ async fn a_log_cut_short_after_its_last_checkpoint_is_caught_by_the_cross_check(
         .await
         .expect("deletes");
     let entries = store.audit_entries(None).await.expect("reads");
-    assert_eq!(verify_chain(&entries).1, None);
+    assert_eq!(verify_chain(&entries).1, Vec::new());
     // …but the stored outcome names the round the log no longer has.
     let gaps = store.audit_gaps(&entries).await.expect("checks");
     assert_eq!(gaps.len(), 1, "{gaps:?}");
@@ -362,4 +487,87 @@ async fn a_log_cut_short_after_its_last_checkpoint_is_caught_by_the_cross_check(
         .expect("stores the outcome");
     let gaps = store.audit_gaps(&entries).await.expect("checks");
     assert_eq!(gaps.len(), 1, "{gaps:?}");
+}
+
+/// A coordinator whose key rotates while a round is under way: the round's
+/// later artifacts, still signed by the replaced key, verify (the rotation
+/// entry is signed by that key and keeps it valid for the rounds the log
+/// named before it); the replaced key signing a round begun after the
+/// rotation does not.
+#[tokio::test]
+async fn a_rotation_keeps_the_old_key_for_rounds_under_way_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_sqlite(&dir.path().join("sealroom.db"))
+        .await
+        .expect("opens");
+    let (old, new) = (key(1), key(3));
+    let signer = |k: &SigningKey| AuditSigner {
+        node: "coordinator".into(),
+        key: std::sync::Arc::new(k.clone()),
+    };
+    let entry = |k: &SigningKey, epoch: u64| pb::AuditKey {
+        node: "coordinator".into(),
+        role: pb::PartyRole::Coordinator as i32,
+        verifying_key: k.verifying_key().to_bytes().to_vec(),
+        epoch,
+        at_ms: 1,
+        ..Default::default()
+    };
+    let descriptor = |k: &SigningKey, round: u64| AuditRecord {
+        kind: AuditKind::Descriptor,
+        round_id: Some(round),
+        artifact: k.sign(&pb::RoundDescriptor {
+            round_id: round,
+            ..Default::default()
+        }),
+    };
+    let result = |k: &SigningKey, round: u64| AuditRecord {
+        kind: AuditKind::Result,
+        round_id: Some(round),
+        artifact: k.sign(&pb::RoundResult {
+            round_id: round,
+            ..Default::default()
+        }),
+    };
+    store
+        .audit_register_key(&entry(&old, 0), &signer(&old), None)
+        .await
+        .expect("key");
+    store
+        .record(None, &[descriptor(&old, 1)], Some(&signer(&old)), None)
+        .await
+        .expect("appends");
+    // The switch: the new key entered, signed by the old one.
+    assert!(
+        store
+            .audit_register_key(&entry(&new, 1), &signer(&new), Some(&signer(&old).key))
+            .await
+            .expect("rotates")
+    );
+    // Round 1 ends under the old key; round 2 is the new key's.
+    store
+        .record(
+            None,
+            &[result(&old, 1), descriptor(&new, 2), result(&new, 2)],
+            Some(&signer(&new)),
+            None,
+        )
+        .await
+        .expect("appends");
+    let entries = store.audit_entries(None).await.expect("reads");
+    let (_, violations) = verify_chain(&entries);
+    assert_eq!(violations, Vec::new());
+
+    // The old key signing round 3, begun after the rotation: refused.
+    store
+        .record(None, &[descriptor(&old, 3)], Some(&signer(&new)), None)
+        .await
+        .expect("appends");
+    let entries = store.audit_entries(None).await.expect("reads");
+    let (_, violations) = verify_chain(&entries);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].reason.contains("no key entry names"),
+        "{violations:?}"
+    );
 }

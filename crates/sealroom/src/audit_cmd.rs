@@ -57,18 +57,36 @@ impl StoreArgs {
     }
 }
 
+/// The store a node's config file names.
+pub(crate) async fn store_of_config(file: &std::path::Path) -> anyhow::Result<Store> {
+    StoreArgs {
+        data: None,
+        database: None,
+        config: Some(file.to_path_buf()),
+    }
+    .open()
+    .await
+    .with_context(|| format!("the store of {}", file.display()))
+}
+
 /// Inspect a node's signed, hash-chained audit log.
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Re-check the whole chain and every signature; print a summary. Exits
-    /// non-zero, naming the first bad entry, if anything was edited,
-    /// deleted, reordered or inserted.
+    /// non-zero, naming every bad entry and the number of entries checked,
+    /// if anything was edited, deleted, reordered or inserted (TAMPERED), or
+    /// if every bad entry is named by an operator's override (BROKEN).
     Verify(VerifyArgs),
     /// Print one round's story: descriptor, reports, inclusion set, result
     /// or abort with its reason, checkpoints.
     Show(ShowArgs),
     /// Write every entry as JSON Lines.
     Export(ExportArgs),
+    /// Compare several nodes' logs: verify each, then name every artifact
+    /// its signer's own log lacks and every signer that signed two different
+    /// artifacts of one kind for one round (equivocation). Give the
+    /// coordinator's and every helper's log, by config or export file.
+    CrossCheck(crate::audit_cross::CrossCheckArgs),
 }
 
 /// `sealroom audit verify`.
@@ -130,6 +148,7 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
             AuditCommand::Verify(args) => verify(args).await,
             AuditCommand::Show(args) => show(args).await,
             AuditCommand::Export(args) => export(args).await,
+            AuditCommand::CrossCheck(args) => crate::audit_cross::run(args).await,
         }
     })
 }
@@ -149,14 +168,21 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!(
-        "{h:02}:{m:02}:{s:02}.{:03} UTC (day {})",
-        ms % 1000,
-        secs / 86_400
-    )
+/// A log time (Unix milliseconds) as an ISO 8601 UTC timestamp,
+/// `2026-12-06T07:56:47.123Z`; a time no calendar holds is shown as is.
+fn iso_time(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    match time::UtcDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{}T{:02}:{:02}:{:02}.{:03}Z",
+            t.date(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        Err(_) => format!("{ms} ms after the Unix epoch"),
+    }
 }
 
 async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
@@ -171,16 +197,52 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
              -wal file?), or a log that was wiped"
         );
     }
-    let (summary, violation) = verify_chain(&entries);
+    let (summary, violations) = verify_chain(&entries);
     print_summary(&summary);
-    if let Some(v) = violation {
-        bail!("TAMPERED: {v}");
-    }
     let gaps = gaps?;
+    // Every bad entry, not only the first: one line each, in log order. An
+    // entry an operator override names is still bad, but known.
+    for v in &violations {
+        match v.acknowledged_by {
+            None => println!("TAMPERED: {v}"),
+            Some(_) => println!("BROKEN (override recorded): {v}"),
+        }
+    }
+    for gap in &gaps {
+        println!("TAMPERED: the log was cut short: {gap}");
+    }
+    let unknown = sealroom_store::unacknowledged(&violations);
+    if let Some(first) = unknown.first() {
+        bail!(
+            "TAMPERED: {} bad entries of {} checked (the first: {first}){}",
+            unknown.len(),
+            summary.entries,
+            match (violations.len() - unknown.len(), gaps.len()) {
+                (0, 0) => String::new(),
+                (known, 0) => format!("; {known} more named by an operator override"),
+                (0, g) => format!("; {g} rounds missing from the log"),
+                (known, g) => format!(
+                    "; {known} more named by an operator override; {g} rounds missing from the log"
+                ),
+            }
+        );
+    }
     if let Some(first) = gaps.first() {
         bail!(
-            "TAMPERED: the log was cut short: {first} ({} such gaps)",
-            gaps.len()
+            "TAMPERED: the log was cut short: {first} ({} such gaps; all {} entries checked verify)",
+            gaps.len(),
+            summary.entries
+        );
+    }
+    if let Some(first) = violations.first() {
+        bail!(
+            "BROKEN: chain broken at {}, override recorded at {}: {} bad entries of {} checked, \
+             every one named by an operator override (the node was started with \
+             --accept-broken-audit-chain); the entries stay bad",
+            first.seq,
+            first.acknowledged_by.unwrap_or_default(),
+            violations.len(),
+            summary.entries
         );
     }
     if let Some(file) = &args.federation {
@@ -206,13 +268,23 @@ fn print_summary(s: &AuditSummary) {
         println!("aborts:      {}", aborts.join(", "));
     }
     match (s.last_checkpoint, s.last_checkpoint_at_ms) {
-        (Some(seq), Some(at)) => println!("last signed checkpoint: entry {seq} at {}", time(at)),
+        (Some(seq), Some(at)) => {
+            println!("last signed checkpoint: entry {seq} at {}", iso_time(at))
+        }
         _ => println!("last signed checkpoint: none"),
     }
     if s.unsigned_tail > 0 {
         println!(
             "note: the last {} entries are not yet covered by a checkpoint",
             s.unsigned_tail
+        );
+    }
+    for o in &s.overrides {
+        println!(
+            "override:    entry {} at {}: the operator started the node on a broken log (bad entries {:?})",
+            o.seq,
+            iso_time(o.at_ms),
+            o.broken
         );
     }
     for k in &s.keys {
@@ -226,12 +298,15 @@ fn print_summary(s: &AuditSummary) {
     }
 }
 
-/// Every key the log names must be the key federation.toml gives that party.
-fn pin(summary: &AuditSummary, file: &std::path::Path) -> anyhow::Result<()> {
+/// Every key the log trusts now (its last key entry: the owner's key, which
+/// the verified rotation chain links to every earlier one, and the signer
+/// keys of its peers) must be a key federation.toml gives that party: its
+/// signing key or, during a coordinator rotation, the key it replaces.
+pub(crate) fn pin(summary: &AuditSummary, file: &std::path::Path) -> anyhow::Result<()> {
     let spec = sealroom_node::config::load_federation(file)
         .with_context(|| format!("reading {}", file.display()))?;
     let directory = Directory::new(&spec)?;
-    for k in &summary.keys {
+    for k in &summary.current_keys {
         let party = std::iter::once(&directory.coordinator)
             .chain(&directory.helpers)
             .find(|p| p.name == k.name && p.role.as_str() == k.role);
@@ -244,7 +319,10 @@ fn pin(summary: &AuditSummary, file: &std::path::Path) -> anyhow::Result<()> {
             );
         };
         let expected = party.signing_key.map(|key| key.key_id().to_hex());
-        if expected.as_deref() != Some(k.key_id.as_str()) {
+        let replaced = party.previous_key.map(|key| key.key_id().to_hex());
+        if expected.as_deref() != Some(k.key_id.as_str())
+            && (k.own || replaced.as_deref() != Some(k.key_id.as_str()))
+        {
             bail!(
                 "the log's key for {} {:?} is {} but {} pins {}",
                 k.role,
@@ -290,7 +368,9 @@ fn describe(entry: &AuditEntry) -> serde_json::Value {
             json!({
                 "included_clients": r.included_clients,
                 "answering_helpers": r.answering_helpers,
-                "sum_bytes": r.sum.len(),
+                "sum_length": r.sum_length,
+                "sum_digest": hex::encode(&r.sum_digest),
+                "unverified": r.unverified,
             })
         }),
         "abort" => body::<pb::AbortRecord>(&env).map(|a| {
@@ -305,6 +385,13 @@ fn describe(entry: &AuditEntry) -> serde_json::Value {
         }),
         "checkpoint" => body::<pb::AuditCheckpoint>(&env)
             .map(|c| json!({"covers_seq": c.seq, "head_hash": hex(&c.head_hash)})),
+        "override" => body::<pb::AuditOverride>(&env).map(|o| {
+            json!({
+                "node": o.node,
+                "entries": o.entries,
+                "broken": o.broken.iter().map(|b| json!({"seq": b.seq, "reason": b.reason})).collect::<Vec<_>>(),
+            })
+        }),
         "key" => body::<pb::AuditKey>(&env).map(|k| {
             json!({
                 "node": k.node,
@@ -384,7 +471,7 @@ async fn show(args: &ShowArgs) -> anyhow::Result<()> {
         println!(
             "  #{:<5} {}  {line}",
             d["seq"],
-            time(d["at_ms"].as_u64().unwrap_or_default())
+            iso_time(d["at_ms"].as_u64().unwrap_or_default())
         );
     }
     Ok(())
@@ -410,4 +497,21 @@ async fn export(args: &ExportArgs) -> anyhow::Result<()> {
         eprintln!("wrote {} entries to {}", entries.len(), path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso_time;
+
+    /// Against Python's `datetime.fromtimestamp(ms / 1000, timezone.utc)`.
+    #[test]
+    fn log_times_print_as_iso_dates() {
+        assert_eq!(iso_time(1_796_543_807_123), "2026-12-06T07:56:47.123Z");
+        assert_eq!(iso_time(1_796_515_199_999), "2026-12-05T23:59:59.999Z");
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            iso_time(u64::MAX),
+            format!("{} ms after the Unix epoch", u64::MAX)
+        );
+    }
 }

@@ -6,11 +6,13 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use sealroom_node::config::Role;
 use sealroom_node::init::{InitOptions, InitSummary, init_federation};
 use sealroom_node::pki;
+
+use crate::sharing::SharingArgs;
 
 /// Options of `sealroom init`.
 #[derive(Args, Debug, Clone)]
@@ -28,7 +30,7 @@ with mode 0600. Each node needs its own files, ca.pem and federation.toml.
 
 Examples:
   sealroom init fed
-  sealroom init fed --helpers 5 --threshold 3 --clients 10
+  sealroom init fed --helpers 5 --mode threshold --threshold 3 --clients 10
   sealroom init fed --host 10.0.0.5 --base-port 9000 --force")]
 pub struct InitArgs {
     /// Directory to create the federation in (created if missing).
@@ -41,11 +43,14 @@ pub struct InitArgs {
     /// one slice of the built-in wine-quality data set.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
-    /// Threshold mode: Shamir t-of-h over F_p (p = 2^61 − 1), so any t
-    /// helpers can finish a round (2 ≤ t ≤ helpers). Without it: additive
-    /// n-of-n over Z_2^64, where every helper must answer.
-    #[arg(long, value_name = "T")]
-    pub threshold: Option<usize>,
+    #[command(flatten)]
+    pub sharing: SharingArgs,
+    /// Threshold mode: when only T helpers are available, release the sum
+    /// from exactly T answers, which nobody can check against each other
+    /// (the signed result says `unverified`). Without it such a round
+    /// aborts (`unverifiable`): a release needs T + 1 checked answers.
+    #[arg(long)]
+    pub allow_unverified_threshold_release: bool,
     /// Smallest inclusion set a round may release (2 ≤ k ≤ clients).
     /// Default: half the clients, rounded up, and at least 2.
     #[arg(long, value_name = "K")]
@@ -73,16 +78,21 @@ pub struct InitArgs {
 
 /// Runs `sealroom init`.
 pub fn run(args: &InitArgs) -> Result<()> {
+    let threshold = args.sharing.threshold(args.helpers)?;
+    if args.allow_unverified_threshold_release && threshold.is_none() {
+        bail!("--allow-unverified-threshold-release applies to --mode threshold only");
+    }
     let opts = InitOptions {
         helpers: args.helpers,
         clients: args.clients,
-        threshold: args.threshold,
+        threshold,
         min_clients: args.min_clients,
         federation_id: args.federation_id.clone(),
         base_port: args.base_port,
         host: args.host.clone(),
         force: args.force,
         validity_days: args.validity_days,
+        allow_unverified_threshold_release: args.allow_unverified_threshold_release,
         ..InitOptions::default()
     };
     let summary = init_federation(&args.dir, &opts)

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_cmd;
+mod audit_cross;
 mod bench;
 mod chart;
 mod demo;
@@ -17,6 +18,8 @@ mod node_cmd;
 mod plan;
 mod plan_cmd;
 mod query_cmd;
+mod rotate_cmd;
+mod sharing;
 mod table;
 mod telemetry;
 mod train_cmd;
@@ -48,7 +51,11 @@ enum Command {
     /// one config per node, ready for `sealroom node --config`.
     Init(init_cmd::InitArgs),
     /// Run one node (coordinator, helper or client) from its config file as a
-    /// long-running service, until Ctrl-C or SIGTERM.
+    /// long-running service, until Ctrl-C or SIGTERM. SIGHUP reads
+    /// federation.toml again: clients and admins removed from it (or whose
+    /// fingerprint changed) are refused and their connections closed, and a
+    /// coordinator key rotation (`sealroom rotate-key`) takes effect, with
+    /// no restart; a change to anything else is refused and logged.
     Node(node_cmd::NodeArgs),
     /// Operate rounds through the coordinator's admin API (mutual TLS with an
     /// admin identity).
@@ -77,6 +84,12 @@ enum Command {
     /// smallest coalitions of helpers and of clients that break privacy;
     /// recommends the safest setting that meets a target probability.
     Plan(plan_cmd::PlanArgs),
+    /// Rotate the coordinator's signing key while the federation runs:
+    /// writes a new key file, points the coordinator's config at it and
+    /// updates federation.toml (new key, next key epoch, the old key kept for
+    /// rounds under way); then SIGHUP every node, the coordinator last.
+    /// `--retire` drops the old key once those rounds are over.
+    RotateKey(rotate_cmd::RotateKeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +105,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => audit_cmd::run_replay(args),
         Command::Bench(args) => bench::run(args),
         Command::Plan(args) => plan_cmd::run(args),
+        Command::RotateKey(args) => rotate_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,25 +1,18 @@
 //! `sealroom node` (run one role as a service) and `sealroom round start`
 //! (ask the coordinator, as an admin, to run a round).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use sealroom_analytics::fl::DatasetKind;
-use sealroom_analytics::joint::{self, QUERY_TASK, QueryInput};
-use sealroom_analytics::query::Policy;
-use sealroom_analytics::training::{
-    self, FEDAVG_TASK, MOMENTS_TASK, TrainingData, TrainingInput, UpdateTap,
-};
-use sealroom_node::config::{DataSource, NodeConfig, Role, load_node_config};
+use sealroom_node::config::{NodeConfig, Role, load_node_config};
 use sealroom_node::coordinator_node::Schedule;
 use sealroom_node::local::{open_context, start_round};
 use sealroom_node::metrics::Metrics;
 use sealroom_node::shutdown;
-use sealroom_node::tasks::{InputRouter, InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{InputSource, SYNTHETIC};
 
 use crate::table::{Align, Table};
 use crate::telemetry::{LogFormat, OtlpArgs, SHUTDOWN_TIMEOUT, ServiceId, Telemetry};
@@ -42,6 +35,16 @@ pub struct NodeArgs {
     /// Log as JSON lines instead of text (the level comes from RUST_LOG, default info).
     #[arg(long)]
     pub log_json: bool,
+    /// Coordinator and helpers: start even if this node's audit log does not
+    /// verify. Without it a node whose log has a bad entry (edited, deleted,
+    /// inserted, badly signed) refuses to start and names the first one. With
+    /// it the node appends an "override" entry, signed with its key, naming
+    /// every bad entry, and starts; `sealroom audit verify` then reports
+    /// "chain broken at N, override recorded at M" (and still fails). Later
+    /// starts need the flag again only for bad entries no override names.
+    /// Use it only after the break has been investigated (docs/runbook.md).
+    #[arg(long)]
+    pub accept_broken_audit_chain: bool,
     #[command(flatten)]
     pub otlp: OtlpArgs,
 }
@@ -74,93 +77,32 @@ pub struct RoundStartArgs {
     pub json: bool,
 }
 
-/// The tasks every sealroom coordinator offers.
-pub fn catalog() -> TaskCatalog {
-    let mut c = TaskCatalog::with_builtins();
-    training::register_tasks(&mut c);
-    joint::register_tasks(&mut c);
-    c
-}
+pub use sealroom_analytics::service::{DEFAULT_MIN_ROWS, catalog, client_router};
 
-/// The smallest `min_rows` a client accepts in a query unless its config's
-/// `[policy] min_rows` says otherwise: cells of fewer rows are never released.
-pub const DEFAULT_MIN_ROWS: u64 = 5;
-
-/// A client's data sources, from its config: the synthetic test task, its
-/// bundled training data sets, and its tables for queries.
+/// A client's data sources, from its config (see
+/// [`sealroom_analytics::service::client_input`]).
 pub fn client_input(config: &NodeConfig) -> Result<Arc<dyn InputSource>> {
-    let mut training_tables = BTreeMap::new();
-    let mut query_tables = BTreeMap::new();
-    for (table, source) in &config.data {
-        match source {
-            DataSource::Builtin {
-                dataset,
-                part,
-                parts,
-            } => {
-                let dataset = match dataset.as_str() {
-                    "winequality" => DatasetKind::Wine,
-                    "iris" => DatasetKind::Iris,
-                    other => bail!(
-                        "{}: data.{table}: the bundled {other:?} data set is not a training set (use winequality or iris; for queries write it to a CSV file)",
-                        config.file.display()
-                    ),
-                };
-                training_tables.insert(
-                    table.clone(),
-                    TrainingData {
-                        dataset,
-                        part: *part,
-                        parts: *parts,
-                    },
-                );
-            }
-            query => {
-                query_tables.insert(table.clone(), query.clone());
-            }
-        }
-    }
-    let floor = Policy::new(
-        config.policy.map_or(DEFAULT_MIN_ROWS, |p| p.min_rows),
-        u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX),
-    )?;
-    Ok(Arc::new(client_router(
-        &config.name,
-        training_tables,
-        query_tables,
-        floor,
-        None,
-    )))
+    Ok(sealroom_analytics::service::client_input(
+        config,
+        Vec::new(),
+    )?)
 }
 
-/// The input of a client: which source serves which task.
-pub fn client_router(
-    name: &str,
-    training_tables: BTreeMap<String, TrainingData>,
-    query_tables: BTreeMap<String, DataSource>,
-    floor: Policy,
-    tap: Option<UpdateTap>,
-) -> InputRouter {
-    let mut training = TrainingInput::new(name, training_tables);
-    if let Some(tap) = tap {
-        training = training.with_tap(tap);
-    }
-    let training: Arc<dyn InputSource> = Arc::new(training);
-    InputRouter::default()
-        .with(
-            SYNTHETIC,
-            Arc::new(SyntheticInput {
-                client: name.to_string(),
-            }),
-        )
-        .with(MOMENTS_TASK, training.clone())
-        .with(FEDAVG_TASK, training)
-        .with(QUERY_TASK, Arc::new(QueryInput::new(query_tables, floor)))
+/// Why `sealroom node` refuses an admin config.
+fn admin_runs_no_node(config: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: an admin identity does not run a node; use `sealroom round start --config` with it",
+        config.display()
+    )
 }
 
 /// Runs one node until Ctrl-C or SIGTERM.
 pub fn run_node(args: &NodeArgs) -> Result<()> {
     let config = load_node_config(&args.config)?;
+    // Refused before anything is opened or created (the node's database).
+    if config.role == Role::Admin {
+        return Err(admin_runs_no_node(&args.config));
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let log = if args.log_json {
         LogFormat::Json
@@ -176,13 +118,27 @@ pub fn run_node(args: &NodeArgs) -> Result<()> {
         sealroom_node::tls::install_crypto_provider();
         let metrics = Metrics::new();
         let (trigger, shutdown) = shutdown::channel();
-        let ctx = open_context(&config, metrics.clone()).await?;
+        let mut ctx = open_context(&config, metrics.clone()).await?;
+        ctx.accept_broken_audit_chain = args.accept_broken_audit_chain;
+        // SIGHUP: read federation.toml again (revocation without a restart).
+        tokio::spawn(sealroom_node::reload::reload_on_hangup(
+            ctx.clone(),
+            args.config.clone(),
+            shutdown.clone(),
+        ));
         if let Some(addr) = config.metrics_listen {
-            let bound = metrics.serve(addr, shutdown.clone()).await.with_context(|| format!("serving /metrics on {addr}"))?;
+            let bound = metrics
+                .serve(addr, shutdown.clone())
+                .await
+                .with_context(|| format!("serving /metrics on {addr}"))?;
             tracing::info!(%bound, "metrics at http://{bound}/metrics");
         }
         let listener = match config.listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?,
+            ),
             None => None,
         };
         let join = match config.role {
@@ -193,7 +149,14 @@ pub fn run_node(args: &NodeArgs) -> Result<()> {
                     vector_length: args.schedule_dim,
                 });
                 let listener = listener.context("the coordinator needs `listen`")?;
-                let h = sealroom_node::coordinator_node::spawn(ctx, listener, catalog(), schedule, shutdown.clone()).await?;
+                let h = sealroom_node::coordinator_node::spawn(
+                    ctx,
+                    listener,
+                    catalog(),
+                    schedule,
+                    shutdown.clone(),
+                )
+                .await?;
                 tracing::info!(addr = %h.addr, "coordinator serving");
                 h.join
             }
@@ -205,9 +168,11 @@ pub fn run_node(args: &NodeArgs) -> Result<()> {
             }
             Role::Client => {
                 let input = client_input(&config)?;
-                sealroom_node::client_node::spawn(ctx, input, None, shutdown.clone()).await?.join
+                sealroom_node::client_node::spawn(ctx, input, None, shutdown.clone())
+                    .await?
+                    .join
             }
-            Role::Admin => bail!("{}: an admin identity does not run a node; use `sealroom round start --config` with it", args.config.display()),
+            Role::Admin => return Err(admin_runs_no_node(&args.config)),
         };
         tokio::select! {
             () = shutdown::os_signal() => tracing::info!("shutting down"),

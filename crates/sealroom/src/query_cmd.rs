@@ -20,11 +20,15 @@ Supported: SELECT over one table with COUNT(*), COUNT(col), SUM, AVG, VAR_SAMP,
 VAR_POP, STDDEV(_SAMP/_POP), HISTOGRAM(col, edge, edge, ...), REGR_SLOPE,
 REGR_INTERCEPT, REGR_R2, REGR_COUNT, OLS(y, x1, ..., xk); WHERE filters;
 GROUP BY over a declared domain (--domain); values outside it count in an
-\"(other)\" cell. Not supported (refused with the reason): joins, MIN, MAX,
-MEDIAN, COUNT(DISTINCT), subqueries.
+\"(other)\" cell. Every column used in arithmetic or inside an aggregate needs
+declared bounds (--bound): each client clamps its values to them, so no row
+can dominate a statistic or make a client's evaluation fail, and the result
+counts per cell the rows that were adjusted. Not supported (refused with the
+reason): joins, MIN, MAX, MEDIAN, COUNT(DISTINCT), subqueries.
 
 Example:
   sealroom query --config fed/admin.toml --domain dept=eng,sales,ops \\
+    --bound salary=0,1000000 \\
     \"SELECT dept, COUNT(*), AVG(salary) FROM salaries GROUP BY dept\"")]
 pub struct QueryArgs {
     /// An admin config (e.g. `admin.toml` written by `sealroom init`).
@@ -34,9 +38,13 @@ pub struct QueryArgs {
     #[arg(required_unless_present = "spec", conflicts_with = "spec")]
     pub sql: Option<String>,
     /// A query spec as JSON: `{"sql": …, "domains": {…}, "min_rows": …,
-    /// "min_clients": …}` (see examples/salaries/queries/).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients"])]
+    /// "min_clients": …, "bounds": {…}}` (see examples/salaries/queries/).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients", "bounds"])]
     pub spec: Option<PathBuf>,
+    /// The declared bounds of a numeric column: `COLUMN=LO,HI` (repeatable;
+    /// needed for every column used in arithmetic or an aggregate).
+    #[arg(long = "bound", value_name = "COLUMN=LO,HI")]
+    pub bounds: Vec<String>,
     /// The declared domain of a GROUP BY column: `COLUMN=v1,v2,...`
     /// (repeatable).
     #[arg(long = "domain", value_name = "COLUMN=VALUES")]
@@ -82,6 +90,28 @@ pub fn parse_domains(options: &[String]) -> Result<BTreeMap<String, Vec<String>>
     Ok(domains)
 }
 
+/// Parses `--bound COLUMN=LO,HI` options.
+pub fn parse_bounds(options: &[String]) -> Result<BTreeMap<String, [f64; 2]>> {
+    let mut bounds = BTreeMap::new();
+    for option in options {
+        let parsed = option.split_once('=').and_then(|(column, range)| {
+            let (lo, hi) = range.split_once(',')?;
+            Some((
+                column.trim(),
+                lo.trim().parse::<f64>().ok()?,
+                hi.trim().parse::<f64>().ok()?,
+            ))
+        });
+        let Some((column, lo, hi)) = parsed.filter(|(c, _, _)| !c.is_empty()) else {
+            bail!("--bound {option:?}: expected COLUMN=LO,HI with two numbers");
+        };
+        if bounds.insert(column.to_string(), [lo, hi]).is_some() {
+            bail!("--bound: column {column:?} is bounded twice");
+        }
+    }
+    Ok(bounds)
+}
+
 /// Loads an admin identity, refusing other roles.
 pub fn load_admin(path: &std::path::Path, command: &str) -> Result<NodeConfig> {
     let config = load_node_config(path)?;
@@ -112,6 +142,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             min_clients: args
                 .min_clients
                 .unwrap_or(u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX)),
+            bounds: parse_bounds(&args.bounds)?,
         },
         (None, None) => bail!("give the query as an argument, or --spec FILE"),
     };

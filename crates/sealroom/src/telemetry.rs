@@ -213,14 +213,29 @@ impl Telemetry {
 }
 
 /// The fmt layer: `RUST_LOG` (default `info`) decides what is logged.
+/// Colours only on a terminal, and never with `NO_COLOR` set
+/// ([`use_ansi`]): a log redirected to a file or a pipe stays plain text.
 fn log_layer(log: LogFormat) -> Option<Box<dyn Layer<Registry> + Send + Sync>> {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = use_ansi(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match log {
         LogFormat::Text => Some(fmt.with_filter(filter).boxed()),
         LogFormat::Json => Some(fmt.json().with_filter(filter).boxed()),
         LogFormat::Off => None,
     }
+}
+
+/// Whether text logs may carry ANSI colour codes: only when they go to a
+/// terminal and `NO_COLOR` is unset or empty (<https://no-color.org>).
+fn use_ansi(to_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    to_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The layer that turns sealroom's spans (targets `sealroom*`, INFO and
@@ -354,6 +369,16 @@ impl<E: SpanExporter> SpanExporter for Export<E> {
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(super::use_ansi(true, None));
+        assert!(super::use_ansi(true, Some(OsStr::new(""))));
+        assert!(!super::use_ansi(true, Some(OsStr::new("1"))));
+        assert!(!super::use_ansi(false, None));
+        assert!(!super::use_ansi(false, Some(OsStr::new(""))));
+    }
 
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
         TraceService, TraceServiceServer,

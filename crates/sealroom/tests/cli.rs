@@ -47,7 +47,7 @@ fn spawn_node(config: &Path) -> Child {
 #[test]
 fn init_nodes_as_processes_round_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(30_000, 110);
+    let base = free_base_port(110);
     let out = sealroom()
         .args([
             "init",
@@ -145,6 +145,8 @@ fn init_nodes_as_processes_round_and_metrics() {
             "--json",
             "--domain",
             "dept=eng,sales,ops,hr,legal",
+            "--bound",
+            "salary=0,1000000",
             "--config",
         ])
         .arg(dir.path().join("admin.toml"))
@@ -172,6 +174,45 @@ fn init_nodes_as_processes_round_and_metrics() {
         row("legal")["cells"].to_string().contains("uppress"),
         "{text}"
     );
+
+    // Issue #13 finding 4: a question no client can answer comes back at
+    // once with the clients' own typed reasons, not a timeout reading
+    // "only 0 client(s)". A misspelled table, then a misspelled column. The
+    // round aborts as soon as min_clients (2) is out of reach, so two or
+    // three clients' reasons are in the answer.
+    for (sql, reason) in [
+        ("SELECT COUNT(*) FROM salary", r#"no table "salary" ("#),
+        (
+            "SELECT dept, AVG(salry) FROM salaries GROUP BY dept",
+            r#"no column "salry" ("#,
+        ),
+    ] {
+        let out = sealroom()
+            .args([
+                "query",
+                "--domain",
+                "dept=eng,sales,ops,hr,legal",
+                "--bound",
+                "salry=0,1000000",
+                "--config",
+            ])
+            .arg(dir.path().join("admin.toml"))
+            .arg(sql)
+            .output()
+            .expect("query runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{sql}: {text}");
+        assert!(
+            text.contains("aborted (not_enough_clients)")
+                && text.contains("of 3 clients sat the round out")
+                && text.contains(reason),
+            "{sql}: {text}"
+        );
+    }
 
     // The same question from a spec file, as shipped with the example.
     let out = sealroom()
@@ -294,12 +335,69 @@ fn init_nodes_as_processes_round_and_metrics() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // (Last: its many rounds prune the archive of the round replayed above.)
+    // A training on the clients' own salary tables from a spec file: globex's
+    // CSV has two empty salaries, so client-1 sits out naming the column and
+    // the training goes on with the other two; the model is exported.
+    let export = dir.path().join("model");
+    let out = sealroom()
+        .args(["train", "--json", "--config"])
+        .arg(dir.path().join("admin.toml"))
+        .arg("--spec")
+        .arg(examples.join("train_dept.json"))
+        .arg("--export")
+        .arg(&export)
+        .output()
+        .expect("train --spec runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "train --spec failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).expect("train --spec JSON");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert!(!rounds.is_empty(), "{text}");
+    for r in rounds {
+        assert_eq!(
+            r["included"],
+            serde_json::json!(["client-0", "client-2"]),
+            "{text}"
+        );
+    }
+    assert!(export.join("model.safetensors").is_file());
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(export.join("model.json")).expect("model.json"))
+            .expect("model.json is JSON");
+    assert_eq!(model["format"], "sealroom-model/1");
+    assert_eq!(model["n_params"], 24);
+    // A spec naming an unknown field is refused before any round, naming the file.
+    let bad = dir.path().join("bad_spec.json");
+    std::fs::write(
+        &bad,
+        r#"{"table": "salaries", "label": "dept", "featurez": []}"#,
+    )
+    .expect("write");
+    let out = sealroom()
+        .args(["train", "--config"])
+        .arg(dir.path().join("admin.toml"))
+        .arg("--spec")
+        .arg(&bad)
+        .output()
+        .expect("train runs");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad_spec.json") && err.contains("featurez"),
+        "{err}"
+    );
 }
 
 #[test]
 fn init_refuses_to_overwrite_keys_and_bad_configs_name_file_and_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(30_000, 110).to_string();
+    let base = free_base_port(110).to_string();
     let ok = sealroom()
         .args(["init", "--base-port", &base])
         .arg(dir.path())
@@ -340,7 +438,7 @@ fn init_refuses_to_overwrite_keys_and_bad_configs_name_file_and_field() {
 #[test]
 fn query_refuses_unsupported_sql_before_any_round() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(30_000, 110).to_string();
+    let base = free_base_port(110).to_string();
     let ok = sealroom()
         .args(["init", "--base-port", &base])
         .arg(dir.path())

@@ -111,7 +111,7 @@ fn nodes_export_their_protocol_steps_on_shutdown() {
     let (collector, collector_addr) = start_collector(&runtime);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(40_000, 110);
+    let base = free_base_port(110);
     let out = sealroom()
         .args(["init", "--helpers", "2", "--clients", "2", "--base-port"])
         .arg(base.to_string())

@@ -126,6 +126,15 @@ pub enum FlError {
         /// Position of the first overflowing value.
         index: usize,
     },
+    /// An operation for one kind of model was asked of another (e.g. class
+    /// predictions from a linear regression).
+    #[error("a {kind} model cannot do this; it needs {needs}")]
+    WrongModelKind {
+        /// The model's kind.
+        kind: String,
+        /// What the operation needs.
+        needs: &'static str,
+    },
     /// A quantization spec or value was refused by `sealroom-core`.
     #[error("quantization refused: {0}")]
     Quantization(#[from] QuantError),

@@ -142,19 +142,44 @@ pub fn encode_update(
     n_samples: usize,
     feedback: Option<&mut ErrorFeedback>,
 ) -> Result<EncodedUpdate, FlError> {
-    let (delta_spec, _) = spec.check()?;
     check_same_shape(global, local)?;
+    encode_delta(spec, global.params(), local.params(), n_samples, feedback)
+}
+
+/// [`encode_update`] for flat parameter vectors of any model (what a
+/// framework such as Flower hands over): `global` is the model the round
+/// started from, `local` the client's trained parameters in the same layout.
+pub fn encode_delta(
+    spec: &FedAvgSpec,
+    global: &[f64],
+    local: &[f64],
+    n_samples: usize,
+    feedback: Option<&mut ErrorFeedback>,
+) -> Result<EncodedUpdate, FlError> {
+    let (delta_spec, _) = spec.check()?;
+    if local.len() != global.len() {
+        return Err(FlError::ShapeMismatch {
+            what: "local parameters vs global parameters",
+            expected: global.len(),
+            actual: local.len(),
+        });
+    }
+    if global.is_empty() {
+        return Err(FlError::Empty {
+            what: "parameter vector",
+        });
+    }
+    if let Some(index) = global.iter().position(|g| !g.is_finite()) {
+        return Err(FlError::NonFinite {
+            what: "global parameters",
+            index,
+        });
+    }
     if n_samples == 0 {
         return Err(FlError::ZeroWeight);
     }
-    let delta: Zeroizing<Vec<f64>> = Zeroizing::new(
-        local
-            .params()
-            .iter()
-            .zip(global.params())
-            .map(|(l, g)| l - g)
-            .collect(),
-    );
+    let delta: Zeroizing<Vec<f64>> =
+        Zeroizing::new(local.iter().zip(global).map(|(l, g)| l - g).collect());
     if let Some(index) = delta.iter().position(|d| !d.is_finite()) {
         return Err(FlError::NonFiniteDelta { index });
     }
@@ -193,8 +218,20 @@ pub fn encode_update(
 /// `n_params + 1` values, each a whole number of quanta no larger than
 /// `W · max_abs` (what honest updates can produce).
 pub fn apply_sum(spec: &FedAvgSpec, global: &Model, sum: &[f64]) -> Result<Model, FlError> {
+    let params = apply_sum_to(spec, global.params(), sum)?;
+    Model::from_params(
+        global.kind(),
+        global.n_features(),
+        global.n_classes(),
+        params,
+    )
+}
+
+/// [`apply_sum`] for a flat parameter vector: `global[k] + sum[k] / W`
+/// with `W = sum[n] / step`, after the same checks.
+pub fn apply_sum_to(spec: &FedAvgSpec, global: &[f64], sum: &[f64]) -> Result<Vec<f64>, FlError> {
     let (delta_spec, _) = spec.check()?;
-    let n = global.n_params();
+    let n = global.len();
     if sum.len() != FedAvgSpec::wire_len(n) {
         return Err(FlError::ShapeMismatch {
             what: "values in the sum vs model parameters + 1",
@@ -216,17 +253,17 @@ pub fn apply_sum(spec: &FedAvgSpec, global: &Model, sum: &[f64]) -> Result<Model
         }
     }
     let params: Vec<f64> = global
-        .params()
         .iter()
         .zip(&sum[..n])
         .map(|(g, s)| g + s / total_weight)
         .collect();
-    Model::from_params(
-        global.kind(),
-        global.n_features(),
-        global.n_classes(),
-        params,
-    )
+    if let Some(index) = params.iter().position(|p| !p.is_finite()) {
+        return Err(FlError::NonFinite {
+            what: "aggregated parameters",
+            index,
+        });
+    }
+    Ok(params)
 }
 
 /// The plaintext twin of a secure FedAvg round: quantizes each update's
@@ -239,11 +276,23 @@ pub fn plaintext_fedavg(
     global: &Model,
     updates: &[EncodedUpdate],
 ) -> Result<Model, FlError> {
+    let sum = plaintext_sum(spec, global.n_params(), updates)?;
+    apply_sum(spec, global, &sum)
+}
+
+/// The sum a secure round of `updates` (for a model of `n_params`
+/// parameters) reveals, computed in the clear from the same integers: what
+/// [`plaintext_fedavg`] applies. For tests and simulations only.
+pub fn plaintext_sum(
+    spec: &FedAvgSpec,
+    n_params: usize,
+    updates: &[EncodedUpdate],
+) -> Result<Vec<f64>, FlError> {
     let (_, wire) = spec.check()?;
     if updates.is_empty() {
         return Err(FlError::Empty { what: "update set" });
     }
-    let len = FedAvgSpec::wire_len(global.n_params());
+    let len = FedAvgSpec::wire_len(n_params);
     let mut acc = Zeroizing::new(vec![0i128; len]);
     for update in updates {
         if update.values.len() != len {
@@ -270,7 +319,7 @@ pub fn plaintext_fedavg(
         // |a| ≤ 2^53 fits i64 and converts to f64 exactly.
         sum.push(wire.dequantize(a as i64));
     }
-    apply_sum(spec, global, &sum)
+    Ok(sum)
 }
 
 /// Unquantized FedAvg in `f64` (McMahan et al., 2017), the baseline that a

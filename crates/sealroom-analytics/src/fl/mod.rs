@@ -61,8 +61,9 @@ pub use data::{
 };
 pub use error::FlError;
 pub use fedavg::{
-    EncodedUpdate, FedAvgSpec, apply_sum, encode_update, plaintext_fedavg, unquantized_fedavg,
+    EncodedUpdate, FedAvgSpec, apply_sum, apply_sum_to, encode_delta, encode_update,
+    plaintext_fedavg, plaintext_sum, unquantized_fedavg,
 };
-pub use model::{Model, ModelKind, TrainConfig};
+pub use model::{MAX_EPOCHS, Model, ModelKind, TrainConfig};
 pub use sim::{Aggregation, RoundReport, Setting, SimConfig, SimReport, centralized, simulate};
 pub use split::{MAX_DRAWS, derive_seed, dirichlet_split};

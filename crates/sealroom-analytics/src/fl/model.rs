@@ -1,17 +1,21 @@
 //! The models: multinomial logistic (softmax) regression and a one-hidden-
 //! layer perceptron, both with a softmax output and mean cross-entropy loss,
-//! trained locally by mini-batch SGD.
+//! and linear regression (one output, half mean squared error), all trained
+//! locally by mini-batch SGD.
 //!
 //! A model is one flat parameter vector, so a FedAvg delta is a plain
 //! vector. Layout (matrices row-major, `F` features, `C` classes, `H`
 //! hidden units):
 //!
 //! * logistic: `W` (F×C), then `b` (C); logits `= x·W + b`;
+//! * linear: `W` (F×1), then `b` (1); prediction `= x·W + b` (the model's
+//!   "classes" are its one output, `C = 1`);
 //! * MLP: `W1` (F×H), `b1` (H), `W2` (H×C), `b2` (C);
 //!   logits `= tanh(x·W1 + b1)·W2 + b2`.
 //!
-//! Training minimizes `mean cross-entropy + (l2/2)·‖weights‖²` (biases are
-//! not penalized). The same inputs give the same model bit for bit: the
+//! Training minimizes `mean cross-entropy + (l2/2)·‖weights‖²` (linear
+//! regression: `½·mean (ŷ − y)² + (l2/2)·‖weights‖²`; biases are not
+//! penalized). The same inputs give the same model bit for bit: the
 //! shuffle comes from ChaCha20 seeded with [`TrainConfig::seed`], and every
 //! floating-point operation runs in a fixed order.
 
@@ -36,6 +40,8 @@ pub enum ModelKind {
         /// Hidden units (at least 1).
         hidden: usize,
     },
+    /// Linear regression: one real output, squared-error loss.
+    Linear,
 }
 
 impl fmt::Display for ModelKind {
@@ -43,16 +49,27 @@ impl fmt::Display for ModelKind {
         match self {
             ModelKind::Logistic => f.write_str("logistic"),
             ModelKind::Mlp { hidden } => write!(f, "mlp(hidden={hidden})"),
+            ModelKind::Linear => f.write_str("linear"),
         }
     }
 }
 
 impl ModelKind {
+    /// Whether the model predicts a real value (linear regression) rather
+    /// than a class.
+    pub fn is_regression(self) -> bool {
+        match self {
+            ModelKind::Linear => true,
+            ModelKind::Logistic | ModelKind::Mlp { .. } => false,
+        }
+    }
+
     /// Length of the flat parameter vector for `n_features` inputs and
-    /// `n_classes` outputs (see the module doc for the layout).
+    /// `n_classes` outputs (see the module doc for the layout; a linear
+    /// regression has one output).
     pub fn n_params(self, n_features: usize, n_classes: usize) -> usize {
         match self {
-            ModelKind::Logistic => n_features * n_classes + n_classes,
+            ModelKind::Logistic | ModelKind::Linear => n_features * n_classes + n_classes,
             ModelKind::Mlp { hidden } => {
                 n_features * hidden + hidden + hidden * n_classes + n_classes
             }
@@ -65,7 +82,8 @@ impl ModelKind {
 pub struct TrainConfig {
     /// SGD step size (positive).
     pub learning_rate: f64,
-    /// Passes over the local data (0 returns the model unchanged).
+    /// Passes over the local data (0 returns the model unchanged; at most
+    /// [`MAX_EPOCHS`]).
     pub epochs: usize,
     /// Rows per mini-batch (at least 1; the last batch may be smaller).
     pub batch_size: usize,
@@ -75,8 +93,22 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+/// The most passes over its data a round may ask of a client: the
+/// coordinator refuses more (an admin must not be able to keep every
+/// client's CPU busy indefinitely), and so does each client.
+pub const MAX_EPOCHS: usize = 1_000;
+
 impl TrainConfig {
-    fn check(&self) -> Result<(), FlError> {
+    /// Checks every setting: the coordinator's planner before a round is
+    /// issued, and each client before it trains.
+    pub fn check(&self) -> Result<(), FlError> {
+        if self.epochs > MAX_EPOCHS {
+            return Err(FlError::InvalidParameter {
+                name: "epochs",
+                value: self.epochs as f64,
+                expected: "at most 1000 (MAX_EPOCHS)",
+            });
+        }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(FlError::InvalidParameter {
                 name: "learning_rate",
@@ -225,6 +257,7 @@ impl Model {
 
     /// Class probabilities, one row per row of `x`.
     pub fn predict_proba(&self, x: &Array2<f64>) -> Result<Array2<f64>, FlError> {
+        self.check_classifier()?;
         self.check_features(x)?;
         let mut logits = self.forward(&self.params, x.view()).logits;
         for mut row in logits.rows_mut() {
@@ -236,6 +269,7 @@ impl Model {
 
     /// The most probable class of each row (the lowest index on ties).
     pub fn predict(&self, x: &Array2<f64>) -> Result<Array1<usize>, FlError> {
+        self.check_classifier()?;
         self.check_features(x)?;
         let logits = self.forward(&self.params, x.view()).logits;
         Ok(logits.rows().into_iter().map(argmax).collect())
@@ -283,8 +317,95 @@ impl Model {
         y: &Array1<usize>,
         config: &TrainConfig,
     ) -> Result<Model, FlError> {
-        config.check()?;
+        self.check_classifier()?;
         self.check_data(x, y)?;
+        let labels = y.to_vec();
+        self.train_on(x, Targets::Classes(&labels), config)
+    }
+
+    /// [`Model::train_local`] for a linear regression: real targets `y`.
+    pub fn train_local_regression(
+        &self,
+        x: &Array2<f64>,
+        y: &Array1<f64>,
+        config: &TrainConfig,
+    ) -> Result<Model, FlError> {
+        self.check_regression(x, y)?;
+        let values = y.to_vec();
+        self.train_on(x, Targets::Values(&values), config)
+    }
+
+    /// Predictions of a linear regression, one per row of `x`.
+    pub fn predict_values(&self, x: &Array2<f64>) -> Result<Array1<f64>, FlError> {
+        if !self.kind.is_regression() {
+            return Err(FlError::WrongModelKind {
+                kind: self.kind.to_string(),
+                needs: "a regression model (linear)",
+            });
+        }
+        self.check_features(x)?;
+        let out = self.forward(&self.params, x.view()).logits;
+        Ok(out.column(0).to_owned())
+    }
+
+    /// Mean squared error of a linear regression on `(x, y)`.
+    pub fn mse(&self, x: &Array2<f64>, y: &Array1<f64>) -> Result<f64, FlError> {
+        self.check_regression(x, y)?;
+        let predicted = self.predict_values(x)?;
+        let total: f64 = predicted
+            .iter()
+            .zip(y)
+            .map(|(p, t)| (p - t) * (p - t))
+            .sum();
+        Ok(total / y.len() as f64)
+    }
+
+    fn check_classifier(&self) -> Result<(), FlError> {
+        if self.kind.is_regression() {
+            return Err(FlError::WrongModelKind {
+                kind: self.kind.to_string(),
+                needs: "a classifier (logistic or mlp)",
+            });
+        }
+        Ok(())
+    }
+
+    fn check_regression(&self, x: &Array2<f64>, y: &Array1<f64>) -> Result<(), FlError> {
+        if !self.kind.is_regression() {
+            return Err(FlError::WrongModelKind {
+                kind: self.kind.to_string(),
+                needs: "a regression model (linear)",
+            });
+        }
+        self.check_features(x)?;
+        if y.len() != x.nrows() {
+            return Err(FlError::ShapeMismatch {
+                what: "targets vs rows of x",
+                expected: x.nrows(),
+                actual: y.len(),
+            });
+        }
+        if y.is_empty() {
+            return Err(FlError::Empty {
+                what: "regression data",
+            });
+        }
+        if let Some(index) = y.iter().position(|v| !v.is_finite()) {
+            return Err(FlError::NonFinite {
+                what: "regression targets",
+                index,
+            });
+        }
+        Ok(())
+    }
+
+    fn train_on(
+        &self,
+        x: &Array2<f64>,
+        y: Targets<'_>,
+        config: &TrainConfig,
+    ) -> Result<Model, FlError> {
+        config.check()?;
         if y.is_empty() {
             return Err(FlError::Empty {
                 what: "local training data",
@@ -298,13 +419,13 @@ impl Model {
         }
         let mut trained = self.clone();
         let mut rng = SplitRng::new(config.seed);
-        let mut order: Vec<usize> = (0..y.len()).collect();
+        let mut order: Vec<usize> = (0..x.nrows()).collect();
         for _ in 0..config.epochs {
             shuffle(&mut rng, &mut order);
             for batch in order.chunks(config.batch_size) {
                 let xb = x.select(Axis(0), batch);
-                let yb: Vec<usize> = batch.iter().map(|&r| y[r]).collect();
-                let (_, grad) = trained.objective(&trained.params, xb.view(), &yb, config.l2);
+                let yb = y.select(batch);
+                let (_, grad) = trained.objective(&trained.params, xb.view(), yb.view(), config.l2);
                 for (p, g) in trained.params.iter_mut().zip(&grad) {
                     *p -= config.learning_rate * g;
                 }
@@ -325,6 +446,7 @@ impl Model {
     }
 
     fn check_data(&self, x: &Array2<f64>, y: &Array1<usize>) -> Result<(), FlError> {
+        self.check_classifier()?;
         self.check_features(x)?;
         check_labels(x, y, self.n_classes)
     }
@@ -333,7 +455,7 @@ impl Model {
     fn forward(&self, params: &[f64], x: ArrayView2<'_, f64>) -> Forward {
         let (f, c) = (self.n_features, self.n_classes);
         match self.kind {
-            ModelKind::Logistic => {
+            ModelKind::Logistic | ModelKind::Linear => {
                 let (w, b) = (matrix(params, 0, f, c), vector(params, f * c, c));
                 Forward {
                     logits: x.dot(&w) + b,
@@ -360,20 +482,32 @@ impl Model {
         &self,
         params: &[f64],
         x: ArrayView2<'_, f64>,
-        y: &[usize],
+        y: Targets<'_>,
         l2: f64,
     ) -> (f64, Vec<f64>) {
         let (f, c) = (self.n_features, self.n_classes);
         let m = y.len() as f64;
         let Forward { logits, hidden } = self.forward(params, x);
-        // dL/dlogits = (softmax − onehot) / m, and the mean cross-entropy.
         let mut dlogits = logits;
         let mut ce = 0.0;
-        for (mut row, &label) in dlogits.rows_mut().into_iter().zip(y) {
-            let lse = log_sum_exp(row.view());
-            ce += lse - row[label];
-            row.mapv_inplace(|z| (z - lse).exp() / m);
-            row[label] -= 1.0 / m;
+        match y {
+            // dL/dlogits = (softmax − onehot) / m, and the mean cross-entropy.
+            Targets::Classes(labels) => {
+                for (mut row, &label) in dlogits.rows_mut().into_iter().zip(labels) {
+                    let lse = log_sum_exp(row.view());
+                    ce += lse - row[label];
+                    row.mapv_inplace(|z| (z - lse).exp() / m);
+                    row[label] -= 1.0 / m;
+                }
+            }
+            // dL/dŷ = (ŷ − y) / m, and half the summed squared error.
+            Targets::Values(values) => {
+                for (mut row, &target) in dlogits.rows_mut().into_iter().zip(values) {
+                    let residual = row[0] - target;
+                    ce += 0.5 * residual * residual;
+                    row[0] = residual / m;
+                }
+            }
         }
         let mut grad = Vec::with_capacity(params.len());
         let mut penalty = 0.0;
@@ -407,11 +541,61 @@ struct Forward {
     hidden: Option<Array2<f64>>,
 }
 
+/// What a batch is trained towards: class labels or real values.
+#[derive(Clone, Copy)]
+enum Targets<'a> {
+    Classes(&'a [usize]),
+    Values(&'a [f64]),
+}
+
+/// The targets of a batch, owned.
+enum OwnedTargets {
+    Classes(Vec<usize>),
+    Values(Vec<f64>),
+}
+
+impl OwnedTargets {
+    fn view(&self) -> Targets<'_> {
+        match self {
+            OwnedTargets::Classes(v) => Targets::Classes(v),
+            OwnedTargets::Values(v) => Targets::Values(v),
+        }
+    }
+}
+
+impl Targets<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Targets::Classes(v) => v.len(),
+            Targets::Values(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn select(&self, rows: &[usize]) -> OwnedTargets {
+        match self {
+            Targets::Classes(v) => OwnedTargets::Classes(rows.iter().map(|&r| v[r]).collect()),
+            Targets::Values(v) => OwnedTargets::Values(rows.iter().map(|&r| v[r]).collect()),
+        }
+    }
+}
+
 fn check_shape(kind: ModelKind, n_features: usize, n_classes: usize) -> Result<(), FlError> {
     if n_features == 0 {
         return Err(FlError::Empty { what: "features" });
     }
-    if n_classes < 2 {
+    if kind.is_regression() {
+        if n_classes != 1 {
+            return Err(FlError::InvalidParameter {
+                name: "n_classes",
+                value: n_classes as f64,
+                expected: "1 (the one output of a linear regression)",
+            });
+        }
+    } else if n_classes < 2 {
         return Err(FlError::InvalidParameter {
             name: "n_classes",
             value: n_classes as f64,
@@ -487,7 +671,7 @@ mod tests {
                 *p += 0.5 * rng.normal();
             }
             let l2 = 0.3;
-            let (_, grad) = model.objective(&model.params, x.view(), &y, l2);
+            let (_, grad) = model.objective(&model.params, x.view(), Targets::Classes(&y), l2);
             assert_eq!(grad.len(), model.n_params());
             let eps = 1e-6;
             for i in 0..model.n_params() {
@@ -495,8 +679,10 @@ mod tests {
                 plus[i] += eps;
                 let mut minus = model.params.clone();
                 minus[i] -= eps;
-                let numeric = (model.objective(&plus, x.view(), &y, l2).0
-                    - model.objective(&minus, x.view(), &y, l2).0)
+                let numeric = (model.objective(&plus, x.view(), Targets::Classes(&y), l2).0
+                    - model
+                        .objective(&minus, x.view(), Targets::Classes(&y), l2)
+                        .0)
                     / (2.0 * eps);
                 let err = (numeric - grad[i]).abs() / (1e-8 + numeric.abs() + grad[i].abs());
                 assert!(
@@ -506,6 +692,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn linear_gradients_match_finite_differences_and_fit_a_line() {
+        let mut rng = SplitRng::new(5);
+        let x = Array2::from_shape_fn((12, 3), |_| rng.normal());
+        let y: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .map(|r| 2.0 * r[0] - r[1] + 0.5 + 0.01 * rng.normal())
+            .collect();
+        let mut model = Model::new(ModelKind::Linear, 3, 1, 0).unwrap();
+        for p in &mut model.params {
+            *p += 0.3 * rng.normal();
+        }
+        let l2 = 0.2;
+        let (_, grad) = model.objective(&model.params, x.view(), Targets::Values(&y), l2);
+        let eps = 1e-6;
+        for i in 0..model.n_params() {
+            let mut plus = model.params.clone();
+            plus[i] += eps;
+            let mut minus = model.params.clone();
+            minus[i] -= eps;
+            let numeric = (model.objective(&plus, x.view(), Targets::Values(&y), l2).0
+                - model.objective(&minus, x.view(), Targets::Values(&y), l2).0)
+                / (2.0 * eps);
+            let err = (numeric - grad[i]).abs() / (1e-8 + numeric.abs() + grad[i].abs());
+            assert!(
+                err < 1e-6,
+                "param {i}: numeric {numeric}, analytic {}",
+                grad[i]
+            );
+        }
+        let config = TrainConfig {
+            learning_rate: 0.1,
+            epochs: 200,
+            batch_size: 4,
+            l2: 0.0,
+            seed: 1,
+        };
+        let fitted = Model::new(ModelKind::Linear, 3, 1, 0)
+            .unwrap()
+            .train_local_regression(&x, &Array1::from(y.clone()), &config)
+            .unwrap();
+        let p = fitted.params();
+        assert!(
+            (p[0] - 2.0).abs() < 0.05 && (p[1] + 1.0).abs() < 0.05,
+            "{p:?}"
+        );
+        assert!((p[3] - 0.5).abs() < 0.05, "{p:?}");
+        assert!(fitted.mse(&x, &Array1::from(y)).unwrap() < 1e-3);
+        assert!(matches!(
+            fitted.predict(&x),
+            Err(FlError::WrongModelKind { .. })
+        ));
+        assert!(Model::new(ModelKind::Linear, 3, 2, 0).is_err());
     }
 
     #[test]

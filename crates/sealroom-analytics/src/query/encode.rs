@@ -129,19 +129,20 @@ pub fn from_limbs(sums: [i64; LIMBS]) -> i128 {
         .sum()
 }
 
-/// Appends the limbs of `v`, or fails naming the statistic.
-pub(crate) fn push_fixed(
-    out: &mut Vec<f64>,
-    v: f64,
-    statistic: &str,
-    cell: usize,
-) -> Result<(), QueryError> {
-    let q = to_fixed(v).ok_or_else(|| QueryError::ValueOutOfRange {
-        statistic: statistic.to_owned(),
-        cell,
-    })?;
+/// Appends the limbs of `v`, saturated to the encoding's range: a value
+/// that is not finite or reaches 2^75 in magnitude is replaced by the
+/// nearest representable one (0 for NaN). Returns whether it was, so the
+/// caller counts it: encoding never fails on a client's values (issue #12,
+/// finding 4).
+pub(crate) fn push_saturating(out: &mut Vec<f64>, v: f64) -> bool {
+    let (q, saturated) = match to_fixed(v) {
+        Some(q) => (q, false),
+        None if v.is_nan() => (0, true),
+        None if v > 0.0 => (FIXED_LIMIT - 1, true),
+        None => (-(FIXED_LIMIT - 1), true),
+    };
     out.extend_from_slice(&limbs(q));
-    Ok(())
+    saturated
 }
 
 /// Checks a summed vector element by element: finite, integral and within

@@ -11,7 +11,9 @@ use super::aggregate::{Aggregate, Moments, PairKind, Spread};
 use super::encode::{FRAC_BITS, LIMBS, from_fixed, from_limbs, integers};
 use super::error::{Phase, QueryError};
 use super::ols::solve_spd;
-use super::result::{Cell, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason};
+use super::result::{
+    Cell, ColumnBounds, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason,
+};
 use super::spec::{Policy, QueryPlan};
 
 /// Length of a phase-1 (counts) vector: two elements per cell.
@@ -26,7 +28,7 @@ pub fn stats_len(plan: &QueryPlan, released: &[usize]) -> usize {
 }
 
 pub(crate) fn per_cell(plan: &QueryPlan) -> usize {
-    (plan.stats.len() + 2) * LIMBS
+    (plan.stats.len() + 3) * LIMBS
 }
 
 /// The cells whose summed counts pass both thresholds: at least
@@ -97,8 +99,9 @@ pub fn finish(
                 reason: "row and client counts are inconsistent",
             });
         }
-        let stats: Vec<f64> = values[2..].iter().map(|&q| from_fixed(q)).collect();
-        decoded.push((rows as f64, clients as f64, stats));
+        let adjusted = whole(values[2], base + 2 * LIMBS)?;
+        let stats: Vec<f64> = values[3..].iter().map(|&q| from_fixed(q)).collect();
+        decoded.push((rows as f64, clients as f64, adjusted, stats));
     }
 
     let mut out_rows = Vec::with_capacity(plan.cells());
@@ -110,16 +113,18 @@ pub fn finish(
             .into_iter()
             .map(|l| l.map_or(GroupKey::Other, GroupKey::value))
             .collect();
-        let cells = match next.next_if(|(c, _)| **c == cell) {
-            Some((_, (rows, clients, stats))) => {
+        let (cells, adjusted) = match next.next_if(|(c, _)| **c == cell) {
+            Some((_, (rows, clients, adjusted, stats))) => {
                 // Float-to-integer casts saturate; counts beyond i64 pass anyway.
                 match threshold(&policy, clients as i64, rows as i64) {
-                    Some(reason) => vec![Cell::Suppressed { reason }; width_out],
-                    None => plan
-                        .outputs
-                        .iter()
-                        .flat_map(|o| evaluate(&o.agg, rows, clients, &stats))
-                        .collect(),
+                    Some(reason) => (vec![Cell::Suppressed { reason }; width_out], None),
+                    None => (
+                        plan.outputs
+                            .iter()
+                            .flat_map(|o| evaluate(&o.agg, rows, clients, &stats))
+                            .collect(),
+                        Some(u64::try_from(adjusted).unwrap_or(u64::MAX)),
+                    ),
                 }
             }
             None => {
@@ -129,15 +134,28 @@ pub fn finish(
                     threshold(&policy, clients, rows).unwrap_or(SuppressReason::TooFewRows {
                         min_rows: policy.min_rows,
                     });
-                vec![Cell::Suppressed { reason }; width_out]
+                (vec![Cell::Suppressed { reason }; width_out], None)
             }
         };
-        out_rows.push(ResultRow { group, cells });
+        out_rows.push(ResultRow {
+            group,
+            cells,
+            adjusted,
+        });
     }
     Ok(QueryResult {
         group_columns: plan.group_columns(),
         columns: plan.columns(),
         rows: out_rows,
+        bounds: plan
+            .bounds()
+            .into_iter()
+            .map(|(column, b)| ColumnBounds {
+                column,
+                lo: b.lo,
+                hi: b.hi,
+            })
+            .collect(),
     })
 }
 

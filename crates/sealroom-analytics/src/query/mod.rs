@@ -11,11 +11,16 @@
 //!    database ([`LocalTable`]: CSV, SQLite or PostgreSQL) and sends, per cell,
 //!    `[contributed, min(rows, min_rows)]` ([`local_counts`]).
 //! 3. The coordinator computes [`released_cells`] from the secure sum: cells
-//!    with at least `min_clients` contributing clients and `min_rows` rows.
+//!    with at least `min_clients` contributing clients and `min_rows` rows,
+//!    and starts the statistics round with that round's release evidence,
+//!    from which every client re-derives the same list
+//!    (`crate::joint::QueryFollowup`).
 //! 4. **Statistics round.** Each client sends, for the released cells only,
-//!    its row count, contributed flag and local statistics (sums of values,
-//!    squares, products, bucket counts), each encoded exactly in four 24-bit
-//!    limbs of 2^−20 fixed point ([`local_stats`], see [`encode`]).
+//!    its row count, contributed flag, adjusted-row count and local
+//!    statistics (sums of values, squares, products, bucket counts), each
+//!    encoded exactly in four 24-bit limbs of 2^−20 fixed point
+//!    ([`local_stats`], see [`encode`]). Columns used as numbers are clamped
+//!    to their declared bounds ([`bounds`]), so this never fails on a row.
 //! 5. [`finish`] decodes the sum, re-checks the thresholds on the phase-2
 //!    counts and computes the published [`QueryResult`]: averages, variances,
 //!    histograms, regressions and OLS coefficients (solved publicly).
@@ -55,8 +60,10 @@
 //!
 //! # What is revealed
 //!
-//! The published result holds the aggregates of released cells only. The
-//! counts round reveals, to whoever reconstructs its sum, for every cell:
+//! The published result holds the aggregates of released cells only, with
+//! the number of rows adjusted to their bounds per released cell. The
+//! counts round reveals, to whoever reconstructs its sum (the coordinator,
+//! the admin, and the clients of the statistics round), for every cell:
 //! the number of contributing clients and the row count capped per client at
 //! `min_rows`. For a cell that passes, this says only that it passes; **for a
 //! cell that fails the threshold, the coordinator learns its (capped) row
@@ -75,6 +82,7 @@
 //! print as `<redacted>`, and errors name columns, paths and lines only.
 
 mod aggregate;
+pub mod bounds;
 pub mod encode;
 mod error;
 mod expr;
@@ -91,12 +99,15 @@ mod csv_file;
 pub use encode::{WireVector, wire_spec};
 pub use error::{Phase, QueryError};
 pub use finish::{counts_len, finish, released_cells, stats_len};
-pub use result::{Cell, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason};
+pub use result::{
+    Cell, ColumnBounds, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason,
+};
 pub use source::{DataSource, LocalTable};
 pub use spec::{MAX_CELLS, MAX_DOMAIN, MAX_VECTOR_LEN, Policy, QueryPlan, QuerySpec, plan};
 
-use encode::push_fixed;
+use encode::push_saturating;
 use finish::check_released;
+use zeroize::Zeroize as _;
 
 /// The most clients one query round may sum.
 pub const MAX_CLIENTS: u32 = 1024;
@@ -127,8 +138,14 @@ pub async fn local_counts(
 }
 
 /// Phase 2 at one client: for each released cell, in order, the row count,
-/// the contributed flag and every statistic of the plan, each as four limbs
-/// of its 2^−20 fixed-point value.
+/// the contributed flag, the adjusted-row count and every statistic of the
+/// plan, each as four limbs of its 2^−20 fixed-point value.
+///
+/// Total: once the data source answered, nothing about the rows can make it
+/// fail. Values were clamped to their declared bounds by the database; a
+/// local sum that still leaves the encoding's range saturates, and every
+/// clamped row and saturated sum is counted in the cell's adjusted-row
+/// count (released under the same thresholds as the statistics).
 pub async fn local_stats(
     plan: &QueryPlan,
     table: &LocalTable,
@@ -136,24 +153,34 @@ pub async fn local_stats(
 ) -> Result<WireVector, QueryError> {
     check_released(plan, released)?;
     let local = table.evaluate(plan, true).await?;
-    let zeros = vec![0.0; 1 + plan.stats.len()];
+    let zeros = vec![0.0; 2 + plan.stats.len()];
     // Built in place so that an early return zeroizes what was written.
     let mut wire = WireVector::new(Vec::with_capacity(stats_len(plan, released)));
     let out = wire.values_mut();
+    let mut stats = Vec::with_capacity(plan.stats.len() * encode::LIMBS);
     for &cell in released {
         let values = local.get(cell).unwrap_or(&zeros);
-        let (rows, stats) = values.split_first().unwrap_or((&0.0, &[]));
-        push_fixed(out, *rows, "the row count", cell)?;
-        push_fixed(
-            out,
-            if *rows > 0.0 { 1.0 } else { 0.0 },
-            "the contributed flag",
-            cell,
-        )?;
-        for (value, stat) in stats.iter().zip(&plan.stats) {
-            push_fixed(out, *value, &stat.label, cell)?;
+        let (rows, adjusted, values) = match values {
+            [rows, adjusted, rest @ ..] => (*rows, *adjusted, rest),
+            _ => (0.0, 0.0, &[][..]),
+        };
+        stats.clear();
+        let saturated = values
+            .iter()
+            .filter(|&&v| push_saturating(&mut stats, v))
+            .count();
+        let mut counted = 0;
+        for v in [
+            rows,
+            if rows > 0.0 { 1.0 } else { 0.0 },
+            adjusted + saturated as f64,
+        ] {
+            counted += usize::from(push_saturating(out, v));
         }
+        out.extend_from_slice(&stats);
+        debug_assert_eq!(counted, 0, "counts are far below the encoding's range");
     }
+    stats.zeroize();
     Ok(wire)
 }
 

@@ -15,6 +15,22 @@ pub struct QueryResult {
     pub columns: Vec<String>,
     /// One row per cell.
     pub rows: Vec<ResultRow>,
+    /// The declared bounds the query applied: each client clamped these
+    /// columns' values to them, so every statistic is a function of values
+    /// within them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bounds: Vec<ColumnBounds>,
+}
+
+/// A column's declared bounds, as the result states them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ColumnBounds {
+    /// The column.
+    pub column: String,
+    /// Lower bound.
+    pub lo: f64,
+    /// Upper bound.
+    pub hi: f64,
 }
 
 /// One cell of the GROUP BY domains and its values.
@@ -24,6 +40,11 @@ pub struct ResultRow {
     pub group: Vec<GroupKey>,
     /// One entry per value column.
     pub cells: Vec<Cell>,
+    /// Released cells: how many of the cell's rows had a value outside its
+    /// column's declared bounds (clamped), plus local sums that reached the
+    /// encoding's range (saturated). `None` for a suppressed cell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjusted: Option<u64>,
 }
 
 /// A cell's position along one GROUP BY column.
@@ -164,22 +185,31 @@ impl QueryResult {
 
     /// A plain-text table with aligned columns: labels left-aligned, values
     /// right-aligned, suppressed cells shown as e.g. `suppressed (<3 clients)`.
+    /// When a released cell had values outside the declared bounds, an
+    /// `(adjusted)` column counts them; the bounds follow the table.
     pub fn render_table(&self) -> String {
-        let header: Vec<String> = self
+        let show_adjusted = self.rows.iter().any(|r| r.adjusted.is_some_and(|a| a > 0));
+        let mut header: Vec<String> = self
             .group_columns
             .iter()
             .chain(&self.columns)
             .cloned()
             .collect();
+        if show_adjusted {
+            header.push("(adjusted)".into());
+        }
         let groups = self.group_columns.len();
         let body: Vec<Vec<String>> = self
             .rows
             .iter()
             .map(|r| {
+                let adjusted = show_adjusted
+                    .then(|| r.adjusted.map_or_else(|| "-".to_owned(), |a| a.to_string()));
                 r.group
                     .iter()
                     .map(ToString::to_string)
                     .chain(r.cells.iter().map(ToString::to_string))
+                    .chain(adjusted)
                     .collect()
             })
             .collect();
@@ -212,6 +242,17 @@ impl QueryResult {
         for row in &body {
             line(row, &mut out);
         }
+        if !self.bounds.is_empty() {
+            let bounds: Vec<String> = self
+                .bounds
+                .iter()
+                .map(|b| format!("{} in [{}, {}]", b.column, b.lo, b.hi))
+                .collect();
+            out.push_str(&format!(
+                "bounds: {} (values outside were clamped)\n",
+                bounds.join(", ")
+            ));
+        }
         out
     }
 }
@@ -229,6 +270,7 @@ mod tests {
                 ResultRow {
                     group: vec![GroupKey::value("eng")],
                     cells: vec![Cell::Value(12.0), Cell::Value(101_234.567_8)],
+                    adjusted: Some(0),
                 },
                 ResultRow {
                     group: vec![GroupKey::Other],
@@ -240,8 +282,10 @@ mod tests {
                             reason: NullReason::NoValues,
                         },
                     ],
+                    adjusted: None,
                 },
             ],
+            bounds: Vec::new(),
         };
         let table = result.render_table();
         let expected = "\
@@ -271,6 +315,7 @@ eng                           12  101234.5678
                     reason: SuppressReason::TooFewRows { min_rows: 5 },
                 },
             ],
+            adjusted: None,
         };
         let json = serde_json::to_string(&row).expect("serializes");
         assert_eq!(

@@ -188,10 +188,13 @@ impl LocalTable {
         let renderer = Renderer {
             dialect: self.dialect,
             names: &names,
+            bounds: &plan.bounds,
         };
         let sql = renderer.phase(plan, &self.table_sql, with_stats);
         let groups = plan.groups.len();
-        let width = 1 + if with_stats { plan.stats.len() } else { 0 };
+        // The row count; in phase 2 also the adjusted-row count and the
+        // statistics.
+        let width = 1 + if with_stats { 1 + plan.stats.len() } else { 0 };
         let operation = if with_stats {
             "the statistics query"
         } else {

@@ -13,6 +13,7 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
 use super::aggregate::{Aggregate, Output, StatSet};
+use super::bounds::{self, Bounds, Interval};
 use super::error::QueryError;
 use super::expr::{ColumnRef, Converter, Expr, SUBQUERY_WHY};
 pub use super::policy::Policy;
@@ -32,7 +33,7 @@ pub const MAX_VECTOR_LEN: usize = 1 << 22;
 /// A joint query as the coordinator publishes it (inside the signed round
 /// descriptor): the SQL, the GROUP BY domains and the privacy policy, which
 /// every client checks against its own floor before it answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuerySpec {
     /// The query, in the subset [`plan`] accepts.
@@ -45,6 +46,13 @@ pub struct QuerySpec {
     pub min_rows: u64,
     /// A cell is released only if at least this many clients have rows in it.
     pub min_clients: u32,
+    /// For every column used as a number in arithmetic or an aggregate, the
+    /// range `[lo, hi]` its values are clamped to (see [`super::bounds`]):
+    /// no row can move a statistic by more than its bounds allow, and no
+    /// row can make evaluation fail. Rows with a value outside are counted
+    /// per cell and published with the result ("adjusted").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bounds: BTreeMap<String, [f64; 2]>,
 }
 
 impl QuerySpec {
@@ -76,6 +84,8 @@ pub struct QueryPlan {
     pub(crate) stats: Vec<Stat>,
     pub(crate) columns: BTreeSet<ColumnRef>,
     pub(crate) numeric: BTreeSet<ColumnRef>,
+    /// Declared bounds of the columns the query uses as numbers.
+    pub(crate) bounds: Bounds,
 }
 
 /// One GROUP BY column and its declared domain.
@@ -109,10 +119,18 @@ impl QueryPlan {
         self.outputs.iter().flat_map(Output::column_names).collect()
     }
 
-    /// Number of local statistics per released cell (besides the row count
-    /// and the contributed flag).
+    /// Number of local statistics per released cell (besides the row count,
+    /// the contributed flag and the adjusted-row count).
     pub fn statistics(&self) -> usize {
         self.stats.len()
+    }
+
+    /// The declared bounds the query applies, by column name.
+    pub fn bounds(&self) -> Vec<(String, Interval)> {
+        self.bounds
+            .iter()
+            .map(|(c, i)| (c.name.clone(), *i))
+            .collect()
     }
 
     /// The domain position of `cell` along each GROUP BY column
@@ -359,17 +377,61 @@ fn plan_select(select: &ast::Select, spec: &QuerySpec) -> Result<QueryPlan, Quer
             "it holds no aggregate",
         ));
     }
+    let bounds = declared_bounds(spec, &conv.columns)?;
     let plan = QueryPlan {
         table,
         filter,
         groups,
         outputs,
         stats: stats.into_vec(),
+        // Only the bounds of columns used as numbers apply (every column in
+        // arithmetic or an aggregate's argument is one).
+        bounds: bounds
+            .into_iter()
+            .filter(|(c, _)| conv.numeric.contains(c))
+            .collect(),
         columns: conv.columns,
         numeric: conv.numeric,
     };
     check_names_and_size(&plan)?;
+    // Every statistic's term, every WHERE and every per-statistic filter
+    // must be bounded (issue #12, finding 4).
+    for stat in &plan.stats {
+        bounds::term(&stat.factors, &plan.bounds, &stat.label)?;
+        if let Some(f) = &stat.filter {
+            bounds::condition(f, &plan.bounds, &stat.label)?;
+        }
+    }
+    if let Some(f) = &plan.filter {
+        bounds::condition(f, &plan.bounds, "WHERE")?;
+    }
     Ok(plan)
+}
+
+/// The spec's bounds of the query's columns (matched like domains: exactly,
+/// or case-insensitively when unambiguous for an unquoted name). Every
+/// declared bound is checked, used or not.
+fn declared_bounds(spec: &QuerySpec, columns: &BTreeSet<ColumnRef>) -> Result<Bounds, QueryError> {
+    let mut checked = BTreeMap::new();
+    for (name, bound) in &spec.bounds {
+        checked.insert(name.as_str(), bounds::check_declared(name, *bound)?);
+    }
+    let mut out = Bounds::new();
+    for c in columns {
+        let found = checked.get(c.name.as_str()).copied().or_else(|| {
+            let mut matches = checked
+                .iter()
+                .filter(|(k, _)| !c.quoted && k.eq_ignore_ascii_case(&c.name));
+            matches
+                .next()
+                .filter(|_| matches.next().is_none())
+                .map(|(_, v)| *v)
+        });
+        if let Some(interval) = found {
+            out.insert(c.clone(), interval);
+        }
+    }
+    Ok(out)
 }
 
 /// The one plain table of FROM, and the names a `t.col` may qualify with.
@@ -547,7 +609,7 @@ fn check_names_and_size(plan: &QueryPlan) -> Result<(), QueryError> {
         }
     }
     let cells = plan.cells();
-    let per_cell = (plan.stats.len() + 2) * super::encode::LIMBS;
+    let per_cell = super::finish::per_cell(plan);
     if cells > MAX_CELLS || cells.saturating_mul(per_cell) > MAX_VECTOR_LEN {
         return Err(QueryError::unsupported(
             format!(

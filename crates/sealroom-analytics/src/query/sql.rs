@@ -13,10 +13,17 @@
 //! case-sensitive with no escape character (SQLite renders it as `GLOB`), and
 //! a group key is the index of the column's text form in the declared domain,
 //! so the database never returns a raw value.
+//!
+//! A column with declared bounds is read as `clamp(value, lo, hi)` wherever
+//! it is a number (a `CASE`, identical on both backends; NULL stays NULL),
+//! and the statistics statement counts per cell the rows where such a
+//! value was outside its bounds (NaN included: PostgreSQL orders it above
+//! every number).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::bounds::Bounds;
 use super::expr::{ArithOp, CmpOp, ColumnRef, Expr};
 use super::spec::{QueryPlan, Stat};
 
@@ -34,6 +41,8 @@ pub(crate) type Names = BTreeMap<ColumnRef, String>;
 pub(crate) struct Renderer<'a> {
     pub(crate) dialect: Dialect,
     pub(crate) names: &'a Names,
+    /// The plan's declared bounds: these columns are clamped.
+    pub(crate) bounds: &'a Bounds,
 }
 
 /// A double-quoted identifier.
@@ -71,10 +80,48 @@ impl Renderer<'_> {
         ident(self.names.get(c).map_or(c.name.as_str(), String::as_str))
     }
 
-    /// An expression where a number is expected: columns are cast to double.
+    /// A column as a double, unclamped.
+    fn raw(&self, c: &ColumnRef) -> String {
+        format!("CAST({} AS {})", self.column(c), self.real())
+    }
+
+    /// A column as a double, clamped to its declared bounds if it has any.
+    fn number(&self, c: &ColumnRef) -> String {
+        let x = self.raw(c);
+        match self.bounds.get(c) {
+            Some(b) => {
+                let (lo, hi) = (float(b.lo), float(b.hi));
+                format!("(CASE WHEN {x} < {lo} THEN {lo} WHEN {x} > {hi} THEN {hi} ELSE {x} END)")
+            }
+            None => x,
+        }
+    }
+
+    /// Per row: 1.0 if a bounded column's value is outside its bounds.
+    fn adjusted(&self) -> String {
+        let outside: Vec<String> = self
+            .bounds
+            .iter()
+            .map(|(c, b)| {
+                let x = self.raw(c);
+                format!("{x} < {} OR {x} > {}", float(b.lo), float(b.hi))
+            })
+            .collect();
+        if outside.is_empty() {
+            return format!("CAST(0.0 AS {})", self.real());
+        }
+        format!(
+            "CAST(SUM(CASE WHEN {} THEN 1.0 ELSE 0.0 END) AS {})",
+            outside.join(" OR "),
+            self.real()
+        )
+    }
+
+    /// An expression where a number is expected: columns are cast to double
+    /// (and clamped to their bounds).
     pub(crate) fn numeric(&self, e: &Expr) -> String {
         match e {
-            Expr::Column(c) => format!("CAST({} AS {})", self.column(c), self.real()),
+            Expr::Column(c) => self.number(c),
             Expr::Number { value, .. } => float(*value),
             Expr::Neg(x) => format!("(- {})", self.numeric(x)),
             Expr::Arith { op, left, right } => {
@@ -93,6 +140,7 @@ impl Renderer<'_> {
     /// An expression in a comparison or `IS NULL`: columns keep their type.
     pub(crate) fn value(&self, e: &Expr) -> String {
         match e {
+            Expr::Column(c) if self.bounds.contains_key(c) => self.number(c),
             Expr::Column(c) => self.column(c),
             Expr::Number { value, int } => match int {
                 Some(i) if *i < 0 => format!("({i})"),
@@ -210,7 +258,7 @@ impl Renderer<'_> {
     }
 
     /// The statement of one phase: group keys, `COUNT(*)` and, in phase 2,
-    /// every statistic of the plan.
+    /// the adjusted-row count and every statistic of the plan.
     pub(crate) fn phase(&self, plan: &QueryPlan, table: &str, with_stats: bool) -> String {
         let mut items: Vec<String> = plan
             .groups
@@ -219,6 +267,7 @@ impl Renderer<'_> {
             .collect();
         items.push(format!("CAST(COUNT(*) AS {})", self.real()));
         if with_stats {
+            items.push(self.adjusted());
             items.extend(plan.stats.iter().map(|s| self.stat(s)));
         }
         let mut sql = format!("SELECT {} FROM {}", items.join(", "), table);
@@ -269,13 +318,16 @@ mod tests {
     #[test]
     fn literals_are_escaped_per_dialect() {
         let names = Names::new();
+        let bounds = Bounds::new();
         let sqlite = Renderer {
             dialect: Dialect::Sqlite,
             names: &names,
+            bounds: &bounds,
         };
         let pg = Renderer {
             dialect: Dialect::Postgres,
             names: &names,
+            bounds: &bounds,
         };
         assert_eq!(sqlite.text("o'clock\\"), "'o''clock\\'");
         assert_eq!(pg.text("o'clock\\"), "E'o''clock\\\\'");
@@ -298,6 +350,12 @@ mod tests {
             .into(),
             min_rows: 5,
             min_clients: 2,
+            bounds: [
+                ("salary".to_owned(), [0.0, 1e6]),
+                ("years".to_owned(), [0.0, 60.0]),
+                ("x".to_owned(), [-100.0, 100.0]),
+            ]
+            .into(),
         };
         let plan = super::super::plan(&spec).expect("plans");
         let names: Names = plan
@@ -308,6 +366,7 @@ mod tests {
         Renderer {
             dialect,
             names: &names,
+            bounds: &plan.bounds,
         }
         .phase(&plan, "\"tbl\"", with_stats)
     }
@@ -320,23 +379,31 @@ mod tests {
             render(sql, Dialect::Sqlite, false),
             "SELECT CAST(CASE CAST(\"dept\" AS TEXT) WHEN 'eng' THEN 0 WHEN 'r&d''s' THEN 1 ELSE 2 END AS INTEGER), \
              CAST(COUNT(*) AS REAL) FROM \"tbl\" WHERE (((\"age\" BETWEEN 30 AND 50) AND \
-             (CAST(\"note\" AS TEXT) GLOB 'a?*')) AND (((- CAST(\"x\" AS REAL)) / NULLIF(2.0, 0.0)) <> 1.5)) GROUP BY 1"
+             (CAST(\"note\" AS TEXT) GLOB 'a?*')) AND (((- (CASE WHEN CAST(\"x\" AS REAL) < (-100.0) THEN (-100.0) \
+             WHEN CAST(\"x\" AS REAL) > 100.0 THEN 100.0 ELSE CAST(\"x\" AS REAL) END)) / NULLIF(2.0, 0.0)) <> 1.5)) GROUP BY 1"
         );
         let pg = render(sql, Dialect::Postgres, true);
-        assert!(pg.starts_with(
+        let salary = "(CASE WHEN CAST(\"salary\" AS DOUBLE PRECISION) < 0.0 THEN 0.0 \
+                      WHEN CAST(\"salary\" AS DOUBLE PRECISION) > 1000000.0 THEN 1000000.0 \
+                      ELSE CAST(\"salary\" AS DOUBLE PRECISION) END)";
+        assert!(pg.starts_with(&format!(
             "SELECT CAST(CASE CAST(\"dept\" AS TEXT) WHEN E'eng' THEN 0 WHEN E'r&d''s' THEN 1 ELSE 2 END AS BIGINT), \
              CAST(COUNT(*) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN (\"salary\" IS NOT NULL) THEN 1.0 END) AS DOUBLE PRECISION), \
-             CAST(SUM(CAST(\"salary\" AS DOUBLE PRECISION)) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN ((\"salary\" IS NOT NULL) AND (\"years\" IS NOT NULL)) THEN 1.0 END) AS DOUBLE PRECISION), "
-        ), "{pg}");
+             CAST(SUM(CASE WHEN CAST(\"salary\" AS DOUBLE PRECISION) < 0.0 OR CAST(\"salary\" AS DOUBLE PRECISION) > 1000000.0 \
+             OR CAST(\"x\" AS DOUBLE PRECISION) < (-100.0) OR CAST(\"x\" AS DOUBLE PRECISION) > 100.0 \
+             OR CAST(\"years\" AS DOUBLE PRECISION) < 0.0 OR CAST(\"years\" AS DOUBLE PRECISION) > 60.0 \
+             THEN 1.0 ELSE 0.0 END) AS DOUBLE PRECISION), \
+             CAST(SUM(CASE WHEN ({salary} IS NOT NULL) THEN 1.0 END) AS DOUBLE PRECISION), \
+             CAST(SUM({salary}) AS DOUBLE PRECISION), "
+        )), "{pg}");
         assert!(
             pg.contains("(CAST(\"note\" AS TEXT) LIKE E'a_%' ESCAPE '')"),
             "{pg}"
         );
-        // Eight statistics: AVG's count and sum, REGR's six moments, with
-        // none shared (REGR filters on both variables).
-        assert_eq!(pg.matches("CAST(SUM(").count(), 8);
+        // The adjusted-row count, then eight statistics: AVG's count and
+        // sum, REGR's six moments, with none shared (REGR filters on both
+        // variables).
+        assert_eq!(pg.matches("CAST(SUM(").count(), 9);
     }
 
     #[test]

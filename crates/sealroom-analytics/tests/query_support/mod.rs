@@ -136,7 +136,21 @@ pub fn spec(sql: &str) -> QuerySpec {
         .into(),
         min_rows: 5,
         min_clients: 2,
+        bounds: bounds(),
     }
+}
+
+/// Bounds wide enough that no test row is clamped, so results equal pooled
+/// SQLite exactly.
+pub fn bounds() -> std::collections::BTreeMap<String, [f64; 2]> {
+    [
+        ("salary".to_owned(), [0.0, 1e6]),
+        ("age".to_owned(), [0.0, 150.0]),
+        ("years".to_owned(), [0.0, 100.0]),
+        // A column no table has (unknown-column tests).
+        ("wage".to_owned(), [0.0, 1e6]),
+    ]
+    .into()
 }
 
 pub fn spec_without_domain(sql: &str) -> QuerySpec {
@@ -273,37 +287,60 @@ impl Fixture {
     }
 }
 
-/// The secure flow with the network replaced by a plaintext sum of the
-/// clients' wire vectors (each checked against the wire spec).
-pub async fn pipeline(plan: &QueryPlan, tables: &[&LocalTable], policy: &Policy) -> QueryResult {
-    let spec = query::wire_spec();
-    let mut counts = vec![0.0; query::counts_len(plan)];
-    for t in tables {
-        let v = query::local_counts(plan, t, policy).await.unwrap();
-        assert_eq!(v.len(), counts.len());
-        for (s, x) in counts.iter_mut().zip(v.expose_values()) {
-            let (q, clipped) = spec.quantize_one(*x).unwrap();
-            assert!(
-                !clipped && q as f64 == *x,
-                "counts element is not an exact wire integer"
-            );
-            *s += x;
+/// The sum of the clients' wire vectors as the secure layer computes it:
+/// each vector is encoded in Z_2^64 with the wire spec (nothing may be
+/// clipped), split into three additive shares (`sealroom_core::additive`,
+/// seeds expanded by the PRG), accumulated per helper, and reconstructed
+/// from the three helpers' aggregates. No single helper's aggregate equals
+/// the sum (each is masked).
+pub fn secure_sum(vectors: &[query::WireVector], seed: u64) -> Vec<f64> {
+    use rand::SeedableRng as _;
+    use sealroom_core::{RingKind, RoundEncoding, additive};
+    const HELPERS: usize = 3;
+    let len = vectors.first().map_or(0, |v| v.len());
+    let encoding =
+        RoundEncoding::new(RingKind::Z2_64, vectors.len() as u64, query::wire_spec()).unwrap();
+    let mut rng = rand::rngs::ChaCha20Rng::seed_from_u64(seed);
+    let context = [7u8; 32];
+    let mut aggregates = vec![vec![0u64; len]; HELPERS];
+    for (client, v) in vectors.iter().enumerate() {
+        assert_eq!(v.len(), len);
+        let (ring, clipped) = encoding.encode::<u64>(v.expose_values()).unwrap();
+        assert_eq!(clipped, 0, "a wire element was clipped");
+        let shares = additive::share(&ring, HELPERS, client as u32, context, &mut rng).unwrap();
+        for (helper, share) in shares.iter().enumerate() {
+            share
+                .accumulate_into(&mut aggregates[helper], context, client as u32, helper)
+                .unwrap();
         }
     }
+    let refs: Vec<&[u64]> = aggregates.iter().map(Vec::as_slice).collect();
+    let sum = additive::reconstruct(&refs, HELPERS).unwrap();
+    if len > 0 && sum.iter().any(|&x| x != 0) {
+        for (helper, agg) in aggregates.iter().enumerate() {
+            assert_ne!(agg, &sum, "helper {helper}'s aggregate is not masked");
+        }
+    }
+    encoding.decode_sum(&sum).unwrap()
+}
+
+/// The secure flow with the network replaced by in-process secret sharing
+/// ([`secure_sum`]); `plaintext` is its twin that adds the vectors in the
+/// clear, so comparing the two checks the encoding end to end.
+pub async fn pipeline(plan: &QueryPlan, tables: &[&LocalTable], policy: &Policy) -> QueryResult {
+    let mut counts = Vec::new();
+    for t in tables {
+        counts.push(query::local_counts(plan, t, policy).await.unwrap());
+    }
+    let counts = secure_sum(&counts, 1);
     let released = query::released_cells(plan, &counts, policy).unwrap();
-    let mut stats = vec![0.0; query::stats_len(plan, &released)];
+    let mut stats = Vec::new();
     for t in tables {
         let v = query::local_stats(plan, t, &released).await.unwrap();
-        assert_eq!(v.len(), stats.len());
-        for (s, x) in stats.iter_mut().zip(v.expose_values()) {
-            let (q, clipped) = spec.quantize_one(*x).unwrap();
-            assert!(
-                !clipped && q as f64 == *x,
-                "stats element is not an exact wire integer"
-            );
-            *s += x;
-        }
+        assert_eq!(v.len(), query::stats_len(plan, &released));
+        stats.push(v);
     }
+    let stats = secure_sum(&stats, 2);
     query::finish(plan, &counts, &released, &stats, policy).unwrap()
 }
 
@@ -331,7 +368,9 @@ pub fn assert_bit_equal(a: &QueryResult, b: &QueryResult) {
                 _ => assert_eq!(ca, cb),
             }
         }
+        assert_eq!(ra.adjusted, rb.adjusted);
     }
+    assert_eq!(a.bounds, b.bounds);
 }
 
 pub fn key(dept: &str) -> Vec<GroupKey> {

@@ -3,24 +3,20 @@
 
 use super::world::{Behaviour, RoundState, World};
 use super::{RoundReport, SimError, SimOutcome, plaintext_sum};
-use crate::coordinator::{CoordinatorRound, Outcome};
+use crate::coordinator::{Outcome, sum_digest};
 use crate::pb;
 use crate::pb::AbortReason;
 
 impl World<'_> {
     /// Checks the round's outcome against the simulator's own account.
-    pub(super) fn check(
-        &self,
-        round: CoordinatorRound,
-        state: &RoundState,
-    ) -> Result<RoundReport, SimError> {
+    pub(super) fn check(&self, state: &RoundState) -> Result<RoundReport, SimError> {
         let config = self.config;
         let round_id = state.round_id;
         let violation = |detail: String| SimError::Violation {
             round: round_id,
             detail,
         };
-        let inclusion_helpers: Option<Vec<u32>> = match round.inclusion_set() {
+        let inclusion_helpers: Option<Vec<u32>> = match &state.inclusion_set {
             Some(env) => Some(
                 self.coordinator_key
                     .verify::<pb::InclusionSet>(env)
@@ -31,9 +27,10 @@ impl World<'_> {
             ),
             None => None,
         };
-        let outcome = round
-            .into_outcome()
-            .map_err(|_| violation("the round ended without an outcome".into()))?;
+        let outcome = state
+            .outcome
+            .as_ref()
+            .ok_or_else(|| violation("the round ended without an outcome".into()))?;
 
         let alive: Vec<usize> = (0..config.helpers).filter(|&h| !state.down[h]).collect();
         let down: Vec<u32> = (0..config.helpers)
@@ -42,10 +39,16 @@ impl World<'_> {
             .collect();
         let needed = config.threshold.unwrap_or(config.helpers);
         // The helper set the coordinator's policy must pick among the live
-        // ones: the most clients in common, at least `needed` helpers.
-        let best = best_common(&state.held, &alive, needed);
+        // ones: the most clients in common, with at least `needed` helpers —
+        // or, in threshold mode when more than `needed` are alive, at least
+        // `needed + 1`, so that the answers can be checked.
+        let redundant = match config.threshold {
+            Some(t) if alive.len() > t => t + 1,
+            _ => needed,
+        };
+        let best = best_common(&state.held, &alive, redundant);
 
-        let (sim_outcome, included) = match &outcome {
+        let (sim_outcome, included) = match outcome {
             Outcome::Completed(summary) => {
                 if alive.len() < needed {
                     return Err(violation(format!(
@@ -58,7 +61,7 @@ impl World<'_> {
                     .iter()
                     .map(|&h| h as usize)
                     .collect();
-                if chosen.iter().any(|h| state.down[*h]) || chosen.len() < needed {
+                if chosen.iter().any(|h| state.down[*h]) || chosen.len() < redundant {
                     return Err(violation(format!(
                         "inclusion set names helpers {chosen:?}; live helpers are {alive:?}"
                     )));
@@ -119,8 +122,12 @@ impl World<'_> {
                     .verify::<pb::RoundResult>(&summary.result)
                     .map_err(|e| violation(format!("the result record does not verify: {e}")))?;
                 let r = record.message();
-                let packed: Vec<u8> = sum.iter().flat_map(|v| v.to_le_bytes()).collect();
-                if r.round_id != round_id || r.included_clients != expected || r.sum != packed {
+                if r.round_id != round_id
+                    || r.included_clients != expected
+                    || r.sum_digest != sum_digest(&sum).0
+                    || r.sum_length != sum.len() as u64
+                    || r.unverified != (config.threshold.is_some() && chosen.len() == needed)
+                {
                     return Err(violation(
                         "the signed result record does not match the round".into(),
                     ));
@@ -142,6 +149,11 @@ impl World<'_> {
                     AbortReason::HelperMissing
                 } else if alive.len() < needed {
                     AbortReason::Deadline
+                } else if config.threshold.is_some()
+                    && alive.len() == needed
+                    && !config.allow_unverified
+                {
+                    AbortReason::Unverifiable
                 } else if best.is_some_and(|b| b < config.min_clients) {
                     AbortReason::NotEnoughClients
                 } else {
@@ -184,12 +196,12 @@ impl World<'_> {
 
         // A receipt means the share is stored: the sampled clients hold one
         // from exactly the helpers that accepted their upload.
-        for (&c, client_round) in &state.client_rounds {
-            for (h, receipt) in client_round.receipts().iter().enumerate() {
-                if receipt.is_some() != state.held[h][c] {
+        for (&c, receipts) in &state.receipts {
+            for (h, receipt) in receipts.iter().enumerate() {
+                if *receipt != state.held[h][c] {
                     return Err(violation(format!(
                         "client {c} {} a receipt from helper {h}, which {} its upload in time",
-                        if receipt.is_some() { "holds" } else { "lacks" },
+                        if *receipt { "holds" } else { "lacks" },
                         if state.held[h][c] { "got" } else { "never got" },
                     )));
                 }

@@ -11,12 +11,15 @@ use sealroom_core::{RingKind, Seed};
 
 use super::{FEDERATION, RECEIPT_SAMPLE, RoundReport, START, SimConfig, SimError};
 use crate::action::{Action, Message};
-use crate::client::{Client, ClientConfig, ClientError, ClientRound};
-use crate::coordinator::{Coordinator, CoordinatorConfig, CoordinatorRound, Task};
+use crate::client::{Client, ClientConfig};
+use crate::coordinator::{Coordinator, CoordinatorConfig, Outcome, Task};
 use crate::descriptor::DescriptorTrust;
 use crate::envelope::{SigningKey, VerifyingKey};
-use crate::helper::{Helper, HelperConfig, HelperError};
+use crate::helper::{Helper, HelperConfig};
 use crate::ids::{Millis, PartyId};
+use crate::machine::{
+    ClientInput, Inbound, Input, Machine, Participation, Refusal, RefusalCode, Start, Step,
+};
 use crate::pb;
 
 /// Who a message is for.
@@ -85,8 +88,13 @@ pub(super) struct RoundState {
     pub(super) held: Vec<Vec<bool>>,
     pub(super) late_refused: usize,
     pub(super) messages: u64,
-    /// The receipt-checking clients' round state (see [`RECEIPT_SAMPLE`]).
-    pub(super) client_rounds: BTreeMap<usize, ClientRound>,
+    /// The clients whose receipts are checked (see [`RECEIPT_SAMPLE`]):
+    /// which helpers' receipts each verified.
+    pub(super) receipts: BTreeMap<usize, Vec<bool>>,
+    /// The signed inclusion set, once the coordinator sent it.
+    pub(super) inclusion_set: Option<pb::SignedEnvelope>,
+    /// The round's outcome, once the coordinator has one.
+    pub(super) outcome: Option<Outcome>,
     /// The descriptor the coordinator sent the clients, and when each
     /// client's copy arrives.
     client_descriptor: Option<Arc<pb::SignedEnvelope>>,
@@ -101,7 +109,8 @@ pub(super) struct RoundState {
 /// starts. Its actions are executed when the descriptor is delivered.
 struct Prepared {
     at: Millis,
-    step: Result<(Option<ClientRound>, Vec<Action>), ClientError>,
+    step: Result<Step, Refusal>,
+    keep: bool,
 }
 
 pub(super) struct World<'a> {
@@ -146,9 +155,8 @@ impl<'a> World<'a> {
                     helper: Helper::new(HelperConfig {
                         me: id,
                         coordinator: coordinator_id,
-                        signing_key: key,
+                        signer: Arc::new(key),
                         trust: trust.clone(),
-                        max_pending_uploads: config.clients,
                     }),
                 }
             })
@@ -162,6 +170,7 @@ impl<'a> World<'a> {
                 let client = Client::new(
                     ClientConfig {
                         me: id,
+                        coordinator: coordinator_id,
                         trust: trust.clone(),
                         helper_keys: helper_keys.clone(),
                     },
@@ -173,13 +182,14 @@ impl<'a> World<'a> {
         let coordinator = Coordinator::new(
             CoordinatorConfig {
                 federation_id: FEDERATION.into(),
-                signing_key: coordinator_signing.clone(),
+                signer: Arc::new(coordinator_signing.clone()),
                 epoch: 0,
                 helpers: helpers.iter().map(|h| (h.id, h.key)).collect(),
                 threshold: config.threshold,
                 min_clients: config.min_clients,
                 upload_window_ms: config.upload_window_ms,
                 aggregation_window_ms: config.aggregation_window_ms,
+                allow_unverified: config.allow_unverified,
             },
             1,
         );
@@ -274,43 +284,60 @@ impl<'a> World<'a> {
 
         let round_number = self.coordinator.next_round_id();
         let ids: Vec<PartyId> = self.clients.iter().map(|(id, _)| *id).collect();
-        let task = self.task();
-        let (mut round, actions) = self
+        let start = Start {
+            task: self.task(),
+            clients: ids,
+            nonce,
+        };
+        let step = self
             .coordinator
-            .start_round(self.now, task, ids, nonce)
+            .handle(self.now, Input::Start(start))
             .map_err(|source| SimError::RoundRefused {
                 round: round_number,
                 source,
             })?;
+        let deadline = self
+            .coordinator
+            .round()
+            .map(|r| r.descriptor().upload_deadline())
+            .ok_or_else(|| SimError::Violation {
+                round: round_number,
+                detail: "the coordinator started no round".into(),
+            })?;
         let mut state = RoundState {
-            round_id: round.descriptor().round_id(),
-            deadline: round.descriptor().upload_deadline(),
+            round_id: round_number,
+            deadline,
             inputs,
             behaviour,
             down,
             held: vec![vec![false; config.clients]; config.helpers],
             late_refused: 0,
             messages: 0,
-            client_rounds: BTreeMap::new(),
+            receipts: BTreeMap::new(),
+            inclusion_set: None,
+            outcome: None,
             client_descriptor: None,
             descriptor_at: vec![None; config.clients],
             prepared: Vec::new(),
         };
         let coordinator_id = self.coordinator_id;
-        self.run_actions(&mut state, coordinator_id, actions)?;
+        self.run_actions(&mut state, coordinator_id, step.actions)?;
         self.prepare_clients(&mut state)?;
 
-        loop {
-            let next_timer = self.next_timer(&round, &state);
+        while state.outcome.is_none() {
+            let next_timer = self.next_timer(&state);
             let next_message = self.queue.peek().map(|Reverse(m)| m.at);
             let Some(at) = next_timer.into_iter().chain(next_message).min() else {
                 break;
             };
             self.now = self.now.max(at);
             let now = self.now;
-            if round.next_deadline().is_some_and(|d| d <= now) {
-                let actions = round.on_timer(now);
-                self.run_actions(&mut state, coordinator_id, actions)?;
+            if self.coordinator.next_deadline().is_some_and(|d| d <= now) {
+                let step = self
+                    .coordinator
+                    .handle(now, Input::Timer)
+                    .map_err(|e| violation(&state, format!("the coordinator's timer: {e}")))?;
+                self.coordinator_step(&mut state, step)?;
             }
             for h in 0..self.helpers.len() {
                 if state.down[h] {
@@ -322,32 +349,49 @@ impl<'a> World<'a> {
                     .is_some_and(|d| d <= now)
                 {
                     let id = self.helpers[h].id;
-                    let actions = self.helpers[h].helper.on_timer(now);
-                    self.run_actions(&mut state, id, actions)?;
+                    let step = self.helpers[h]
+                        .helper
+                        .handle(now, Input::Timer)
+                        .map_err(|e| violation(&state, format!("helper {h}'s timer: {e}")))?;
+                    self.run_actions(&mut state, id, step.actions)?;
                 }
             }
-            while self.queue.peek().is_some_and(|Reverse(m)| m.at <= now) {
+            while state.outcome.is_none() && self.queue.peek().is_some_and(|Reverse(m)| m.at <= now)
+            {
                 let Some(Reverse(m)) = self.queue.pop() else {
                     break;
                 };
-                self.deliver(&mut round, &mut state, m)?;
+                self.deliver(&mut state, m)?;
             }
         }
-        let report = self.check(round, &state)?;
+        self.queue.clear();
+        let report = self.check(&state)?;
         for node in &mut self.helpers {
             node.helper.prune(2);
         }
         Ok(report)
     }
 
-    fn next_timer(&self, round: &CoordinatorRound, state: &RoundState) -> Option<Millis> {
+    fn coordinator_step(&mut self, state: &mut RoundState, step: Step) -> Result<(), SimError> {
+        let coordinator_id = self.coordinator_id;
+        if let Some(outcome) = step.outcome {
+            state.outcome = Some(outcome);
+        }
+        self.run_actions(state, coordinator_id, step.actions)
+    }
+
+    fn next_timer(&self, state: &RoundState) -> Option<Millis> {
         let helpers = self
             .helpers
             .iter()
             .enumerate()
             .filter(|(h, _)| !state.down[*h])
             .filter_map(|(_, node)| node.helper.next_deadline());
-        round.next_deadline().into_iter().chain(helpers).min()
+        self.coordinator
+            .next_deadline()
+            .into_iter()
+            .chain(helpers)
+            .min()
     }
 
     fn enqueue(&mut self, at: Millis, from: PartyId, to: Node, payload: Payload) {
@@ -371,7 +415,7 @@ impl<'a> World<'a> {
     ) -> Result<(), SimError> {
         let sender = self.nodes.get(&from).copied();
         for action in actions {
-            let Action::Send { to, message } = action else {
+            let Action::Send { to, message, .. } = action else {
                 continue;
             };
             self.sent += 1;
@@ -395,6 +439,10 @@ impl<'a> World<'a> {
                 }
                 // Published outcomes: no state machine takes them.
                 Message::Result(_) | Message::Abort(_) => continue,
+                Message::InclusionSet(env) => {
+                    state.inclusion_set.get_or_insert_with(|| env.clone());
+                    Payload::Message(Message::InclusionSet(env))
+                }
                 Message::Upload(bytes) => {
                     if let (Some(Node::Client(c)), Node::Helper(h)) = (sender, to_node)
                         && let Behaviour::Late(mask) = state.behaviour[c]
@@ -413,39 +461,34 @@ impl<'a> World<'a> {
         Ok(())
     }
 
-    fn deliver(
-        &mut self,
-        round: &mut CoordinatorRound,
-        state: &mut RoundState,
-        m: InFlight,
-    ) -> Result<(), SimError> {
+    fn deliver(&mut self, state: &mut RoundState, m: InFlight) -> Result<(), SimError> {
         let now = self.now;
-        let round_id = state.round_id;
-        let violation = |detail: String| SimError::Violation {
-            round: round_id,
-            detail,
-        };
         match m.to {
             Node::Coordinator => {
                 self.delivered += 1;
                 let from = self.nodes.get(&m.from).copied();
-                let result = match (&m.payload, from) {
+                let msg = match (m.payload, from) {
                     (Payload::Message(Message::Report(env)), Some(Node::Helper(h))) => {
-                        self.check_report(state, h, env)?;
-                        round.on_report(now, m.from, env)
+                        self.check_report(state, h, &env)?;
+                        Inbound::Report(env)
                     }
                     (Payload::Message(Message::AggregateShare(bytes)), _) => {
-                        round.on_aggregate(now, m.from, bytes.expose())
+                        Inbound::AggregateShare(bytes)
                     }
                     _ => {
                         return Err(violation(
+                            state,
                             "the coordinator got an unexpected message".into(),
                         ));
                     }
                 };
-                let actions = result
-                    .map_err(|e| violation(format!("the coordinator refused a helper: {e}")))?;
-                self.run_actions(state, self.coordinator_id, actions)
+                let step = self
+                    .coordinator
+                    .handle(now, Input::Inbound { from: m.from, msg })
+                    .map_err(|e| {
+                        violation(state, format!("the coordinator refused a helper: {e}"))
+                    })?;
+                self.coordinator_step(state, step)
             }
             Node::Helper(h) => {
                 if state.down[h] {
@@ -453,60 +496,93 @@ impl<'a> World<'a> {
                 }
                 self.delivered += 1;
                 let id = self.helpers[h].id;
-                let helper = &mut self.helpers[h].helper;
-                let actions = match &m.payload {
-                    Payload::Descriptor(env) => helper.on_descriptor(now, env).map_err(|e| {
-                        violation(format!("helper {h} refused the descriptor: {e}"))
-                    })?,
-                    Payload::Message(Message::Upload(bytes)) => {
-                        let Some(Node::Client(c)) = self.nodes.get(&m.from).copied() else {
-                            return Err(violation("an upload from a non-client".into()));
-                        };
-                        let on_time = now < state.deadline;
-                        match helper.on_upload(now, m.from, bytes.expose()) {
-                            Ok(actions) if on_time => {
-                                state.held[h][c] = true;
-                                actions
-                            }
-                            Err(HelperError::Late { .. }) if !on_time => {
-                                state.late_refused += 1;
-                                Vec::new()
-                            }
-                            Ok(_) => {
-                                return Err(violation(format!(
-                                    "helper {h} accepted client {c}'s upload {} ms after the deadline",
-                                    now.0 - state.deadline.0
-                                )));
-                            }
-                            Err(e) => {
-                                return Err(violation(format!(
-                                    "helper {h} refused client {c}'s upload: {e}"
-                                )));
-                            }
-                        }
-                    }
-                    Payload::Message(Message::InclusionSet(env)) => {
-                        helper.on_inclusion_set(now, env).map_err(|e| {
-                            violation(format!("helper {h} refused the inclusion set: {e}"))
-                        })?
-                    }
-                    _ => return Err(violation(format!("helper {h} got an unexpected message"))),
+                let payload = m.payload;
+                let msg = match &payload {
+                    Payload::Descriptor(env) => Inbound::Descriptor((**env).clone()),
+                    Payload::Message(message) => Inbound::from_message(message.clone())
+                        .ok_or_else(|| violation(state, format!("helper {h} got an outcome")))?,
                 };
-                self.run_actions(state, id, actions)
+                let upload_from = match (&msg, self.nodes.get(&m.from).copied()) {
+                    (Inbound::Upload(_), Some(Node::Client(c))) => Some(c),
+                    (Inbound::Upload(_), _) => {
+                        return Err(violation(state, "an upload from a non-client".into()));
+                    }
+                    _ => None,
+                };
+                let result = self.helpers[h]
+                    .helper
+                    .handle(now, Input::Inbound { from: m.from, msg });
+                let step = match (upload_from, result) {
+                    (Some(c), Ok(step)) if now < state.deadline => {
+                        state.held[h][c] = true;
+                        step
+                    }
+                    (Some(c), Ok(_)) => {
+                        return Err(violation(
+                            state,
+                            format!(
+                                "helper {h} accepted client {c}'s upload {} ms after the deadline",
+                                now.0 - state.deadline.0
+                            ),
+                        ));
+                    }
+                    (Some(_), Err(e)) if e.code == RefusalCode::Late && now >= state.deadline => {
+                        state.late_refused += 1;
+                        return Ok(());
+                    }
+                    (Some(_), Err(e)) if e.retryable() => {
+                        // The upload overtook the descriptor: the client
+                        // tries again shortly, as a real one does.
+                        let at = now.plus(self.latency());
+                        self.enqueue(at, m.from, Node::Helper(h), payload);
+                        return Ok(());
+                    }
+                    (Some(c), Err(e)) => {
+                        return Err(violation(
+                            state,
+                            format!("helper {h} refused client {c}'s upload: {e}"),
+                        ));
+                    }
+                    (None, Ok(step)) => step,
+                    (None, Err(e)) => {
+                        return Err(violation(
+                            state,
+                            format!("helper {h} refused a message: {e}"),
+                        ));
+                    }
+                };
+                self.run_actions(state, id, step.actions)
             }
             Node::Client(c) => {
                 self.delivered += 1;
-                match &m.payload {
-                    Payload::Descriptor(env) => self.participate(state, c, env),
+                match m.payload {
+                    Payload::Descriptor(env) => self.participate(state, c, &env),
                     Payload::Message(Message::Receipt(env)) => {
-                        if let Some(client_round) = state.client_rounds.get_mut(&c) {
-                            client_round.on_receipt(m.from, env).map_err(|e| {
-                                violation(format!("client {c} refused a receipt: {e}"))
-                            })?;
+                        let round = state.round_id;
+                        if let Some(seen) = state.receipts.get_mut(&c) {
+                            self.clients[c]
+                                .1
+                                .handle(
+                                    now,
+                                    Input::Inbound {
+                                        from: m.from,
+                                        msg: Inbound::Receipt(env),
+                                    },
+                                )
+                                .map_err(|e| SimError::Violation {
+                                    round,
+                                    detail: format!("client {c} refused a receipt: {e}"),
+                                })?;
+                            if let Some(h) = self.helpers.iter().position(|h| h.id == m.from) {
+                                seen[h] = true;
+                            }
                         }
                         Ok(())
                     }
-                    _ => Err(violation(format!("client {c} got an unexpected message"))),
+                    _ => Err(violation(
+                        state,
+                        format!("client {c} got an unexpected message"),
+                    )),
                 }
             }
         }
@@ -552,10 +628,15 @@ impl<'a> World<'a> {
                             let Some((at, seed, keep)) = job else {
                                 continue;
                             };
-                            let step = client
-                                .participate(*at, envelope, &inputs[c], None, seed)
-                                .map(|(round, actions)| (keep.then_some(round), actions));
-                            out.push((c, Prepared { at: *at, step }));
+                            let step = client_step(client, *at, envelope, &inputs[c], seed);
+                            out.push((
+                                c,
+                                Prepared {
+                                    at: *at,
+                                    step,
+                                    keep: *keep,
+                                },
+                            ));
                         }
                         out
                     })
@@ -594,32 +675,71 @@ impl<'a> World<'a> {
             .client_descriptor
             .as_ref()
             .is_some_and(|d| Arc::ptr_eq(d, envelope));
-        let step = match prepared {
-            Some(p) if p.at == now && shared => p.step,
+        let (step, keep) = match prepared {
+            Some(p) if p.at == now && shared => (p.step, p.keep),
             _ => {
                 let mut randomness = [0u8; 32];
                 self.rng.fill_bytes(&mut randomness);
-                let keep = state.client_rounds.len() < RECEIPT_SAMPLE;
-                self.clients[c]
-                    .1
-                    .participate(
+                let keep = state.receipts.len() < RECEIPT_SAMPLE;
+                let seed = Seed::from_bytes(randomness);
+                (
+                    client_step(
+                        &mut self.clients[c].1,
                         now,
                         envelope,
                         &state.inputs[c],
-                        None,
-                        &Seed::from_bytes(randomness),
-                    )
-                    .map(|(round, actions)| (keep.then_some(round), actions))
+                        &seed,
+                    ),
+                    keep,
+                )
             }
         };
-        let (client_round, actions) = step.map_err(|e| SimError::Violation {
+        let step = step.map_err(|e| SimError::Violation {
             round: state.round_id,
             detail: format!("client {c} refused to take part: {e}"),
         })?;
-        if let Some(client_round) = client_round {
-            state.client_rounds.insert(c, client_round);
+        if keep {
+            state.receipts.insert(c, vec![false; self.helpers.len()]);
         }
         let id = self.clients[c].0;
-        self.run_actions(state, id, actions)
+        self.run_actions(state, id, step.actions)
+    }
+}
+
+/// A client's whole step on a descriptor: it verifies it, computes its
+/// input (the simulation's own) and shares it.
+fn client_step(
+    client: &mut Client,
+    at: Millis,
+    envelope: &pb::SignedEnvelope,
+    input: &[f64],
+    seed: &Seed,
+) -> Result<Step, Refusal> {
+    let asked = client.handle(
+        at,
+        Input::Inbound {
+            from: client_coordinator(client),
+            msg: Inbound::Descriptor(envelope.clone()),
+        },
+    )?;
+    let round = asked.round.unwrap_or(0);
+    client.handle(
+        at,
+        Input::Participate(Participation {
+            round,
+            input: Ok(ClientInput::new(input.to_vec())),
+            randomness: seed.clone(),
+        }),
+    )
+}
+
+fn client_coordinator(client: &Client) -> PartyId {
+    client.coordinator()
+}
+
+fn violation(state: &RoundState, detail: String) -> SimError {
+    SimError::Violation {
+        round: state.round_id,
+        detail,
     }
 }

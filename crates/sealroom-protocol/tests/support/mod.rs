@@ -14,14 +14,15 @@ use prost::Message as _;
 use rand::rngs::ChaCha20Rng;
 use rand::{Rng as _, RngExt as _, SeedableRng};
 use sealroom_core::{QuantSpec, RingKind, Seed};
+use std::sync::Arc;
+
 use sealroom_protocol::action::{Action, Message, Persist, SecretBytes};
-use sealroom_protocol::client::{Client, ClientConfig, ClientRound};
-use sealroom_protocol::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorRound, Outcome, Task,
-};
+use sealroom_protocol::client::{Client, ClientConfig};
+use sealroom_protocol::coordinator::{Coordinator, CoordinatorConfig, Outcome, Task};
 use sealroom_protocol::descriptor::DescriptorTrust;
 use sealroom_protocol::helper::{Helper, HelperConfig, HelperState, PersistedRound};
-use sealroom_protocol::{Millis, PartyId, SigningKey, pb};
+use sealroom_protocol::machine::{ClientInput, Inbound, Input, Participation, Start, Step};
+use sealroom_protocol::{Machine, Millis, PartyId, SigningKey, pb};
 
 pub const FEDERATION: &str = "sim-federation";
 pub const START: Millis = Millis(1_700_000_000_000);
@@ -49,6 +50,8 @@ pub struct Setup {
     pub vector_len: usize,
     pub ring: RingKind,
     pub spec: QuantSpec,
+    /// Threshold mode: release from exactly `t` answers, marked unverified.
+    pub allow_unverified: bool,
 }
 
 impl Setup {
@@ -61,6 +64,7 @@ impl Setup {
             vector_len: 16,
             ring: RingKind::Z2_64,
             spec: QuantSpec::new(16, 8.0, 24).expect("valid spec"),
+            allow_unverified: false,
         }
     }
 
@@ -111,11 +115,17 @@ impl Disk {
 
     fn apply(&mut self, p: &Persist) {
         match p {
-            Persist::HelperRound { descriptor } => self.rounds.push(PersistedRound {
+            Persist::HelperRound { descriptor, .. } => self.rounds.push(PersistedRound {
                 descriptor: descriptor.clone(),
                 uploads: Vec::new(),
+                report: None,
                 answered: None,
             }),
+            Persist::HelperReport { round_id, report } => {
+                if let Some(r) = self.round_mut(*round_id) {
+                    r.report = Some(report.clone());
+                }
+            }
             Persist::HelperUpload {
                 round_id,
                 client_index,
@@ -156,7 +166,6 @@ impl Disk {
 pub struct ClientNode {
     pub id: PartyId,
     pub client: Client,
-    pub round: Option<ClientRound>,
     pub receipts_ok: usize,
 }
 
@@ -194,6 +203,7 @@ pub struct Sim {
     pub coordinator_id: PartyId,
     pub coordinator_key: SigningKey,
     pub coordinator: Coordinator,
+    coordinator_config: CoordinatorConfig,
     pub helpers: Vec<HelperNode>,
     pub clients: Vec<ClientNode>,
     queue: BinaryHeap<Reverse<InFlight>>,
@@ -231,9 +241,8 @@ impl Sim {
                 let config = HelperConfig {
                     me: id,
                     coordinator: coordinator_id,
-                    signing_key: key.clone(),
+                    signer: Arc::new(key.clone()),
                     trust: trust.clone(),
-                    max_pending_uploads: 4096,
                 };
                 HelperNode {
                     id,
@@ -253,33 +262,32 @@ impl Sim {
                 let id = party(&mut rng);
                 let config = ClientConfig {
                     me: id,
+                    coordinator: coordinator_id,
                     trust: trust.clone(),
                     helper_keys: helper_keys.clone(),
                 };
                 ClientNode {
                     id,
                     client: Client::new(config, None),
-                    round: None,
                     receipts_ok: 0,
                 }
             })
             .collect();
-        let coordinator = Coordinator::new(
-            CoordinatorConfig {
-                federation_id: FEDERATION.into(),
-                signing_key: coordinator_key.clone(),
-                epoch: 0,
-                helpers: helpers
-                    .iter()
-                    .map(|h| (h.id, h.key.verifying_key()))
-                    .collect(),
-                threshold: setup.threshold,
-                min_clients: setup.min_clients,
-                upload_window_ms: UPLOAD_WINDOW_MS,
-                aggregation_window_ms: AGGREGATION_WINDOW_MS,
-            },
-            1,
-        );
+        let coordinator_config = CoordinatorConfig {
+            federation_id: FEDERATION.into(),
+            signer: Arc::new(coordinator_key.clone()),
+            epoch: 0,
+            helpers: helpers
+                .iter()
+                .map(|h| (h.id, h.key.verifying_key()))
+                .collect(),
+            threshold: setup.threshold,
+            min_clients: setup.min_clients,
+            upload_window_ms: UPLOAD_WINDOW_MS,
+            aggregation_window_ms: AGGREGATION_WINDOW_MS,
+            allow_unverified: setup.allow_unverified,
+        };
+        let coordinator = Coordinator::new(coordinator_config.clone(), 1);
         Sim {
             setup,
             net,
@@ -288,6 +296,7 @@ impl Sim {
             coordinator_id,
             coordinator_key,
             coordinator,
+            coordinator_config,
             helpers,
             clients,
             queue: BinaryHeap::new(),
@@ -295,6 +304,11 @@ impl Sim {
             transcript: Vec::new(),
             refusals: Vec::new(),
         }
+    }
+
+    /// The coordinator's configuration (for a second coordinator in tests).
+    pub fn coordinator_config(&self) -> CoordinatorConfig {
+        self.coordinator_config.clone()
     }
 
     pub fn task(&self) -> Task {
@@ -344,14 +358,24 @@ impl Sim {
     fn run_actions(&mut self, from: PartyId, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Send { to, message } => self.send(from, to, message),
+                Action::Send { to, message, .. } => self.send(from, to, message),
                 Action::Persist(p) => {
                     if let Some(h) = self.helpers.iter_mut().find(|h| h.id == from) {
                         h.disk.apply(&p);
                     }
                 }
+                _ => {}
             }
         }
+    }
+
+    /// A coordinator step: its actions, and its outcome if it has one.
+    fn coordinator_step(&mut self, step: Step, outcome: &mut Option<Outcome>) {
+        let id = self.coordinator_id;
+        if let Some(o) = step.outcome {
+            *outcome = Some(o);
+        }
+        self.run_actions(id, step.actions);
     }
 
     /// Runs one round to its outcome. `inputs[i]` is client i's vector.
@@ -363,20 +387,29 @@ impl Sim {
         self.rng.fill_bytes(&mut nonce);
         let ids: Vec<PartyId> = self.clients.iter().map(|c| c.id).collect();
         let task = self.task();
-        let (mut round, actions) = self
+        let step = self
             .coordinator
-            .start_round(self.now, task, ids, nonce)
+            .handle(
+                self.now,
+                Input::Start(Start {
+                    task,
+                    clients: ids,
+                    nonce,
+                }),
+            )
             .expect("round starts");
+        let round = self.coordinator.round().expect("a round runs");
         let descriptor_hash = round.descriptor().hash().0;
-        let coordinator_id = self.coordinator_id;
-        self.run_actions(coordinator_id, actions);
+        let aggregation_deadline = round.descriptor().aggregation_deadline();
+        let mut outcome = None;
+        self.coordinator_step(step, &mut outcome);
         let mut restart_at: Vec<(Millis, usize)> = Vec::new();
 
         let deadline = START
             .plus(10 * (UPLOAD_WINDOW_MS + AGGREGATION_WINDOW_MS))
             .max(self.now.plus(100_000));
-        while round.outcome().is_none() {
-            let next_timer = self.next_timer(&round, &restart_at);
+        while outcome.is_none() {
+            let next_timer = self.next_timer(&restart_at);
             let next_msg = self.queue.peek().map(|Reverse(m)| m.at);
             let at = match (next_timer, next_msg) {
                 (Some(t), Some(m)) => t.min(m),
@@ -395,52 +428,73 @@ impl Sim {
                 .collect();
             restart_at.retain(|(t, _)| *t > self.now);
             for h in due {
-                let node = &mut self.helpers[h];
-                node.helper =
-                    Some(Helper::restore(node.config.clone(), node.disk.state()).expect("restore"));
+                self.restart_helper(h);
             }
             // Timers.
-            let actions = round.on_timer(self.now);
-            self.run_actions(coordinator_id, actions);
+            if self
+                .coordinator
+                .next_deadline()
+                .is_some_and(|d| d <= self.now)
+            {
+                let step = self
+                    .coordinator
+                    .handle(self.now, Input::Timer)
+                    .expect("timers are never refused");
+                self.coordinator_step(step, &mut outcome);
+            }
             for i in 0..self.helpers.len() {
                 let id = self.helpers[i].id;
-                if let Some(helper) = self.helpers[i].helper.as_mut() {
-                    let actions = helper.on_timer(self.now);
-                    self.run_actions(id, actions);
+                let now = self.now;
+                if let Some(helper) = self.helpers[i].helper.as_mut()
+                    && helper.next_deadline().is_some_and(|d| d <= now)
+                {
+                    let step = helper
+                        .handle(now, Input::Timer)
+                        .expect("timers are never refused");
+                    self.run_actions(id, step.actions);
                 }
             }
             // Messages due now.
-            while self.queue.peek().is_some_and(|Reverse(m)| m.at <= self.now) {
+            while outcome.is_none() && self.queue.peek().is_some_and(|Reverse(m)| m.at <= self.now)
+            {
                 let Reverse(m) = self.queue.pop().expect("peeked");
-                self.deliver(&mut round, m, &inputs, faults, &mut restart_at);
-                if round.outcome().is_some() {
-                    break;
-                }
+                self.deliver(
+                    m,
+                    &inputs,
+                    faults,
+                    &mut restart_at,
+                    aggregation_deadline,
+                    &mut outcome,
+                );
             }
         }
         // Let the published outcome reach everyone (and nothing else happen);
         // helpers still down for a scheduled restart come back before the next round.
         self.queue.clear();
         for (_, h) in restart_at {
-            let node = &mut self.helpers[h];
-            node.helper =
-                Some(Helper::restore(node.config.clone(), node.disk.state()).expect("restore"));
+            self.restart_helper(h);
         }
-        let outcome = round.into_outcome().expect("finished");
         RoundRun {
-            outcome,
+            outcome: outcome.expect("finished"),
             inputs,
             descriptor_hash,
         }
     }
 
-    fn next_timer(&self, round: &CoordinatorRound, restarts: &[(Millis, usize)]) -> Option<Millis> {
+    /// Restarts helper `h` from what it persisted.
+    pub fn restart_helper(&mut self, h: usize) {
+        let node = &mut self.helpers[h];
+        node.helper =
+            Some(Helper::restore(node.config.clone(), node.disk.state()).expect("restore"));
+    }
+
+    fn next_timer(&self, restarts: &[(Millis, usize)]) -> Option<Millis> {
         let helpers = self
             .helpers
             .iter()
             .filter_map(|h| h.helper.as_ref()?.next_deadline());
         let restarts = restarts.iter().map(|(t, _)| *t);
-        round
+        self.coordinator
             .next_deadline()
             .into_iter()
             .chain(helpers)
@@ -450,21 +504,22 @@ impl Sim {
 
     fn deliver(
         &mut self,
-        round: &mut CoordinatorRound,
         m: InFlight,
         inputs: &[Vec<f64>],
         faults: &Faults,
         restart_at: &mut Vec<(Millis, usize)>,
+        aggregation_deadline: Millis,
+        outcome: &mut Option<Outcome>,
     ) {
         let now = self.now;
+        let is_inclusion = matches!(m.message, Message::InclusionSet(_));
+        let Some(msg) = Inbound::from_message(m.message.clone()) else {
+            return;
+        };
+        let input = Input::Inbound { from: m.from, msg };
         if m.to == self.coordinator_id {
-            let result = match &m.message {
-                Message::Report(env) => round.on_report(now, m.from, env),
-                Message::AggregateShare(bytes) => round.on_aggregate(now, m.from, bytes.expose()),
-                other => panic!("coordinator got {}", other.kind()),
-            };
-            match result {
-                Ok(actions) => self.run_actions(self.coordinator_id, actions),
+            match self.coordinator.handle(now, input) {
+                Ok(step) => self.coordinator_step(step, outcome),
                 Err(e) => self.refusals.push(format!("coordinator: {e}")),
             }
             return;
@@ -474,16 +529,10 @@ impl Sim {
             let Some(helper) = self.helpers[h].helper.as_mut() else {
                 return;
             };
-            let result = match &m.message {
-                Message::Descriptor(env) => helper.on_descriptor(now, env),
-                Message::Upload(bytes) => helper.on_upload(now, m.from, bytes.expose()),
-                Message::InclusionSet(env) => helper.on_inclusion_set(now, env),
-                Message::Result(_) | Message::Abort(_) => Ok(Vec::new()),
-                other => panic!("helper got {}", other.kind()),
-            };
-            match result {
-                Ok(mut actions) => {
-                    if matches!(m.message, Message::InclusionSet(_)) {
+            match helper.handle(now, input) {
+                Ok(step) => {
+                    let mut actions = step.actions;
+                    if is_inclusion {
                         if faults.crash_before_answer_send.contains(&h) {
                             // Persist the answer record, then die before sending.
                             actions.retain(|a| matches!(a, Action::Persist(_)));
@@ -509,47 +558,58 @@ impl Sim {
                     self.run_actions(id, actions);
                     if reported && faults.crash_after_report.contains(&h) {
                         self.helpers[h].helper = None;
-                        restart_at.push((round.descriptor().aggregation_deadline().plus(1), h));
+                        restart_at.push((aggregation_deadline.plus(1), h));
                     }
+                }
+                Err(e) if e.retryable() => {
+                    // An upload that overtook its descriptor: the client retries.
+                    self.seq += 1;
+                    self.queue.push(Reverse(InFlight {
+                        at: now.plus(5),
+                        seq: self.seq,
+                        from: m.from,
+                        to: m.to,
+                        message: m.message,
+                    }));
                 }
                 Err(e) => self.refusals.push(format!("helper {h}: {e}")),
             }
             return;
         }
         if let Some(c) = self.clients.iter().position(|c| c.id == m.to) {
-            match &m.message {
-                Message::Descriptor(env) => {
-                    if faults.offline_clients.contains(&c) {
-                        return;
-                    }
+            if faults.offline_clients.contains(&c) {
+                return;
+            }
+            let is_receipt = matches!(m.message, Message::Receipt(_));
+            let node = &mut self.clients[c];
+            match node.client.handle(now, input) {
+                Ok(step) if is_receipt => {
+                    node.receipts_ok += 1;
+                    debug_assert!(step.actions.is_empty());
+                }
+                Ok(step) => {
+                    // A descriptor: compute the input, then take part.
+                    let Some(round) = step.round else { return };
                     let mut randomness = [0u8; 32];
                     self.rng.fill_bytes(&mut randomness);
                     let node = &mut self.clients[c];
-                    match node.client.participate(
+                    let participated = node.client.handle(
                         now,
-                        env,
-                        &inputs[c],
-                        None,
-                        &Seed::from_bytes(randomness),
-                    ) {
-                        Ok((client_round, actions)) => {
-                            node.round = Some(client_round);
+                        Input::Participate(Participation {
+                            round,
+                            input: Ok(ClientInput::new(inputs[c].clone())),
+                            randomness: Seed::from_bytes(randomness),
+                        }),
+                    );
+                    match participated {
+                        Ok(step) => {
                             let id = node.id;
-                            self.run_actions(id, actions);
+                            self.run_actions(id, step.actions);
                         }
                         Err(e) => self.refusals.push(format!("client {c}: {e}")),
                     }
                 }
-                Message::Receipt(env) => {
-                    let node = &mut self.clients[c];
-                    if let Some(r) = node.round.as_mut() {
-                        match r.on_receipt(m.from, env) {
-                            Ok(()) => node.receipts_ok += 1,
-                            Err(e) => self.refusals.push(format!("client {c}: {e}")),
-                        }
-                    }
-                }
-                _ => {}
+                Err(e) => self.refusals.push(format!("client {c}: {e}")),
             }
         }
     }
@@ -559,6 +619,7 @@ impl Sim {
 fn lie(action: Action, key: &SigningKey) -> Action {
     let Action::Send {
         to,
+        round,
         message: Message::AggregateShare(bytes),
     } = action
     else {
@@ -575,6 +636,7 @@ fn lie(action: Action, key: &SigningKey) -> Action {
     share.header = Some(key.sign(&header));
     Action::Send {
         to,
+        round,
         message: Message::AggregateShare(SecretBytes::new(share.encode_to_vec())),
     }
 }
@@ -584,7 +646,7 @@ fn message_bytes(message: &Message) -> Vec<u8> {
         Message::Upload(b) | Message::AggregateShare(b) => b.expose().to_vec(),
         Message::Descriptor(e) | Message::Result(e) | Message::Abort(e) => e.encode_to_vec(),
         Message::Receipt(e) | Message::Report(e) | Message::InclusionSet(e) => e.encode_to_vec(),
-        _ => Vec::new(),
+        Message::SitOut(b) => b.clone(),
     }
 }
 

@@ -48,6 +48,7 @@ pub struct Uploaded {
 /// The running baseline: an aggregator and its clients.
 pub struct Baseline {
     endpoint: String,
+    server_id: sealroom_protocol::PartyId,
     admin: TlsMaterial,
     trigger: ShutdownTrigger,
     /// Every client's uploads, as they complete.
@@ -78,6 +79,7 @@ impl Baseline {
             .await
             .context("binding the baseline aggregator")?;
         let endpoint = format!("127.0.0.1:{}", listener.local_addr()?.port());
+        let server_id = server.id();
         let (trigger, shutdown) = shutdown::channel();
         let (announce, _) = broadcast::channel(16);
         let service = Aggregator {
@@ -85,10 +87,19 @@ impl Baseline {
             announce,
             shutdown: shutdown.clone(),
         };
+        // The same server path as every node: only the bench's own
+        // identities complete the handshake.
+        let registry = tls::Registry::default();
+        registry.insert(admin.id(), sealroom_protocol::Role::Admin);
+        for (_, material) in &clients {
+            registry.insert(material.id(), sealroom_protocol::Role::Client);
+        }
+        let metrics = Metrics::new();
         let incoming = tls::incoming(
             listener,
-            tls::server_config(server)?,
-            Metrics::new(),
+            tls::server_config(server, registry.clone(), metrics.clone())?,
+            registry,
+            metrics,
             shutdown.clone(),
         );
         let server_shutdown = shutdown.clone();
@@ -109,7 +120,7 @@ impl Baseline {
         let (ready_tx, mut ready_rx) = mpsc::channel(clients.len().max(1));
         let n = clients.len();
         for (index, (name, material)) in clients.into_iter().enumerate() {
-            let channel = tls::channel(&material, &endpoint)?;
+            let channel = tls::pinned_channel(&material, &endpoint, server_id)?;
             let client = BaselineClient {
                 index: index as u32,
                 name,
@@ -129,6 +140,7 @@ impl Baseline {
         }
         Ok(Baseline {
             endpoint,
+            server_id,
             admin,
             trigger,
             uploads,
@@ -138,7 +150,7 @@ impl Baseline {
     /// A channel for the bench driver (kept and reused across rounds, as the
     /// secure side's admin channel is made once per round request).
     pub fn driver(&self) -> Result<BaselineAggregatorClient<Channel>> {
-        let channel = tls::channel(&self.admin, &self.endpoint)?;
+        let channel = tls::pinned_channel(&self.admin, &self.endpoint, self.server_id)?;
         Ok(BaselineAggregatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))

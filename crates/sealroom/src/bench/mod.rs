@@ -34,7 +34,7 @@ use sealroom_node::local::LocalFederation;
 use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
 use serde::Serialize;
 
-use crate::demo::Mode;
+use crate::sharing::SharingArgs;
 use baseline::Baseline;
 use kernels::{References, Shape};
 use report::{ConfigResult, KernelFigures, NodeFigures, Side, TargetVerdict};
@@ -53,12 +53,8 @@ pub struct BenchArgs {
     /// Number of helpers, 2..=16.
     #[arg(long, default_value_t = 3)]
     pub helpers: usize,
-    /// Sharing scheme of the secure rounds.
-    #[arg(long, value_enum, default_value_t = Mode::Additive)]
-    pub mode: Mode,
-    /// Threshold t for `--mode threshold` (default: the smallest majority).
-    #[arg(long)]
-    pub threshold: Option<usize>,
+    #[command(flatten)]
+    pub sharing: SharingArgs,
     /// Measured rounds per configuration and side (default 10; with --quick 3).
     #[arg(long)]
     pub rounds: Option<usize>,
@@ -93,10 +89,7 @@ pub struct BenchArgs {
 /// `sealroom bench --simulate N`.
 fn simulate(args: &BenchArgs, clients: usize) -> Result<()> {
     use sealroom_protocol::sim::{SimConfig, SimOutcome, simulate};
-    let threshold = match args.mode {
-        Mode::Additive => None,
-        Mode::Threshold => Some(args.threshold.unwrap_or(args.helpers / 2 + 1)),
-    };
+    let threshold = args.sharing.threshold(args.helpers)?;
     let config = SimConfig {
         clients,
         helpers: args.helpers,
@@ -207,24 +200,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !(2..=16).contains(&args.helpers) {
         bail!("--helpers must be within 2..=16");
     }
-    let threshold = match args.mode {
-        Mode::Additive => {
-            if args.threshold.is_some() {
-                bail!("--threshold applies to --mode threshold only");
-            }
-            None
-        }
-        Mode::Threshold => {
-            let t = args.threshold.unwrap_or(args.helpers / 2 + 1);
-            if t * 2 <= args.helpers || t > args.helpers {
-                bail!(
-                    "--threshold {t}: must be a majority of the {} helpers",
-                    args.helpers
-                );
-            }
-            Some(t)
-        }
-    };
+    let threshold = args.sharing.threshold(args.helpers)?;
+    if let Some(t) = threshold
+        && (t * 2 <= args.helpers || t > args.helpers)
+    {
+        bail!(
+            "--threshold {t}: must be a majority of the {} helpers",
+            args.helpers
+        );
+    }
     if let Some(&c) = clients.iter().find(|&&c| c < 2) {
         bail!("--clients {c}: a round needs at least 2 clients");
     }
@@ -237,7 +221,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         clients: clients.clone(),
         dims: dims.clone(),
         helpers: args.helpers,
-        mode: mode_name(args.mode).into(),
+        mode: args.sharing.mode().name().into(),
         threshold,
         rounds,
         warmup,
@@ -252,13 +236,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run_async(args, run_config))
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Additive => "additive",
-        Mode::Threshold => "threshold",
-    }
 }
 
 /// Refuses configurations whose vectors alone would not fit in memory:

@@ -3,24 +3,22 @@
 #![allow(dead_code)]
 
 use std::net::TcpStream;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
 
 /// The `sealroom` binary under test.
 pub fn sealroom() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sealroom"))
 }
 
-/// A block of `count` free loopback ports from about `floor` up (each test
-/// binary picks its own floor, so concurrent binaries rarely collide).
-pub fn free_base_port(floor: u16, count: u16) -> u16 {
-    for attempt in 0..200u16 {
-        let base = floor + (std::process::id() as u16 % 50) * 300 + attempt * 7;
-        if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free port block");
+/// A block of `count` free loopback ports for node processes to bind:
+/// below the kernel's ephemeral range and never overlapping another block
+/// this test binary handed out (`sealroom_node::local::free_port_block`).
+pub fn free_base_port(count: u16) -> u16 {
+    sealroom_node::local::free_port_block(count).expect("a block of free loopback ports")
 }
 
 /// Waits (up to 20 s) until something listens on `port`.
@@ -30,4 +28,170 @@ pub fn wait_for_port(port: u16) {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One node process; its stderr goes to `DIR/NAME.log`.
+pub struct Node {
+    pub name: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    /// Starts `sealroom node --config DIR/NAME.toml`.
+    pub fn spawn(dir: &Path, name: &str) -> Node {
+        let mut node = Node {
+            name: name.to_string(),
+            config: dir.join(format!("{name}.toml")),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        };
+        node.start();
+        node
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("node log");
+        let child = sealroom()
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("node starts");
+        self.child = Some(child);
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits")).expect("pid");
+        kill_process(pid, signal).expect("signal delivered");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and a wait for the orderly shutdown (SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits")).expect("pid");
+            let _ = kill_process(pid, Signal::CONT);
+            let _ = kill_process(pid, Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Node processes, killed when dropped so that a failing test leaves
+/// nothing behind.
+pub struct Nodes(pub Vec<Node>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for node in &mut self.0 {
+            node.kill();
+        }
+    }
+}
+
+impl Nodes {
+    /// The node called `name`.
+    pub fn named(&self, name: &str) -> &Node {
+        self.0.iter().find(|n| n.name == name).expect("node")
+    }
+
+    /// Waits (up to 30 s) until `name`'s log holds `needle` at least
+    /// `times` times.
+    pub fn wait_log(&self, name: &str, needle: &str, times: usize) {
+        let node = self.named(name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            if log.matches(needle).count() >= times {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never logged {needle:?} {times} time(s):\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `sealroom round start --json` of a synthetic task of `dim` values as the
+/// admin of `admin`; the outcome, or `{"error": stderr}`.
+pub fn round_json(admin: &Path, dim: u64) -> serde_json::Value {
+    let out = sealroom()
+        .args(["round", "start", "--task", "synthetic", "--json", "--dim"])
+        .arg(dim.to_string())
+        .arg("--config")
+        .arg(admin)
+        .output()
+        .expect("round start runs");
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap_or_else(
+        |_| serde_json::json!({"error": String::from_utf8_lossy(&out.stderr).to_string()}),
+    )
+}
+
+/// `sealroom init` of 3 helpers and 3 clients in `dir` on a free port
+/// block, every node started as a process, and the first
+/// round that includes all 3 clients run. Returns the nodes, the base port
+/// and that round's id.
+pub fn three_by_three(dir: &Path) -> (Nodes, u16, u64) {
+    let base = free_base_port(110);
+    let out = sealroom()
+        .args(["init", "--helpers", "3", "--clients", "3", "--base-port"])
+        .arg(base.to_string())
+        .arg(dir)
+        .output()
+        .expect("init runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut nodes = Nodes(Vec::new());
+    for name in ["coordinator", "helper-0", "helper-1", "helper-2"] {
+        nodes.0.push(Node::spawn(dir, name));
+    }
+    for port in base..=base + 3 {
+        wait_for_port(port);
+    }
+    for name in ["client-0", "client-1", "client-2"] {
+        nodes.0.push(Node::spawn(dir, name));
+    }
+    let admin = dir.join("admin.toml");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let outcome = round_json(&admin, 8);
+        if outcome["included_clients"].as_array().map(Vec::len) == Some(3) {
+            break outcome["round_id"].as_u64().expect("round id");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no round with 3 clients: {outcome}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    (nodes, base, first)
 }

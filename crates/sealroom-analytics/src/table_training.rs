@@ -1,0 +1,986 @@
+//! Federated training on the clients' own tables, from a
+//! [`TrainingSpec`]: the round tasks, what a client computes for them, and
+//! the driver.
+//!
+//! A training is a sequence of ordinary secure-aggregation rounds whose
+//! signed descriptors carry the task parameters (the spec's columns, the
+//! global model, the standardization), so each client sees exactly what it
+//! computes before it computes anything:
+//!
+//! 1. one [`TABLE_MOMENTS_TASK`] round: every client contributes the count,
+//!    sums and sums of squares of its *training* rows (after its
+//!    train/validation split); their secure sum gives the pooled mean and
+//!    standard deviation that standardize every client's features;
+//! 2. per training round, one [`TABLE_FEDAVG_TASK`] round (FedAvg of
+//!    quantized, weighted deltas, as in [`crate::training`]: the secure model
+//!    equals the plaintext FedAvg of the same updates bit for bit), then, if
+//!    the spec holds out validation rows, one [`TABLE_VALIDATE_TASK`] round:
+//!    every client evaluates the new global model on its validation rows and
+//!    contributes `[rows, correct predictions, summed loss]`. The pooled
+//!    validation loss drives early stopping; the best model is the result.
+//!
+//! Moments and validation statistics travel in the query layer's exact
+//! fixed-point limbs ([`crate::query::encode`]): 2^−20 resolution, values up
+//! to 2^75, exact sums over up to 1024 clients.
+//!
+//! **What a training reveals**, to the coordinator and every client: the
+//! pooled feature moments (hence the standardization), after every round
+//! the new global model, the revealed sum (the weighted average delta and
+//! the total capped weight Σw), and the pooled validation rows, correct
+//! predictions and loss. Never one client's rows, statistics or update.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ndarray::Array1;
+use sealroom_core::quant::ErrorFeedback;
+use sealroom_node::local::RoundRunner;
+use sealroom_node::tasks::{InputError, InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
+use sealroom_protocol::VerifiedDescriptor;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::fl::{
+    FedAvgSpec, FlError, Model, ModelKind, Standardizer, TrainConfig, apply_sum_to, derive_seed,
+    encode_delta,
+};
+use crate::query::DataSource;
+use crate::query::encode::{LIMBS, from_fixed, from_limbs};
+use crate::round::completed_round;
+use crate::table_data::{Columns, Labels, TableError, TableRows, read_rows};
+use crate::train_spec::{TrainingSpec, ValidationSpec};
+use crate::training::TrainingError;
+
+/// The feature-moments round of a table training.
+pub const TABLE_MOMENTS_TASK: &str = "table-moments";
+/// A FedAvg round of a table training.
+pub const TABLE_FEDAVG_TASK: &str = "table-fedavg";
+/// A validation round of a table training.
+pub const TABLE_VALIDATE_TASK: &str = "table-validate";
+/// The tasks a client's [`TableTrainingInput`] answers.
+pub const TASKS: [&str; 3] = [TABLE_MOMENTS_TASK, TABLE_FEDAVG_TASK, TABLE_VALIDATE_TASK];
+
+/// What every round of a table training reads at the clients: the table,
+/// its columns, the label domain and the split. Public, signed into each
+/// descriptor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableData {
+    /// The clients' table.
+    pub table: String,
+    /// The label column.
+    pub label: String,
+    /// The feature columns.
+    pub features: Vec<String>,
+    /// The label's declared domain (classifiers).
+    pub classes: Option<Vec<String>>,
+    /// The train/validation split.
+    pub validation: ValidationSpec,
+}
+
+impl TableData {
+    /// The data part of a spec.
+    pub fn of(spec: &TrainingSpec) -> TableData {
+        TableData {
+            table: spec.table.clone(),
+            label: spec.label.clone(),
+            features: spec.features.clone(),
+            classes: spec.classes.clone(),
+            validation: spec.validation,
+        }
+    }
+
+    fn columns(&self) -> Columns<'_> {
+        Columns {
+            label: &self.label,
+            features: &self.features,
+            classes: self.classes.as_deref(),
+        }
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.classes.as_ref().map_or(1, Vec::len)
+    }
+}
+
+/// Parameters of a [`TABLE_MOMENTS_TASK`] round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MomentsParams {
+    /// What to read.
+    pub data: TableData,
+}
+
+/// Parameters of a [`TABLE_FEDAVG_TASK`] round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FedAvgParams {
+    /// What to read.
+    pub data: TableData,
+    /// Training round, from 1.
+    pub training_round: u64,
+    /// The model.
+    pub model: ModelKind,
+    /// The global model's parameters this round starts from.
+    pub global: Vec<f64>,
+    /// Feature standardization (from the moments round).
+    pub mean: Vec<f64>,
+    /// Feature standardization (from the moments round).
+    pub std: Vec<f64>,
+    /// Local training; each client derives its shuffle seed from this seed,
+    /// the round and its name.
+    pub train: TrainConfig,
+    /// Quantization and weighting of the deltas.
+    pub fedavg: FedAvgSpec,
+    /// Whether clients carry their quantization residual between rounds.
+    pub error_feedback: bool,
+}
+
+/// Parameters of a [`TABLE_VALIDATE_TASK`] round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateParams {
+    /// What to read.
+    pub data: TableData,
+    /// The model.
+    pub model: ModelKind,
+    /// The parameters to evaluate.
+    pub params: Vec<f64>,
+    /// Feature standardization.
+    pub mean: Vec<f64>,
+    /// Feature standardization.
+    pub std: Vec<f64>,
+}
+
+/// Statistics per validation contribution: rows, correct, summed loss.
+const VALIDATION_STATS: usize = 3;
+
+fn moments_len(n_features: usize) -> usize {
+    LIMBS * (1 + 2 * n_features)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(params: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(params).map_err(|e| format!("malformed {what} parameters: {e}"))
+}
+
+fn check_data(data: &TableData) -> Result<(), String> {
+    if data.features.is_empty() || data.features.len() > crate::train_spec::MAX_FEATURES {
+        return Err(format!(
+            "{} features is outside 1..={}",
+            data.features.len(),
+            crate::train_spec::MAX_FEATURES
+        ));
+    }
+    if let Some(classes) = &data.classes
+        && !(2..=crate::train_spec::MAX_CLASSES).contains(&classes.len())
+    {
+        return Err(format!("{} classes is outside 2..=1024", classes.len()));
+    }
+    Ok(())
+}
+
+fn check_model(data: &TableData, model: ModelKind, params: &[f64]) -> Result<(), String> {
+    if model.is_regression() != data.classes.is_none() {
+        return Err(format!(
+            "a {model} model does not match a label {}",
+            if data.classes.is_some() {
+                "with classes"
+            } else {
+                "without classes"
+            }
+        ));
+    }
+    let n = model.n_params(data.features.len(), data.n_outputs());
+    if params.len() != n {
+        return Err(format!(
+            "the model has {} parameters; a {model} with {} features and {} outputs has {n}",
+            params.len(),
+            data.features.len(),
+            data.n_outputs()
+        ));
+    }
+    Ok(())
+}
+
+struct Planner(&'static str);
+
+impl TaskPlanner for Planner {
+    fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
+        match self.0 {
+            TABLE_MOMENTS_TASK => {
+                let p: MomentsParams = parse(params, "table moments")?;
+                check_data(&p.data)?;
+                Ok(TaskShape {
+                    vector_len: moments_len(p.data.features.len()) as u64,
+                    spec: crate::query::wire_spec(),
+                })
+            }
+            TABLE_VALIDATE_TASK => {
+                let p: ValidateParams = parse(params, "table validation")?;
+                check_data(&p.data)?;
+                check_model(&p.data, p.model, &p.params)?;
+                Ok(TaskShape {
+                    vector_len: (LIMBS * VALIDATION_STATS) as u64,
+                    spec: crate::query::wire_spec(),
+                })
+            }
+            _ => {
+                let p: FedAvgParams = parse(params, "table FedAvg")?;
+                check_data(&p.data)?;
+                p.train.check().map_err(|e| e.to_string())?;
+                check_model(&p.data, p.model, &p.global)?;
+                let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
+                Ok(TaskShape {
+                    vector_len: FedAvgSpec::wire_len(p.global.len()) as u64,
+                    spec,
+                })
+            }
+        }
+    }
+}
+
+/// Registers the table-training tasks with a coordinator's catalog.
+pub fn register_tasks(catalog: &mut TaskCatalog) {
+    for (task, wide) in [
+        (TABLE_MOMENTS_TASK, true),
+        (TABLE_FEDAVG_TASK, false),
+        (TABLE_VALIDATE_TASK, true),
+    ] {
+        catalog.register(TaskDef {
+            name: task.into(),
+            default_len: 0,
+            fixed_len: true,
+            spec: None,
+            wide,
+            planner: Some(Arc::new(Planner(task))),
+            followup: None,
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The client's side.
+
+/// Why a client cannot contribute to a table-training round. Names tables,
+/// columns and rows; never a value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableInputError {
+    /// The round's parameters do not decode.
+    #[error("{0}")]
+    Parameters(String),
+    /// This client's config has no such table.
+    #[error("this client has no table {0:?} (add [data.{0}] to its config)")]
+    NoTable(String),
+    /// The table could not be read.
+    #[error("table {table:?}: {source}")]
+    Table {
+        /// The table.
+        table: String,
+        /// Why.
+        source: TableError,
+    },
+    /// Training or encoding failed.
+    #[error("table {table:?}: {source}")]
+    Training {
+        /// The table.
+        table: String,
+        /// Why.
+        source: FlError,
+    },
+    /// The task is not a table-training task.
+    #[error("not a table-training task: {0:?}")]
+    NotMyTask(String),
+}
+
+/// A client's input for the table-training tasks.
+pub struct TableTrainingInput {
+    client: String,
+    tables: BTreeMap<String, DataSource>,
+    cache: Mutex<Option<Cached>>,
+    feedback: Mutex<BTreeMap<String, ErrorFeedback>>,
+}
+
+struct Cached {
+    key: String,
+    train: TableRows,
+    validation: TableRows,
+}
+
+impl std::fmt::Debug for TableTrainingInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableTrainingInput")
+            .field("client", &self.client)
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TableTrainingInput {
+    /// Client `client`'s tables, by name (its config's `[data.*]`).
+    pub fn new(client: impl Into<String>, tables: BTreeMap<String, DataSource>) -> Self {
+        TableTrainingInput {
+            client: client.into(),
+            tables,
+            cache: Mutex::new(None),
+            feedback: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The vector this client contributes to a round of `task`.
+    pub fn contribution(
+        &self,
+        task: &str,
+        params: &[u8],
+    ) -> Result<Zeroizing<Vec<f64>>, TableInputError> {
+        match task {
+            TABLE_MOMENTS_TASK => {
+                let p: MomentsParams =
+                    parse(params, "moments").map_err(TableInputError::Parameters)?;
+                self.moments(&p)
+            }
+            TABLE_FEDAVG_TASK => {
+                let p: FedAvgParams =
+                    parse(params, "FedAvg").map_err(TableInputError::Parameters)?;
+                self.fedavg(&p)
+            }
+            TABLE_VALIDATE_TASK => {
+                let p: ValidateParams =
+                    parse(params, "validation").map_err(TableInputError::Parameters)?;
+                self.validate(&p)
+            }
+            other => Err(TableInputError::NotMyTask(other.to_string())),
+        }
+    }
+
+    /// The (train, validation) rows of `data`, read once per training.
+    fn rows(&self, data: &TableData) -> Result<(TableRows, TableRows), TableInputError> {
+        let key = serde_json::to_string(data).unwrap_or_default();
+        if let Ok(cache) = self.cache.lock()
+            && let Some(c) = cache.as_ref()
+            && c.key == key
+        {
+            return Ok((c.train.clone(), c.validation.clone()));
+        }
+        let source = self
+            .tables
+            .get(&data.table)
+            .ok_or_else(|| TableInputError::NoTable(data.table.clone()))?;
+        let read = read_rows(source, data.columns());
+        let rows = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.block_on(read),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| TableInputError::Parameters(format!("starting a runtime: {e}")))?
+                .block_on(read),
+        }
+        .map_err(|source| TableInputError::Table {
+            table: data.table.clone(),
+            source,
+        })?;
+        let (train, validation) = rows
+            .split(data.validation.fraction, data.validation.seed)
+            .map_err(|source| TableInputError::Training {
+                table: data.table.clone(),
+                source,
+            })?;
+        if let Ok(mut cache) = self.cache.lock() {
+            *cache = Some(Cached {
+                key,
+                train: train.clone(),
+                validation: validation.clone(),
+            });
+        }
+        Ok((train, validation))
+    }
+
+    fn training_error(table: &str) -> impl Fn(FlError) -> TableInputError + '_ {
+        move |source| TableInputError::Training {
+            table: table.to_string(),
+            source,
+        }
+    }
+
+    fn moments(&self, p: &MomentsParams) -> Result<Zeroizing<Vec<f64>>, TableInputError> {
+        let (train, _) = self.rows(&p.data)?;
+        let x = &train.x;
+        let mut stats = Zeroizing::new(Vec::with_capacity(1 + 2 * x.ncols()));
+        stats.push(x.nrows() as f64);
+        stats.extend(x.sum_axis(ndarray::Axis(0)).iter());
+        stats.extend(x.mapv(|v| v * v).sum_axis(ndarray::Axis(0)).iter());
+        Ok(encode_limbs(&stats))
+    }
+
+    fn standardized(&self, rows: &mut TableRows, mean: &[f64], std: &[f64]) -> Result<(), FlError> {
+        let standardizer =
+            Standardizer::from_mean_std(Array1::from(mean.to_vec()), Array1::from(std.to_vec()))?;
+        standardizer.apply(&mut rows.x)
+    }
+
+    fn fedavg(&self, p: &FedAvgParams) -> Result<Zeroizing<Vec<f64>>, TableInputError> {
+        let table = p.data.table.as_str();
+        let err = Self::training_error(table);
+        check_model(&p.data, p.model, &p.global).map_err(TableInputError::Parameters)?;
+        let (mut train, _) = self.rows(&p.data)?;
+        self.standardized(&mut train, &p.mean, &p.std)
+            .map_err(&err)?;
+        let global = Model::from_params(
+            p.model,
+            p.data.features.len(),
+            p.data.n_outputs(),
+            p.global.clone(),
+        )
+        .map_err(&err)?;
+        let config = TrainConfig {
+            seed: derive_seed(
+                p.train.seed,
+                "table training",
+                &[p.training_round, name_seed(&self.client)],
+            ),
+            ..p.train
+        };
+        let local = match &train.labels {
+            Labels::Classes(y) => global.train_local(&train.x, y, &config),
+            Labels::Values(y) => global.train_local_regression(&train.x, y, &config),
+        }
+        .map_err(&err)?;
+        let update = if p.error_feedback {
+            let mut feedback = self.feedback.lock().map_err(|_| {
+                TableInputError::Parameters("the error-feedback state is poisoned".into())
+            })?;
+            let residual = feedback
+                .entry(table.to_string())
+                .or_insert_with(|| ErrorFeedback::new(global.n_params()));
+            if residual.len() != global.n_params() {
+                *residual = ErrorFeedback::new(global.n_params());
+            }
+            encode_delta(
+                &p.fedavg,
+                global.params(),
+                local.params(),
+                train.n_rows(),
+                Some(residual),
+            )
+        } else {
+            encode_delta(
+                &p.fedavg,
+                global.params(),
+                local.params(),
+                train.n_rows(),
+                None,
+            )
+        }
+        .map_err(&err)?;
+        // Counts only (never a value).
+        tracing::info!(
+            round = p.training_round,
+            clipped = update.clipped,
+            weight_capped = update.weight_capped,
+            "table FedAvg update encoded"
+        );
+        Ok(Zeroizing::new(update.values().to_vec()))
+    }
+
+    fn validate(&self, p: &ValidateParams) -> Result<Zeroizing<Vec<f64>>, TableInputError> {
+        let err = Self::training_error(&p.data.table);
+        check_model(&p.data, p.model, &p.params).map_err(TableInputError::Parameters)?;
+        let (_, mut validation) = self.rows(&p.data)?;
+        let stats = if validation.n_rows() == 0 {
+            Zeroizing::new(vec![0.0; VALIDATION_STATS])
+        } else {
+            self.standardized(&mut validation, &p.mean, &p.std)
+                .map_err(&err)?;
+            let model = Model::from_params(
+                p.model,
+                p.data.features.len(),
+                p.data.n_outputs(),
+                p.params.clone(),
+            )
+            .map_err(&err)?;
+            let m = evaluate(&model, &validation).map_err(&err)?;
+            Zeroizing::new(vec![m.rows as f64, m.correct as f64, m.loss_sum])
+        };
+        Ok(encode_limbs(&stats))
+    }
+}
+
+impl TableInputError {
+    /// The typed reason the coordinator is told (a table or column name
+    /// from the spec at most; the full error stays in this client's log).
+    fn sit_out(&self) -> InputError {
+        use sealroom_protocol::pb::SitOutReason as R;
+        let (reason, subject) = match self {
+            TableInputError::Parameters(_) => (R::InvalidParameters, ""),
+            TableInputError::NoTable(table) => (R::NoSuchTable, table.as_str()),
+            TableInputError::Table {
+                source: TableError::MissingColumn { column, .. },
+                ..
+            } => (R::NoSuchColumn, column.as_str()),
+            TableInputError::Table {
+                source: TableError::BadValue { column, .. },
+                ..
+            } => (R::DataUnavailable, column.as_str()),
+            TableInputError::Table { table, .. } => (R::DataUnavailable, table.as_str()),
+            TableInputError::Training { .. } => (R::InputFailed, ""),
+            TableInputError::NotMyTask(task) => (R::UnsupportedTask, task.as_str()),
+        };
+        InputError::new(reason, subject, self.to_string())
+    }
+}
+
+impl InputSource for TableTrainingInput {
+    fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
+        self.contribution(descriptor.task_name(), descriptor.task_params())
+            .map(|v| v.to_vec())
+            .map_err(|e| e.sit_out())
+    }
+}
+
+fn name_seed(name: &str) -> u64 {
+    let hash = blake3::hash(name.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Each statistic as four limbs, saturated to the encoding's range: a value
+/// that is not finite or reaches 2^75 is replaced by the nearest
+/// representable one, so whether a client contributes never depends on its
+/// rows (issue #12, finding 4).
+fn encode_limbs(stats: &[f64]) -> Zeroizing<Vec<f64>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(stats.len() * LIMBS));
+    for &v in stats {
+        crate::query::encode::push_saturating(&mut out, v);
+    }
+    out
+}
+
+fn decode_limbs(sum: &[f64], round_id: u64) -> Result<Vec<f64>, TrainingError> {
+    if !sum.len().is_multiple_of(LIMBS) {
+        return Err(TrainingError::Result {
+            round_id,
+            detail: format!("{} values is not a whole number of limbs", sum.len()),
+        });
+    }
+    sum.chunks_exact(LIMBS)
+        .map(|chunk| {
+            let mut ints = [0i64; LIMBS];
+            for (i, &v) in ints.iter_mut().zip(chunk) {
+                if !(v.is_finite() && v.fract() == 0.0 && v.abs() < 2f64.powi(62)) {
+                    return Err(TrainingError::Result {
+                        round_id,
+                        detail: "a limb of the sum is not an integer".into(),
+                    });
+                }
+                *i = v as i64;
+            }
+            Ok(from_fixed(from_limbs(ints)))
+        })
+        .collect()
+}
+
+/// A model's counts on some rows: what a validation round sums.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Evaluation {
+    rows: usize,
+    correct: usize,
+    loss_sum: f64,
+}
+
+fn evaluate(model: &Model, rows: &TableRows) -> Result<Evaluation, FlError> {
+    let n = rows.n_rows();
+    match &rows.labels {
+        Labels::Classes(y) => {
+            let accuracy = model.accuracy(&rows.x, y)?;
+            let loss = model.loss(&rows.x, y)?;
+            Ok(Evaluation {
+                rows: n,
+                correct: (accuracy * n as f64).round() as usize,
+                loss_sum: loss * n as f64,
+            })
+        }
+        Labels::Values(y) => Ok(Evaluation {
+            rows: n,
+            correct: 0,
+            loss_sum: model.mse(&rows.x, y)? * n as f64,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The driver.
+
+/// A model's metrics on pooled rows: validation (from a secure sum) or the
+/// admin's own test rows.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Rows evaluated.
+    pub rows: u64,
+    /// Fraction of rows predicted right (classifiers).
+    pub accuracy: Option<f64>,
+    /// Mean cross-entropy (classifiers) or mean squared error (regression).
+    pub loss: f64,
+}
+
+/// One FedAvg round of a table training, as the driver saw it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TableRound {
+    /// Training round, from 1.
+    pub round: usize,
+    /// The federation's round id of the FedAvg round.
+    pub round_id: u64,
+    /// Clients whose updates the secure sum includes.
+    pub included: Vec<String>,
+    /// Total weight (training rows, capped per client) of the included updates.
+    pub total_weight: u64,
+    /// FedAvg round latency at the coordinator, ms.
+    pub duration_ms: u64,
+    /// Pooled validation metrics of the new model (secure sum).
+    pub validation: Option<Metrics>,
+    /// The validation round's id.
+    pub validation_round_id: Option<u64>,
+    /// Metrics on the admin's test rows, if it gave any.
+    pub test: Option<Metrics>,
+}
+
+/// A finished table training.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableTrainingReport {
+    /// The spec trained.
+    pub spec: TrainingSpec,
+    /// Model parameters.
+    pub n_params: usize,
+    /// Pooled training rows (from the moments round).
+    pub training_rows: u64,
+    /// Standardization: pooled feature means.
+    pub mean: Vec<f64>,
+    /// Standardization: pooled feature standard deviations.
+    pub std: Vec<f64>,
+    /// Metrics of the initial model.
+    pub initial_validation: Option<Metrics>,
+    /// Test metrics of the initial model.
+    pub initial_test: Option<Metrics>,
+    /// Every FedAvg round run.
+    pub rounds: Vec<TableRound>,
+    /// The round whose model is the result (0: the initial model): the
+    /// lowest validation loss, or the last round without validation.
+    pub best_round: usize,
+    /// Whether early stopping ended the training before `spec.rounds`.
+    pub stopped_early: bool,
+    /// The moments round's id.
+    pub moments_round_id: u64,
+    /// Parameters of the initial model and after each round (`rounds + 1`
+    /// vectors): exported, not printed.
+    #[serde(skip)]
+    pub history: Vec<Vec<f64>>,
+    /// The revealed sum of each FedAvg round (`n_params + 1` values):
+    /// exported, not printed.
+    #[serde(skip)]
+    pub sums: Vec<Vec<f64>>,
+}
+
+impl TableTrainingReport {
+    /// The resulting model (that of [`TableTrainingReport::best_round`]).
+    pub fn model(&self) -> Result<Model, FlError> {
+        let params = self
+            .history
+            .get(self.best_round)
+            .cloned()
+            .ok_or(FlError::Empty {
+                what: "model history",
+            })?;
+        Model::from_params(
+            self.spec.model,
+            self.spec.features.len(),
+            self.spec.n_outputs(),
+            params,
+        )
+    }
+
+    /// The standardization the model expects.
+    pub fn standardizer(&self) -> Result<Standardizer, FlError> {
+        Standardizer::from_mean_std(
+            Array1::from(self.mean.clone()),
+            Array1::from(self.std.clone()),
+        )
+    }
+}
+
+/// Reads the admin's own test rows (e.g. a held-out CSV file) for the
+/// report; never sent anywhere.
+pub async fn read_test_rows(
+    source: &DataSource,
+    spec: &TrainingSpec,
+) -> Result<TableRows, TableError> {
+    read_rows(
+        source,
+        Columns {
+            label: &spec.label,
+            features: &spec.features,
+            classes: spec.classes.as_deref(),
+        },
+    )
+    .await
+}
+
+/// Metrics of `model` on raw (unstandardized) `rows`.
+pub fn test_metrics(
+    model: &Model,
+    standardizer: &Standardizer,
+    rows: &TableRows,
+) -> Result<Metrics, FlError> {
+    let mut rows = rows.clone();
+    standardizer.apply(&mut rows.x)?;
+    let e = evaluate(model, &rows)?;
+    Ok(metrics_of(
+        e.rows as f64,
+        e.correct as f64,
+        e.loss_sum,
+        model.kind(),
+    ))
+}
+
+fn metrics_of(rows: f64, correct: f64, loss_sum: f64, kind: ModelKind) -> Metrics {
+    let n = rows.max(1.0);
+    Metrics {
+        rows: rows as u64,
+        accuracy: (!kind.is_regression()).then_some(correct / n),
+        loss: loss_sum / n,
+    }
+}
+
+/// Runs a table training over `clients` (by name): the moments round, then
+/// up to `spec.rounds` FedAvg rounds (each followed by a validation round
+/// when the spec holds out rows), calling `on_round` after each. `test`
+/// rows, if given, are the admin's own and only evaluate the models.
+pub async fn train<R: RoundRunner>(
+    runner: &R,
+    spec: &TrainingSpec,
+    clients: &[String],
+    test: Option<&TableRows>,
+    mut on_round: impl FnMut(&TableRound),
+) -> Result<TableTrainingReport, TrainingError> {
+    spec.validate("<spec>")
+        .map_err(|e| TrainingError::Spec(e.to_string()))?;
+    let data = TableData::of(spec);
+    let n_features = data.features.len();
+    let n_outputs = data.n_outputs();
+    let moments = completed_round(
+        runner,
+        TABLE_MOMENTS_TASK,
+        &MomentsParams { data: data.clone() },
+        clients,
+        0,
+    )
+    .await?;
+    let stats = decode_limbs(&moments.values, moments.round_id)?;
+    if stats.len() != 1 + 2 * n_features {
+        return Err(TrainingError::Result {
+            round_id: moments.round_id,
+            detail: format!("{} moments for {n_features} features", stats.len()),
+        });
+    }
+    let count = stats[0];
+    if !(count >= 1.0 && count.fract() == 0.0) {
+        return Err(TrainingError::Fl(FlError::Empty {
+            what: "pooled training set",
+        }));
+    }
+    let standardizer = Standardizer::from_moments(
+        count as usize,
+        &Array1::from(stats[1..=n_features].to_vec()),
+        &Array1::from(stats[1 + n_features..].to_vec()),
+    )?;
+    let mean = standardizer.mean.to_vec();
+    let std = standardizer.std.to_vec();
+    let mut global = Model::new(spec.model, n_features, n_outputs, spec.init_seed)?;
+    let validating = spec.validation.fraction > 0.0;
+    let fedavg = spec.quantization.fedavg();
+
+    let validate = async |params: &[f64]| -> Result<Option<(Metrics, u64)>, TrainingError> {
+        if !validating {
+            return Ok(None);
+        }
+        let outcome = completed_round(
+            runner,
+            TABLE_VALIDATE_TASK,
+            &ValidateParams {
+                data: data.clone(),
+                model: spec.model,
+                params: params.to_vec(),
+                mean: mean.clone(),
+                std: std.clone(),
+            },
+            clients,
+            0,
+        )
+        .await?;
+        let v = decode_limbs(&outcome.values, outcome.round_id)?;
+        if v.len() != VALIDATION_STATS {
+            return Err(TrainingError::Result {
+                round_id: outcome.round_id,
+                detail: format!("{} validation statistics, expected 3", v.len()),
+            });
+        }
+        Ok(Some((
+            metrics_of(v[0], v[1], v[2], spec.model),
+            outcome.round_id,
+        )))
+    };
+    let test_of = |model: &Model| -> Result<Option<Metrics>, TrainingError> {
+        match test {
+            Some(rows) => Ok(Some(test_metrics(model, &standardizer, rows)?)),
+            None => Ok(None),
+        }
+    };
+
+    let initial_validation = validate(global.params()).await?.map(|(m, _)| m);
+    let initial_test = test_of(&global)?;
+    let mut history = vec![global.params().to_vec()];
+    let mut sums = Vec::new();
+    let mut rounds = Vec::new();
+    let mut best = (0usize, initial_validation.map_or(f64::INFINITY, |m| m.loss));
+    let mut stopped_early = false;
+    for round in 1..=spec.rounds {
+        let params = FedAvgParams {
+            data: data.clone(),
+            training_round: round as u64,
+            model: spec.model,
+            global: global.params().to_vec(),
+            mean: mean.clone(),
+            std: std.clone(),
+            train: spec.train.config(),
+            fedavg,
+            error_feedback: spec.error_feedback,
+        };
+        let outcome = completed_round(runner, TABLE_FEDAVG_TASK, &params, clients, 0).await?;
+        let included: Vec<String> = outcome
+            .included_clients
+            .iter()
+            .map(|&i| clients.get(i as usize).cloned())
+            .collect::<Option<_>>()
+            .ok_or_else(|| TrainingError::Result {
+                round_id: outcome.round_id,
+                detail: "an included client index is outside the invited list".into(),
+            })?;
+        let next = apply_sum_to(&fedavg, global.params(), &outcome.values)?;
+        global = Model::from_params(spec.model, n_features, n_outputs, next)?;
+        let step = fedavg.wire_spec()?.step();
+        let total_weight = outcome.values.last().map_or(0.0, |w| w / step) as u64;
+        history.push(global.params().to_vec());
+        sums.push(outcome.values.clone());
+        let validation = validate(global.params()).await?;
+        let report = TableRound {
+            round,
+            round_id: outcome.round_id,
+            included,
+            total_weight,
+            duration_ms: outcome.duration_ms,
+            validation: validation.map(|(m, _)| m),
+            validation_round_id: validation.map(|(_, id)| id),
+            test: test_of(&global)?,
+        };
+        on_round(&report);
+        rounds.push(report);
+        match validation {
+            Some((m, _)) => {
+                let min_delta = spec.early_stopping.map_or(0.0, |s| s.min_delta);
+                if m.loss < best.1 - min_delta {
+                    best = (round, m.loss);
+                } else if let Some(stop) = spec.early_stopping
+                    && round - best.0 >= stop.patience
+                {
+                    stopped_early = round < spec.rounds;
+                    break;
+                }
+            }
+            None => best = (round, f64::INFINITY),
+        }
+    }
+    Ok(TableTrainingReport {
+        spec: spec.clone(),
+        n_params: global.n_params(),
+        training_rows: count as u64,
+        mean,
+        std,
+        initial_validation,
+        initial_test,
+        rounds,
+        best_round: best.0,
+        stopped_early,
+        moments_round_id: moments.round_id,
+        history,
+        sums,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limbs_round_trip_exactly() {
+        let stats = [3.0, -1.25, 1e12, 0.0];
+        let wire = encode_limbs(&stats);
+        assert_eq!(wire.len(), 4 * LIMBS);
+        let back = decode_limbs(&wire, 1).unwrap();
+        assert_eq!(back, stats.to_vec());
+        // Non-finite or out-of-range statistics saturate instead of failing.
+        assert_eq!(decode_limbs(&encode_limbs(&[f64::NAN]), 1).unwrap(), [0.0]);
+        let huge = decode_limbs(&encode_limbs(&[f64::INFINITY, -1e300]), 1).unwrap();
+        assert!(huge[0] > 3e22 && huge[1] < -3e22, "{huge:?}");
+        assert!(decode_limbs(&[0.5; LIMBS], 1).is_err());
+        assert!(decode_limbs(&[0.0; LIMBS + 1], 1).is_err());
+    }
+
+    #[test]
+    fn planner_checks_shapes() {
+        let data = TableData {
+            table: "t".into(),
+            label: "y".into(),
+            features: vec!["a".into(), "b".into()],
+            classes: Some(vec!["n".into(), "y".into()]),
+            validation: ValidationSpec::default(),
+        };
+        let fedavg = FedAvgParams {
+            data: data.clone(),
+            training_round: 1,
+            model: ModelKind::Logistic,
+            global: vec![0.0; 6],
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+            train: crate::train_spec::TrainSettings::default().config(),
+            fedavg: crate::train_spec::QuantSettings::default().fedavg(),
+            error_feedback: false,
+        };
+        let plan = |task, p: &[u8]| Planner(task).plan(p);
+        let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&fedavg).unwrap()).unwrap();
+        assert_eq!(shape.vector_len, 7);
+        let wrong = FedAvgParams {
+            global: vec![0.0; 5],
+            ..fedavg.clone()
+        };
+        assert!(plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&wrong).unwrap()).is_err());
+        let linear_with_classes = FedAvgParams {
+            model: ModelKind::Linear,
+            global: vec![0.0; 3],
+            ..fedavg
+        };
+        assert!(
+            plan(
+                TABLE_FEDAVG_TASK,
+                &serde_json::to_vec(&linear_with_classes).unwrap()
+            )
+            .is_err()
+        );
+        let moments = MomentsParams { data };
+        let shape = plan(TABLE_MOMENTS_TASK, &serde_json::to_vec(&moments).unwrap()).unwrap();
+        assert_eq!(shape.vector_len, (LIMBS * 5) as u64);
+        for task in TASKS {
+            for junk in [&b""[..], b"{}", b"[1]", b"{\"data\": 1}"] {
+                assert!(plan(task, junk).is_err(), "{task}");
+            }
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The one driver every role runs (STYLE.md §2): it feeds a role's state
+//! machine one input at a time, makes each accepted step durable — the
+//! step's state, its replay-archive row and its audit entries in one
+//! transaction — *before* anything the step sent leaves, records refusals
+//! (by digest, under the node's own round, rate-limited, never fatally),
+//! prunes by the node's own rounds, and hands the step to the role's
+//! [`Router`], the only role-specific part: where messages go.
+//!
+//! [`run`] is the actor loop around it: requests from the RPC services and
+//! the router's own tasks, the machine's timer, and shutdown. If the driver
+//! cannot make a step durable (or the signer fails), the loop ends with the
+//! error and the node's server stops with it: a node never keeps serving
+//! "shutting down" while alive, and a supervisor restarts it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use sealroom_protocol::action::{Action, Persist};
+use sealroom_protocol::machine::{Input, Machine, Refusal, RefusalCode, Step};
+use sealroom_protocol::{Millis, Role};
+use sealroom_store::ArchiveWrite;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use crate::NodeError;
+use crate::context::{KeyUpdate, NodeContext, instant_of, now};
+use crate::record::{self, Archived};
+use crate::shutdown::Shutdown;
+
+/// Refusals archived per round at most (more are counted, not recorded).
+pub const MAX_RECORDED_REFUSALS_PER_ROUND: u32 = 64;
+
+/// A role's state machine, as the node runs it.
+pub trait NodeMachine: Machine + Send + 'static {
+    /// The role.
+    const ROLE: Role;
+
+    /// Forgets all but the newest `keep` rounds held in memory.
+    fn prune(&mut self, _keep: usize) {}
+
+    /// Takes the keys of a reloaded federation (a coordinator key rotation).
+    fn rekey(&mut self, update: &KeyUpdate);
+}
+
+impl NodeMachine for sealroom_protocol::helper::Helper {
+    const ROLE: Role = Role::Helper;
+    fn prune(&mut self, keep: usize) {
+        sealroom_protocol::helper::Helper::prune(self, keep);
+    }
+    fn rekey(&mut self, update: &KeyUpdate) {
+        self.set_trust(update.directory.trust());
+    }
+}
+
+impl NodeMachine for sealroom_protocol::coordinator::Coordinator {
+    const ROLE: Role = Role::Coordinator;
+    fn rekey(&mut self, update: &KeyUpdate) {
+        if let Some((signer, _)) = &update.signers {
+            self.set_signer(signer.clone(), update.directory.coordinator.key_epoch);
+        }
+    }
+}
+
+impl NodeMachine for sealroom_protocol::client::Client {
+    const ROLE: Role = Role::Client;
+    fn rekey(&mut self, update: &KeyUpdate) {
+        self.set_trust(update.directory.trust());
+    }
+}
+
+/// Drives one state machine against the node's store.
+pub struct Driver<M> {
+    ctx: NodeContext,
+    machine: M,
+    /// Refusals recorded per round (to bound what a peer can make us write).
+    recorded_refusals: BTreeMap<u64, u32>,
+}
+
+impl<M: NodeMachine> Driver<M> {
+    /// A driver of `machine` for the node `ctx`.
+    pub fn new(ctx: NodeContext, machine: M) -> Driver<M> {
+        Driver {
+            ctx,
+            machine,
+            recorded_refusals: BTreeMap::new(),
+        }
+    }
+
+    /// The state machine (read only: inputs go through [`Driver::handle`]).
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The node's context.
+    pub fn ctx(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    /// Applies a reload's new keys: the machine's trust (and, on a rotating
+    /// coordinator, its signer for rounds started from now on), this
+    /// driver's signer for audit checkpoints, and a key entry in the audit
+    /// log — the coordinator's new key signed by the one it replaces, or a
+    /// peer list with the coordinator's new key and its epochs.
+    pub async fn apply_keys(&mut self, update: KeyUpdate) -> Result<(), NodeError> {
+        self.ctx.directory = update.directory.clone();
+        if let Some((signer, previous)) = &update.signers {
+            self.ctx.signer = Some(signer.clone());
+            self.ctx.previous_signer = Some(previous.clone());
+        }
+        self.machine.rekey(&update);
+        crate::audit_keys::register_key(&self.ctx).await?;
+        tracing::info!(
+            coordinator_key_epoch = update.directory.coordinator.key_epoch,
+            previous_key_trusted = update.directory.coordinator.previous_key.is_some(),
+            "keys reloaded"
+        );
+        Ok(())
+    }
+
+    /// When the machine's timer is next due.
+    pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.machine.next_deadline().map(instant_of)
+    }
+
+    /// Consumes one input. An accepted step is durable when this returns
+    /// `Ok(Ok(step))`: its actions may then be executed (messages sent). A
+    /// refusal is `Ok(Err(refusal))`. `Err` means the node cannot go on (its
+    /// store or signer failed) and must stop.
+    pub async fn handle(&mut self, input: Input) -> Result<Result<Step, Refusal>, NodeError> {
+        self.handle_at(now(), input).await
+    }
+
+    /// [`Driver::handle`] at a given time (the node passes its wall clock;
+    /// tests and fuzz targets a fixed one, so that the production path runs
+    /// against fixed rounds).
+    pub async fn handle_at(
+        &mut self,
+        at: Millis,
+        input: Input,
+    ) -> Result<Result<Step, Refusal>, NodeError> {
+        let archived = record::archived_input(&input);
+        let name = input.name();
+        let role = M::ROLE.as_str();
+        let span = step_span(M::ROLE, name);
+        let started = Instant::now();
+        let outcome = span.in_scope(|| self.machine.handle(at, input));
+        match outcome {
+            Ok(step) => {
+                if let Some(round) = step.round {
+                    span.record("round", round);
+                }
+                self.commit(&archived, at, &step).instrument(span).await?;
+                self.ctx
+                    .metrics
+                    .step(role, name, "accepted", started.elapsed());
+                Ok(Ok(step))
+            }
+            Err(refusal) if refusal.code == RefusalCode::SigningFailed => {
+                tracing::error!(error = %refusal, "the signer failed; stopping");
+                Err(NodeError::Signer(refusal.to_string()))
+            }
+            Err(refusal) => {
+                self.ctx
+                    .metrics
+                    .step(role, name, refusal.code_name(), started.elapsed());
+                self.record_refusal(&archived, at, &refusal)
+                    .instrument(span)
+                    .await;
+                Ok(Err(refusal))
+            }
+        }
+    }
+
+    /// Makes an accepted step durable: per round it touches, that round's
+    /// state, archive row and audit entries in one transaction.
+    async fn commit(
+        &mut self,
+        archived: &Archived,
+        at: Millis,
+        step: &Step,
+    ) -> Result<(), NodeError> {
+        let signer = self.ctx.audit_signer();
+        let role = M::ROLE.as_str();
+        for round in step.rounds() {
+            let persists: Vec<&Persist> = step
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Persist(p) if p.round_id() == round => Some(p),
+                    _ => None,
+                })
+                .collect();
+            let archive = record::archived_step(archived, round, at.0, &step.actions, None);
+            // Nodes that sign keep an audit log; clients keep none.
+            let audit = if signer.is_some() {
+                record::audit_records(&step.accepted, &step.actions, round)
+            } else {
+                Vec::new()
+            };
+            let ends = (step.ends_round && step.round == Some(round)).then_some(round);
+            let appended = self
+                .ctx
+                .store
+                .commit(
+                    &persists,
+                    Some(ArchiveWrite {
+                        round_id: round,
+                        role,
+                        step: &archive,
+                    }),
+                    &audit,
+                    signer.as_ref(),
+                    ends,
+                )
+                .await
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, round, "could not make a step durable; stopping");
+                })?;
+            self.ctx
+                .metrics
+                .audit_appended(appended.entries, appended.checkpoint_at_ms);
+        }
+        if step.ends_round {
+            self.prune().await;
+        }
+        Ok(())
+    }
+
+    /// Keeps the newest rounds only, by the node's own rounds: what the
+    /// machine verified, never what a peer claimed.
+    async fn prune(&mut self) {
+        let keep = self.ctx.archive_rounds;
+        self.machine.prune(keep);
+        if let Err(e) = self.ctx.store.prune_archive(keep).await {
+            tracing::warn!(error = %e, "pruning old round archives failed");
+        }
+        if M::ROLE == Role::Helper
+            && let Err(e) = self.ctx.store.prune_helper_rounds(keep).await
+        {
+            tracing::warn!(error = %e, "pruning old helper rounds failed");
+        }
+        while self.recorded_refusals.len() > keep {
+            self.recorded_refusals.pop_first();
+        }
+    }
+
+    /// Records a refusal under the round it was matched to (never under a
+    /// round a peer merely claimed), by the input's digest, at most
+    /// [`MAX_RECORDED_REFUSALS_PER_ROUND`] times per round. Failing to record
+    /// it is logged, never fatal.
+    async fn record_refusal(&mut self, archived: &Archived, at: Millis, refusal: &Refusal) {
+        self.ctx
+            .metrics
+            .refused(M::ROLE.as_str(), refusal.code_name());
+        let Some(round) = refusal.round else {
+            return;
+        };
+        let count = self.recorded_refusals.entry(round).or_default();
+        if *count >= MAX_RECORDED_REFUSALS_PER_ROUND {
+            return;
+        }
+        *count += 1;
+        let step = record::archived_step(archived, round, at.0, &[], Some(refusal.code));
+        let written = self
+            .ctx
+            .store
+            .record(
+                Some(ArchiveWrite {
+                    round_id: round,
+                    role: M::ROLE.as_str(),
+                    step: &step,
+                }),
+                &[],
+                None,
+                None,
+            )
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, round, "could not record a refusal in the archive");
+        }
+    }
+}
+
+/// The span of one step, named `<role>.<step>` (what operators see in
+/// their traces), with the role and, once known, the round.
+fn step_span(role: Role, input: &'static str) -> tracing::Span {
+    macro_rules! span {
+        ($name:literal, $role:literal) => {
+            tracing::info_span!($name, role = $role, round = tracing::field::Empty)
+        };
+    }
+    match (role, input) {
+        (Role::Coordinator, "start") => span!("coordinator.start_round", "coordinator"),
+        (Role::Coordinator, "report") => span!("coordinator.report", "coordinator"),
+        (Role::Coordinator, "aggregate_share") => span!("coordinator.aggregate", "coordinator"),
+        (Role::Coordinator, "sit_out") => span!("coordinator.sit_out", "coordinator"),
+        (Role::Coordinator, _) => span!("coordinator.timer", "coordinator"),
+        (Role::Helper, "descriptor") => span!("helper.descriptor", "helper"),
+        (Role::Helper, "upload") => span!("helper.upload", "helper"),
+        (Role::Helper, "inclusion_set") => span!("helper.inclusion", "helper"),
+        (Role::Helper, _) => span!("helper.timer", "helper"),
+        (Role::Client, "descriptor") => span!("client.descriptor", "client"),
+        (Role::Client, "participate") => span!("client.participate", "client"),
+        (Role::Client, "receipt") => span!("client.receipt", "client"),
+        (Role::Client, _) => span!("client.step", "client"),
+        (Role::Admin, _) => span!("admin.step", "admin"),
+    }
+}
+
+/// Where a role's messages go: the role-specific half of the node.
+pub trait Router<M: NodeMachine>: Send + 'static {
+    /// What a request carries besides its input (a waiter, or nothing);
+    /// timer steps carry the default.
+    type Tag: Send + Default + 'static;
+
+    /// Executes what an accepted, durable step produced (sends, input
+    /// computations, an outcome). Returns inputs to feed the machine next
+    /// (a follow-up round).
+    fn route(&mut self, driver: &Driver<M>, step: &Step, tag: Self::Tag)
+    -> Vec<(Input, Self::Tag)>;
+
+    /// A refused input's tag (to answer whoever waits on it).
+    fn refused(&mut self, _refusal: &Refusal, _tag: Self::Tag) {}
+}
+
+/// A request to the actor.
+pub enum Request<M: NodeMachine, T> {
+    /// Feed `input`; answer the step (or refusal) on `reply`.
+    Input {
+        /// The input.
+        input: Input,
+        /// Who wants the step back (an RPC waiting for its reply).
+        reply: Option<oneshot::Sender<Result<Step, Refusal>>>,
+        /// The router's extra.
+        tag: T,
+    },
+    /// Look at the machine (an RPC sizing its buffer, a re-offer).
+    Inspect(Inspector<M>),
+}
+
+/// A look at the driver, run on the actor's task.
+pub type Inspector<M> = Box<dyn FnOnce(&Driver<M>) + Send>;
+
+/// The sending half of an actor's request channel.
+pub type Requests<M, T> = mpsc::Sender<Request<M, T>>;
+
+/// Requests an actor holds at most before senders wait.
+pub const REQUEST_QUEUE: usize = 1024;
+
+/// Feeds `input` to the actor behind `tx` and waits for its step.
+pub async fn ask<M: NodeMachine, T: Send + 'static>(
+    tx: &Requests<M, T>,
+    input: Input,
+    tag: T,
+) -> Result<Result<Step, Refusal>, tonic::Status> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Request::Input {
+        input,
+        reply: Some(reply),
+        tag,
+    })
+    .await
+    .map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())
+}
+
+/// Looks at the actor's machine.
+pub async fn inspect<M: NodeMachine, T: Send + 'static, R: Send + 'static>(
+    tx: &Requests<M, T>,
+    look: impl FnOnce(&Driver<M>) -> R + Send + 'static,
+) -> Result<R, tonic::Status> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Request::Inspect(Box::new(move |d| {
+        let _ = reply.send(look(d));
+    })))
+    .await
+    .map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())
+}
+
+fn stopped() -> tonic::Status {
+    tonic::Status::unavailable("the node is stopping")
+}
+
+/// The actor loop: requests, the machine's timer, shutdown. Ends `Ok` at
+/// shutdown, `Err` when the node cannot go on.
+pub async fn run<M: NodeMachine, R: Router<M>>(
+    mut driver: Driver<M>,
+    mut router: R,
+    mut rx: mpsc::Receiver<Request<M, R::Tag>>,
+    shutdown: Shutdown,
+) -> Result<(), NodeError> {
+    let mut queue: std::collections::VecDeque<(Input, R::Tag)> = Default::default();
+    let mut keys = driver.ctx.key_updates.subscribe();
+    loop {
+        if let Some((input, tag)) = queue.pop_front() {
+            feed(&mut driver, &mut router, input, None, tag, &mut queue).await?;
+            continue;
+        }
+        let deadline = driver.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            request = rx.recv() => match request {
+                Some(Request::Input { input, reply, tag }) => {
+                    feed(&mut driver, &mut router, input, reply, tag, &mut queue).await?;
+                }
+                Some(Request::Inspect(look)) => look(&driver),
+                None => return Ok(()),
+            },
+            () = sleep => {
+                let step = driver.handle(Input::Timer).await?;
+                if let Ok(step) = step {
+                    let next = router.route(&driver, &step, R::Tag::default());
+                    queue.extend(next);
+                }
+            }
+            changed = keys.changed() => {
+                // The sender lives in the driver's own context: never closed.
+                if changed.is_ok() {
+                    let update = keys.borrow_and_update().clone();
+                    if let Some(update) = update {
+                        driver.apply_keys(update).await?;
+                    }
+                }
+            }
+            () = shutdown.wait() => return Ok(()),
+        }
+    }
+}
+
+async fn feed<M: NodeMachine, R: Router<M>>(
+    driver: &mut Driver<M>,
+    router: &mut R,
+    input: Input,
+    reply: Option<oneshot::Sender<Result<Step, Refusal>>>,
+    tag: R::Tag,
+    queue: &mut std::collections::VecDeque<(Input, R::Tag)>,
+) -> Result<(), NodeError> {
+    match driver.handle(input).await? {
+        Ok(step) => {
+            let next = router.route(driver, &step, tag);
+            queue.extend(next);
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(step));
+            }
+        }
+        Err(refusal) => {
+            router.refused(&refusal, tag);
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(refusal));
+            }
+        }
+    }
+    Ok(())
+}

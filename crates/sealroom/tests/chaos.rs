@@ -1,0 +1,461 @@
+//! Chaos over real node processes (issue #13): a federation from
+//! `sealroom init`, every node its own `sealroom node` process, and a helper
+//! killed (SIGKILL) or frozen (SIGSTOP) at each step of a round, in additive
+//! and threshold mode, then restarted with the same config (or continued).
+//!
+//! Every round must end the way the protocol says it can: completed with
+//! the plaintext sum when enough shares survive, otherwise aborted with the
+//! right signed reason; the round after a fault completes again; and
+//! afterwards `sealroom audit verify --federation` passes on every node's
+//! store.
+//!
+//! The short version (helper-1, each fault at each step, both modes) runs
+//! under `cargo test`. The full one, every helper and several repetitions:
+//!
+//! ```text
+//! SEALROOM_CHAOS_FULL=1 cargo test --release -p sealroom --test chaos -- --nocapture
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+use sealroom_core::QuantSpec;
+use sealroom_node::tasks::synthetic_vector;
+
+mod common;
+use common::{Node, free_base_port, sealroom, wait_for_port};
+
+/// The federation's windows, short so a round with a silent client (which
+/// makes the helpers wait out the upload window) takes a few seconds.
+const UPLOAD_WINDOW_MS: u64 = 3_000;
+const AGGREGATION_WINDOW_MS: u64 = 3_000;
+/// Vector length of every round.
+const DIM: usize = 32;
+/// Clients: the last is never started, so helpers always wait out the
+/// upload window, which is what gives a fault its place in the round.
+const CLIENTS: usize = 4;
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL, then a new process with the same config.
+    Kill,
+    /// SIGSTOP, then SIGCONT.
+    Freeze,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Down when the round starts, back 300 ms later (inside the window in
+    /// which the coordinator offers the descriptor again).
+    AtStart,
+    /// Down after the clients uploaded, back before the report deadline.
+    InUploadWindow,
+    /// Down after the clients uploaded, back only after the round ended:
+    /// the helper misses its report and the inclusion set.
+    AcrossReport,
+    /// Down just after the report deadline, back at once: the helper has
+    /// reported or is about to, and may have to answer after a restart (it
+    /// re-sends the same report; the coordinator asks it again).
+    AtReportDeadline,
+}
+
+/// Every node of a federation; killed when dropped, so a failing test leaves
+/// no process behind.
+struct Federation {
+    dir: tempfile::TempDir,
+    base: u16,
+    helpers: Vec<Node>,
+    others: Vec<Node>,
+    spec: QuantSpec,
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        for node in self.helpers.iter_mut().chain(self.others.iter_mut()) {
+            if let Some(child) = &node.child {
+                let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+                if let Some(pid) = pid {
+                    let _ = kill_process(pid, Signal::CONT);
+                }
+            }
+            node.kill();
+        }
+    }
+}
+
+/// The outcome of one `sealroom round start --json`.
+#[derive(Debug)]
+struct Outcome {
+    json: serde_json::Value,
+    text: String,
+}
+
+impl Outcome {
+    fn status(&self) -> &str {
+        self.json["status"].as_str().unwrap_or("")
+    }
+    fn reason(&self) -> &str {
+        self.json["reason"].as_str().unwrap_or("")
+    }
+}
+
+impl Federation {
+    fn start(threshold: Option<usize>) -> Federation {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = free_base_port(110);
+        let mut init = sealroom();
+        init.args(["init", "--helpers", "3", "--clients"])
+            .arg(CLIENTS.to_string())
+            .args(["--base-port", &base.to_string()]);
+        if let Some(t) = threshold {
+            init.args(["--threshold", &t.to_string()])
+                .arg("--allow-unverified-threshold-release");
+        }
+        let out = init.arg(dir.path()).output().expect("init runs");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let federation = dir.path().join("federation.toml");
+        let text = std::fs::read_to_string(&federation).expect("federation.toml");
+        let text = text
+            .replace(
+                "upload_window_ms = 5000",
+                &format!("upload_window_ms = {UPLOAD_WINDOW_MS}"),
+            )
+            .replace(
+                "aggregation_window_ms = 5000",
+                &format!("aggregation_window_ms = {AGGREGATION_WINDOW_MS}"),
+            );
+        assert!(text.contains(&format!("upload_window_ms = {UPLOAD_WINDOW_MS}")));
+        std::fs::write(&federation, &text).expect("write federation.toml");
+        let parsed: toml::Table = toml::from_str(&text).expect("federation.toml parses");
+        let q = &parsed["quantization"];
+        let spec = QuantSpec::new(
+            i8::try_from(q["scale_bits"].as_integer().expect("scale_bits")).expect("fits"),
+            q["clip"].as_float().expect("clip"),
+            u8::try_from(q["bits"].as_integer().expect("bits")).expect("fits"),
+        )
+        .expect("valid quantization");
+
+        let helpers: Vec<Node> = (0..3)
+            .map(|i| Node::spawn(dir.path(), &format!("helper-{i}")))
+            .collect();
+        let mut others = vec![Node::spawn(dir.path(), "coordinator")];
+        for port in base..=base + 3 {
+            wait_for_port(port);
+        }
+        // The last client stays offline.
+        for i in 0..CLIENTS - 1 {
+            others.push(Node::spawn(dir.path(), &format!("client-{i}")));
+        }
+        let fed = Federation {
+            dir,
+            base,
+            helpers,
+            others,
+            spec,
+        };
+        // Clients connect to the coordinator's watch stream; a round
+        // started before they do goes on without them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let outcome = fed.round_start();
+            if outcome.status() == "completed" && fed.included(&outcome).len() == CLIENTS - 1 {
+                fed.check_sum(&outcome);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no round with every online client: {}",
+                outcome.text
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        fed
+    }
+
+    fn admin(&self) -> PathBuf {
+        self.dir.path().join("admin.toml")
+    }
+
+    fn round_command(&self) -> Command {
+        let mut cmd = sealroom();
+        cmd.args(["round", "start", "--task", "synthetic", "--json", "--dim"])
+            .arg(DIM.to_string())
+            .arg("--config")
+            .arg(self.admin());
+        cmd
+    }
+
+    fn round_start(&self) -> Outcome {
+        let out = self.round_command().output().expect("round start runs");
+        Outcome::parse(&out.stdout, &out.stderr)
+    }
+
+    fn included(&self, outcome: &Outcome) -> Vec<u64> {
+        outcome.json["included_clients"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    /// A completed round's values are the exact sum of the included
+    /// clients' quantized synthetic inputs.
+    fn check_sum(&self, outcome: &Outcome) {
+        let round = outcome.json["round_id"].as_u64().expect("round id");
+        let mut sum = vec![0i64; DIM];
+        for c in self.included(outcome) {
+            let v = synthetic_vector(&format!("client-{c}"), round, DIM, self.spec.clip());
+            for (s, q) in sum
+                .iter_mut()
+                .zip(self.spec.quantize(&v).expect("finite").values.iter())
+            {
+                *s += q;
+            }
+        }
+        let expected: Vec<f64> = sum.into_iter().map(|q| self.spec.dequantize(q)).collect();
+        let values: Vec<f64> = outcome.json["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_f64().expect("a number"))
+            .collect();
+        assert_eq!(values, expected, "round {round}: {}", outcome.text);
+    }
+
+    /// Runs one round with `fault` applied to helper `h` at `step`; returns
+    /// its outcome once the helper is back.
+    fn round_with_fault(&mut self, h: usize, fault: Fault, step: Step) -> Outcome {
+        let inject = |node: &mut Node| match fault {
+            Fault::Kill => node.kill(),
+            Fault::Freeze => node.signal(Signal::STOP),
+        };
+        let recover = |node: &mut Node| match fault {
+            Fault::Kill => node.start(),
+            Fault::Freeze => node.signal(Signal::CONT),
+        };
+        if matches!(step, Step::AtStart) {
+            inject(&mut self.helpers[h]);
+        }
+        let round = self
+            .round_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("round start runs");
+        match step {
+            Step::AtStart => std::thread::sleep(Duration::from_millis(300)),
+            // Clients hear of the round within the descriptor grace (a
+            // quarter of the window) and upload at once.
+            Step::InUploadWindow | Step::AcrossReport => {
+                std::thread::sleep(Duration::from_millis(UPLOAD_WINDOW_MS / 2));
+                inject(&mut self.helpers[h]);
+            }
+            Step::AtReportDeadline => {
+                std::thread::sleep(Duration::from_millis(UPLOAD_WINDOW_MS + 30));
+                inject(&mut self.helpers[h]);
+            }
+        }
+        if matches!(step, Step::InUploadWindow) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if !matches!(step, Step::AcrossReport) {
+            recover(&mut self.helpers[h]);
+        }
+        let out = round.wait_with_output().expect("round start ends");
+        if matches!(step, Step::AcrossReport) {
+            recover(&mut self.helpers[h]);
+        }
+        if matches!(fault, Fault::Kill) {
+            wait_for_port(self.base + 1 + u16::try_from(h).expect("small"));
+        }
+        Outcome::parse(&out.stdout, &out.stderr)
+    }
+
+    /// `sealroom audit verify --federation` on the coordinator's and every
+    /// helper's store (clients keep no audit log).
+    fn verify_audit_logs(&mut self) {
+        for node in self.helpers.iter_mut().chain(self.others.iter_mut()) {
+            node.stop();
+        }
+        let federation = self.dir.path().join("federation.toml");
+        for node in self.helpers.iter().chain(self.others.iter().take(1)) {
+            let out = sealroom()
+                .args(["audit", "verify", "--config"])
+                .arg(&node.config)
+                .arg("--federation")
+                .arg(&federation)
+                .output()
+                .expect("audit verify runs");
+            assert!(
+                out.status.success(),
+                "audit verify failed on {}: {}{}",
+                node.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The logs agree with each other: no artifact missing from its
+        // signer's log, no signer with two artifacts of one kind for a round.
+        // The first helper's log goes through an export file, as it would
+        // from another machine; the others are read from their stores.
+        let export = self
+            .dir
+            .path()
+            .join(format!("{}-audit.jsonl", self.helpers[0].name));
+        let out = sealroom()
+            .args(["audit", "export", "--config"])
+            .arg(&self.helpers[0].config)
+            .arg("--output")
+            .arg(&export)
+            .output()
+            .expect("audit export runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut cross = sealroom();
+        cross
+            .args(["audit", "cross-check", "--export"])
+            .arg(&export);
+        for node in self
+            .helpers
+            .iter()
+            .skip(1)
+            .chain(self.others.iter().take(1))
+        {
+            cross.arg("--config").arg(&node.config);
+        }
+        let out = cross
+            .arg("--federation")
+            .arg(&federation)
+            .output()
+            .expect("audit cross-check runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("the logs agree"),
+            "audit cross-check failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for node in self.helpers.iter().chain(self.others.iter()) {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            all.push_str(&format!("--- {} (last lines)\n", node.name));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Outcome {
+    fn parse(stdout: &[u8], stderr: &[u8]) -> Outcome {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(stdout),
+            String::from_utf8_lossy(stderr)
+        );
+        let json = serde_json::from_str(String::from_utf8_lossy(stdout).trim()).unwrap_or_default();
+        Outcome { json, text }
+    }
+}
+
+fn full() -> bool {
+    std::env::var_os("SEALROOM_CHAOS_FULL").is_some_and(|v| v == "1")
+}
+
+/// Runs every fault at every step on the chosen helpers and checks each
+/// round's outcome, the round after it, and finally every audit log.
+fn chaos(threshold: Option<usize>) {
+    let mut fed = Federation::start(threshold);
+    let helpers: Vec<usize> = if full() { vec![0, 1, 2] } else { vec![1] };
+    let repetitions = if full() { 3 } else { 1 };
+    for _ in 0..repetitions {
+        for &h in &helpers {
+            for fault in [Fault::Kill, Fault::Freeze] {
+                for step in [
+                    Step::AtStart,
+                    Step::InUploadWindow,
+                    Step::AcrossReport,
+                    Step::AtReportDeadline,
+                ] {
+                    let case = format!("helper-{h} {fault:?} {step:?} (threshold {threshold:?})");
+                    eprintln!("chaos: {case}");
+                    let outcome = fed.round_with_fault(h, fault, step);
+                    eprintln!("chaos: {case}: {} {}", outcome.status(), outcome.reason());
+                    match (step, threshold) {
+                        // Which side of the deadline the fault lands on is
+                        // a race: either outcome is right, the audit logs
+                        // must agree afterwards either way.
+                        (Step::AtReportDeadline, None)
+                            if (outcome.status(), outcome.reason())
+                                == ("aborted", "helper_missing") => {}
+                        // Additive n-of-n: a helper that misses its report
+                        // leaves a share that nobody else holds.
+                        (Step::AcrossReport, None) => {
+                            assert_eq!(
+                                (outcome.status(), outcome.reason()),
+                                ("aborted", "helper_missing"),
+                                "{case}: {}\n{}",
+                                outcome.text,
+                                fed.logs()
+                            );
+                        }
+                        // Every other case: every share survives (or enough
+                        // of them, for 2-of-3), so the round completes.
+                        _ => {
+                            assert_eq!(
+                                outcome.status(),
+                                "completed",
+                                "{case}: {}\n{}",
+                                outcome.text,
+                                fed.logs()
+                            );
+                            assert_eq!(
+                                fed.included(&outcome).len(),
+                                CLIENTS - 1,
+                                "{case}: {}",
+                                outcome.text
+                            );
+                            fed.check_sum(&outcome);
+                        }
+                    }
+                    // And the federation is whole again: the next round
+                    // completes with every online client.
+                    let next = fed.round_start();
+                    assert_eq!(
+                        next.status(),
+                        "completed",
+                        "after {case}: {}\n{}",
+                        next.text,
+                        fed.logs()
+                    );
+                    assert_eq!(fed.included(&next).len(), CLIENTS - 1, "{}", next.text);
+                    fed.check_sum(&next);
+                }
+            }
+        }
+    }
+    fed.verify_audit_logs();
+}
+
+#[test]
+fn chaos_additive() {
+    chaos(None);
+}
+
+#[test]
+fn chaos_threshold() {
+    chaos(Some(2));
+}

@@ -1,0 +1,157 @@
+"""Admin and Client against real nodes on loopback (mutual TLS): vector
+FedAvg from Python callables against numpy, joint SQL into pandas against
+pandas over the pooled rows, typed errors, timeouts, audit verification."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sealroom
+from conftest import EXAMPLES, add_table
+
+N_PARAMS = 257
+BITS, CLIP, MAX_WEIGHT = 16, 1.0, 1000
+
+
+def local_update(i: int, global_params: np.ndarray) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng(100 + i)
+    return global_params + rng.normal(0, 0.05, global_params.size), 20 + 7 * i
+
+
+@pytest.fixture(scope="module")
+def salaries(federation, tmp_path_factory):
+    """Client i holds one company's salary table (two CSV files, one SQLite)."""
+    data = tmp_path_factory.mktemp("salaries")
+    entries = [
+        ("acme.csv", 'kind = "csv"'),
+        ("globex.csv", 'kind = "csv"'),
+        ("initech.sqlite", 'kind = "sqlite"\ntable = "salaries"'),
+    ]
+    for i, (file, kind) in enumerate(entries):
+        shutil.copy(EXAMPLES / "salaries" / file, data / file)
+        add_table(federation.client_config(i), "salaries", f'{kind}\npath = "{data / file}"')
+    return data
+
+
+def test_vector_fedavg_from_python_callables_matches_numpy(federation, salaries):
+    admin = sealroom.Admin(federation.admin_config)
+    global_params = np.linspace(-0.5, 0.5, N_PARAMS)
+    calls = []
+
+    def make_input(i):
+        def input_fn(round_info):
+            calls.append((i, round_info["round"], round_info["vector_len"]))
+            if i == 2:
+                raise ValueError("secret patient 42 has value 0.123")
+            local, n = local_update(i, global_params)
+            update, _ = sealroom.encode_update(global_params, local, n, BITS, CLIP, MAX_WEIGHT)
+            return update
+
+        return input_fn
+
+    clients = [sealroom.Client(federation.client_config(i), input=make_input(i)).start() for i in range(3)]
+    try:
+        total, included, round_id, total_weight = admin.fedavg_round(
+            "test-run", 1, N_PARAMS, BITS, CLIP, MAX_WEIGHT, admin.clients, timeout=60
+        )
+        # Client 2's callable raised: it sat the round out, naming only the type.
+        skipped = None
+        for _ in range(50):
+            event = clients[2].next_event(timeout=0.2)
+            if event and event["kind"] == "skipped" and event["round_id"] == round_id:
+                skipped = event
+                break
+        assert skipped is not None
+        assert "ValueError" in skipped["reason"]
+        assert "secret" not in skipped["reason"] and "0.123" not in skipped["reason"]
+    finally:
+        for c in clients:
+            c.stop()
+    assert included == ["client-0", "client-1"]
+    assert total_weight == 20 + 27
+    assert sorted(set((i, r) for i, r, _ in calls)) == [(0, 1), (1, 1), (2, 1)]
+    assert all(n == N_PARAMS + 1 for _, _, n in calls)
+    secure = sealroom.apply_sum(global_params, total, BITS, CLIP, MAX_WEIGHT)
+    # numpy's weighted FedAvg of the same local models.
+    locals_ = [local_update(i, global_params) for i in range(2)]
+    weights = np.array([n for _, n in locals_], dtype=np.float64)
+    plain = sum(w * l for w, (l, _) in zip(weights, locals_)) / weights.sum()
+    step = sealroom.delta_step(BITS, CLIP)
+    assert np.max(np.abs(secure - plain)) <= step / 2 + 1e-12
+    assert np.max(np.abs(secure - plain)) > 0  # quantized, not a copy
+
+
+def pooled_salaries(data) -> pd.DataFrame:
+    frames = [pd.read_csv(data / "acme.csv"), pd.read_csv(data / "globex.csv")]
+    with sqlite3.connect(data / "initech.sqlite") as conn:
+        frames.append(pd.read_sql("SELECT * FROM salaries", conn))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_query_returns_a_dataframe_matching_pandas_over_the_pooled_rows(federation, salaries):
+    admin = sealroom.Admin(federation.admin_config)
+    clients = [sealroom.Client(federation.client_config(i)).start() for i in range(3)]
+    try:
+        df = admin.query(
+            "SELECT dept, COUNT(*), AVG(salary) FROM salaries GROUP BY dept",
+            domains={"dept": ["eng", "sales", "ops", "hr", "legal"]},
+            bounds={"salary": (0, 1_000_000)},
+            timeout=60,
+        )
+    finally:
+        for c in clients:
+            c.stop()
+    assert list(df.columns[:1]) == ["dept"] and list(df.columns[-2:]) == ["reason", "adjusted"]
+    assert sorted(df.attrs["included"]) == ["client-0", "client-1", "client-2"]
+    pooled = pooled_salaries(salaries)
+    expected = pooled.groupby("dept")["salary"].agg(["size", "mean"])
+    count_col, avg_col = df.columns[1], df.columns[2]
+    for _, row in df.iterrows():
+        if row["dept"] in ("eng", "sales", "ops", "hr"):
+            assert row[count_col] == expected.loc[row["dept"], "size"]
+            assert abs(row[avg_col] - expected.loc[row["dept"], "mean"]) < 1e-6
+            assert pd.isna(row["reason"])
+    legal = df[df["dept"] == "legal"].iloc[0]
+    assert np.isnan(legal[avg_col]) and np.isnan(legal[count_col])
+    assert legal["reason"].startswith("suppressed: ")
+
+
+def test_errors_are_typed_with_reason_codes(federation, tmp_path):
+    with pytest.raises(sealroom.ConfigError) as e:
+        sealroom.Admin(federation.client_config(0))
+    assert e.value.reason == "config" and "admin" in str(e.value)
+    with pytest.raises(sealroom.ConfigError) as e:
+        sealroom.Admin(tmp_path / "missing.toml")
+    assert "missing.toml" in str(e.value)
+    admin = sealroom.Admin(federation.admin_config)
+    with pytest.raises(sealroom.ConfigError) as e:
+        admin.train({"table": "t", "label": "y", "features": ["a"], "model": "logistic"})
+    assert e.value.reason == "spec" and "classes" in str(e.value)
+    with pytest.raises(sealroom.ConfigError) as e:
+        admin.query("SELECT MAX(salary) FROM salaries")
+    assert e.value.reason == "query"
+    # No client runs: the round aborts after its upload window with the
+    # federation's abort reason.
+    with pytest.raises(sealroom.RoundAborted) as e:
+        admin.fedavg_round("r", 9, 4, BITS, CLIP, MAX_WEIGHT, admin.clients, timeout=60)
+    assert e.value.reason == "not_enough_clients" and e.value.round_id > 0
+    # A timeout cancels the wait (the round itself aborts on its own later).
+    with pytest.raises(sealroom.Timeout) as e:
+        admin.fedavg_round("r", 10, 4, BITS, CLIP, MAX_WEIGHT, admin.clients, timeout=0.3)
+    assert e.value.reason == "timeout"
+    assert isinstance(e.value, sealroom.SealroomError)
+
+
+def test_audit_log_verifies(federation):
+    admin = sealroom.Admin(federation.admin_config)
+    summary = admin.verify_audit(federation.coordinator_config)
+    assert summary["verified"] is True and summary["entries"] > 0
+    with pytest.raises(sealroom.DataError) as e:
+        admin.verify_audit(federation.client_config(0))
+    assert e.value.reason == "audit_empty"
+
