@@ -161,7 +161,7 @@ impl Fixture {
             helpers: helper_ids
                 .iter()
                 .zip(&helper_keys)
-                .map(|(id, k)| (*id, k.verifying_key()))
+                .map(|(id, k)| (*id, k.verifying_key().into()))
                 .collect(),
             threshold,
             min_clients: 2,

@@ -109,11 +109,11 @@ pub async fn register_key(ctx: &NodeContext) -> Result<(), NodeError> {
         node: ctx.name.clone(),
         role: ctx.role.to_pb() as i32,
         verifying_key: signer.key.verifying_key().to_bytes().to_vec(),
-        epoch: if ctx.role == crate::config::Role::Coordinator {
-            ctx.directory.coordinator.key_epoch
-        } else {
-            0
-        },
+        // The epoch of this node's own key entry (coordinator or helper).
+        epoch: std::iter::once(&ctx.directory.coordinator)
+            .chain(&ctx.directory.helpers)
+            .find(|p| p.name == ctx.name)
+            .map_or(0, |p| p.key_epoch),
         at_ms: now().0,
         peers,
         previous_key: Vec::new(),

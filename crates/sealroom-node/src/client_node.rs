@@ -475,9 +475,16 @@ async fn upload(
         );
         match client.upload(request).await {
             Ok(receipt) => return Ok(receipt.into_inner()),
+            // Transport failures (the helper restarting, a connection
+            // closed under the request — a retired certificate, say — or
+            // cancelled with it) are retried within the upload window; a
+            // share the helper already holds is then refused as a
+            // duplicate, which leaves the round as it was.
             Err(s)
-                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
-                    && tokio::time::Instant::now() + backoff < deadline =>
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) && tokio::time::Instant::now() + backoff < deadline =>
             {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));

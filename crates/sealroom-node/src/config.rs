@@ -106,17 +106,31 @@ pub struct PartySpec {
     /// Ed25519 public signing key, hex (coordinator and helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
-    /// Coordinator only: the key epoch from which `signing_key` signs
-    /// descriptors (0 until its first rotation; see the runbook's key
-    /// rotation).
+    /// Coordinator and helpers: the key epoch from which `signing_key`
+    /// signs (0 until the first rotation, one more at each; the
+    /// coordinator's is also the descriptors' key epoch; see the runbook's
+    /// key rotation).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub key_epoch: u64,
-    /// Coordinator only, during a rotation: the key `signing_key` replaces,
-    /// still trusted for rounds of the epochs before `key_epoch` (rounds
-    /// under way when the coordinator switched). Remove it once those rounds
-    /// are over: the old key is then refused everywhere.
+    /// Coordinator and helpers, during a rotation: the key `signing_key`
+    /// replaces, still trusted (the coordinator's for rounds of the epochs
+    /// before `key_epoch`, a helper's beside the new one). Remove it once
+    /// the rounds under way at the switch are over: the old key is then
+    /// refused everywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_signing_key: Option<String>,
+    /// After a certificate rotation (`sealroom rotate-cert`): SHA-256 of the
+    /// certificate the party presents now, hex. Its identity stays
+    /// `fingerprint` (the certificate it joined with), which every round and
+    /// log names; absent, the party presents that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// During a certificate rotation: SHA-256 of the certificate being
+    /// replaced, hex, still accepted at the handshake. Remove it (and send
+    /// every node SIGHUP) to refuse that certificate and close the
+    /// connections made with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_certificate: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -468,16 +482,19 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
     };
     let tls = TlsMaterial::load(&tls_files.ca_cert, &tls_files.cert, &tls_files.key)
         .map_err(tls_error)?;
-    if tls.id() != id {
+    if !party
+        .certificates()
+        .any(|c| c.eq_ignore_ascii_case(&tls.id().to_hex()))
+    {
         return Err(bad(
             "tls.cert",
             format!(
-                "{} has fingerprint {}, but {} lists {} with fingerprint {}",
+                "{} has fingerprint {}, but {} lists {} with certificate {}",
                 tls_files.cert.display(),
                 tls.id().to_hex(),
                 federation_file.display(),
                 raw.name,
-                id.to_hex()
+                party.certificates().collect::<Vec<_>>().join(" or ")
             ),
         ));
     }
@@ -804,6 +821,48 @@ impl FederationSpec {
                     ),
                 ));
             }
+            // Rotated certificates: each is this party's alone, and the
+            // one presented now is not also the one being replaced.
+            let mut own = vec![fingerprint];
+            for (field, value) in [
+                ("certificate", &party.certificate),
+                ("previous_certificate", &party.previous_certificate),
+            ] {
+                let Some(value) = value else { continue };
+                let cert = parse_hex32(value).map_err(|problem| {
+                    bad(field, format!("{problem} (SHA-256 of a certificate, hex)"))
+                })?;
+                if field == "certificate" && cert == fingerprint {
+                    return Err(bad(
+                        field,
+                        "is the party's own fingerprint: remove it (it presents that certificate)"
+                            .into(),
+                    ));
+                }
+                if own.contains(&cert) && field == "previous_certificate" && cert == fingerprint {
+                    continue;
+                }
+                if own.contains(&cert) {
+                    return Err(bad(
+                        field,
+                        "is the certificate the party presents now: the replaced one must differ"
+                            .into(),
+                    ));
+                }
+                if let Some(other) = fingerprints.insert(cert, format!("{at}.{field}")) {
+                    return Err(bad(
+                        field,
+                        format!("also the certificate of {other}: every party needs its own"),
+                    ));
+                }
+                own.push(cert);
+            }
+            if party.previous_certificate.is_some() && party.certificate.is_none() {
+                return Err(bad(
+                    "previous_certificate",
+                    "a replaced certificate needs `certificate`, the one presented now".into(),
+                ));
+            }
             match (&party.endpoint, serves) {
                 (None, true) => {
                     return Err(bad(
@@ -846,18 +905,18 @@ impl FederationSpec {
                 }
                 (None, false) => {}
             }
-            let is_coordinator = at == "coordinator";
-            if !is_coordinator && party.key_epoch != 0 {
+            if !serves && party.key_epoch != 0 {
                 return Err(bad(
                     "key_epoch",
-                    "only the coordinator's key has epochs; remove it".into(),
+                    "only the coordinator's and helpers' signing keys have epochs; remove it"
+                        .into(),
                 ));
             }
             if let Some(hex_key) = &party.previous_signing_key {
-                if !is_coordinator {
+                if !serves {
                     return Err(bad(
                         "previous_signing_key",
-                        "only the coordinator's key rotates live; remove it".into(),
+                        "only the coordinator's and helpers' signing keys rotate; remove it".into(),
                     ));
                 }
                 let bytes = parse_hex32(hex_key).map_err(|problem| {
@@ -904,6 +963,14 @@ impl QuantizationSpec {
 }
 
 impl PartySpec {
+    /// The fingerprints of the certificates this party may present, hex
+    /// as written: the one it presents now (`certificate`, else its
+    /// identity `fingerprint`) and, during a rotation, the one replaced.
+    pub fn certificates(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.certificate.as_deref().unwrap_or(&self.fingerprint))
+            .chain(self.previous_certificate.as_deref())
+    }
+
     /// The host part of the endpoint (without IPv6 brackets): the name a
     /// client passes to [`pki::client_tls`] and the certificate covers.
     pub fn endpoint_host(&self) -> Option<&str> {

@@ -175,7 +175,7 @@ pub fn coordinator_config(ctx: &NodeContext) -> Result<CoordinatorConfig, NodeEr
             .helpers
             .iter()
             .map(|h| {
-                h.signing_key.map(|k| (h.id, k)).ok_or_else(|| {
+                h.keys().map(|k| (h.id, k)).ok_or_else(|| {
                     NodeError::Config(format!("helper {} has no signing key", h.name))
                 })
             })

@@ -4,15 +4,20 @@
 use std::collections::BTreeMap;
 
 use sealroom_protocol::descriptor::{DescriptorTrust, TrustedKey};
-use sealroom_protocol::{PartyId, VerifyingKey};
+use sealroom_protocol::{PartyId, PartyKeys, VerifyingKey};
 
 use crate::config::{FederationSpec, PartySpec, Role};
 
 /// One known party.
 #[derive(Clone, Debug)]
 pub struct Party {
-    /// Its identity.
+    /// Its identity: the fingerprint of the certificate it joined with,
+    /// named by every round and log, stable across certificate rotations.
     pub id: PartyId,
+    /// The fingerprints of the certificates it may present at a TLS
+    /// handshake: the one it presents now (its identity until its first
+    /// certificate rotation) and, during a rotation, the one replaced.
+    pub certificates: Vec<PartyId>,
     /// Its role.
     pub role: Role,
     /// Its unique name.
@@ -21,11 +26,24 @@ pub struct Party {
     pub endpoint: Option<String>,
     /// Its signing key, if it signs.
     pub signing_key: Option<VerifyingKey>,
-    /// Coordinator: the epoch from which `signing_key` signs.
+    /// The epoch from which `signing_key` signs (the count of its
+    /// rotations; for the coordinator also the descriptors' key epoch).
     pub key_epoch: u64,
-    /// Coordinator, during a rotation: the key `signing_key` replaces,
-    /// trusted for the epochs before `key_epoch`.
+    /// During a rotation: the key `signing_key` replaces — for the
+    /// coordinator trusted for the epochs before `key_epoch`, for a helper
+    /// trusted beside the new one until the rotation is retired.
     pub previous_key: Option<VerifyingKey>,
+}
+
+impl Party {
+    /// The keys this party's signatures are checked against (its signing
+    /// key, and the one it replaces during a rotation), if it signs.
+    pub fn keys(&self) -> Option<PartyKeys> {
+        self.signing_key.map(|current| PartyKeys {
+            current,
+            previous: self.previous_key,
+        })
+    }
 }
 
 /// The federation's parties, indexed by identity.
@@ -44,6 +62,8 @@ pub struct Directory {
     /// Shares needed to reconstruct (the helper count in additive mode).
     pub threshold: usize,
     by_id: BTreeMap<PartyId, Party>,
+    /// Certificate fingerprint → identity.
+    by_certificate: BTreeMap<PartyId, PartyId>,
 }
 
 /// A federation file whose identities or keys do not parse.
@@ -67,6 +87,15 @@ fn party(spec: &PartySpec, role: Role, needs_key: bool) -> Result<Party, Directo
     let bytes = hex::decode(&spec.fingerprint).map_err(|e| err(format!("fingerprint: {e}")))?;
     let id =
         PartyId::from_slice(&bytes).ok_or_else(|| err("fingerprint is not 32 bytes".into()))?;
+    let certificates = spec
+        .certificates()
+        .map(|hexcert| {
+            hex::decode(hexcert)
+                .ok()
+                .and_then(|b| PartyId::from_slice(&b))
+                .ok_or_else(|| err("certificate is not 32 bytes of hex".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let signing_key = match &spec.signing_key {
         Some(hexkey) => {
             let bytes: [u8; 32] = hex::decode(hexkey)
@@ -98,6 +127,7 @@ fn party(spec: &PartySpec, role: Role, needs_key: bool) -> Result<Party, Directo
     }
     Ok(Party {
         id,
+        certificates,
         role,
         name: spec.name.clone(),
         endpoint: spec.endpoint.clone(),
@@ -127,6 +157,7 @@ impl Directory {
             .map(|a| party(a, Role::Admin, false))
             .collect::<Result<_, _>>()?;
         let mut by_id = BTreeMap::new();
+        let mut by_certificate = BTreeMap::new();
         for p in std::iter::once(&coordinator)
             .chain(&helpers)
             .chain(&clients)
@@ -138,6 +169,15 @@ impl Directory {
                     name: p.name.clone(),
                     reason: "fingerprint is used by another party".into(),
                 });
+            }
+            for cert in &p.certificates {
+                if by_certificate.insert(*cert, p.id).is_some() {
+                    return Err(DirectoryError {
+                        role: p.role.as_str(),
+                        name: p.name.clone(),
+                        reason: "certificate is used by another party".into(),
+                    });
+                }
             }
         }
         Ok(Directory {
@@ -151,6 +191,7 @@ impl Directory {
             helpers,
             clients,
             by_id,
+            by_certificate,
         })
     }
 
@@ -162,6 +203,11 @@ impl Directory {
     /// The party with this identity.
     pub fn get(&self, id: &PartyId) -> Option<&Party> {
         self.by_id.get(id)
+    }
+
+    /// The party that may present the certificate with this fingerprint.
+    pub fn by_certificate(&self, certificate: &PartyId) -> Option<&Party> {
+        self.by_id.get(self.by_certificate.get(certificate)?)
     }
 
     /// The party with this name.
@@ -203,14 +249,15 @@ impl Directory {
         }
     }
 
-    /// Helpers' signing keys by identity.
-    pub fn helper_keys(&self) -> BTreeMap<PartyId, VerifyingKey> {
+    /// Helpers' signing keys by identity (two for a helper whose key
+    /// rotation is under way).
+    pub fn helper_keys(&self) -> BTreeMap<PartyId, PartyKeys> {
         self.helpers
             .iter()
             .map(|h| {
                 (
                     h.id,
-                    h.signing_key
+                    h.keys()
                         .expect("helper keys are required by Directory::new"),
                 )
             })

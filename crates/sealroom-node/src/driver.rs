@@ -38,7 +38,9 @@ pub trait NodeMachine: Machine + Send + 'static {
     /// Forgets all but the newest `keep` rounds held in memory.
     fn prune(&mut self, _keep: usize) {}
 
-    /// Takes the keys of a reloaded federation (a coordinator key rotation).
+    /// Takes the keys of a reloaded federation (a coordinator's or a
+    /// helper's key rotation or retirement; on the rotating node itself, its
+    /// new signer).
     fn rekey(&mut self, update: &KeyUpdate);
 }
 
@@ -49,12 +51,16 @@ impl NodeMachine for sealroom_protocol::helper::Helper {
     }
     fn rekey(&mut self, update: &KeyUpdate) {
         self.set_trust(update.directory.trust());
+        if let Some((signer, _)) = &update.signers {
+            self.set_signer(signer.clone());
+        }
     }
 }
 
 impl NodeMachine for sealroom_protocol::coordinator::Coordinator {
     const ROLE: Role = Role::Coordinator;
     fn rekey(&mut self, update: &KeyUpdate) {
+        self.set_helper_keys(&update.directory.helper_keys());
         if let Some((signer, _)) = &update.signers {
             self.set_signer(signer.clone(), update.directory.coordinator.key_epoch);
         }
@@ -65,6 +71,7 @@ impl NodeMachine for sealroom_protocol::client::Client {
     const ROLE: Role = Role::Client;
     fn rekey(&mut self, update: &KeyUpdate) {
         self.set_trust(update.directory.trust());
+        self.set_helper_keys(update.directory.helper_keys());
     }
 }
 
@@ -96,11 +103,11 @@ impl<M: NodeMachine> Driver<M> {
         &self.ctx
     }
 
-    /// Applies a reload's new keys: the machine's trust (and, on a rotating
-    /// coordinator, its signer for rounds started from now on), this
+    /// Applies a reload's new keys: the machine's trust in the coordinator's
+    /// and helpers' keys (and, on the rotating node, its new signer), this
     /// driver's signer for audit checkpoints, and a key entry in the audit
-    /// log — the coordinator's new key signed by the one it replaces, or a
-    /// peer list with the coordinator's new key and its epochs.
+    /// log — the node's new key signed by the one it replaces, or a peer
+    /// list with the rotated party's keys.
     pub async fn apply_keys(&mut self, update: KeyUpdate) -> Result<(), NodeError> {
         self.ctx.directory = update.directory.clone();
         if let Some((signer, previous)) = &update.signers {
@@ -109,9 +116,15 @@ impl<M: NodeMachine> Driver<M> {
         }
         self.machine.rekey(&update);
         crate::audit_keys::register_key(&self.ctx).await?;
+        let rotating: Vec<&str> = std::iter::once(&update.directory.coordinator)
+            .chain(&update.directory.helpers)
+            .filter(|p| p.previous_key.is_some())
+            .map(|p| p.name.as_str())
+            .collect();
         tracing::info!(
             coordinator_key_epoch = update.directory.coordinator.key_epoch,
-            previous_key_trusted = update.directory.coordinator.previous_key.is_some(),
+            own_key_switched = update.signers.is_some(),
+            previous_keys_trusted_for = ?rotating,
             "keys reloaded"
         );
         Ok(())

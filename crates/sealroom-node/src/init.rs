@@ -285,6 +285,8 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
             .map(|k| hex::encode(k.verifying_key().to_bytes())),
         key_epoch: 0,
         previous_signing_key: None,
+        certificate: None,
+        previous_certificate: None,
     };
     let of_role = |role: Role| {
         made.iter()

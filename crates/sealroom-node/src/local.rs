@@ -91,15 +91,29 @@ pub async fn request_round(
         .ok_or_else(|| {
             tonic::Status::invalid_argument("the federation lists no coordinator endpoint")
         })?;
-    let coordinator = admin.federation.coordinator.fingerprint.as_str();
-    let expected = hex::decode(coordinator)
-        .ok()
-        .and_then(|b| sealroom_protocol::PartyId::from_slice(&b))
+    // Any certificate federation.toml lets the coordinator present (two
+    // during a certificate rotation).
+    let expected = admin
+        .federation
+        .coordinator
+        .certificates()
+        .map(|c| {
+            hex::decode(c)
+                .ok()
+                .and_then(|b| sealroom_protocol::PartyId::from_slice(&b))
+        })
+        .collect::<Option<Vec<_>>>()
         .ok_or_else(|| {
-            tonic::Status::invalid_argument("the coordinator's fingerprint is malformed")
+            tonic::Status::invalid_argument(
+                "the coordinator's certificate fingerprint is malformed",
+            )
         })?;
-    let channel = tls::pinned_channel(&admin.tls, &endpoint, expected)
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let channel = tls::pinned_channel(
+        &admin.tls,
+        &endpoint,
+        tls::ServerPin::Certificates(expected),
+    )
+    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     let mut client =
         CoordinatorServiceClient::new(channel).max_decoding_message_size(MAX_OUTCOME_BYTES);
     let window = admin.federation.upload_window_ms + admin.federation.aggregation_window_ms;

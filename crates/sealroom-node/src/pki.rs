@@ -499,6 +499,11 @@ fn subject_alt_names(hosts: &[&str]) -> Result<Vec<SanType>, PkiError> {
 
 /// A node's TLS material: the federation CA certificate, its own certificate
 /// and its private key, as read from PEM. `Debug` shows only the identity.
+///
+/// Every clone shares one [`LiveCert`]: the certificate and key this node
+/// presents in new handshakes (as a server and as a client), which
+/// [`TlsMaterial::switch_to`] replaces while the node runs (a certificate
+/// rotation; connections already open keep the certificate they began with).
 #[derive(Clone)]
 pub struct TlsMaterial {
     ca_pem: Vec<u8>,
@@ -507,6 +512,56 @@ pub struct TlsMaterial {
     cert_der: CertificateDer<'static>,
     key_pem: Zeroizing<Vec<u8>>,
     id: PartyId,
+    live: Arc<LiveCert>,
+}
+
+/// The certificate and key a node presents in its next TLS handshakes,
+/// replaceable while it runs; rustls' resolver on both sides of every
+/// connection the node makes or accepts.
+#[derive(Debug)]
+pub struct LiveCert {
+    current: std::sync::RwLock<(PartyId, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl LiveCert {
+    fn get(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    /// The fingerprint of the certificate presented now.
+    pub fn fingerprint(&self) -> PartyId {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveCert {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for LiveCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -555,11 +610,15 @@ impl TlsMaterial {
             file: key_file.to_path_buf(),
             problem: format!("no usable private key: {e}"),
         })?;
-        rustls::sign::CertifiedKey::from_der(vec![cert_der.clone()], key_der, &tls13_provider())
-            .map_err(|_| PkiError::KeyMismatch {
-                key: key_file.to_path_buf(),
-                cert: cert_file.to_path_buf(),
-            })?;
+        let certified = rustls::sign::CertifiedKey::from_der(
+            vec![cert_der.clone()],
+            key_der,
+            &tls13_provider(),
+        )
+        .map_err(|_| PkiError::KeyMismatch {
+            key: key_file.to_path_buf(),
+            cert: cert_file.to_path_buf(),
+        })?;
         let id = fingerprint(&cert_der);
         Ok(TlsMaterial {
             ca_pem,
@@ -568,7 +627,39 @@ impl TlsMaterial {
             cert_der,
             key_pem,
             id,
+            live: Arc::new(LiveCert {
+                current: std::sync::RwLock::new((id, Arc::new(certified))),
+            }),
         })
+    }
+
+    /// The certificate and key presented in new handshakes, shared by
+    /// every clone of this material.
+    pub fn live_cert(&self) -> Arc<LiveCert> {
+        self.live.clone()
+    }
+
+    /// Makes every clone of this material present `new`'s certificate and
+    /// key in its next handshakes (a certificate rotation taking effect
+    /// while the node runs). `new` must come from the same federation CA.
+    /// Returns the fingerprint presented before.
+    pub fn switch_to(&self, new: &TlsMaterial) -> Result<PartyId, PkiError> {
+        if new.ca_der != self.ca_der {
+            return Err(PkiError::CertificateRefused {
+                cert: PathBuf::from("tls.ca_cert"),
+                problem: "the new certificate's CA is not the federation CA this node runs with"
+                    .into(),
+            });
+        }
+        let certified = new.live.get();
+        let mut current = self
+            .live
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = current.0;
+        *current = (new.id, certified);
+        Ok(before)
     }
 
     /// When this node's certificate expires (notAfter, Unix seconds), if it
@@ -578,7 +669,9 @@ impl TlsMaterial {
         Some(cert.validity().not_after.timestamp())
     }
 
-    /// This node's identity: the fingerprint of its certificate.
+    /// The fingerprint of the certificate this material was read from (the
+    /// node's identity until its first certificate rotation; see
+    /// [`crate::directory::Party::certificates`]).
     pub fn id(&self) -> PartyId {
         self.id
     }

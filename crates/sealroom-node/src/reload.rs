@@ -8,20 +8,22 @@
 //! refused at its next handshake, and its open connections close at once.
 //! A coordinator puts only the listed clients into its next rounds.
 //!
-//! The coordinator's signing key rotates live too (issue #13; the runbook's
-//! "Rotating the coordinator's signing key"). Its federation entry names the
-//! new `signing_key`, a `key_epoch` above the running one and the replaced
-//! key as `previous_signing_key`: every node that reloads trusts the old
-//! key for descriptors of the epochs before `key_epoch` (rounds under way)
-//! and the new one from `key_epoch` on. The coordinator, reloaded last with
-//! its config naming the new key file and the old one as
-//! `previous_signing_key`, signs every round it starts from then on with the
-//! new key at the new epoch, and enters the new key into its audit log
-//! signed by the old one. A later reload without `previous_signing_key`
-//! retires the old key: it is refused everywhere.
+//! The coordinator's and the helpers' signing keys rotate live too (issue
+//! #13; the runbook's "Rotating a signing key"). The party's federation
+//! entry names the new `signing_key`, a `key_epoch` above the running one
+//! and the replaced key as `previous_signing_key`: every node that reloads
+//! trusts both — the coordinator's old key for descriptors of the epochs
+//! before `key_epoch` (rounds under way) and the new one from `key_epoch`
+//! on; a helper's old and new key alike, also for the rounds under way. The
+//! rotating node, reloaded last with its config naming the new key file and
+//! the old one as `previous_signing_key`, signs from then on with the new
+//! key (a coordinator: every round it starts, at the new epoch), and enters
+//! the new key into its audit log signed by the old one. A later reload
+//! without `previous_signing_key` retires the old key: it is refused
+//! everywhere.
 //!
 //! Everything else about the coordinator and the helpers (identities,
-//! helper keys, endpoints), the mode, thresholds, windows and quantization
+//! endpoints, the helper set), the mode, thresholds, windows and quantization
 //! are bound into stored rounds and every party's view of the protocol: a
 //! reload that changes any of them is refused as a whole, the node keeps
 //! running with what it had, and the error says what differs (the runbook's
@@ -41,10 +43,18 @@ pub struct ReloadReport {
     pub added: Vec<String>,
     /// Parties no longer registered (their connections were closed).
     pub removed: Vec<String>,
-    /// Parties whose certificate changed (the old one is refused).
+    /// Parties whose identity changed (a new `fingerprint`: the old
+    /// certificate is refused, and the party is a new one to every round).
     pub replaced: Vec<String>,
-    /// What happened to the coordinator's signing key, if anything.
-    pub coordinator_key: Option<String>,
+    /// Parties whose accepted certificates changed with the same identity
+    /// (a certificate rotation begun or retired).
+    pub certificates: Vec<String>,
+    /// The certificate this node presents from now on, if the reload
+    /// switched it (its own certificate rotation).
+    pub own_certificate: Option<String>,
+    /// What happened to signing keys, one line per party whose key entry
+    /// changed (`coordinator: rotated …`, `helper-1: previous key retired`).
+    pub keys: Vec<String>,
 }
 
 /// Why a reload was refused; the node goes on with the parties it had.
@@ -57,6 +67,14 @@ pub enum ReloadError {
     /// A party's identity or key does not parse.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// This node's new certificate cannot be used.
+    #[error("{file}: tls.cert: {source}")]
+    Certificate {
+        /// This node's config.
+        file: PathBuf,
+        /// Why.
+        source: crate::pki::PkiError,
+    },
     /// The file changes something a running federation cannot change.
     #[error(
         "{file}: `{field}` changed; only clients and admins can change while nodes run (restart every node for the rest, see the runbook)"
@@ -67,20 +85,20 @@ pub enum ReloadError {
         /// The first field that differs.
         field: &'static str,
     },
-    /// The coordinator's key entry changed in a way that is not a rotation
-    /// or a retirement.
-    #[error(
-        "{file}: coordinator key: {problem} (see the runbook, \"Rotating the coordinator's signing key\")"
-    )]
+    /// A signing key entry changed in a way that is not a rotation or a
+    /// retirement.
+    #[error("{file}: {party} key: {problem} (see the runbook, \"Rotating a signing key\")")]
     KeyChange {
-        /// The federation file.
+        /// The federation file (or this node's config).
         file: PathBuf,
+        /// Whose key (`coordinator`, `helper "helper-1"`).
+        party: String,
         /// What is wrong.
         problem: String,
     },
 }
 
-/// A legal change of the coordinator's key entry.
+/// A legal change of a signing party's key entry.
 enum KeyChange {
     /// A new key from a higher epoch, the running key now its previous one.
     Rotated,
@@ -88,7 +106,7 @@ enum KeyChange {
     Retired,
 }
 
-/// Classifies the coordinator's key entry in `new` against the running one.
+/// Classifies a signing party's key entry in `new` against the running one.
 fn key_change(
     running: &crate::directory::Party,
     new: &crate::directory::Party,
@@ -135,62 +153,110 @@ pub fn reload(ctx: &NodeContext, config_path: &Path) -> Result<ReloadReport, Rel
     }
     let directory = Directory::new(new)?;
     let old = ctx.live_directory();
-    let change = key_change(&old.coordinator, &directory.coordinator).map_err(|problem| {
-        ReloadError::KeyChange {
-            file: config.federation_file.clone(),
-            problem,
-        }
-    })?;
-    // The coordinator switches signers on a rotation: its config must name
-    // the new key (load_node_config checked it is the one the federation
-    // lists) and, as previous_signing_key, the key it signs with now.
-    let signers = match (&change, ctx.role) {
-        (Some(KeyChange::Rotated), crate::config::Role::Coordinator) => {
-            let (Some(signer), Some(previous)) = (config.signing_key, config.previous_signing_key)
-            else {
-                return Err(ReloadError::KeyChange {
-                    file: config.file.clone(),
-                    problem: "this node's config must name the new key file as signing_key and \
-                              the replaced one as previous_signing_key"
-                        .into(),
-                });
-            };
-            if Some(previous.verifying_key()) != old.coordinator.signing_key {
-                return Err(ReloadError::KeyChange {
-                    file: config.file.clone(),
-                    problem: "previous_signing_key is not the key this node signs with now".into(),
-                });
-            }
-            Some((
-                std::sync::Arc::new(signer) as sealroom_protocol::SharedSigner,
-                std::sync::Arc::new(previous) as sealroom_protocol::SharedSigner,
-            ))
-        }
-        _ => None,
+    // The signing parties in the same order in both (first_fixed_difference
+    // checked that the helper set is the same).
+    let signing = |d: &Directory| -> Vec<crate::directory::Party> {
+        std::iter::once(d.coordinator.clone())
+            .chain(d.helpers.iter().cloned())
+            .collect()
     };
+    let mut changes = Vec::new();
+    for (running, new) in signing(&old).iter().zip(signing(&directory).iter()) {
+        let who = match new.role {
+            crate::config::Role::Coordinator => "coordinator".to_string(),
+            role => format!("{} {:?}", role.as_str(), new.name),
+        };
+        if let Some(change) =
+            key_change(running, new).map_err(|problem| ReloadError::KeyChange {
+                file: config.federation_file.clone(),
+                party: who.clone(),
+                problem,
+            })?
+        {
+            changes.push((running.clone(), new.clone(), who, change));
+        }
+    }
+    // A rotating node switches signers: its config must name the new key
+    // (load_node_config checked it is the one the federation lists) and, as
+    // previous_signing_key, the key it signs with now.
+    let mut signers = None;
+    if let Some((running, _, who, _)) = changes
+        .iter()
+        .find(|(_, new, _, c)| new.name == ctx.name && matches!(c, KeyChange::Rotated))
+    {
+        let refuse = |problem: &str| ReloadError::KeyChange {
+            file: config.file.clone(),
+            party: who.clone(),
+            problem: problem.into(),
+        };
+        let (Some(signer), Some(previous)) = (config.signing_key, config.previous_signing_key)
+        else {
+            return Err(refuse(
+                "this node's config must name the new key file as signing_key and the \
+                 replaced one as previous_signing_key",
+            ));
+        };
+        if Some(previous.verifying_key()) != running.signing_key {
+            return Err(refuse(
+                "previous_signing_key is not the key this node signs with now",
+            ));
+        }
+        signers = Some((
+            std::sync::Arc::new(signer) as sealroom_protocol::SharedSigner,
+            std::sync::Arc::new(previous) as sealroom_protocol::SharedSigner,
+        ));
+    }
     let mut report = compare(&old, &directory);
-    report.coordinator_key = change.map(|c| match c {
-        KeyChange::Rotated => format!(
-            "rotated: key epoch {} from now on, the previous key trusted for the epochs before",
-            directory.coordinator.key_epoch
-        ),
-        KeyChange::Retired => "previous key retired: refused from now on".into(),
-    });
+    report.keys = changes
+        .iter()
+        .map(|(_, new, who, c)| match (c, new.role) {
+            (KeyChange::Rotated, crate::config::Role::Coordinator) => format!(
+                "{who}: rotated: key epoch {} from now on, the previous key trusted for the epochs before",
+                new.key_epoch
+            ),
+            (KeyChange::Rotated, _) => format!(
+                "{who}: rotated to key epoch {}: the new key and the previous one trusted",
+                new.key_epoch
+            ),
+            (KeyChange::Retired, _) => format!("{who}: previous key retired: refused from now on"),
+        })
+        .collect();
+    // This node's own certificate rotation: its config names another
+    // certificate than the one it presents (load_node_config checked that
+    // the federation lets this node present it).
+    let presented = ctx.tls.live_cert().fingerprint();
+    let own_certificate = (config.tls.id() != presented).then(|| config.tls.clone());
+    // Switched first: it fails (a certificate from another CA) before
+    // anything else of the reload takes effect.
+    if let Some(new) = own_certificate {
+        ctx.tls
+            .switch_to(&new)
+            .map_err(|source| ReloadError::Certificate {
+                file: config.file.clone(),
+                source,
+            })?;
+        if let Some(not_after) = new.not_after_unix() {
+            ctx.metrics.certificate_expiry(not_after);
+        }
+        report.own_certificate = Some(new.id().to_hex());
+    }
     let directory = std::sync::Arc::new(directory);
     ctx.registry.replace(&directory);
-    if report.coordinator_key.is_some() {
+    if !report.keys.is_empty() {
         ctx.key_updates
             .send_replace(Some(crate::context::KeyUpdate { directory, signers }));
     }
     Ok(report)
 }
 
-/// Whether two coordinator entries differ in anything but their keys.
+/// Whether two signing parties' entries differ in anything but their keys.
 fn same_but_keys(a: &crate::config::PartySpec, b: &crate::config::PartySpec) -> bool {
     let strip = |p: &crate::config::PartySpec| crate::config::PartySpec {
         signing_key: None,
         key_epoch: 0,
         previous_signing_key: None,
+        certificate: None,
+        previous_certificate: None,
         ..p.clone()
     };
     strip(a) == strip(b)
@@ -238,7 +304,15 @@ fn first_fixed_difference(running: &FederationSpec, new: &FederationSpec) -> Opt
             "coordinator",
             same_but_keys(&running.coordinator, &new.coordinator),
         ),
-        ("helpers", running.helpers == new.helpers),
+        (
+            "helpers",
+            running.helpers.len() == new.helpers.len()
+                && running
+                    .helpers
+                    .iter()
+                    .zip(&new.helpers)
+                    .all(|(a, b)| same_but_keys(a, b)),
+        ),
         (
             "allow_unverified_threshold_release",
             running.allow_unverified_threshold_release == new.allow_unverified_threshold_release,
@@ -257,6 +331,9 @@ fn compare(old: &Directory, new: &Directory) -> ReloadReport {
             None => report.added.push(p.name.clone()),
             Some(before) if before.id != p.id || before.role != p.role => {
                 report.replaced.push(p.name.clone());
+            }
+            Some(before) if before.certificates != p.certificates => {
+                report.certificates.push(p.name.clone());
             }
             Some(_) => {}
         }
@@ -296,7 +373,9 @@ pub async fn reload_on_hangup(ctx: NodeContext, config_path: PathBuf, shutdown: 
                     added = ?r.added,
                     removed = ?r.removed,
                     replaced = ?r.replaced,
-                    coordinator_key = r.coordinator_key.as_deref().unwrap_or("unchanged"),
+                    certificates = ?r.certificates,
+                    own_certificate = r.own_certificate.as_deref().unwrap_or("unchanged"),
+                    keys = ?r.keys,
                     "federation.toml reloaded"
                 ),
                 Err(e) => {
@@ -325,6 +404,7 @@ mod tests {
     fn coordinator(key: u8, epoch: u64, previous: Option<u8>) -> Party {
         Party {
             id: PartyId::from_slice(&[9; 32]).expect("32 bytes"),
+            certificates: Vec::new(),
             role: Role::Coordinator,
             name: "coordinator".into(),
             endpoint: None,

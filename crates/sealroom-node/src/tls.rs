@@ -33,11 +33,10 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use sealroom_protocol::{PartyId, Role};
 use sha2::Digest as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -132,6 +131,9 @@ pub struct Registry {
 #[derive(Debug, Default)]
 struct Parties {
     by_id: HashMap<PartyId, Party>,
+    /// Certificate fingerprint → identity (several during a certificate
+    /// rotation).
+    by_certificate: HashMap<PartyId, PartyId>,
     /// The federation these parties came from (absent for a registry built
     /// by hand).
     directory: Option<Arc<Directory>>,
@@ -158,8 +160,13 @@ impl Registry {
     /// party can no longer connect, and its open connections close.
     pub fn replace(&self, directory: &Directory) {
         let by_id = directory.parties().map(|p| (p.id, p.clone())).collect();
+        let by_certificate = directory
+            .parties()
+            .flat_map(|p| p.certificates.iter().map(|c| (*c, p.id)))
+            .collect();
         *self.parties.write().expect("registry lock") = Parties {
             by_id,
+            by_certificate,
             directory: Some(Arc::new(directory.clone())),
         };
         self.changes.send_modify(|generation| *generation += 1);
@@ -170,6 +177,7 @@ impl Registry {
     pub fn insert(&self, id: PartyId, role: Role) {
         let party = Party {
             id,
+            certificates: vec![id],
             role,
             name: role.as_str().to_string(),
             endpoint: None,
@@ -177,12 +185,21 @@ impl Registry {
             key_epoch: 0,
             previous_key: None,
         };
-        self.parties
-            .write()
-            .expect("registry lock")
-            .by_id
-            .insert(id, party);
+        let mut parties = self.parties.write().expect("registry lock");
+        parties.by_id.insert(id, party);
+        parties.by_certificate.insert(id, id);
+        drop(parties);
         self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// The registered party that may present the certificate with this
+    /// fingerprint (its identity, or a rotated certificate of it).
+    pub fn party_presenting(&self, certificate: &PartyId) -> Option<Party> {
+        let parties = self.parties.read().expect("registry lock");
+        parties
+            .by_id
+            .get(parties.by_certificate.get(certificate)?)
+            .cloned()
     }
 
     /// The role of a registered identity.
@@ -209,14 +226,21 @@ impl Registry {
             .clone()
     }
 
-    /// Resolves once `party` is no longer registered with `role` (never, if
-    /// it stays).
-    pub fn revoked(&self, party: PartyId, role: Role) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves once the certificate `certificate` no longer stands for
+    /// `party` with `role` — the party was removed, or the certificate
+    /// replaced and retired (never, if it stays).
+    pub fn revoked(
+        &self,
+        certificate: PartyId,
+        party: PartyId,
+        role: Role,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let registry = self.clone();
         let mut changes = self.changes.subscribe();
         async move {
             loop {
-                if registry.role(&party) != Some(role) {
+                let holder = registry.party_presenting(&certificate);
+                if holder.map(|p| (p.id, p.role)) != Some((party, role)) {
                     return;
                 }
                 if changes.changed().await.is_err() {
@@ -251,7 +275,11 @@ impl ClientCertVerifier for RegisteredClients {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if self.registry.role(&fingerprint(end_entity)).is_none() {
+        if self
+            .registry
+            .party_presenting(&fingerprint(end_entity))
+            .is_none()
+        {
             self.metrics.connection_refused("unregistered_certificate");
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
@@ -283,13 +311,46 @@ impl ClientCertVerifier for RegisteredClients {
     }
 }
 
+/// Which server certificates a pinned channel accepts.
+#[derive(Clone, Debug)]
+pub enum ServerPin {
+    /// Any of these certificate fingerprints (a tool that read
+    /// `federation.toml` once).
+    Certificates(Vec<PartyId>),
+    /// Whatever certificate the live registry lets this identity present
+    /// (a node: follows certificate rotations reloaded while it runs).
+    Party(Registry, PartyId),
+}
+
+impl ServerPin {
+    /// Whether a server presenting `certificate` is the party called.
+    fn accepts(&self, certificate: &PartyId) -> bool {
+        match self {
+            ServerPin::Certificates(list) => list.contains(certificate),
+            ServerPin::Party(registry, id) => {
+                registry.party_presenting(certificate).map(|p| p.id) == Some(*id)
+            }
+        }
+    }
+
+    /// For a node's channel: resolves when the certificate the server
+    /// presented no longer stands for it (the connection is then closed).
+    fn revoked(&self, certificate: PartyId) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let ServerPin::Party(registry, id) = self else {
+            return None;
+        };
+        let role = registry.party(id)?.role;
+        Some(Box::pin(registry.revoked(certificate, *id, role)))
+    }
+}
+
 /// rustls' server-certificate verifier for the federation CA that also
-/// requires the server to hold the one certificate registered for the party
-/// being called.
+/// requires the server to hold a certificate registered for the party being
+/// called.
 #[derive(Debug)]
 struct PinnedServer {
     inner: Arc<WebPkiServerVerifier>,
-    expected: PartyId,
+    expected: ServerPin,
 }
 
 impl ServerCertVerifier for PinnedServer {
@@ -308,8 +369,8 @@ impl ServerCertVerifier for PinnedServer {
             ocsp_response,
             now,
         )?;
-        if fingerprint(end_entity) != self.expected {
-            tracing::warn!(expected = %self.expected, found = %fingerprint(end_entity), "the server is not the party called");
+        if !self.expected.accepts(&fingerprint(end_entity)) {
+            tracing::warn!(expected = ?self.expected, found = %fingerprint(end_entity), "the server is not the party called");
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             ));
@@ -348,13 +409,6 @@ fn roots(material: &TlsMaterial) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-fn key_of(material: &TlsMaterial) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(material.expose_key_pem()).map_err(|e| TlsError::Pem {
-        what: "private key",
-        reason: e.to_string(),
-    })
-}
-
 /// A rustls server config for `material`: TLS 1.3 only, client certificates
 /// required, verified against the federation CA and refused at the
 /// handshake unless `registry` lists them, HTTP/2 via ALPN.
@@ -375,8 +429,15 @@ pub fn server_config(
     let mut config =
         rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![material.cert_der().clone()], key_of(material)?)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_cert_resolver(material.live_cert());
+    // No session resumption: a resumed TLS 1.3 session skips certificate
+    // authentication and carries the certificate of the session it
+    // resumes, so a party that rotated its certificate would come back as
+    // its retired one (and be refused), and a revoked one would not meet
+    // the verifier. Every connection is long-lived; a full handshake each
+    // costs nothing that matters.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -393,8 +454,10 @@ fn domain_of(host: &str) -> String {
 }
 
 /// A lazily connecting gRPC channel to `party`, authenticating with this
-/// node's certificate and accepting only the certificate `federation.toml`
-/// registers for that party.
+/// node's certificate (the one it presents now: [`TlsMaterial::switch_to`])
+/// and accepting only a certificate the live registry gives that party. A
+/// connection whose server certificate is later retired (a certificate
+/// rotation) or whose party is removed is closed; the channel reconnects.
 pub fn channel_to(ctx: &NodeContext, party: &Party) -> Result<Channel, TlsError> {
     let endpoint = party
         .endpoint
@@ -403,15 +466,89 @@ pub fn channel_to(ctx: &NodeContext, party: &Party) -> Result<Channel, TlsError>
             role: party.role.as_str(),
             name: party.name.clone(),
         })?;
-    pinned_channel(&ctx.tls, endpoint, party.id)
+    pinned_channel(
+        &ctx.tls,
+        endpoint,
+        ServerPin::Party(ctx.registry.clone(), party.id),
+    )
+}
+
+/// A client-side TLS stream that fails every read and write once the
+/// server's certificate no longer stands for the party called.
+struct Watched<S> {
+    stream: S,
+    revoked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<S> Watched<S> {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(revoked) = self.revoked.as_mut() else {
+            return Ok(());
+        };
+        if revoked.as_mut().poll(cx).is_pending() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the server's certificate is no longer registered for it",
+        ))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// A lazily connecting gRPC channel to `endpoint` (`host:port`) whose
-/// server must hold the certificate with fingerprint `expected`.
+/// server must hold a certificate `expected` accepts.
 pub fn pinned_channel(
     material: &TlsMaterial,
     endpoint: &str,
-    expected: PartyId,
+    expected: ServerPin,
 ) -> Result<Channel, TlsError> {
     install_crypto_provider();
     let bad = |reason: String| TlsError::Endpoint {
@@ -425,12 +562,15 @@ pub fn pinned_channel(
     let inner = WebPkiServerVerifier::builder(roots(material)?)
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let pin = expected.clone();
     let mut config =
         rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedServer { inner, expected }))
-            .with_client_auth_cert(vec![material.cert_der().clone()], key_of(material)?)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_client_cert_resolver(material.live_cert());
+    // Full handshakes only (see server_config): the certificate presented
+    // is always the one in force now.
+    config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = TlsConnector::from(Arc::new(config));
     let address = endpoint.to_string();
@@ -438,11 +578,22 @@ pub fn pinned_channel(
         let connector = connector.clone();
         let server_name = server_name.clone();
         let address = address.clone();
+        let pin = pin.clone();
         async move {
             let tcp = TcpStream::connect(&address).await?;
             let _ = tcp.set_nodelay(true);
             let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+            let presented = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(fingerprint);
+            let revoked = presented.and_then(|c| pin.revoked(c));
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(Watched {
+                stream: tls,
+                revoked,
+            }))
         }
     });
     Ok(Endpoint::from_shared(format!("http://{endpoint}"))
@@ -479,7 +630,8 @@ pub fn channel_unpinned(material: &TlsMaterial, endpoint: &str) -> Result<Channe
 /// What a server knows about the peer of a connection.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerInfo {
-    /// Fingerprint of the verified client certificate.
+    /// The identity of the party the verified client certificate stands
+    /// for (its own fingerprint, or the identity it rotated from).
     pub identity: Option<PartyId>,
     /// Remote address.
     pub addr: Option<SocketAddr>,
@@ -508,7 +660,7 @@ impl Conn {
             }
             self.revoked = None;
             if let Some(party) = self.info.identity {
-                tracing::info!(%party, "connection closed: the peer is no longer in federation.toml");
+                tracing::info!(%party, "connection closed: the peer, or the certificate it connected with, is no longer in federation.toml");
             }
         }
         Err(io::Error::new(
@@ -722,15 +874,18 @@ pub fn incoming(
                         return;
                     }
                 };
-                let identity = stream
+                let presented = stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(fingerprint);
-                let Some((party, role)) = identity.and_then(|id| Some((id, registry.role(&id)?)))
-                else {
+                let Some((certificate, party, role)) = presented.and_then(|cert| {
+                    let p = registry.party_presenting(&cert)?;
+                    Some((cert, p.id, p.role))
+                }) else {
                     metrics.connection_refused("unregistered_certificate");
+                    tracing::info!(%peer, "connection refused: its certificate is not registered in federation.toml");
                     return;
                 };
                 let slot = match take_slot(&counts, party, role) {
@@ -742,7 +897,7 @@ pub fn incoming(
                     }
                 };
                 let info = PeerInfo {
-                    identity,
+                    identity: Some(party),
                     addr: Some(peer),
                 };
                 let _ = tx
@@ -750,7 +905,7 @@ pub fn incoming(
                         stream,
                         info,
                         idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                        revoked: Some(Box::pin(registry.revoked(party, role))),
+                        revoked: Some(Box::pin(registry.revoked(certificate, party, role))),
                         _slot: slot,
                     }))
                     .await;

@@ -993,3 +993,71 @@ fn threshold_must_be_a_majority_of_helpers() {
         sealroom_node::init::init_federation(dir.path(), &options).expect_err("2 of 4 is refused");
     assert!(err.to_string().contains("majority"), "{err}");
 }
+
+#[test]
+fn rotated_certificates_are_checked() {
+    // A certificate that is another party's, one that repeats the party's
+    // own identity, a replaced one equal to the one presented, a replaced
+    // one without the one presented, malformed hex: each refused, naming
+    // the field.
+    let text = federation_refused(
+        |s| s.helpers[1].certificate = Some(s.helpers[0].fingerprint.clone()),
+        "helpers[1].certificate",
+    );
+    assert!(
+        text.contains("also the certificate of helpers[0]"),
+        "{text}"
+    );
+    let text = federation_refused(
+        |s| s.helpers[0].certificate = Some(s.helpers[0].fingerprint.clone()),
+        "helpers[0].certificate",
+    );
+    assert!(text.contains("own fingerprint"), "{text}");
+    federation_refused(
+        |s| {
+            s.clients[0].certificate = Some("ab".repeat(32));
+            s.clients[0].previous_certificate = Some("ab".repeat(32));
+        },
+        "clients[0].previous_certificate",
+    );
+    federation_refused(
+        |s| s.clients[0].previous_certificate = Some("cd".repeat(32)),
+        "clients[0].previous_certificate",
+    );
+    federation_refused(
+        |s| s.coordinator.certificate = Some("xyz".into()),
+        "coordinator.certificate",
+    );
+    // A node that presents a certificate its entry does not list is refused
+    // (its identity is no longer enough once `certificate` names another).
+    let (dir, _) = default_federation();
+    edit_federation(dir.path(), |s| {
+        s.helpers[0].certificate = Some("ef".repeat(32));
+    });
+    let err = load_err(dir.path(), "helper-0");
+    let text = assert_about(&err, "helper-0.toml", "tls.cert");
+    assert!(text.contains(&"ef".repeat(32)), "{text}");
+    // Listed as the replaced certificate, its own is still accepted (the
+    // window between a rotation and the node's switch).
+    edit_federation(dir.path(), |s| {
+        s.helpers[0].previous_certificate = Some(s.helpers[0].fingerprint.clone());
+    });
+    load_node_config(&dir.path().join("helper-0.toml")).expect("the replaced certificate loads");
+}
+
+#[test]
+fn helpers_may_rotate_signing_keys_but_clients_have_none() {
+    let (dir, _) = default_federation();
+    let spare = sealroom_node::pki::generate_signing_key();
+    let spare_hex = hex::encode(spare.verifying_key().to_bytes());
+    edit_federation(dir.path(), |s| {
+        s.helpers[1].previous_signing_key = Some(spare_hex.clone());
+        s.helpers[1].key_epoch = 1;
+    });
+    load_federation(&dir.path().join("federation.toml")).expect("a helper's rotation loads");
+    federation_refused(|s| s.clients[0].key_epoch = 1, "clients[0].key_epoch");
+    federation_refused(
+        |s| s.admins[0].previous_signing_key = Some(hex::encode([7u8; 32])),
+        "admins[0].previous_signing_key",
+    );
+}

@@ -170,7 +170,7 @@ impl Federation {
             helpers: helper_ids
                 .iter()
                 .zip(&helper_keys)
-                .map(|(id, key)| (*id, key.verifying_key()))
+                .map(|(id, key)| (*id, key.verifying_key().into()))
                 .collect(),
             threshold: shape.threshold,
             min_clients: CLIENTS / 2,

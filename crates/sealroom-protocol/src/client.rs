@@ -14,7 +14,7 @@ use sealroom_core::{Fp, Ring, RingKind, Seed, SharingError};
 
 use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
 use crate::descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
-use crate::envelope::{EnvelopeError, VerifyingKey};
+use crate::envelope::{EnvelopeError, PartyKeys};
 use crate::ids::{Digest, Millis, PartyId, contexts};
 use crate::machine::{
     Artifact, Inbound, Input, Machine, Participation, Refusal, RefusalCode, Step, not_for,
@@ -31,8 +31,8 @@ pub struct ClientConfig {
     pub coordinator: PartyId,
     /// Federation and pinned coordinator keys.
     pub trust: DescriptorTrust,
-    /// Helpers' receipt-signing keys.
-    pub helper_keys: BTreeMap<PartyId, VerifyingKey>,
+    /// Helpers' receipt-signing keys (two during a helper's key rotation).
+    pub helper_keys: BTreeMap<PartyId, PartyKeys>,
 }
 
 /// A client across rounds: remembers the last round it took part in, the
@@ -89,6 +89,21 @@ impl Client {
     /// reloaded from the federation's file).
     pub fn set_trust(&mut self, trust: DescriptorTrust) {
         self.config.trust = trust;
+    }
+
+    /// Replaces the helpers' keys (a helper's key rotation or retirement,
+    /// reloaded from the federation's file), for the round under way too:
+    /// a helper that switched keys mid-round signs its receipt with the
+    /// new one, and a retired key is refused at once.
+    pub fn set_helper_keys(&mut self, keys: BTreeMap<PartyId, PartyKeys>) {
+        if let Some(round) = &mut self.round {
+            for (id, k) in &mut round.helpers {
+                if let Some(new) = keys.get(id) {
+                    *k = *new;
+                }
+            }
+        }
+        self.config.helper_keys = keys;
     }
 
     /// The coordinator this client takes descriptors from.
@@ -403,7 +418,7 @@ pub struct ClientRound {
     round_id: u64,
     descriptor_hash: Digest,
     /// The round's helpers (position = helper index) and their keys.
-    helpers: Vec<(PartyId, VerifyingKey)>,
+    helpers: Vec<(PartyId, PartyKeys)>,
     index: u32,
     upload_digests: Vec<Digest>,
     receipts: Vec<Option<pb::SignedEnvelope>>,

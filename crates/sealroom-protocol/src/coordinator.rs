@@ -23,7 +23,7 @@ use sealroom_core::{Fp, QuantSpec, RingKind, SharingError};
 use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
 use crate::descriptor::{DescriptorError, DescriptorParams, Mode, VerifiedDescriptor};
 use crate::envelope::{
-    EnvelopeError, MAX_SIGNED_BODY, SharedSigner, SignerError, SignerExt as _, VerifyingKey,
+    EnvelopeError, MAX_SIGNED_BODY, PartyKeys, SharedSigner, SignerError, SignerExt as _,
     decode_limited,
 };
 use crate::ids::{Digest, Millis, PartyId, contexts};
@@ -48,7 +48,7 @@ pub struct CoordinatorConfig {
     /// Key epoch the signing key is valid for.
     pub epoch: u64,
     /// Helpers with their signing keys; position = helper index.
-    pub helpers: Vec<(PartyId, VerifyingKey)>,
+    pub helpers: Vec<(PartyId, PartyKeys)>,
     /// `Some(t)` for Shamir t-of-h, `None` for additive.
     pub threshold: Option<usize>,
     /// Smallest releasable inclusion set.
@@ -167,6 +167,25 @@ impl Coordinator {
     pub fn set_signer(&mut self, signer: SharedSigner, epoch: u64) {
         self.config.signer = signer;
         self.config.epoch = epoch;
+    }
+
+    /// Replaces the helpers' keys (a helper's key rotation or retirement,
+    /// reloaded from the federation's file), for the round under way too:
+    /// a helper that switched keys mid-round signs its report and answer
+    /// with the new one, and a retired key is refused at once. Helpers are
+    /// matched by identity; the helper set itself never changes here.
+    pub fn set_helper_keys(&mut self, keys: &BTreeMap<PartyId, PartyKeys>) {
+        let update = |list: &mut Vec<(PartyId, PartyKeys)>| {
+            for (id, k) in list {
+                if let Some(new) = keys.get(id) {
+                    *k = *new;
+                }
+            }
+        };
+        update(&mut self.config.helpers);
+        if let Some(round) = &mut self.round {
+            update(&mut round.helper_keys);
+        }
     }
 
     /// The key epoch of the rounds it starts.
@@ -463,7 +482,7 @@ type RoundResult = Result<RoundStep, (Box<CoordinatorRound>, CoordinatorError)>;
 pub struct CoordinatorRound {
     descriptor: VerifiedDescriptor,
     signer: SharedSigner,
-    helper_keys: Vec<(PartyId, VerifyingKey)>,
+    helper_keys: Vec<(PartyId, PartyKeys)>,
     report_deadline: Millis,
     allow_unverified: bool,
     sat_out: BTreeMap<u32, SitOut>,
@@ -518,7 +537,7 @@ impl CoordinatorRound {
         }
     }
 
-    fn helper(&self, from: &PartyId) -> Result<(usize, VerifyingKey), CoordinatorError> {
+    fn helper(&self, from: &PartyId) -> Result<(usize, PartyKeys), CoordinatorError> {
         let round = self.descriptor.round_id();
         let index = self
             .descriptor

@@ -236,6 +236,58 @@ impl fmt::Debug for VerifyingKey {
     }
 }
 
+/// The keys a signing party is trusted under: its current key and, while a
+/// live rotation is under way (issue #13), the key it replaces. A signed
+/// message names its key by id; [`PartyKeys::verify`] checks it against
+/// whichever of the two it names and refuses any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartyKeys {
+    /// The key the party signs with from its switch on.
+    pub current: VerifyingKey,
+    /// The key it replaces, until the rotation is retired.
+    pub previous: Option<VerifyingKey>,
+}
+
+impl PartyKeys {
+    /// One key, no rotation under way.
+    pub fn single(key: VerifyingKey) -> PartyKeys {
+        PartyKeys {
+            current: key,
+            previous: None,
+        }
+    }
+
+    /// Every key in force, current first.
+    pub fn all(&self) -> impl Iterator<Item = VerifyingKey> + '_ {
+        std::iter::once(self.current).chain(self.previous)
+    }
+
+    /// Whether `key` is one of them.
+    pub fn contains(&self, key: &VerifyingKey) -> bool {
+        self.all().any(|k| k == *key)
+    }
+
+    /// Verifies `envelope` as an `M` signed by one of these keys (the one
+    /// its key id names), and decodes it.
+    pub fn verify<M: SignedMessage>(
+        &self,
+        envelope: &pb::SignedEnvelope,
+    ) -> Result<Verified<M>, EnvelopeError> {
+        let claimed = Digest::from_slice(&envelope.key_id);
+        let key = self
+            .previous
+            .filter(|k| Some(k.key_id()) == claimed)
+            .unwrap_or(self.current);
+        key.verify(envelope)
+    }
+}
+
+impl From<VerifyingKey> for PartyKeys {
+    fn from(key: VerifyingKey) -> PartyKeys {
+        PartyKeys::single(key)
+    }
+}
+
 /// A message whose signature has been checked; only [`VerifyingKey::verify`]
 /// makes one.
 #[derive(Clone, Debug)]
@@ -403,6 +455,44 @@ mod tests {
             k.verifying_key().verify::<pb::HelperReport>(&env),
             Err(EnvelopeError::BadSignature { .. })
         ));
+    }
+
+    #[test]
+    fn party_keys_take_either_key_of_a_rotation_and_nothing_else() {
+        let (old, new, other) = (key(1), key(2), key(3));
+        let rotating = PartyKeys {
+            current: new.verifying_key(),
+            previous: Some(old.verifying_key()),
+        };
+        assert!(
+            rotating
+                .verify::<pb::Receipt>(&old.sign(&receipt()))
+                .is_ok()
+        );
+        assert!(
+            rotating
+                .verify::<pb::Receipt>(&new.sign(&receipt()))
+                .is_ok()
+        );
+        assert!(matches!(
+            rotating.verify::<pb::Receipt>(&other.sign(&receipt())),
+            Err(EnvelopeError::UnknownKey { .. })
+        ));
+        // Retired: the old key is refused.
+        let retired = PartyKeys::single(new.verifying_key());
+        assert!(matches!(
+            retired.verify::<pb::Receipt>(&old.sign(&receipt())),
+            Err(EnvelopeError::UnknownKey { .. })
+        ));
+        // A key id naming the previous key with another key's signature.
+        let mut forged = other.sign(&receipt());
+        forged.key_id = old.verifying_key().key_id().0.to_vec();
+        assert!(matches!(
+            rotating.verify::<pb::Receipt>(&forged),
+            Err(EnvelopeError::BadSignature { .. })
+        ));
+        assert!(rotating.contains(&old.verifying_key()));
+        assert!(!retired.contains(&old.verifying_key()));
     }
 
     #[test]

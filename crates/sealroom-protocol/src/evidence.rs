@@ -21,7 +21,7 @@ use sealroom_core::vector;
 use sealroom_core::{Fp, Ring, RingKind, ShareVec, SharingError, additive};
 
 use crate::descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
-use crate::envelope::{EnvelopeError, MAX_SIGNED_BODY, VerifyingKey, decode_limited};
+use crate::envelope::{EnvelopeError, MAX_SIGNED_BODY, PartyKeys, decode_limited};
 use crate::ids::{Digest, PartyId, contexts};
 use crate::pb;
 
@@ -36,7 +36,7 @@ pub struct FederationKeys {
     /// Which coordinator keys sign descriptors, inclusion sets and results.
     pub trust: DescriptorTrust,
     /// Helpers' signing keys by identity.
-    pub helper_keys: BTreeMap<PartyId, VerifyingKey>,
+    pub helper_keys: BTreeMap<PartyId, PartyKeys>,
 }
 
 /// A sum re-derived from verified evidence.

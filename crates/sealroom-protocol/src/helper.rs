@@ -248,6 +248,14 @@ impl Helper {
         self.config.trust = trust;
     }
 
+    /// Switches to a new signing key (this helper's own key rotation): what
+    /// it signs from now on — receipts, reports, answers, also of rounds
+    /// under way — is signed with `signer`, which every other node trusts
+    /// beside the replaced key until the rotation is retired.
+    pub fn set_signer(&mut self, signer: SharedSigner) {
+        self.config.signer = signer;
+    }
+
     /// Forgets all but the `keep` most recent rounds.
     pub fn prune(&mut self, keep: usize) {
         while self.rounds.len() > keep {

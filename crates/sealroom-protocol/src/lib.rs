@@ -46,6 +46,6 @@ pub mod pb {
 }
 
 pub use descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
-pub use envelope::{SharedSigner, Signer, SignerExt, SigningKey, VerifyingKey};
+pub use envelope::{PartyKeys, SharedSigner, Signer, SignerExt, SigningKey, VerifyingKey};
 pub use ids::{Digest, Millis, PartyId, Role};
 pub use machine::{Inbound, Input, Machine, Refusal, RefusalCode, Step};

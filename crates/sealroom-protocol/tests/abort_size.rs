@@ -37,7 +37,7 @@ fn an_abort_at_the_protocols_limits_stays_verifiable() {
         helpers: helpers
             .iter()
             .zip(&helper_keys)
-            .map(|(id, k)| (*id, k.verifying_key()))
+            .map(|(id, k)| (*id, k.verifying_key().into()))
             .collect(),
         threshold: None,
         min_clients: 2,

@@ -31,7 +31,7 @@ fn keys(sim: &Sim) -> FederationKeys {
         helper_keys: sim
             .helpers
             .iter()
-            .map(|h| (h.id, h.key.verifying_key()))
+            .map(|h| (h.id, h.key.verifying_key().into()))
             .collect(),
     }
 }

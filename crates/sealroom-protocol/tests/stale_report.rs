@@ -49,7 +49,7 @@ fn a_report_of_a_round_that_is_over_is_refused_as_such() {
             helpers: helpers
                 .iter()
                 .zip(&helper_keys)
-                .map(|(id, k)| (*id, k.verifying_key()))
+                .map(|(id, k)| (*id, k.verifying_key().into()))
                 .collect(),
             threshold: None,
             min_clients: 2,

@@ -509,7 +509,7 @@ async fn run_real_round(store: &Store) -> RealRun {
             signer: Arc::new(key.clone()),
             trust: trust.clone(),
         };
-        helper_keys.push((config.me, key.verifying_key()));
+        helper_keys.push((config.me, key.verifying_key().into()));
         helpers.push((Helper::new(config.clone()), config));
     }
     let client_ids: Vec<PartyId> = (0..3).map(|_| party(&mut rng)).collect();

@@ -18,6 +18,7 @@ mod node_cmd;
 mod plan;
 mod plan_cmd;
 mod query_cmd;
+mod rotate_cert_cmd;
 mod rotate_cmd;
 mod sharing;
 mod table;
@@ -54,8 +55,9 @@ enum Command {
     /// long-running service, until Ctrl-C or SIGTERM. SIGHUP reads
     /// federation.toml again: clients and admins removed from it (or whose
     /// fingerprint changed) are refused and their connections closed, and a
-    /// coordinator key rotation (`sealroom rotate-key`) takes effect, with
-    /// no restart; a change to anything else is refused and logged.
+    /// signing-key rotation (`sealroom rotate-key`) or certificate rotation
+    /// (`sealroom rotate-cert`) takes effect, with no restart; a change to
+    /// anything else is refused and logged.
     Node(node_cmd::NodeArgs),
     /// Operate rounds through the coordinator's admin API (mutual TLS with an
     /// admin identity).
@@ -84,12 +86,19 @@ enum Command {
     /// smallest coalitions of helpers and of clients that break privacy;
     /// recommends the safest setting that meets a target probability.
     Plan(plan_cmd::PlanArgs),
-    /// Rotate the coordinator's signing key while the federation runs:
-    /// writes a new key file, points the coordinator's config at it and
-    /// updates federation.toml (new key, next key epoch, the old key kept for
-    /// rounds under way); then SIGHUP every node, the coordinator last.
-    /// `--retire` drops the old key once those rounds are over.
+    /// Rotate the coordinator's or a helper's signing key while the
+    /// federation runs: writes a new key file, points the node's config at
+    /// it and updates federation.toml (new key, next key epoch, the old key
+    /// kept for rounds under way); then SIGHUP every node, the rotating one
+    /// last. `--retire` drops the old key once those rounds are over.
     RotateKey(rotate_cmd::RotateKeyArgs),
+    /// Give any node a new TLS certificate while the federation runs: issues
+    /// one from the federation CA (its key is needed), points the node's
+    /// config at it and records it in federation.toml beside the old one
+    /// (the node's identity does not change); then SIGHUP every node, the
+    /// rotating one last. `--retire` drops the old certificate: refused
+    /// everywhere, its connections closed.
+    RotateCert(rotate_cert_cmd::RotateCertArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +115,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::RotateKey(args) => rotate_cmd::run(args),
+        Command::RotateCert(args) => rotate_cert_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

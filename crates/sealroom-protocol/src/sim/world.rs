@@ -14,7 +14,7 @@ use crate::action::{Action, Message};
 use crate::client::{Client, ClientConfig};
 use crate::coordinator::{Coordinator, CoordinatorConfig, Outcome, Task};
 use crate::descriptor::DescriptorTrust;
-use crate::envelope::{SigningKey, VerifyingKey};
+use crate::envelope::{PartyKeys, SigningKey, VerifyingKey};
 use crate::helper::{Helper, HelperConfig};
 use crate::ids::{Millis, PartyId};
 use crate::machine::{
@@ -161,8 +161,8 @@ impl<'a> World<'a> {
                 }
             })
             .collect();
-        let helper_keys: BTreeMap<PartyId, VerifyingKey> =
-            helpers.iter().map(|h| (h.id, h.key)).collect();
+        let helper_keys: BTreeMap<PartyId, PartyKeys> =
+            helpers.iter().map(|h| (h.id, h.key.into())).collect();
         let clients = (0..config.clients)
             .map(|c| {
                 let id = party(&mut rng);
@@ -184,7 +184,7 @@ impl<'a> World<'a> {
                 federation_id: FEDERATION.into(),
                 signer: Arc::new(coordinator_signing.clone()),
                 epoch: 0,
-                helpers: helpers.iter().map(|h| (h.id, h.key)).collect(),
+                helpers: helpers.iter().map(|h| (h.id, h.key.into())).collect(),
                 threshold: config.threshold,
                 min_clients: config.min_clients,
                 upload_window_ms: config.upload_window_ms,

@@ -255,7 +255,7 @@ impl Sim {
             .collect();
         let helper_keys: BTreeMap<PartyId, _> = helpers
             .iter()
-            .map(|h| (h.id, h.key.verifying_key()))
+            .map(|h| (h.id, h.key.verifying_key().into()))
             .collect();
         let clients = (0..setup.clients)
             .map(|_| {
@@ -279,7 +279,7 @@ impl Sim {
             epoch: 0,
             helpers: helpers
                 .iter()
-                .map(|h| (h.id, h.key.verifying_key()))
+                .map(|h| (h.id, h.key.verifying_key().into()))
                 .collect(),
             threshold: setup.threshold,
             min_clients: setup.min_clients,

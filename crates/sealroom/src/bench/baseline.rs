@@ -120,7 +120,11 @@ impl Baseline {
         let (ready_tx, mut ready_rx) = mpsc::channel(clients.len().max(1));
         let n = clients.len();
         for (index, (name, material)) in clients.into_iter().enumerate() {
-            let channel = tls::pinned_channel(&material, &endpoint, server_id)?;
+            let channel = tls::pinned_channel(
+                &material,
+                &endpoint,
+                tls::ServerPin::Certificates(vec![server_id]),
+            )?;
             let client = BaselineClient {
                 index: index as u32,
                 name,
@@ -150,7 +154,11 @@ impl Baseline {
     /// A channel for the bench driver (kept and reused across rounds, as the
     /// secure side's admin channel is made once per round request).
     pub fn driver(&self) -> Result<BaselineAggregatorClient<Channel>> {
-        let channel = tls::pinned_channel(&self.admin, &self.endpoint, self.server_id)?;
+        let channel = tls::pinned_channel(
+            &self.admin,
+            &self.endpoint,
+            tls::ServerPin::Certificates(vec![self.server_id]),
+        )?;
         Ok(BaselineAggregatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
