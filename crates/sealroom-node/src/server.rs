@@ -49,7 +49,7 @@ pub fn serve(
     let deadline = rpc_deadline(ctx);
     Ok(tokio::spawn(async move {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let server = tls::server_builder()
             .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .timeout(deadline)

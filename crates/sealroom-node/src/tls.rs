@@ -72,6 +72,36 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// HTTP/2 keep-alive ping interval of servers and channels.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
+/// HTTP/2 flow-control window of each stream, both directions (the
+/// protocol's default is 64 KiB: on loopback a 4 MB upload then waits for
+/// ~60 window updates; issue #17). What a peer may have in flight per
+/// stream before the receiver reads it; messages stay bounded by each
+/// RPC's decoding limit.
+pub const H2_STREAM_WINDOW: u32 = 4 << 20;
+/// HTTP/2 flow-control window of each connection (all its streams).
+pub const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+/// Largest HTTP/2 frame either side accepts (the default is 16 KiB).
+pub const H2_MAX_FRAME: u32 = 256 << 10;
+
+/// A tonic server with the federation's HTTP/2 windows and frame size,
+/// shared by every node's server and the benchmark's plaintext baseline so
+/// that neither side hides behind untuned flow control.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_MAX_FRAME)
+}
+
+/// `endpoint` with the same HTTP/2 windows and frame size as
+/// [`server_builder`].
+fn tuned(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_MAX_FRAME)
+}
+
 /// Installs the process's crypto provider: aws-lc-rs with only TLS 1.3
 /// cipher suites, so no connection can fall back to TLS 1.2 (idempotent; a
 /// provider installed earlier stays in force).
@@ -596,12 +626,13 @@ pub fn pinned_channel(
             }))
         }
     });
-    Ok(Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| bad(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect_with_connector_lazy(connect))
+    Ok(
+        tuned(Endpoint::from_shared(format!("http://{endpoint}")).map_err(|e| bad(e.to_string()))?)
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_with_connector_lazy(connect),
+    )
 }
 
 /// A lazily connecting gRPC channel to `endpoint` that trusts any
@@ -617,14 +648,17 @@ pub fn channel_unpinned(material: &TlsMaterial, endpoint: &str) -> Result<Channe
     let (host, _port) =
         crate::config::split_endpoint(endpoint).ok_or_else(|| bad("not host:port".into()))?;
     let tls = crate::pki::client_tls(material, &domain_of(host));
-    Ok(Endpoint::from_shared(format!("https://{endpoint}"))
-        .map_err(|e| bad(e.to_string()))?
+    Ok(
+        tuned(
+            Endpoint::from_shared(format!("https://{endpoint}")).map_err(|e| bad(e.to_string()))?,
+        )
         .tls_config(tls)
         .map_err(|e| bad(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .connect_lazy())
+        .connect_lazy(),
+    )
 }
 
 /// What a server knows about the peer of a connection.

@@ -36,6 +36,9 @@ use pb::baseline_aggregator_client::BaselineAggregatorClient;
 use pb::baseline_aggregator_server::{BaselineAggregator, BaselineAggregatorServer};
 use pb::{Ack, Announce, BaselineUpload, RoundRequest, SumChunk, UploadChunk, WatchRequest};
 
+/// The most the transport probe's sink takes in one call.
+const SINK_LIMIT: u64 = 1 << 30;
+
 /// A baseline client's upload in one round.
 #[derive(Clone, Copy, Debug)]
 pub struct Uploaded {
@@ -104,7 +107,7 @@ impl Baseline {
         );
         let server_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = tls::server_builder()
                 .add_service(
                     BaselineAggregatorServer::new(service)
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -192,6 +195,39 @@ impl Baseline {
             .ok_or_else(|| anyhow!("baseline round {round_id}: the sum has the wrong length"))
     }
 
+    /// One transfer of `bytes` over the driver's connection (the same
+    /// gRPC/mutual-TLS stack, the same chunking as an upload), counted and
+    /// discarded by the aggregator: how long it took.
+    pub async fn transfer(
+        driver: &mut BaselineAggregatorClient<Channel>,
+        bytes: usize,
+    ) -> Result<Duration> {
+        let chunk = vec![0x5a_u8; node_grpc::CHUNK_BYTES];
+        let chunks = bytes.div_ceil(node_grpc::CHUNK_BYTES);
+        let last = bytes - (chunks.saturating_sub(1)) * node_grpc::CHUNK_BYTES;
+        let stream = tokio_stream::iter((0..chunks).map(move |i| UploadChunk {
+            data: if i + 1 == chunks {
+                chunk[..last].to_vec()
+            } else {
+                chunk.clone()
+            },
+        }));
+        let started = std::time::Instant::now();
+        let ack = driver
+            .sink(Request::new(stream))
+            .await
+            .map_err(|s| anyhow!("transport probe: {}", s.message()))?
+            .into_inner();
+        let took = started.elapsed();
+        if ack.bytes != bytes as u64 {
+            return Err(anyhow!(
+                "transport probe: the aggregator counted {} of {bytes} bytes",
+                ack.bytes
+            ));
+        }
+        Ok(took)
+    }
+
     /// Stops the aggregator and the clients.
     pub fn stop(self) {
         self.trigger.trigger();
@@ -276,6 +312,21 @@ impl BaselineAggregator for Aggregator {
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
+    }
+
+    async fn sink(
+        &self,
+        request: Request<Streaming<UploadChunk>>,
+    ) -> Result<Response<Ack>, Status> {
+        let mut stream = request.into_inner();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            bytes += chunk?.data.len() as u64;
+            if bytes > SINK_LIMIT {
+                return Err(Status::resource_exhausted("transport probe over 1 GiB"));
+            }
+        }
+        Ok(Response::new(Ack { bytes }))
     }
 
     async fn upload(

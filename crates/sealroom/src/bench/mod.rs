@@ -18,6 +18,7 @@ pub mod baseline;
 pub mod kernels;
 pub mod report;
 pub mod stats;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -143,6 +144,11 @@ struct BenchReport {
     references: References,
     results: Vec<ConfigResult>,
     verdicts: Vec<TargetVerdict>,
+    /// The transport limit of this run (issue #17).
+    transport: Option<transport::Transport>,
+    /// Plaintext baseline rounds against it: (clients, dims, bytes/s at
+    /// p50, ratio of the limit to it, met ≤ 2×).
+    baseline_vs_transport: Vec<(usize, usize, f64, f64, bool)>,
     notes: Vec<&'static str>,
 }
 
@@ -311,8 +317,18 @@ async fn run_async(args: &BenchArgs, config: RunConfig) -> Result<()> {
     progress.inc(1);
 
     let mut results = Vec::new();
+    let mut transport = None;
     for &clients in &config.clients {
-        let mut these = run_federation(args, &config, clients, &references, &progress).await?;
+        let (mut these, probe) = run_federation(
+            args,
+            &config,
+            clients,
+            &references,
+            &progress,
+            transport.is_none(),
+        )
+        .await?;
+        transport = transport.or(probe);
         for r in &these {
             progress.suspend(|| println!("{}", r.render(&references)));
         }
@@ -328,6 +344,32 @@ async fn run_async(args: &BenchArgs, config: RunConfig) -> Result<()> {
         references.prg_ring,
         references.prg_bytes_per_s / 1e9
     );
+    let mut baseline_vs_transport = Vec::new();
+    if let Some(t) = transport {
+        println!(
+            "\ntransport (same run): raw loopback TCP {:.2} GB/s; one {} transfer over gRPC + mutual TLS 1.3 {:.2} GB/s",
+            t.raw_tcp_bytes_per_s / 1e9,
+            crate::table::human_bytes(t.bytes as u64),
+            t.grpc_tls_bytes_per_s / 1e9
+        );
+        for r in &results {
+            let bytes = r.baseline.upload_bytes_per_client * r.clients as f64;
+            let Some(rate) = stats::ratio(bytes, r.baseline.latency_ms.p50 / 1e3) else {
+                continue;
+            };
+            let behind = t.grpc_tls_bytes_per_s / rate.max(1.0);
+            let met = behind <= 2.0;
+            println!(
+                "  plaintext baseline {} × {}: {:.2} GB/s of uploads at p50, {:.2}× below the gRPC/TLS transfer (target ≤ 2×): {}",
+                r.clients,
+                r.dims,
+                rate / 1e9,
+                behind,
+                if met { "MET" } else { "MISSED" }
+            );
+            baseline_vs_transport.push((r.clients, r.dims, rate, behind, met));
+        }
+    }
     println!("\nsummary against DESIGN.md §9");
     print!("{}", report::render_summary(&verdicts));
 
@@ -346,6 +388,8 @@ async fn run_async(args: &BenchArgs, config: RunConfig) -> Result<()> {
         references,
         results,
         verdicts,
+        transport,
+        baseline_vs_transport,
         notes: NOTES.to_vec(),
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -394,7 +438,8 @@ async fn run_federation(
     clients: usize,
     references: &References,
     progress: &ProgressBar,
-) -> Result<Vec<ConfigResult>> {
+    probe_transport: bool,
+) -> Result<(Vec<ConfigResult>, Option<transport::Transport>)> {
     progress.set_message(format!("starting a federation of {clients} clients"));
     let dir = args.out_dir.join(format!("federation-{clients}"));
     if dir.exists() {
@@ -457,6 +502,28 @@ async fn run_federation(
     )
     .await?;
     let mut driver = baseline.driver()?;
+    let probe = if probe_transport {
+        progress.set_message("measuring the transport limit");
+        let bytes = if config.quick {
+            8 << 20
+        } else {
+            transport::PROBE_BYTES
+        };
+        Baseline::transfer(&mut driver, bytes).await?;
+        let mut grpc = Vec::new();
+        let mut tcp = Vec::new();
+        for _ in 0..3 {
+            grpc.push(Baseline::transfer(&mut driver, bytes).await?);
+            tcp.push(transport::raw_tcp(bytes).await?);
+        }
+        Some(transport::Transport {
+            bytes,
+            raw_tcp_bytes_per_s: transport::best_rate(bytes, &tcp),
+            grpc_tls_bytes_per_s: transport::best_rate(bytes, &grpc),
+        })
+    } else {
+        None
+    };
 
     let mut out = Vec::new();
     let mut baseline_round_id = 0u64;
@@ -682,7 +749,7 @@ async fn run_federation(
     // Helpers keep every share of the recent rounds: at 1M dims that is
     // gigabytes of scratch the bench has no further use for.
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok(out)
+    Ok((out, probe))
 }
 
 /// Largest difference between the secure round's sum and the plaintext sum
