@@ -307,11 +307,16 @@ pub fn synthetic_vector(client: &str, round_id: u64, len: usize, clip: f64) -> V
     hasher.update(client.as_bytes());
     hasher.update(&round_id.to_le_bytes());
     let mut reader = hasher.finalize_xof();
-    (0..len)
-        .map(|_| {
-            let mut b = [0u8; 8];
-            reader.fill(&mut b);
-            let unit = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+    // One XOF read for the whole vector: the same stream as eight bytes at
+    // a time (an XOF's output does not depend on how it is read), without
+    // recomputing an output block for every value.
+    let mut bytes = vec![0u8; len * 8];
+    reader.fill(&mut bytes);
+    bytes
+        .chunks_exact(8)
+        .map(|b| {
+            let word = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            let unit = (word >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
             (unit - 0.5) * clip
         })
         .collect()
@@ -398,6 +403,24 @@ mod tests {
         assert_ne!(a, synthetic_vector("client-1", 3, 100, 8.0));
         assert_ne!(a, synthetic_vector("client-0", 4, 100, 8.0));
         assert!(a.iter().all(|v| v.abs() <= 4.0));
+    }
+
+    #[test]
+    fn synthetic_vectors_are_the_values_read_eight_bytes_at_a_time() {
+        // The inputs every earlier run used (demo, bench, tests): one XOF
+        // read per value. Reading the stream at once must give them exactly.
+        let mut hasher = blake3::Hasher::new_derive_key("sealroom 2026-11 synthetic test input v1");
+        hasher.update(b"client-2");
+        hasher.update(&7u64.to_le_bytes());
+        let mut reader = hasher.finalize_xof();
+        let earlier: Vec<f64> = (0..1000)
+            .map(|_| {
+                let mut b = [0u8; 8];
+                reader.fill(&mut b);
+                ((u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 8.0
+            })
+            .collect();
+        assert_eq!(synthetic_vector("client-2", 7, 1000, 8.0), earlier);
     }
 
     #[test]
