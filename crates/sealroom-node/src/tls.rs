@@ -503,24 +503,35 @@ pub fn channel_to(ctx: &NodeContext, party: &Party) -> Result<Channel, TlsError>
     )
 }
 
-/// A client-side TLS stream that fails every read and write once the
-/// server's certificate no longer stands for the party called.
+/// A TLS stream (either side) that fails every read and write once the
+/// peer's certificate no longer stands for the party it authenticated as
+/// (the party removed, or the certificate retired by a reload).
 struct Watched<S> {
     stream: S,
     revoked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The peer, named in the log line when its connection is closed.
+    peer: Option<PartyId>,
+    /// Whether `revoked` resolved (it is not polled again).
+    closed: bool,
 }
 
 impl<S> Watched<S> {
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let Some(revoked) = self.revoked.as_mut() else {
-            return Ok(());
-        };
-        if revoked.as_mut().poll(cx).is_pending() {
-            return Ok(());
+        if !self.closed {
+            let Some(revoked) = self.revoked.as_mut() else {
+                return Ok(());
+            };
+            if revoked.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            self.closed = true;
+            if let Some(party) = self.peer {
+                tracing::info!(%party, "connection closed: the peer, or the certificate it connected with, is no longer in federation.toml");
+            }
         }
         Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
-            "the server's certificate is no longer registered for it",
+            "the peer's certificate is no longer registered in this federation",
         ))
     }
 }
@@ -623,6 +634,8 @@ pub fn pinned_channel(
             Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(Watched {
                 stream: tls,
                 revoked,
+                peer: None,
+                closed: false,
             }))
         }
     });
@@ -675,33 +688,13 @@ pub struct PeerInfo {
 /// as long as it lives; closes itself when the peer sends nothing for
 /// [`IDLE_TIMEOUT`].
 pub struct Conn {
-    stream: TlsStream<TcpStream>,
+    /// Fails every read and write once the peer leaves the federation (a
+    /// reload removed it or retired the certificate it connected with), so
+    /// the server drops the connection.
+    stream: Watched<TlsStream<TcpStream>>,
     info: PeerInfo,
     idle: Pin<Box<tokio::time::Sleep>>,
-    /// Resolves when the peer leaves the federation (a reload removed or
-    /// replaced its certificate); the connection then fails every read and
-    /// write, so the server drops it.
-    revoked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _slot: Slot,
-}
-
-impl Conn {
-    /// Whether the peer was removed from the federation since it connected.
-    fn check_revoked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if let Some(revoked) = self.revoked.as_mut() {
-            if revoked.as_mut().poll(cx).is_pending() {
-                return Ok(());
-            }
-            self.revoked = None;
-            if let Some(party) = self.info.identity {
-                tracing::info!(%party, "connection closed: the peer, or the certificate it connected with, is no longer in federation.toml");
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "the peer's certificate is no longer registered in this federation",
-        ))
-    }
 }
 
 impl Connected for Conn {
@@ -718,9 +711,6 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Err(e) = this.check_revoked(cx) {
-            return Poll::Ready(Err(e));
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
@@ -748,11 +738,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check_revoked(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
@@ -765,11 +751,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check_revoked(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
@@ -936,10 +918,14 @@ pub fn incoming(
                 };
                 let _ = tx
                     .send(Ok(Conn {
-                        stream,
+                        stream: Watched {
+                            stream,
+                            revoked: Some(Box::pin(registry.revoked(certificate, party, role))),
+                            peer: Some(party),
+                            closed: false,
+                        },
                         info,
                         idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                        revoked: Some(Box::pin(registry.revoked(certificate, party, role))),
                         _slot: slot,
                     }))
                     .await;
