@@ -16,7 +16,7 @@ use sealroom_core::Seed;
 use crate::machine::HelperIndex;
 use crate::material::{Batch, BatchId, Counts};
 use crate::preproc::{BatchParams, Mode, Preprocessing};
-use crate::program::{Program, ProgramBuilder};
+use crate::program::{Program, ProgramBuilder, ProgramError};
 use crate::prss::{EpochKeys, PrssKeys};
 use crate::session::{Outcome, Session, SessionConfig, SessionInputs};
 use crate::sim;
@@ -82,8 +82,37 @@ impl Figure {
 /// The figures of one run.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
+    /// Where the helpers ran (the table's first column header).
+    pub layout: &'static str,
     /// All figures.
     pub figures: Vec<Figure>,
+}
+
+/// The online multiplication benchmark program: `depth` layers of `width`
+/// products of random shared values, one output (their sum).
+pub fn mul_program(width: usize, depth: usize) -> Result<Program, ProgramError> {
+    let mut p = ProgramBuilder::new("bench mul", 1);
+    let a = p.random_values(width);
+    let b = p.random_values(width);
+    let mut x = p.mul(a, b);
+    for _ in 1..depth {
+        x = p.mul(x, b);
+    }
+    let s = p.sum(x);
+    p.output(s);
+    p.build()
+}
+
+/// The comparison benchmark program: `n` LT comparisons of `bits`-bit
+/// values (random shared bits as operands), one output (their count).
+pub fn compare_program(n: usize, bits: u32) -> Result<Program, ProgramError> {
+    let mut p = ProgramBuilder::new("bench lt", 1);
+    let a = p.random_bits(n);
+    let b = p.random_bits(n);
+    let lt = p.lt(a, b, bits);
+    let s = p.sum(lt);
+    p.output(s);
+    p.build()
 }
 
 impl core::fmt::Display for BenchReport {
@@ -91,13 +120,7 @@ impl core::fmt::Display for BenchReport {
         writeln!(
             f,
             "{:<34} {:>12} {:>14} {:>14} {:>10} {:>12} {:>7}",
-            "figure (3 helpers, 1 thread)",
-            "items",
-            "items/s",
-            "baseline/s",
-            "mal/semi",
-            "B/item/hlp",
-            "rounds"
+            self.layout, "items", "items/s", "baseline/s", "mal/semi", "B/item/hlp", "rounds"
         )?;
         for g in &self.figures {
             let base = g
@@ -273,16 +296,7 @@ pub fn run(config: &BenchConfig) -> BenchReport {
     });
 
     // Online multiplications.
-    let mut p = ProgramBuilder::new("bench mul", 1);
-    let a = p.random_values(config.mul_width);
-    let b = p.random_values(config.mul_width);
-    let mut x = p.mul(a, b);
-    for _ in 1..config.mul_depth {
-        x = p.mul(x, b);
-    }
-    let s = p.sum(x);
-    p.output(s);
-    if let Ok(prog) = p.build() {
+    if let Ok(prog) = mul_program(config.mul_width, config.mul_depth) {
         let prog = Arc::new(prog);
         let items = (config.mul_width * config.mul_depth) as u64;
         let mat = preprocess(&keys, 4, prog.needs(), Mode::Malicious).0;
@@ -321,13 +335,7 @@ pub fn run(config: &BenchConfig) -> BenchReport {
     }
 
     // Comparisons (online; material from preprocessing, not timed).
-    let mut p = ProgramBuilder::new("bench lt", 1);
-    let a = p.random_bits(config.comparisons);
-    let b = p.random_bits(config.comparisons);
-    let lt = p.lt(a, b, config.compare_bits);
-    let s = p.sum(lt);
-    p.output(s);
-    if let Ok(prog) = p.build() {
+    if let Ok(prog) = compare_program(config.comparisons, config.compare_bits) {
         let prog = Arc::new(prog);
         let needs = prog.needs();
         let mat = preprocess(&keys, 6, needs, Mode::Malicious).0;
@@ -347,7 +355,10 @@ pub fn run(config: &BenchConfig) -> BenchReport {
             }
         }
     }
-    BenchReport { figures }
+    BenchReport {
+        layout: "figure (3 helpers, 1 thread)",
+        figures,
+    }
 }
 
 #[cfg(test)]

@@ -135,3 +135,30 @@ pub enum AbortReason {
     #[error("internal error")]
     Internal,
 }
+
+impl AbortReason {
+    /// A stable lower-case code for metrics labels and records (it names
+    /// the failed check, never a value).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AbortReason::MacCheckFailed => "mac_check_failed",
+            AbortReason::TranscriptMismatch { .. } => "transcript_mismatch",
+            AbortReason::CommitmentMismatch { .. } => "commitment_mismatch",
+            AbortReason::ReplicatedOpenMismatch { .. } => "replicated_open_mismatch",
+            AbortReason::MultiplicationVerificationFailed => "multiplication_verification_failed",
+            AbortReason::ProgramMismatch { .. } => "program_mismatch",
+            AbortReason::MaterialMismatch { .. } => "material_mismatch",
+            AbortReason::ParameterMismatch { .. } => "parameter_mismatch",
+            AbortReason::Malformed { .. } => "malformed",
+            AbortReason::WrongSession { .. } => "wrong_session",
+            AbortReason::WrongSender { .. } => "wrong_sender",
+            AbortReason::Duplicate { .. } => "duplicate",
+            AbortReason::Replay { .. } => "replay",
+            AbortReason::OutOfOrder { .. } => "out_of_order",
+            AbortReason::Timeout { .. } => "timeout",
+            AbortReason::ZeroSquare => "zero_square",
+            AbortReason::NotASquare => "not_a_square",
+            AbortReason::Internal => "internal",
+        }
+    }
+}

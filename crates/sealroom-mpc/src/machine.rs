@@ -213,6 +213,23 @@ impl<P: Rounds> Driver<P> {
         self.deadline
     }
 
+    /// The largest message a peer may send in any round of this protocol,
+    /// framing included (a shell bounds what it buffers by this).
+    pub fn max_inbound_bytes(&self) -> usize {
+        let mut max = 0;
+        for round in 0..self.proto.round_count() {
+            for from in [self.me.next(), self.me.prev()] {
+                let e = self.proto.expect(round, from);
+                max = max.max(
+                    e.elems
+                        .saturating_mul(16)
+                        .saturating_add(e.blobs.saturating_mul(32)),
+                );
+            }
+        }
+        max.saturating_add(crate::wire::HEADER_BYTES)
+    }
+
     fn slot(&self, from: HelperIndex) -> usize {
         if from == self.me.next() { 0 } else { 1 }
     }

@@ -139,6 +139,184 @@ impl Batch {
     }
 }
 
+/// Why stored material did not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MaterialError {
+    /// Not a sealroom material record, or a version this build cannot read.
+    #[error("not a sealroom preprocessing batch (bad magic or version)")]
+    BadHeader,
+    /// The record is shorter or longer than its counts say.
+    #[error("batch record is {got} bytes, its counts need {expected}")]
+    WrongLength {
+        /// What the counts need.
+        expected: usize,
+        /// What the record has.
+        got: usize,
+    },
+    /// Counts too large for this machine.
+    #[error("batch counts overflow")]
+    Overflow,
+    /// An element is not canonical (≥ p).
+    #[error("batch holds a non-canonical field element")]
+    NonCanonical,
+    /// The helper index or provenance byte is invalid.
+    #[error("batch names an invalid helper or provenance")]
+    BadField,
+    /// The record is another helper's, batch or epoch than expected.
+    #[error("batch record is not the expected batch of this helper and epoch")]
+    Mismatch,
+}
+
+const MATERIAL_MAGIC: [u8; 4] = *b"SRMB";
+const MATERIAL_VERSION: u8 = 1;
+/// magic, version, helper, provenance, reserved, id, epoch, digest, 6 counts.
+const MATERIAL_HEADER: usize = 4 + 4 + 16 + 8 + 32 + 6 * 8;
+
+impl Batch {
+    /// This helper's part of the batch as bytes for its own store (a
+    /// secret: every share and MAC share of the batch; zeroized on drop).
+    ///
+    /// ```text
+    /// "SRMB" | version 1 | helper | provenance 1 | 0 | id (16) | epoch u64 LE
+    /// | digest (32) | counts: triples, bits, randoms, masks[0..3] (u64 LE)
+    /// | triples a, b, c; bits; randoms; masks[0..3] — each values then MACs
+    /// | this helper's clear mask values (masks[helper] of them)
+    /// ```
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::new());
+        out.extend_from_slice(&MATERIAL_MAGIC);
+        out.extend_from_slice(&[
+            MATERIAL_VERSION,
+            self.me.index() as u8,
+            match self.provenance {
+                Provenance::Helpers => 1,
+            },
+            0,
+        ]);
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&self.counts.encode());
+        for v in self.vectors() {
+            crate::field::kernels::encode_into(&v.values, &mut out);
+            crate::field::kernels::encode_into(&v.macs, &mut out);
+        }
+        crate::field::kernels::encode_into(&self.my_masks, &mut out);
+        out
+    }
+
+    fn vectors(&self) -> [&AuthVec; 8] {
+        [
+            &self.triples[0],
+            &self.triples[1],
+            &self.triples[2],
+            &self.bits,
+            &self.randoms,
+            &self.masks[0],
+            &self.masks[1],
+            &self.masks[2],
+        ]
+    }
+
+    /// Reads back what [`Batch::to_bytes`] wrote, checking the length
+    /// against the counts before allocating, every element's canonical
+    /// form, and that it is batch `id` of helper `me` in key epoch `epoch`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        me: HelperIndex,
+        id: BatchId,
+        epoch: u64,
+    ) -> Result<Batch, MaterialError> {
+        if bytes.len() < MATERIAL_HEADER
+            || bytes[..4] != MATERIAL_MAGIC
+            || bytes[4] != MATERIAL_VERSION
+        {
+            return Err(MaterialError::BadHeader);
+        }
+        let helper = HelperIndex::new(usize::from(bytes[5])).ok_or(MaterialError::BadField)?;
+        if bytes[6] != 1 || bytes[7] != 0 {
+            return Err(MaterialError::BadField);
+        }
+        let u64_at = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut got_id = [0u8; 16];
+        got_id.copy_from_slice(&bytes[8..24]);
+        let got_epoch = u64_at(24);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&bytes[32..64]);
+        if helper != me || got_id != id.0 || got_epoch != epoch {
+            return Err(MaterialError::Mismatch);
+        }
+        let n = |i: usize| usize::try_from(u64_at(64 + 8 * i)).map_err(|_| MaterialError::Overflow);
+        let counts = Counts {
+            triples: n(0)?,
+            bits: n(1)?,
+            randoms: n(2)?,
+            masks: [n(3)?, n(4)?, n(5)?],
+        };
+        let lens = [
+            counts.triples,
+            counts.triples,
+            counts.triples,
+            counts.bits,
+            counts.randoms,
+            counts.masks[0],
+            counts.masks[1],
+            counts.masks[2],
+        ];
+        let elements = lens
+            .iter()
+            .try_fold(0usize, |acc, &l| acc.checked_add(l.checked_mul(2)?))
+            .and_then(|e| e.checked_add(counts.masks[me.index()]))
+            .ok_or(MaterialError::Overflow)?;
+        let expected = elements
+            .checked_mul(crate::field::ELEMENT_BYTES)
+            .and_then(|b| b.checked_add(MATERIAL_HEADER))
+            .ok_or(MaterialError::Overflow)?;
+        if bytes.len() != expected {
+            return Err(MaterialError::WrongLength {
+                expected,
+                got: bytes.len(),
+            });
+        }
+        let mut at = MATERIAL_HEADER;
+        let mut take = |len: usize| -> Result<Vec<F127>, MaterialError> {
+            let mut v = vec![F127::ZERO; len];
+            let end = at + len * crate::field::ELEMENT_BYTES;
+            crate::field::kernels::decode_into(&bytes[at..end], &mut v)
+                .ok_or(MaterialError::NonCanonical)?;
+            at = end;
+            Ok(v)
+        };
+        let mut vecs = Vec::with_capacity(8);
+        for len in lens {
+            let values = take(len)?;
+            let macs = take(len)?;
+            vecs.push(AuthVec::new(values, macs));
+        }
+        let my_masks = zeroize::Zeroizing::new(take(counts.masks[me.index()])?);
+        let mut vecs = vecs.into_iter();
+        let mut next = || vecs.next().unwrap_or_default();
+        Ok(Batch {
+            id,
+            epoch,
+            me,
+            counts,
+            digest,
+            provenance: Provenance::Helpers,
+            triples: [next(), next(), next()],
+            bits: next(),
+            randoms: next(),
+            masks: [next(), next(), next()],
+            my_masks,
+        })
+    }
+}
+
 /// Material a session consumes: one or more batches merged, with cursors.
 pub(crate) struct Pool {
     pub counts: Counts,

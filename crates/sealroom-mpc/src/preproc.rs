@@ -87,6 +87,9 @@ impl core::fmt::Debug for Preprocessing {
 
 const PROTOCOL_TAG: u8 = 1;
 
+/// Communication rounds of an actively secure batch, whatever its size.
+pub const ROUNDS: u32 = 8;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Mode {
     Malicious,
@@ -99,6 +102,13 @@ impl Preprocessing {
     /// shell drew from the OS (used for this helper's coin seed).
     pub fn new(keys: &EpochKeys, params: BatchParams, rng: Seed) -> Preprocessing {
         Preprocessing::with_mode(keys, params, rng, Mode::Malicious)
+    }
+
+    /// The semi-honest baseline of the same code, for benchmarks only:
+    /// triples without MACs or verification, for
+    /// [`Session::baseline`](crate::session::Session::baseline) only.
+    pub fn baseline(keys: &EpochKeys, params: BatchParams, rng: Seed) -> Preprocessing {
+        Preprocessing::with_mode(keys, params, rng, Mode::SemiHonestBaseline)
     }
 
     pub(crate) fn with_mode(
@@ -124,6 +134,12 @@ impl Preprocessing {
     /// id, epoch and counts).
     pub fn session_id(&self) -> [u8; 32] {
         self.driver.proto.session
+    }
+
+    /// The largest message a peer may send this machine (framing
+    /// included): what the shell's transport buffers per message at most.
+    pub fn max_inbound_bytes(&self) -> usize {
+        self.driver.max_inbound_bytes()
     }
 }
 
@@ -561,7 +577,7 @@ impl Rounds for BatchProtocol {
 
     fn round_count(&self) -> u32 {
         match self.mode {
-            Mode::Malicious => 8,
+            Mode::Malicious => ROUNDS,
             Mode::SemiHonestBaseline => 3,
         }
     }

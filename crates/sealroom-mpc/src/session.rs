@@ -147,8 +147,9 @@ impl Session {
     }
 
     /// The semi-honest baseline of the same code (no MACs, no checks), for
-    /// benchmarks only: it releases nothing.
-    pub(crate) fn baseline(
+    /// benchmarks only: it releases nothing (its outcome is
+    /// [`Outcome::BaselineDone`]), so it cannot leak what it computed.
+    pub fn baseline(
         program: Arc<Program>,
         keys: &EpochKeys,
         material: Vec<Batch>,
@@ -267,6 +268,12 @@ impl Session {
         Ok(Session {
             driver: Driver::new(engine, me, session, PROTOCOL_TAG, config.round_timeout_ms),
         })
+    }
+
+    /// The largest message a peer may send this machine (framing
+    /// included): what the shell's transport buffers per message at most.
+    pub fn max_inbound_bytes(&self) -> usize {
+        self.driver.max_inbound_bytes()
     }
 
     /// Communication rounds this session will run.

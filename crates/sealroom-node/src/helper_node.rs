@@ -32,6 +32,8 @@ pub struct HelperHandle {
     pub addr: SocketAddr,
     /// Ends with the server (after shutdown, or when the helper cannot go on).
     pub join: tokio::task::JoinHandle<Result<(), NodeError>>,
+    /// The MPC engine, in a federation of exactly three helpers.
+    pub engine: Option<crate::engine::Engine>,
 }
 
 /// Starts a helper on `listener`, restoring its state from the store.
@@ -79,13 +81,23 @@ pub async fn spawn(
         ctx: ctx.clone(),
         tx,
     };
-    let routes = tonic::service::Routes::new(
+    let mut routes = tonic::service::Routes::new(
         HelperServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
+    // The engine's protocols are for three helpers; other federations serve
+    // no EngineService (a call gets UNIMPLEMENTED).
+    let engine = match crate::engine::Engine::new(&ctx) {
+        Ok(engine) => {
+            routes = routes.add_service(engine.service());
+            Some(engine)
+        }
+        Err(crate::engine::EngineError::HelperCount(_)) => None,
+        Err(e) => return Err(NodeError::Config(e.to_string())),
+    };
     let join = crate::server::serve(&ctx, listener, routes, actor, shutdown)?;
-    Ok(HelperHandle { addr, join })
+    Ok(HelperHandle { addr, join, engine })
 }
 
 /// The helper state machine's configuration, from the node's context (also

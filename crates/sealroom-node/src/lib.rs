@@ -11,6 +11,8 @@
 //!   anything it sent leaves — and its actor loop;
 //! * [`coordinator_node`], [`helper_node`], [`client_node`]: each role's
 //!   transport (gRPC services and where its messages go);
+//! * [`engine`]: the MPC engine's helper-to-helper transport (sessions of
+//!   `sealroom-mpc` machines over pinned mutual-TLS streams);
 //! * [`metrics`]: Prometheus metrics on a port of their own.
 //!
 //! ## What this crate must never do
@@ -29,6 +31,7 @@ pub mod context;
 pub mod coordinator_node;
 pub mod directory;
 pub mod driver;
+pub mod engine;
 pub mod grpc;
 pub mod helper_node;
 pub mod init;

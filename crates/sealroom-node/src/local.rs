@@ -446,6 +446,11 @@ impl LocalFederation {
         Ok(())
     }
 
+    /// Helper `index`'s MPC engine, while it runs (three-helper federations).
+    pub fn helper_engine(&self, index: usize) -> Option<crate::engine::Engine> {
+        self.helpers.get(index)?.handle.as_ref()?.engine.clone()
+    }
+
     /// Stops helper `index` (as if killed) and waits for it to end.
     pub async fn stop_helper(&mut self, index: usize) {
         stop(&mut self.helpers[index], |h| h.join).await;

@@ -61,6 +61,9 @@ pub struct Metrics {
     steps: Family<Labels, Counter>,
     step_duration: Family<Labels, Histogram, fn() -> Histogram>,
     refusals: Family<Labels, Counter>,
+    engine_backlog: Family<Labels, Gauge>,
+    engine_material: Family<Labels, Counter>,
+    engine_sessions: Family<Labels, Counter>,
 }
 
 fn count_histogram() -> Histogram {
@@ -110,6 +113,9 @@ impl Metrics {
             steps: Family::default(),
             step_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             refusals: Family::default(),
+            engine_backlog: Family::default(),
+            engine_material: Family::default(),
+            engine_sessions: Family::default(),
         };
         registry.register(
             "rounds",
@@ -191,6 +197,21 @@ impl Metrics {
             "certificate_expiry_timestamp_seconds",
             "notAfter of this node's TLS certificate, Unix seconds",
             m.certificate_expiry.clone(),
+        );
+        registry.register(
+            "engine_backlog",
+            "MPC engine preprocessing material in this helper's pool, unconsumed, by kind (triples, bits, randoms, masks) for the current key epoch",
+            m.engine_backlog.clone(),
+        );
+        registry.register(
+            "engine_material",
+            "MPC engine preprocessing items produced into or consumed from this helper's pool, by kind and event",
+            m.engine_material.clone(),
+        );
+        registry.register(
+            "engine_sessions",
+            "MPC engine sessions this helper finished, by protocol (keys, preprocessing, online), outcome and abort reason",
+            m.engine_sessions.clone(),
         );
         registry.register(
             "steps",
@@ -301,6 +322,46 @@ impl Metrics {
             .get();
         self.reconstruction_ratio
             .set(ok as f64 / (ok + failed).max(1) as f64);
+    }
+
+    /// The unconsumed preprocessing material of the current key epoch.
+    pub fn engine_backlog(&self, triples: u64, bits: u64, randoms: u64, masks: u64) {
+        for (kind, n) in [
+            ("triples", triples),
+            ("bits", bits),
+            ("randoms", randoms),
+            ("masks", masks),
+        ] {
+            self.engine_backlog
+                .get_or_create(&labels(&[("kind", kind)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Preprocessing items produced (`event="produced"`) or consumed.
+    pub fn engine_material(&self, event: &str, triples: u64, bits: u64, randoms: u64, masks: u64) {
+        for (kind, n) in [
+            ("triples", triples),
+            ("bits", bits),
+            ("randoms", randoms),
+            ("masks", masks),
+        ] {
+            self.engine_material
+                .get_or_create(&labels(&[("kind", kind), ("event", event)]))
+                .inc_by(n);
+        }
+    }
+
+    /// An engine session finished: `outcome` is `completed`, `aborted`
+    /// (with the failed check as `reason`) or `clients_excluded`.
+    pub fn engine_session(&self, protocol: &str, outcome: &str, reason: &str) {
+        self.engine_sessions
+            .get_or_create(&labels(&[
+                ("protocol", protocol),
+                ("outcome", outcome),
+                ("reason", reason),
+            ]))
+            .inc();
     }
 
     /// Something a peer sent failed verification.

@@ -361,6 +361,9 @@ async fn every_metric_family_has_help_and_type_in_both_formats() {
     m.round_volume("helper", Some(3), 9000);
     m.audit_appended(2, Some(1_700_000_000_000));
     m.certificate_expiry(1_800_000_000);
+    m.engine_backlog(10, 4, 0, 2);
+    m.engine_material("produced", 10, 4, 0, 2);
+    m.engine_session("online", "aborted", "mac_check_failed");
     let (trigger, stop) = shutdown::channel();
     let addr = m
         .clone()

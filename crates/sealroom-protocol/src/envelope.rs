@@ -47,6 +47,8 @@ signed!(pb::AbortRecord, "sealroom/v1/abort");
 signed!(pb::AuditCheckpoint, "sealroom/v1/audit-checkpoint");
 signed!(pb::AuditKey, "sealroom/v1/audit-key");
 signed!(pb::AuditOverride, "sealroom/v1/audit-override");
+signed!(pb::EngineBatch, "sealroom/v1/engine-batch");
+signed!(pb::EngineUse, "sealroom/v1/engine-use");
 
 /// The id of a verifying key: BLAKE3 (derive-key mode) of its 32 bytes.
 pub type KeyId = Digest;

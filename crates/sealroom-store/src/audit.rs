@@ -74,11 +74,17 @@ pub enum AuditKind {
     /// An operator's decision to start the node on a log that does not
     /// verify, naming its bad entries (signed by the node).
     Override,
+    /// A helper's attestation of an MPC preprocessing batch (signed by
+    /// that helper; a helper's log holds every helper's for its batches).
+    EngineBatch,
+    /// The MPC preprocessing batches one computation consumed (signed by
+    /// the consuming helper).
+    EngineUse,
 }
 
 impl AuditKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [AuditKind; 9] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::Key,
         AuditKind::Descriptor,
         AuditKind::Receipt,
@@ -88,6 +94,8 @@ impl AuditKind {
         AuditKind::Abort,
         AuditKind::Checkpoint,
         AuditKind::Override,
+        AuditKind::EngineBatch,
+        AuditKind::EngineUse,
     ];
 
     /// The stored name.
@@ -102,6 +110,8 @@ impl AuditKind {
             AuditKind::Abort => "abort",
             AuditKind::Checkpoint => "checkpoint",
             AuditKind::Override => "override",
+            AuditKind::EngineBatch => "engine_batch",
+            AuditKind::EngineUse => "engine_use",
         }
     }
 
@@ -489,6 +499,11 @@ macro_rules! record_in_tx {
         }
     }};
 }
+
+// The MPC engine's pool commits its batches with their audit entries
+// through `record_in_tx!`, so it lives below it, as a child of this module.
+#[path = "engine.rs"]
+pub mod engine;
 
 impl Store {
     /// Makes one state-machine step durable in one transaction (one fsync):
@@ -1129,6 +1144,15 @@ pub fn unacknowledged(violations: &[AuditViolation]) -> Vec<&AuditViolation> {
         .collect()
 }
 
+fn no_round(entry: &AuditEntry, what: &str) -> Result<(), String> {
+    match entry.round_id {
+        None => Ok(()),
+        Some(r) => Err(format!(
+            "{what} belongs to no round, but its entry names round {r}"
+        )),
+    }
+}
+
 fn check_artifact(
     entry: &AuditEntry,
     prev_hash: &[u8; 32],
@@ -1290,6 +1314,17 @@ fn check_artifact(
                 .to_lowercase();
             *summary.aborts.entry(reason).or_default() += 1;
             Ok(())
+        }
+        AuditKind::EngineBatch => {
+            verify_as::<pb::EngineBatch>(&env, &keys.helper_keys()?)?;
+            no_round(entry, "an engine batch attestation")
+        }
+        AuditKind::EngineUse => {
+            if own.is_empty() {
+                return Err(no_key());
+            }
+            verify_as::<pb::EngineUse>(&env, &own)?;
+            no_round(entry, "an engine use record")
         }
         AuditKind::Receipt => round(verify_as::<pb::Receipt>(&env, &keys.helper_keys()?)?.round_id),
         AuditKind::Report => {

@@ -11,6 +11,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// An MPC engine key epoch already has keys here (they are written once).
+    #[error("engine key epoch {epoch} already has keys on this helper")]
+    EngineEpochExists {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// A preprocessing batch with this id is already stored (produced twice).
+    #[error("engine batch {batch} is already in this helper's pool")]
+    EngineBatchExists {
+        /// The batch id (hex).
+        batch: String,
+    },
+    /// A preprocessing batch cannot be taken: unknown here, of another key
+    /// epoch, or already consumed (a batch is used once, also across
+    /// restarts). Nothing was taken.
+    #[error("engine batch {batch} cannot be used: {reason}")]
+    EngineBatchUnavailable {
+        /// The batch id (hex).
+        batch: String,
+        /// Why.
+        reason: String,
+    },
     /// The location given to [`crate::Store::open`] cannot name a durable store.
     #[error("store location {location:?} is not usable: {reason}")]
     InvalidLocation {

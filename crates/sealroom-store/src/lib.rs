@@ -61,6 +61,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use audit::engine;
 pub use audit::{
     Appended, ArchiveWrite, AuditEntry, AuditKind, AuditRecord, AuditSigner, AuditSummary,
     AuditViolation, OverrideSeen, unacknowledged, verify_chain,

@@ -64,7 +64,194 @@ on_both_backends!(
     corrupt_rows_are_typed_errors,
     concurrent_writers,
     audit_log_and_archive_round_trip,
+    engine_pool_takes_each_batch_once,
 );
+
+/// The MPC engine's pool: a batch is stored once with its attestations in
+/// the audit log, taken once (also after the store is reopened), all or
+/// nothing; epoch keys are written once.
+async fn engine_pool_takes_each_batch_once(db: TestDb) {
+    use crate::audit::{AuditKind, AuditRecord, AuditSigner, verify_chain};
+    use crate::engine::{PoolBatch, PoolCounts};
+    use sealroom_protocol::action::SecretBytes;
+    let store = db.open().await;
+    let key = SigningKey::from_secret_bytes(&[9; 32]);
+    let signer = AuditSigner {
+        node: "helper-0".into(),
+        key: Arc::new(key.clone()),
+    };
+    let entry = pb::AuditKey {
+        node: "helper-0".into(),
+        role: pb::PartyRole::Helper as i32,
+        verifying_key: key.verifying_key().to_bytes().to_vec(),
+        at_ms: 1,
+        ..Default::default()
+    };
+    store
+        .audit_register_key(&entry, &signer, None)
+        .await
+        .expect("key entry");
+
+    store
+        .engine_put_keys(3, &SecretBytes::new(vec![5; 64]))
+        .await
+        .expect("keys");
+    assert!(matches!(
+        store
+            .engine_put_keys(3, &SecretBytes::new(vec![6; 64]))
+            .await,
+        Err(StoreError::EngineEpochExists { epoch: 3 })
+    ));
+    assert_eq!(
+        store
+            .engine_keys(3)
+            .await
+            .expect("read")
+            .map(|k| k.expose().to_vec()),
+        Some(vec![5; 64])
+    );
+    assert!(store.engine_keys(4).await.expect("read").is_none());
+
+    let batch = |id: u8, triples: u64| PoolBatch {
+        id: [id; 16],
+        epoch: 3,
+        digest: [id; 32],
+        counts: PoolCounts {
+            triples,
+            bits: 2,
+            randoms: 0,
+            masks: [1, 0, 4],
+        },
+    };
+    let attest = |id: u8| {
+        vec![AuditRecord {
+            kind: AuditKind::EngineBatch,
+            round_id: None,
+            artifact: key.sign(&pb::EngineBatch {
+                federation_id: "f".into(),
+                epoch: 3,
+                batch_id: vec![id; 16],
+                digest: vec![id; 32],
+                ..Default::default()
+            }),
+        }]
+    };
+    for (id, triples) in [(1u8, 10u64), (2, 20), (3, 30)] {
+        store
+            .engine_put_batch(
+                &batch(id, triples),
+                &SecretBytes::new(vec![id; 40]),
+                &attest(id),
+                Some(&signer),
+            )
+            .await
+            .expect("batch stored");
+    }
+    assert!(matches!(
+        store
+            .engine_put_batch(
+                &batch(1, 10),
+                &SecretBytes::new(vec![0; 40]),
+                &attest(1),
+                Some(&signer)
+            )
+            .await,
+        Err(StoreError::EngineBatchExists { .. })
+    ));
+    let backlog = store.engine_backlog(3).await.expect("backlog");
+    assert_eq!(backlog.triples, 60);
+    assert_eq!(backlog.masks, [3, 0, 12]);
+    assert_eq!(
+        store
+            .engine_available(3)
+            .await
+            .expect("available")
+            .iter()
+            .map(|b| b.id[0])
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
+    let use_record = |session: u8| {
+        vec![AuditRecord {
+            kind: AuditKind::EngineUse,
+            round_id: None,
+            artifact: key.sign(&pb::EngineUse {
+                federation_id: "f".into(),
+                epoch: 3,
+                session: vec![session; 32],
+                ..Default::default()
+            }),
+        }]
+    };
+    let taken = store
+        .engine_take_batches(
+            3,
+            &[[2; 16], [1; 16]],
+            &[0xaa; 32],
+            &use_record(0xaa),
+            Some(&signer),
+        )
+        .await
+        .expect("taken");
+    assert_eq!(
+        taken
+            .iter()
+            .map(|m| m.expose().to_vec())
+            .collect::<Vec<_>>(),
+        [vec![2; 40], vec![1; 40]]
+    );
+    // All or nothing: 3 is free but 1 is consumed, so 3 stays in the pool.
+    let again = store
+        .engine_take_batches(
+            3,
+            &[[3; 16], [1; 16]],
+            &[0xbb; 32],
+            &use_record(0xbb),
+            Some(&signer),
+        )
+        .await;
+    assert!(
+        matches!(&again, Err(StoreError::EngineBatchUnavailable { reason, .. }) if reason.contains("already consumed")),
+        "{again:?}"
+    );
+    // Unknown ids and other epochs' batches are refused too.
+    assert!(matches!(
+        store
+            .engine_take_batches(3, &[[9; 16]], &[0xcc; 32], &use_record(0xcc), Some(&signer))
+            .await,
+        Err(StoreError::EngineBatchUnavailable { .. })
+    ));
+    assert!(matches!(
+        store
+            .engine_take_batches(4, &[[3; 16]], &[0xcc; 32], &use_record(0xcd), Some(&signer))
+            .await,
+        Err(StoreError::EngineBatchUnavailable { .. })
+    ));
+
+    // Across a reopen: consumed stays consumed, the rest stays available.
+    drop(store);
+    let store = db.open().await;
+    assert!(matches!(
+        store
+            .engine_take_batches(3, &[[1; 16]], &[0xdd; 32], &use_record(0xdd), Some(&signer))
+            .await,
+        Err(StoreError::EngineBatchUnavailable { .. })
+    ));
+    assert_eq!(store.engine_backlog(3).await.expect("backlog").triples, 30);
+    store
+        .engine_take_batches(3, &[[3; 16]], &[0xee; 32], &use_record(0xee), Some(&signer))
+        .await
+        .expect("the untouched batch is still there");
+
+    // The log holds the attestations and the two successful uses, and verifies.
+    let entries = store.audit_entries(None).await.expect("entries");
+    let kinds = |k: &str| entries.iter().filter(|e| e.kind == k).count();
+    assert_eq!(kinds("engine_batch"), 3);
+    assert_eq!(kinds("engine_use"), 2);
+    let (_, violations) = verify_chain(&entries);
+    assert!(violations.is_empty(), "{violations:?}");
+}
 
 /// The audit log chains, checkpoints and verifies on both backends; the
 /// database refuses edits; the archive keeps steps in order and prunes by

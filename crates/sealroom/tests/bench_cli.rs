@@ -153,3 +153,68 @@ fn simulate_mode_drives_the_state_machines_and_reports_rounds_per_second() {
     assert!(text.contains("rounds/s"), "{text}");
     assert!(text.contains("2 rounds ("), "{text}");
 }
+
+/// `sealroom bench --engine --quick`: three helper nodes over mutual TLS run
+/// the MPC engine; every figure is present beside its semi-honest baseline
+/// and every target has a verdict (never asserted on timing).
+#[test]
+fn quick_engine_bench_writes_every_figure_and_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("engine.json");
+    let out = sealroom()
+        .args(["bench", "--engine", "--quick"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--out-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("sealroom bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+            .expect("valid JSON");
+    let figures = report["figures"].as_array().expect("figures");
+    let names: Vec<&str> = figures.iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "triples (Chida-verified)",
+            "online multiplications (verified)",
+            "comparisons LT, k=32 (online)"
+        ]
+    );
+    for f in figures {
+        assert!(
+            f["items_per_second"].as_f64().is_some_and(|v| v > 0.0),
+            "{f}"
+        );
+        assert!(
+            f["malicious_over_semi_honest"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{f}"
+        );
+        assert!(
+            f["bytes_per_item_per_helper"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{f}"
+        );
+    }
+    let verdicts = report["verdicts"].as_array().expect("verdicts");
+    assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+    for v in verdicts {
+        assert!(v["met"].is_boolean(), "{v}");
+        let word = if v["met"] == true { "MET" } else { "MISSED" };
+        assert!(stdout.contains(word), "{stdout}");
+    }
+    // The federation directory (keys, stores with material) is deleted.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("run"))
+        .expect("out dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

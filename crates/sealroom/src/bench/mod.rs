@@ -15,6 +15,7 @@
 //! assertion; the verdicts are printed and written to JSON.
 
 pub mod baseline;
+pub mod engine;
 pub mod kernels;
 pub mod report;
 pub mod stats;
@@ -85,6 +86,15 @@ pub struct BenchArgs {
     /// 16). About 35 KB of memory per client.
     #[arg(long, value_name = "N")]
     pub simulate: Option<usize>,
+    /// Instead of rounds: benchmark the MPC engine. Three helper nodes of a
+    /// local federation (mutual TLS on loopback) agree on epoch keys, then
+    /// measure actively secure preprocessing (triples/s), verified online
+    /// multiplications and LT comparisons, each beside the semi-honest
+    /// variant of the same code in the same run, against issue #14's
+    /// targets. Writes OUT_DIR/engine.json (or --json). With --quick: small
+    /// sizes.
+    #[arg(long, conflicts_with = "simulate")]
+    pub engine: bool,
 }
 
 /// `sealroom bench --simulate N`.
@@ -187,6 +197,20 @@ const NOTES: &[&str] = &[
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(clients) = args.simulate {
         return simulate(args, clients);
+    }
+    if args.engine {
+        std::fs::create_dir_all(&args.out_dir)
+            .with_context(|| format!("creating {}", args.out_dir.display()))?;
+        let json = args
+            .json
+            .clone()
+            .unwrap_or_else(|| args.out_dir.join("engine.json"));
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        return runtime.block_on(engine::run(
+            engine::EngineSizes::new(args.quick),
+            &args.out_dir,
+            &json,
+        ));
     }
     let clients = match (args.clients.is_empty(), args.quick) {
         (false, _) => args.clients.clone(),
