@@ -171,6 +171,15 @@ fn hex_id(session: &[u8; 32]) -> String {
     hex::encode(&session[..8])
 }
 
+/// What an engine abort record names.
+#[derive(Clone, Copy)]
+enum Subject {
+    /// A key agreement or an online computation.
+    Session([u8; 32]),
+    /// A preprocessing batch (its production or attestation).
+    Batch(BatchId),
+}
+
 fn pool_counts(c: &Counts) -> PoolCounts {
     PoolCounts {
         triples: c.triples as u64,
@@ -271,7 +280,8 @@ impl Engine {
         let received = match self.run(session, Seed::LEN, machine).await? {
             Ok(r) => r,
             Err(abort) => {
-                self.session_finished("keys", Err(&abort));
+                self.finished("keys", Subject::Session(session), epoch, Err(&abort))
+                    .await?;
                 return Ok(Err(abort));
             }
         };
@@ -287,7 +297,8 @@ impl Engine {
                 },
                 round: 0,
             };
-            self.session_finished("keys", Err(&abort));
+            self.finished("keys", Subject::Session(session), epoch, Err(&abort))
+                .await?;
             return Ok(Err(abort));
         };
         let mut both = Zeroizing::new(own.expose_bytes().to_vec());
@@ -295,7 +306,8 @@ impl Engine {
         store
             .engine_put_keys(epoch, &SecretBytes::new(both.to_vec()))
             .await?;
-        self.session_finished("keys", Ok(()));
+        self.finished("keys", Subject::Session(session), epoch, Ok(()))
+            .await?;
         Ok(Ok(EpochKeys::derive(
             PrssKeys::new(me, own, from_next),
             epoch,
@@ -342,20 +354,59 @@ impl Engine {
         *id.finalize().as_bytes()
     }
 
-    fn session_finished(&self, protocol: &str, result: Result<(), &Abort>) {
-        match result {
-            Ok(()) => self
-                .inner
-                .ctx
-                .metrics
-                .engine_session(protocol, "completed", ""),
-            Err(abort) => {
-                self.inner
-                    .ctx
-                    .metrics
-                    .engine_session(protocol, "aborted", abort.reason.code());
+    /// Counts a finished session; an abort is also signed into this
+    /// helper's audit log as evidence (`engine_abort`: the session, the
+    /// failed check and its round — never a value).
+    async fn finished(
+        &self,
+        protocol: &str,
+        subject: Subject,
+        epoch: u64,
+        result: Result<(), &Abort>,
+    ) -> Result<(), EngineError> {
+        let ctx = &self.inner.ctx;
+        let abort = match result {
+            Ok(()) => {
+                ctx.metrics.engine_session(protocol, "completed", "");
+                return Ok(());
             }
-        }
+            Err(abort) => abort,
+        };
+        ctx.metrics
+            .engine_session(protocol, "aborted", abort.reason.code());
+        let signer = ctx.signer.clone().ok_or(EngineError::NoSigner)?;
+        let evidence = pb::EngineAbort {
+            federation_id: ctx.directory.federation_id.clone(),
+            epoch,
+            session: match subject {
+                Subject::Session(s) => s.to_vec(),
+                Subject::Batch(_) => Vec::new(),
+            },
+            batch_id: match subject {
+                Subject::Batch(b) => b.0.to_vec(),
+                Subject::Session(_) => Vec::new(),
+            },
+            protocol: protocol.to_string(),
+            reason: abort.reason.code().to_string(),
+            detail: abort.reason.to_string(),
+            round: abort.round,
+            helper: self.inner.me.index() as u32,
+            at_ms: crate::context::now().0,
+        };
+        let record = AuditRecord {
+            kind: AuditKind::EngineAbort,
+            round_id: None,
+            artifact: signer
+                .sign(&evidence)
+                .map_err(|e| EngineError::Sign(e.to_string()))?,
+        };
+        let appended = ctx
+            .store
+            .record(None, &[record], ctx.audit_signer().as_ref(), None)
+            .await?;
+        ctx.metrics
+            .audit_appended(appended.entries, appended.checkpoint_at_ms);
+        Ok(())
     }
 
     /// Produces preprocessing batch `id` with `counts` items under `keys`
@@ -427,7 +478,13 @@ impl Engine {
         let batch = match self.preprocess(keys, id, counts, false).await? {
             Ok(b) => b,
             Err(abort) => {
-                self.session_finished("preprocessing", Err(&abort));
+                self.finished(
+                    "preprocessing",
+                    Subject::Batch(id),
+                    keys.epoch(),
+                    Err(&abort),
+                )
+                .await?;
                 return Ok(Err(abort));
             }
         };
@@ -457,7 +514,13 @@ impl Engine {
         let received = match self.run(session, ONE_ROUND_MAX, machine).await? {
             Ok(r) => r,
             Err(abort) => {
-                self.session_finished("preprocessing", Err(&abort));
+                self.finished(
+                    "preprocessing",
+                    Subject::Batch(id),
+                    keys.epoch(),
+                    Err(&abort),
+                )
+                .await?;
                 return Ok(Err(abort));
             }
         };
@@ -483,7 +546,13 @@ impl Engine {
                         round: 0,
                     };
                     tracing::warn!(batch = %hex::encode(id.0), peer = from.index(), "a helper did not attest the batch this helper produced; discarded");
-                    self.session_finished("preprocessing", Err(&abort));
+                    self.finished(
+                        "preprocessing",
+                        Subject::Batch(id),
+                        keys.epoch(),
+                        Err(&abort),
+                    )
+                    .await?;
                     return Ok(Err(abort));
                 }
             }
@@ -517,7 +586,8 @@ impl Engine {
             c.randoms,
             c.masks.iter().sum(),
         );
-        self.session_finished("preprocessing", Ok(()));
+        self.finished("preprocessing", Subject::Batch(id), keys.epoch(), Ok(()))
+            .await?;
         self.update_backlog(batch.epoch()).await?;
         Ok(Ok(pool_batch))
     }
@@ -546,23 +616,22 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Runs `program` as session `session` on pool batches `ids` (taken
-    /// durably, once: the same id again, also after a restart, is refused
-    /// before anything runs; the audit log records which batches the
-    /// session consumed). Material of an aborted session is never reused.
-    pub async fn compute_pooled(
+    /// Takes pool batches `ids` for computation `session`: durably and
+    /// once (the same id again, also after a restart, is refused before
+    /// anything runs and nothing is taken; the audit log records which
+    /// batches the session consumed), then decodes them. Material of an
+    /// aborted session is never reused.
+    pub async fn take(
         &self,
-        keys: &EpochKeys,
+        epoch: u64,
         session: [u8; 32],
-        program: Arc<Program>,
         ids: &[BatchId],
-        inputs: SessionInputs,
-    ) -> Result<Result<Outcome, SessionError>, EngineError> {
+    ) -> Result<Vec<Batch>, EngineError> {
         let ctx = &self.inner.ctx;
         let signer = ctx.signer.clone().ok_or(EngineError::NoSigner)?;
         let record = pb::EngineUse {
             federation_id: ctx.directory.federation_id.clone(),
-            epoch: keys.epoch(),
+            epoch,
             session: session.to_vec(),
             batch_ids: ids.iter().map(|b| b.0.to_vec()).collect(),
             helper: self.inner.me.index() as u32,
@@ -578,21 +647,17 @@ impl Engine {
         let raw: Vec<[u8; 16]> = ids.iter().map(|b| b.0).collect();
         let taken = ctx
             .store
-            .engine_take_batches(
-                keys.epoch(),
-                &raw,
-                &session,
-                &audit,
-                ctx.audit_signer().as_ref(),
-            )
+            .engine_take_batches(epoch, &raw, &session, &audit, ctx.audit_signer().as_ref())
             .await?;
         let mut batches = Vec::with_capacity(taken.len());
         let mut used = Counts::default();
         for (id, bytes) in ids.iter().zip(&taken) {
-            let batch = Batch::from_bytes(bytes.expose(), self.inner.me, *id, keys.epoch())
-                .map_err(|error| EngineError::Material {
-                    batch: hex::encode(id.0),
-                    error,
+            let batch =
+                Batch::from_bytes(bytes.expose(), self.inner.me, *id, epoch).map_err(|error| {
+                    EngineError::Material {
+                        batch: hex::encode(id.0),
+                        error,
+                    }
                 })?;
             used = add_counts(&used, &pool_counts(&batch.counts()));
             batches.push(batch);
@@ -605,20 +670,43 @@ impl Engine {
             used.randoms as u64,
             used.masks.iter().sum::<usize>() as u64,
         );
-        self.update_backlog(keys.epoch()).await?;
+        self.update_backlog(epoch).await?;
+        Ok(batches)
+    }
+
+    /// Runs `program` as session `session` on pool batches `ids`
+    /// ([`Engine::take`]) and this helper's `inputs`; an abort is signed
+    /// into the audit log as evidence.
+    pub async fn compute_pooled(
+        &self,
+        keys: &EpochKeys,
+        session: [u8; 32],
+        program: Arc<Program>,
+        ids: &[BatchId],
+        inputs: SessionInputs,
+    ) -> Result<Result<Outcome, SessionError>, EngineError> {
+        let batches = self.take(keys.epoch(), session, ids).await?;
         let outcome = self
             .compute(keys, session, program, batches, inputs, false)
             .await?;
-        if let Ok(o) = &outcome {
-            match o {
-                Outcome::Completed { .. } => self.session_finished("online", Ok(())),
-                Outcome::Aborted(abort) => self.session_finished("online", Err(abort)),
-                Outcome::ClientsExcluded { .. } => {
-                    ctx.metrics
-                        .engine_session("online", "clients_excluded", "client_check_failed");
-                }
-                Outcome::BaselineDone => {}
+        let subject = Subject::Session(session);
+        match &outcome {
+            Ok(Outcome::Completed { .. }) => {
+                self.finished("online", subject, keys.epoch(), Ok(()))
+                    .await?;
             }
+            Ok(Outcome::Aborted(abort)) => {
+                self.finished("online", subject, keys.epoch(), Err(abort))
+                    .await?;
+            }
+            Ok(Outcome::ClientsExcluded { .. }) => {
+                self.inner.ctx.metrics.engine_session(
+                    "online",
+                    "clients_excluded",
+                    "client_check_failed",
+                );
+            }
+            Ok(Outcome::BaselineDone) | Err(_) => {}
         }
         Ok(outcome)
     }

@@ -261,17 +261,21 @@ async fn a_helper_that_tampers_with_a_message_makes_the_honest_helpers_abort() {
         // its (empty: it has no input) input round, 4 its first opening to
         // helper 0, 7 a later round's to helper 1.
         for target in [4, 7] {
-            let [b0, b1, b2] = material(&engines, &keys, &program).await;
+            // Pooled material, as in production: the honest helpers take
+            // theirs from the pool, the corrupted one too.
+            let id = produce_all(&engines, &keys, program.needs()).await;
             let session = rand_session();
             let config = SessionConfig {
                 session_id: session,
                 round_timeout_ms: engine::ROUND_TIMEOUT_MS,
             };
+            let [e0, e1, e2] = &engines;
+            let b2 = e2.take(1, session, &[id]).await.expect("pool");
             let corrupt = Tamper {
                 inner: Session::new(
                     program.clone(),
                     &keys[2],
-                    vec![b2],
+                    b2,
                     inputs(2),
                     config,
                     engine::os_seed().expect("os randomness"),
@@ -281,24 +285,10 @@ async fn a_helper_that_tampers_with_a_message_makes_the_honest_helpers_abort() {
                 sent: 0,
             };
             let max = corrupt.inner.max_inbound_bytes();
-            let [e0, e1, e2] = &engines;
+            let ids = [id];
             let (o0, o1, _) = tokio::join!(
-                e0.compute(
-                    &keys[0],
-                    session,
-                    program.clone(),
-                    vec![b0],
-                    inputs(0),
-                    false
-                ),
-                e1.compute(
-                    &keys[1],
-                    session,
-                    program.clone(),
-                    vec![b1],
-                    inputs(1),
-                    false
-                ),
+                e0.compute_pooled(&keys[0], session, program.clone(), &ids, inputs(0)),
+                e1.compute_pooled(&keys[1], session, program.clone(), &ids, inputs(1)),
                 e2.run(session, max, corrupt)
             );
             for o in [o0, o1] {
@@ -310,6 +300,11 @@ async fn a_helper_that_tampers_with_a_message_makes_the_honest_helpers_abort() {
                     other => panic!("tampered message {target}: expected an abort, got {other:?}"),
                 }
             }
+        }
+        // Each honest helper signed its evidence of both aborts into its
+        // audit log (which verifies); the batches stay consumed.
+        for h in 0..2 {
+            assert_eq!(audit_kinds(&fed, h, "engine_abort").await, 2, "helper-{h}");
         }
         fed.shutdown().await;
     })
@@ -603,6 +598,7 @@ async fn a_batch_a_helper_attests_wrongly_is_discarded() {
                 Err(engine::EngineError::Backlog { .. })
             ));
             assert_eq!(audit_kinds(&fed, h, "engine_batch").await, 0);
+            assert_eq!(audit_kinds(&fed, h, "engine_abort").await, 1, "helper-{h}");
         }
         let metrics = fed.metrics["helper-0"].render();
         assert!(

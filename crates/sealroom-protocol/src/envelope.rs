@@ -49,6 +49,7 @@ signed!(pb::AuditKey, "sealroom/v1/audit-key");
 signed!(pb::AuditOverride, "sealroom/v1/audit-override");
 signed!(pb::EngineBatch, "sealroom/v1/engine-batch");
 signed!(pb::EngineUse, "sealroom/v1/engine-use");
+signed!(pb::EngineAbort, "sealroom/v1/engine-abort");
 
 /// The id of a verifying key: BLAKE3 (derive-key mode) of its 32 bytes.
 pub type KeyId = Digest;

@@ -80,11 +80,14 @@ pub enum AuditKind {
     /// The MPC preprocessing batches one computation consumed (signed by
     /// the consuming helper).
     EngineUse,
+    /// An MPC engine session this helper aborted, with the failed check
+    /// (signed by the helper).
+    EngineAbort,
 }
 
 impl AuditKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 12] = [
         AuditKind::Key,
         AuditKind::Descriptor,
         AuditKind::Receipt,
@@ -96,6 +99,7 @@ impl AuditKind {
         AuditKind::Override,
         AuditKind::EngineBatch,
         AuditKind::EngineUse,
+        AuditKind::EngineAbort,
     ];
 
     /// The stored name.
@@ -112,6 +116,7 @@ impl AuditKind {
             AuditKind::Override => "override",
             AuditKind::EngineBatch => "engine_batch",
             AuditKind::EngineUse => "engine_use",
+            AuditKind::EngineAbort => "engine_abort",
         }
     }
 
@@ -1325,6 +1330,17 @@ fn check_artifact(
             }
             verify_as::<pb::EngineUse>(&env, &own)?;
             no_round(entry, "an engine use record")
+        }
+        AuditKind::EngineAbort => {
+            if own.is_empty() {
+                return Err(no_key());
+            }
+            let abort: pb::EngineAbort = verify_as(&env, &own)?;
+            *summary
+                .aborts
+                .entry(format!("engine_{}", abort.reason))
+                .or_default() += 1;
+            no_round(entry, "an engine abort record")
         }
         AuditKind::Receipt => round(verify_as::<pb::Receipt>(&env, &keys.helper_keys()?)?.round_id),
         AuditKind::Report => {
