@@ -218,3 +218,37 @@ fn quick_engine_bench_writes_every_figure_and_verdict() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `sealroom bench --load`: real client nodes (each its own certificate and
+/// connections) against coordinator and helper processes, 30% down in every
+/// round; every round completes with the exact sum (the bench fails
+/// otherwise) and each node's memory and descriptors are reported.
+#[test]
+fn small_load_bench_completes_every_round_and_reports_each_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("load.json");
+    let out = sealroom()
+        .args(["bench", "--load", "8", "--rounds", "1", "--dims", "16"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--out-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("sealroom bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+            .expect("valid JSON");
+    assert_eq!(report["rounds_completed"], 1, "{report}");
+    // 8 clients, 30% (2) down: 6 included.
+    assert_eq!(report["included_per_round"], serde_json::json!([6]), "{report}");
+    let nodes = report["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["coordinator", "helper-0", "helper-1", "helper-2"]);
+    for n in nodes {
+        assert!(n["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0), "{n}");
+        assert!(n["open_fds"].as_u64().is_some_and(|f| f > 0), "{n}");
+    }
+}
