@@ -711,6 +711,20 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Retires key epoch `epoch`: its keys are deleted and its unconsumed
+    /// material expires (never taken afterwards). Run it on every helper
+    /// once the next epoch's keys are agreed.
+    pub async fn retire_epoch(&self, epoch: u64) -> Result<u64, EngineError> {
+        let expired = self.inner.ctx.store.engine_retire_epoch(epoch).await?;
+        tracing::info!(
+            epoch,
+            expired,
+            "engine key epoch retired; its unused material expired"
+        );
+        self.update_backlog(epoch).await?;
+        Ok(expired)
+    }
+
     async fn update_backlog(&self, epoch: u64) -> Result<(), EngineError> {
         let b = self.inner.ctx.store.engine_backlog(epoch).await?;
         self.inner

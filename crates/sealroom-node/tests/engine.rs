@@ -470,6 +470,32 @@ async fn the_pool_is_attested_durable_and_single_use() {
         for h in 0..3 {
             assert_eq!(audit_kinds(&fed, h, "engine_use").await, 2, "helper-{h}");
         }
+        // A new epoch: the old one is retired on every helper, and material
+        // left from it expires (the keys are gone, the batch is refused).
+        let next = agree(&engines, 2).await;
+        let leftover = produce_all(&engines, &keys, program.needs()).await;
+        for e in &engines {
+            assert_eq!(e.retire_epoch(1).await.expect("retired"), 1);
+            assert!(e.epoch_keys(1).await.expect("store").is_none());
+        }
+        for o in compute_pooled_all(&engines, &keys, &program, &[leftover]).await {
+            assert!(
+                matches!(
+                    &o,
+                    Err(engine::EngineError::Store(
+                        sealroom_store::StoreError::EngineBatchUnavailable { reason, .. }
+                    )) if reason.contains("expired")
+                ),
+                "{o:?}"
+            );
+        }
+        let fresh = produce_all(&engines, &next, program.needs()).await;
+        for o in compute_pooled_all(&engines, &next, &program, &[fresh]).await {
+            assert_eq!(
+                signed(&o.expect("engine runs").expect("session starts")),
+                expected()
+            );
+        }
         let metrics = fed.metrics["helper-1"].render();
         assert!(
             metrics.contains("sealroom_engine_material_total{kind=\"triples\",event=\"consumed\"}"),

@@ -27,6 +27,8 @@ use crate::{Store, StoreError};
 
 const EPOCHS: &str = "engine_epochs";
 const BATCHES: &str = "engine_batches";
+/// The "consumed by" of a batch whose key epoch was retired.
+pub const RETIRED: [u8; 32] = [0xff; 32];
 
 /// What a batch holds (the engine's `Counts`, as the store keeps them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -237,10 +239,14 @@ impl Store {
                 let material: Option<Vec<u8>> = column(&row, "material", BATCHES, &key)?;
                 let consumed: Option<Vec<u8>> = column(&row, "consumed_by", BATCHES, &key)?;
                 if let Some(by) = consumed {
-                    return Err(unavailable(format!(
-                        "already consumed by computation {}",
-                        hex::encode(&by[..by.len().min(8)])
-                    )));
+                    return Err(unavailable(if by[..] == RETIRED[..] {
+                        format!("it expired with key epoch {stored_epoch}")
+                    } else {
+                        format!(
+                            "already consumed by computation {}",
+                            hex::encode(&by[..by.len().min(8)])
+                        )
+                    }));
                 }
                 if stored_epoch != epoch_sql {
                     return Err(unavailable(format!(
@@ -326,6 +332,37 @@ impl Store {
             out
         });
         Ok(out)
+    }
+
+    /// Retires key epoch `epoch` (its material expires with it): in one
+    /// transaction, deletes its keys and the material of its unconsumed
+    /// batches (their rows stay, marked consumed by the all-ones
+    /// "retired" id, so the ids are never taken or produced again).
+    /// Returns how many batches expired.
+    pub async fn engine_retire_epoch(&self, epoch: u64) -> Result<u64, StoreError> {
+        let backend = self.backend();
+        let operation = "retire an engine key epoch";
+        let e = to_sql(epoch, EPOCHS)?;
+        let at = to_sql(now_ms(), BATCHES)?;
+        let expired = write_transaction!(self, operation, |tx| {
+            sqlx::query("DELETE FROM engine_epochs WHERE epoch = $1")
+                .bind(e)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(backend, operation))?;
+            sqlx::query(
+                "UPDATE engine_batches SET material = NULL, consumed_by = $1, consumed_ms = $2 \
+                 WHERE epoch = $3 AND consumed_by IS NULL",
+            )
+            .bind(&RETIRED[..])
+            .bind(at)
+            .bind(e)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(backend, operation))?
+            .rows_affected()
+        });
+        Ok(expired)
     }
 
     /// What the unconsumed batches of `epoch` hold together.

@@ -244,10 +244,33 @@ async fn engine_pool_takes_each_batch_once(db: TestDb) {
         .await
         .expect("the untouched batch is still there");
 
+    // Retiring the epoch expires what is left and forgets its keys.
+    store
+        .engine_put_batch(
+            &batch(4, 5),
+            &SecretBytes::new(vec![4; 40]),
+            &attest(4),
+            Some(&signer),
+        )
+        .await
+        .expect("batch stored");
+    assert_eq!(store.engine_retire_epoch(3).await.expect("retire"), 1);
+    assert!(store.engine_keys(3).await.expect("read").is_none());
+    assert_eq!(
+        store.engine_backlog(3).await.expect("backlog"),
+        PoolCounts::default()
+    );
+    assert!(matches!(
+        store
+            .engine_take_batches(3, &[[4; 16]], &[0xef; 32], &use_record(0xef), Some(&signer))
+            .await,
+        Err(StoreError::EngineBatchUnavailable { .. })
+    ));
+
     // The log holds the attestations and the two successful uses, and verifies.
     let entries = store.audit_entries(None).await.expect("entries");
     let kinds = |k: &str| entries.iter().filter(|e| e.kind == k).count();
-    assert_eq!(kinds("engine_batch"), 3);
+    assert_eq!(kinds("engine_batch"), 4);
     assert_eq!(kinds("engine_use"), 2);
     let (_, violations) = verify_chain(&entries);
     assert!(violations.is_empty(), "{violations:?}");

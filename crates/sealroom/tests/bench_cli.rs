@@ -243,7 +243,11 @@ fn small_load_bench_completes_every_round_and_reports_each_node() {
             .expect("valid JSON");
     assert_eq!(report["rounds_completed"], 1, "{report}");
     // 8 clients, 30% (2) down: 6 included.
-    assert_eq!(report["included_per_round"], serde_json::json!([6]), "{report}");
+    assert_eq!(
+        report["included_per_round"],
+        serde_json::json!([6]),
+        "{report}"
+    );
     let nodes = report["nodes"].as_array().expect("nodes");
     let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
     assert_eq!(names, ["coordinator", "helper-0", "helper-1", "helper-2"]);
