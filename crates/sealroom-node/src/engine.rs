@@ -761,7 +761,19 @@ impl Engine {
         let mut out = Outbox::new(self, session);
         let mut input = Input::Start;
         loop {
-            match (*machine).handle(clock(), input) {
+            // A step can compute for a long time (a preprocessing round over
+            // a large batch takes seconds): on a multi-threaded runtime it
+            // runs in place while the runtime hands this worker's other
+            // tasks (uploads, keep-alives, the other helpers' streams) to
+            // another thread; the machine's buffers stay on this thread.
+            let now = clock();
+            let current = *machine;
+            let step = move || current.handle(now, input);
+            let stepped = match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(step),
+                _ => step(),
+            };
+            match stepped {
                 Ok(Step::Continue(m, actions)) => {
                     *machine = m;
                     out.act(actions).await;
