@@ -266,24 +266,31 @@ impl Engine {
     /// The keys are stored before they are used, and an epoch is agreed
     /// once ([`EngineError::EpochExists`]; see [`Engine::epoch_keys`]).
     pub async fn agree_keys(&self, epoch: u64) -> Result<Result<EpochKeys, Abort>, EngineError> {
-        let store = &self.inner.ctx.store;
-        if store.engine_keys(epoch).await?.is_some() {
+        if self.inner.ctx.store.engine_keys(epoch).await?.is_some() {
             return Err(EngineError::EpochExists(epoch));
         }
+        let session = self.derived_session("sealroom 2026-12 engine key agreement v1", epoch, &[]);
+        let result = self.exchange_keys(epoch, session).await?;
+        let outcome = result.as_ref().map(|_| ());
+        self.finished("keys", Subject::Session(session), epoch, outcome)
+            .await?;
+        Ok(result)
+    }
+
+    async fn exchange_keys(
+        &self,
+        epoch: u64,
+        session: [u8; 32],
+    ) -> Result<Result<EpochKeys, Abort>, EngineError> {
         let own = os_seed()?;
         let me = self.inner.me;
-        let session = self.derived_session("sealroom 2026-12 engine key agreement v1", epoch, &[]);
         let machine = OneRound::new(
             vec![(me.prev(), Zeroizing::new(own.expose_bytes().to_vec()))],
             vec![me.next()],
         );
         let received = match self.run(session, Seed::LEN, machine).await? {
             Ok(r) => r,
-            Err(abort) => {
-                self.finished("keys", Subject::Session(session), epoch, Err(&abort))
-                    .await?;
-                return Ok(Err(abort));
-            }
+            Err(abort) => return Ok(Err(abort)),
         };
         let from_next = received
             .into_iter()
@@ -297,16 +304,14 @@ impl Engine {
                 },
                 round: 0,
             };
-            self.finished("keys", Subject::Session(session), epoch, Err(&abort))
-                .await?;
             return Ok(Err(abort));
         };
         let mut both = Zeroizing::new(own.expose_bytes().to_vec());
         both.extend_from_slice(from_next.expose_bytes());
-        store
+        self.inner
+            .ctx
+            .store
             .engine_put_keys(epoch, &SecretBytes::new(both.to_vec()))
-            .await?;
-        self.finished("keys", Subject::Session(session), epoch, Ok(()))
             .await?;
         Ok(Ok(EpochKeys::derive(
             PrssKeys::new(me, own, from_next),
@@ -475,18 +480,25 @@ impl Engine {
         id: BatchId,
         counts: Counts,
     ) -> Result<Result<PoolBatch, Abort>, EngineError> {
+        let result = self.produce_attested(keys, id, counts).await?;
+        let outcome = result.as_ref().map(|_| ());
+        self.finished("preprocessing", Subject::Batch(id), keys.epoch(), outcome)
+            .await?;
+        if result.is_ok() {
+            self.update_backlog(keys.epoch()).await?;
+        }
+        Ok(result)
+    }
+
+    async fn produce_attested(
+        &self,
+        keys: &EpochKeys,
+        id: BatchId,
+        counts: Counts,
+    ) -> Result<Result<PoolBatch, Abort>, EngineError> {
         let batch = match self.preprocess(keys, id, counts, false).await? {
             Ok(b) => b,
-            Err(abort) => {
-                self.finished(
-                    "preprocessing",
-                    Subject::Batch(id),
-                    keys.epoch(),
-                    Err(&abort),
-                )
-                .await?;
-                return Ok(Err(abort));
-            }
+            Err(abort) => return Ok(Err(abort)),
         };
         let ctx = &self.inner.ctx;
         let me = self.inner.me;
@@ -513,16 +525,7 @@ impl Engine {
         );
         let received = match self.run(session, ONE_ROUND_MAX, machine).await? {
             Ok(r) => r,
-            Err(abort) => {
-                self.finished(
-                    "preprocessing",
-                    Subject::Batch(id),
-                    keys.epoch(),
-                    Err(&abort),
-                )
-                .await?;
-                return Ok(Err(abort));
-            }
+            Err(abort) => return Ok(Err(abort)),
         };
         let helpers = ctx.live_directory().helpers.clone();
         let mut records = vec![mine];
@@ -546,13 +549,6 @@ impl Engine {
                         round: 0,
                     };
                     tracing::warn!(batch = %hex::encode(id.0), peer = from.index(), "a helper did not attest the batch this helper produced; discarded");
-                    self.finished(
-                        "preprocessing",
-                        Subject::Batch(id),
-                        keys.epoch(),
-                        Err(&abort),
-                    )
-                    .await?;
                     return Ok(Err(abort));
                 }
             }
@@ -586,9 +582,6 @@ impl Engine {
             c.randoms,
             c.masks.iter().sum(),
         );
-        self.finished("preprocessing", Subject::Batch(id), keys.epoch(), Ok(()))
-            .await?;
-        self.update_backlog(batch.epoch()).await?;
         Ok(Ok(pool_batch))
     }
 

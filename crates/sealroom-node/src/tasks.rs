@@ -301,6 +301,18 @@ pub struct SyntheticInput {
     pub client: String,
 }
 
+/// The synthetic inputs of clients `client-0` … `client-{n-1}` (the names
+/// `sealroom init` gives them), one per client of a local federation.
+pub fn synthetic_inputs(n: usize) -> Vec<std::sync::Arc<dyn InputSource>> {
+    (0..n)
+        .map(|i| {
+            std::sync::Arc::new(SyntheticInput {
+                client: format!("client-{i}"),
+            }) as std::sync::Arc<dyn InputSource>
+        })
+        .collect()
+}
+
 /// The synthetic vector of `client` in `round` (values within ±clip/2).
 pub fn synthetic_vector(client: &str, round_id: u64, len: usize, clip: f64) -> Vec<f64> {
     let mut hasher = blake3::Hasher::new_derive_key("sealroom 2026-11 synthetic test input v1");

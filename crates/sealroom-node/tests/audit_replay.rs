@@ -4,7 +4,6 @@
 //! byte for byte; a tampered archive diverges; and no share, seed, key or
 //! input ever reaches an audit log.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -13,7 +12,7 @@ use sealroom_node::init::InitOptions;
 use sealroom_node::local::{LocalFederation, open_context};
 use sealroom_node::metrics::Metrics;
 use sealroom_node::replay::{ReplayError, replay_with};
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs};
 use sealroom_protocol::pb;
 use sealroom_protocol::pb::archived_step::Input;
 use sealroom_store::verify_chain;
@@ -37,13 +36,7 @@ async fn audit_chains_verify_and_every_role_replays_every_round() {
         allow_unverified_threshold_release: true,
         ..InitOptions::default()
     };
-    let inputs: Vec<Arc<dyn InputSource>> = (0..4)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect();
+    let inputs = synthetic_inputs(4);
     let (mut fed, _events) =
         LocalFederation::start(dir.path(), options, TaskCatalog::with_builtins(), inputs)
             .await

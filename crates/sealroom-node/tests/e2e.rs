@@ -1,13 +1,12 @@
 //! End-to-end rounds over real sockets on 127.0.0.1 with mutual TLS: a
 //! coordinator, helpers and clients as separate tasks, made by `init`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sealroom_core::QuantSpec;
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog, synthetic_vector};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs, synthetic_vector};
 
 fn options(threshold: Option<usize>) -> InitOptions {
     InitOptions {
@@ -21,16 +20,6 @@ fn options(threshold: Option<usize>) -> InitOptions {
         allow_unverified_threshold_release: threshold.is_some(),
         ..InitOptions::default()
     }
-}
-
-fn inputs(n: usize) -> Vec<Arc<dyn InputSource>> {
-    (0..n)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect()
 }
 
 /// The plaintext twin: the exact sum of the included clients' quantized inputs.
@@ -59,7 +48,7 @@ async fn run_mode(threshold: Option<usize>) {
         dir.path(),
         options(threshold),
         TaskCatalog::with_builtins(),
-        inputs(4),
+        synthetic_inputs(4),
     )
     .await
     .expect("federation starts");
@@ -131,7 +120,7 @@ async fn start(
         dir,
         options(threshold),
         TaskCatalog::with_builtins(),
-        inputs(4),
+        synthetic_inputs(4),
     )
     .await
     .expect("federation starts")

@@ -21,19 +21,13 @@ use sealroom_node::grpc::pb::EngineFrame;
 use sealroom_node::grpc::pb::engine_service_client::EngineServiceClient;
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputSource, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{TaskCatalog, synthetic_inputs};
 use sealroom_node::tls;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
 async fn federation(dir: &std::path::Path) -> LocalFederation {
-    let inputs = (0..2)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect();
+    let inputs = synthetic_inputs(2);
     let options = InitOptions {
         helpers: 3,
         clients: 2,

@@ -12,7 +12,7 @@ use sealroom_node::config::Role;
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::{LocalFederation, open_context};
 use sealroom_node::metrics::Metrics;
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs};
 use sealroom_protocol::pb;
 use sealroom_protocol::pb::archived_step::Input;
 
@@ -54,13 +54,7 @@ async fn trace_logs_carry_no_share_seed_or_input() {
         aggregation_window_ms: 3000,
         ..InitOptions::default()
     };
-    let inputs: Vec<Arc<dyn InputSource>> = (0..3)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect();
+    let inputs = synthetic_inputs(3);
     let (fed, _events) =
         LocalFederation::start(dir.path(), options, TaskCatalog::with_builtins(), inputs)
             .await

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sealroom_node::grpc::pb::StartRoundRequest;
@@ -22,7 +21,7 @@ use sealroom_node::local::LocalFederation;
 use sealroom_node::metrics::Metrics;
 use sealroom_node::metrics::exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 use sealroom_node::shutdown;
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs};
 use sealroom_node::tls;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -284,13 +283,7 @@ async fn a_coordinators_metrics_endpoint_serves_both_formats() {
         aggregation_window_ms: 3000,
         ..InitOptions::default()
     };
-    let inputs: Vec<Arc<dyn InputSource>> = (0..3)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect();
+    let inputs = synthetic_inputs(3);
     let (fed, _events) =
         LocalFederation::start(dir.path(), options, TaskCatalog::with_builtins(), inputs)
             .await

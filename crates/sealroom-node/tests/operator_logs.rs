@@ -11,7 +11,7 @@ use std::time::Duration;
 use sealroom_node::grpc::pb::helper_service_client::HelperServiceClient;
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs};
 use sealroom_node::tls;
 use sealroom_protocol::pb;
 
@@ -60,13 +60,7 @@ async fn aborts_are_logged_with_their_round_and_junk_publishes_are_not_logged() 
         aggregation_window_ms: 1500,
         ..InitOptions::default()
     };
-    let inputs: Vec<Arc<dyn InputSource>> = (0..3)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect();
+    let inputs = synthetic_inputs(3);
     let (mut fed, _events) =
         LocalFederation::start(dir.path(), options, TaskCatalog::with_builtins(), inputs)
             .await

@@ -22,7 +22,7 @@ use sealroom_node::grpc::pb::helper_service_server::{HelperService, HelperServic
 use sealroom_node::grpc::pb::{AnswerChunk, Empty, UploadChunk, WatchRequest, round_event};
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog, synthetic_vector};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs, synthetic_vector};
 use sealroom_node::{pki, tls};
 use sealroom_protocol::ids::contexts;
 use sealroom_protocol::{Digest, PartyId, pb};
@@ -30,16 +30,6 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 const ROUND_DEADLINE: Duration = Duration::from_secs(60);
-
-fn inputs(n: usize) -> Vec<Arc<dyn InputSource>> {
-    (0..n)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect()
-}
 
 fn options(helpers: usize, clients: usize, threshold: Option<usize>) -> InitOptions {
     InitOptions {
@@ -61,7 +51,7 @@ async fn federation(
     tokio::sync::mpsc::UnboundedReceiver<(usize, sealroom_node::client_node::ClientEvent)>,
 ) {
     let n = opts.clients;
-    LocalFederation::start(dir, opts, TaskCatalog::with_builtins(), inputs(n))
+    LocalFederation::start(dir, opts, TaskCatalog::with_builtins(), synthetic_inputs(n))
         .await
         .expect("federation starts")
 }

@@ -160,21 +160,7 @@ fn simulate_mode_drives_the_state_machines_and_reports_rounds_per_second() {
 #[test]
 fn quick_engine_bench_writes_every_figure_and_verdict() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("engine.json");
-    let out = sealroom()
-        .args(["bench", "--engine", "--quick"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--out-dir")
-        .arg(dir.path().join("run"))
-        .output()
-        .expect("sealroom bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
-            .expect("valid JSON");
+    let (stdout, report) = bench(dir.path(), &["--engine", "--quick"]);
     let figures = report["figures"].as_array().expect("figures");
     let names: Vec<&str> = figures.iter().filter_map(|f| f["name"].as_str()).collect();
     assert_eq!(
@@ -226,21 +212,10 @@ fn quick_engine_bench_writes_every_figure_and_verdict() {
 #[test]
 fn small_load_bench_completes_every_round_and_reports_each_node() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("load.json");
-    let out = sealroom()
-        .args(["bench", "--load", "8", "--rounds", "1", "--dims", "16"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--out-dir")
-        .arg(dir.path().join("run"))
-        .output()
-        .expect("sealroom bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
-            .expect("valid JSON");
+    let (_, report) = bench(
+        dir.path(),
+        &["--load", "8", "--rounds", "1", "--dims", "16"],
+    );
     assert_eq!(report["rounds_completed"], 1, "{report}");
     // 8 clients, 30% (2) down: 6 included.
     assert_eq!(
@@ -255,4 +230,25 @@ fn small_load_bench_completes_every_round_and_reports_each_node() {
         assert!(n["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0), "{n}");
         assert!(n["open_fds"].as_u64().is_some_and(|f| f > 0), "{n}");
     }
+}
+
+/// Runs `sealroom bench ARGS` with its report and federations under `dir`;
+/// asserts it succeeded; its stdout and JSON report.
+fn bench(dir: &std::path::Path, args: &[&str]) -> (String, Value) {
+    let json = dir.join("report.json");
+    let out = sealroom()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--out-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("sealroom bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+        .expect("valid JSON");
+    (stdout, report)
 }

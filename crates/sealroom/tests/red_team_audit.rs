@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::sealroom;
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs};
 use sealroom_protocol::{SigningKey, pb};
 use sealroom_store::{AuditKind, AuditRecord, AuditSigner, Store};
 
@@ -26,13 +26,7 @@ fn a_self_signed_key_entry_cannot_take_over_an_audit_log() {
         .build()
         .expect("runtime");
     let config = runtime.block_on(async {
-        let inputs: Vec<Arc<dyn InputSource>> = (0..3)
-            .map(|i| {
-                Arc::new(SyntheticInput {
-                    client: format!("client-{i}"),
-                }) as Arc<dyn InputSource>
-            })
-            .collect();
+        let inputs = synthetic_inputs(3);
         let options = InitOptions {
             helpers: 3,
             clients: 3,

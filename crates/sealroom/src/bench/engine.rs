@@ -21,7 +21,7 @@ use sealroom_mpc::session::{Outcome, SessionInputs};
 use sealroom_node::engine::{Engine, os_seed};
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{InputSource, SyntheticInput, TaskCatalog};
+use sealroom_node::tasks::{TaskCatalog, synthetic_inputs};
 use serde::Serialize;
 
 /// Sizes of one engine bench run.
@@ -103,13 +103,7 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
         .prefix("engine-")
         .tempdir_in(out_dir)
         .with_context(|| format!("creating a federation directory in {}", out_dir.display()))?;
-    let inputs = (0..2)
-        .map(|i| {
-            Arc::new(SyntheticInput {
-                client: format!("client-{i}"),
-            }) as Arc<dyn InputSource>
-        })
-        .collect();
+    let inputs = synthetic_inputs(2);
     let options = InitOptions {
         helpers: 3,
         clients: 2,

@@ -67,19 +67,24 @@ impl Drop for NodeProcess {
 impl NodeProcess {
     /// Peak resident memory (VmHWM) and open descriptors of the process.
     fn usage(&self) -> Option<(u64, usize)> {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let hwm = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .ok()?;
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-        Some((hwm * 1024, fds))
+        usage_of(&format!("/proc/{}", self.child.id()))
     }
+}
+
+/// Peak resident memory (VmHWM, bytes) and open file descriptors of the
+/// process whose `/proc` directory is `proc_dir`.
+fn usage_of(proc_dir: &str) -> Option<(u64, usize)> {
+    let status = std::fs::read_to_string(format!("{proc_dir}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let fds = std::fs::read_dir(format!("{proc_dir}/fd")).ok()?.count();
+    Some((hwm * 1024, fds))
 }
 
 #[derive(Serialize)]
@@ -247,7 +252,7 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
             })
         })
         .collect::<Vec<_>>();
-    let own = NodeProcess::own_usage();
+    let own = usage_of("/proc/self");
     for (trigger, handle) in clients.iter_mut().filter_map(Option::take) {
         trigger.trigger();
         let _ = handle.join.await;
@@ -280,22 +285,6 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
         .with_context(|| format!("writing {}", json.display()))?;
     println!("load figures written to {}", json.display());
     Ok(())
-}
-
-impl NodeProcess {
-    fn own_usage() -> Option<(u64, usize)> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let hwm = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .ok()?;
-        let fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
-        Some((hwm * 1024, fds))
-    }
 }
 
 fn print_report(r: &LoadReport) {

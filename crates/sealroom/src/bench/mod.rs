@@ -205,18 +205,24 @@ const NOTES: &[&str] = &[
     "kernel figures are measured in-process on one core with the same sealroom-core functions the nodes call, on the same shapes",
 ];
 
+/// Creates `--out-dir`; the JSON report's path (`--json`, or `default`
+/// in it).
+fn prepare_out(args: &BenchArgs, default: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    Ok(args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.out_dir.join(default)))
+}
+
 /// Runs `sealroom bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(clients) = args.simulate {
         return simulate(args, clients);
     }
     if let Some(clients) = args.load {
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("creating {}", args.out_dir.display()))?;
-        let json = args
-            .json
-            .clone()
-            .unwrap_or_else(|| args.out_dir.join("load.json"));
+        let json = prepare_out(args, "load.json")?;
         let config = load::LoadConfig {
             clients,
             helpers: args.helpers,
@@ -229,12 +235,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return runtime.block_on(load::run(config, &args.out_dir, &json));
     }
     if args.engine {
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("creating {}", args.out_dir.display()))?;
-        let json = args
-            .json
-            .clone()
-            .unwrap_or_else(|| args.out_dir.join("engine.json"));
+        let json = prepare_out(args, "engine.json")?;
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         return runtime.block_on(engine::run(
             engine::EngineSizes::new(args.quick),
