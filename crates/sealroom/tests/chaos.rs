@@ -25,7 +25,7 @@ use sealroom_core::QuantSpec;
 use sealroom_node::tasks::synthetic_vector;
 
 mod common;
-use common::{Node, free_base_port, sealroom, wait_for_port};
+use common::{Node, free_base_port, sealroom, set_windows, wait_for_port};
 
 /// The federation's windows, short so a round with a silent client (which
 /// makes the helpers wait out the upload window) takes a few seconds.
@@ -119,27 +119,7 @@ impl Federation {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let federation = dir.path().join("federation.toml");
-        let text = std::fs::read_to_string(&federation).expect("federation.toml");
-        let text = text
-            .replace(
-                "upload_window_ms = 5000",
-                &format!("upload_window_ms = {UPLOAD_WINDOW_MS}"),
-            )
-            .replace(
-                "aggregation_window_ms = 5000",
-                &format!("aggregation_window_ms = {AGGREGATION_WINDOW_MS}"),
-            );
-        assert!(text.contains(&format!("upload_window_ms = {UPLOAD_WINDOW_MS}")));
-        std::fs::write(&federation, &text).expect("write federation.toml");
-        let parsed: toml::Table = toml::from_str(&text).expect("federation.toml parses");
-        let q = &parsed["quantization"];
-        let spec = QuantSpec::new(
-            i8::try_from(q["scale_bits"].as_integer().expect("scale_bits")).expect("fits"),
-            q["clip"].as_float().expect("clip"),
-            u8::try_from(q["bits"].as_integer().expect("bits")).expect("fits"),
-        )
-        .expect("valid quantization");
+        let spec = set_windows(dir.path(), UPLOAD_WINDOW_MS, AGGREGATION_WINDOW_MS);
 
         let helpers: Vec<Node> = (0..3)
             .map(|i| Node::spawn(dir.path(), &format!("helper-{i}")))

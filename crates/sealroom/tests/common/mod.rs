@@ -21,6 +21,52 @@ pub fn free_base_port(count: u16) -> u16 {
     sealroom_node::local::free_port_block(count).expect("a block of free loopback ports")
 }
 
+/// Stops a node process: SIGCONT (in case it is frozen), SIGTERM, and a wait
+/// for the orderly shutdown (SIGKILL after 20 s).
+pub fn stop_child(mut child: Child) {
+    if let Some(pid) = Pid::from_raw(i32::try_from(child.id()).expect("pid fits")) {
+        let _ = kill_process(pid, Signal::CONT);
+        let _ = kill_process(pid, Signal::TERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+}
+
+/// Sets the upload and aggregation windows in `DIR/federation.toml` (as
+/// `sealroom init` wrote it, with the default 5000 ms) and returns the
+/// federation's quantization.
+pub fn set_windows(dir: &Path, upload_ms: u64, aggregation_ms: u64) -> sealroom_core::QuantSpec {
+    let federation = dir.join("federation.toml");
+    let text = std::fs::read_to_string(&federation).expect("federation.toml");
+    let text = text
+        .replace(
+            "upload_window_ms = 5000",
+            &format!("upload_window_ms = {upload_ms}"),
+        )
+        .replace(
+            "aggregation_window_ms = 5000",
+            &format!("aggregation_window_ms = {aggregation_ms}"),
+        );
+    assert!(text.contains(&format!("upload_window_ms = {upload_ms}")));
+    assert!(text.contains(&format!("aggregation_window_ms = {aggregation_ms}")));
+    std::fs::write(&federation, &text).expect("write federation.toml");
+    let parsed: toml::Table = toml::from_str(&text).expect("federation.toml parses");
+    let q = &parsed["quantization"];
+    sealroom_core::QuantSpec::new(
+        i8::try_from(q["scale_bits"].as_integer().expect("scale_bits")).expect("fits"),
+        q["clip"].as_float().expect("clip"),
+        u8::try_from(q["bits"].as_integer().expect("bits")).expect("fits"),
+    )
+    .expect("valid quantization")
+}
+
 /// Waits (up to 20 s) until something listens on `port`.
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -84,19 +130,8 @@ impl Node {
 
     /// SIGTERM, and a wait for the orderly shutdown (SIGKILL after 20 s).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits")).expect("pid");
-            let _ = kill_process(pid, Signal::CONT);
-            let _ = kill_process(pid, Signal::TERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 }
