@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
 use sealroom_core::QuantSpec;
-use sealroom_node::tasks::synthetic_vector;
 
 mod common;
-use common::{Node, free_base_port, sealroom, set_windows, wait_for_port};
+use common::{
+    Node, free_base_port, included_clients, is_plaintext_sum, sealroom, set_windows, wait_for_port,
+};
 
 /// The federation's windows, short so a round with a silent client (which
 /// makes the helpers wait out the upload window) takes a few seconds.
@@ -177,34 +178,18 @@ impl Federation {
     }
 
     fn included(&self, outcome: &Outcome) -> Vec<u64> {
-        outcome.json["included_clients"]
-            .as_array()
-            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default()
+        included_clients(&outcome.json)
     }
 
     /// A completed round's values are the exact sum of the included
     /// clients' quantized synthetic inputs.
     fn check_sum(&self, outcome: &Outcome) {
         let round = outcome.json["round_id"].as_u64().expect("round id");
-        let mut sum = vec![0i64; DIM];
-        for c in self.included(outcome) {
-            let v = synthetic_vector(&format!("client-{c}"), round, DIM, self.spec.clip());
-            for (s, q) in sum
-                .iter_mut()
-                .zip(self.spec.quantize(&v).expect("finite").values.iter())
-            {
-                *s += q;
-            }
-        }
-        let expected: Vec<f64> = sum.into_iter().map(|q| self.spec.dequantize(q)).collect();
-        let values: Vec<f64> = outcome.json["values"]
-            .as_array()
-            .expect("values")
-            .iter()
-            .map(|v| v.as_f64().expect("a number"))
-            .collect();
-        assert_eq!(values, expected, "round {round}: {}", outcome.text);
+        assert!(
+            is_plaintext_sum(&self.spec, &outcome.json, DIM),
+            "round {round}: {}",
+            outcome.text
+        );
     }
 
     /// Runs one round with `fault` applied to helper `h` at `step`; returns

@@ -65,7 +65,6 @@ use noxious::toxic::{StreamDirection, Toxic, ToxicKind};
 use rustix::process::{Pid, Signal, kill_process};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use sealroom_core::QuantSpec;
-use sealroom_node::tasks::synthetic_vector;
 
 mod common;
 use common::{sealroom, set_windows};
@@ -500,10 +499,7 @@ impl Outcome {
         self.json["round_id"].as_u64().unwrap_or(0)
     }
     fn included(&self) -> Vec<u64> {
-        self.json["included_clients"]
-            .as_array()
-            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default()
+        common::included_clients(&self.json)
     }
 }
 
@@ -651,7 +647,7 @@ impl Wan {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let outcome = wan.round(8);
-            wan.check(&outcome, &["not_enough_clients"]);
+            wan.check(&outcome, 8, &["not_enough_clients"]);
             if outcome.included().len() == CLIENTS {
                 break;
             }
@@ -714,7 +710,7 @@ impl Wan {
     /// The outcome is one the protocol allows: completed with at least
     /// `min_clients` clients and exactly their plaintext sum, or aborted with
     /// one of `aborts` and a signed record. Round ids only grow.
-    fn check(&mut self, outcome: &Outcome, aborts: &[&str]) {
+    fn check(&mut self, outcome: &Outcome, dim: usize, aborts: &[&str]) {
         let round = outcome.round_id();
         assert!(
             round > self.last_round,
@@ -745,26 +741,8 @@ impl Wan {
                     "{}",
                     outcome.text
                 );
-                let dim = outcome.json["values"].as_array().map_or(0, Vec::len);
-                let mut sum = vec![0i64; dim];
-                for c in &included {
-                    let v = synthetic_vector(&format!("client-{c}"), round, dim, self.spec.clip());
-                    for (s, q) in sum
-                        .iter_mut()
-                        .zip(self.spec.quantize(&v).expect("finite").values.iter())
-                    {
-                        *s += q;
-                    }
-                }
-                let expected: Vec<f64> = sum.into_iter().map(|q| self.spec.dequantize(q)).collect();
-                let values: Vec<f64> = outcome.json["values"]
-                    .as_array()
-                    .expect("values")
-                    .iter()
-                    .map(|v| v.as_f64().expect("a number"))
-                    .collect();
                 assert!(
-                    values == expected,
+                    common::is_plaintext_sum(&self.spec, &outcome.json, dim),
                     "{}: round {round}: not the sum of clients {included:?}",
                     self.cond.name
                 );
@@ -801,7 +779,7 @@ impl Wan {
                 outcome.included(),
                 outcome.duration_ms()
             );
-            self.check(&outcome, aborts);
+            self.check(&outcome, dim, aborts);
             if outcome.status() == "completed" && outcome.included().len() == CLIENTS {
                 return n;
             }
@@ -828,7 +806,7 @@ impl Wan {
         let mut partial = 0;
         for _ in 0..rounds {
             let outcome = self.round(dim);
-            self.check(&outcome, &[]);
+            self.check(&outcome, dim, &[]);
             if outcome.included().len() == CLIENTS {
                 durations.push(outcome.duration_ms());
             } else {
@@ -852,7 +830,7 @@ impl Wan {
             outcome.reason(),
             outcome.duration_ms()
         );
-        self.check(&outcome, &["not_enough_clients"]);
+        self.check(&outcome, dim, &["not_enough_clients"]);
         assert_eq!(
             (outcome.status(), outcome.reason()),
             ("aborted", "not_enough_clients"),
@@ -876,7 +854,7 @@ impl Wan {
             outcome.included(),
             outcome.duration_ms()
         );
-        self.check(&outcome, &["not_enough_clients"]);
+        self.check(&outcome, dim, &["not_enough_clients"]);
         let n = self.until_whole(dim, &["not_enough_clients"]);
         eprintln!("wan[{name}]: healed after {n} round(s)");
 
@@ -898,7 +876,7 @@ impl Wan {
             outcome.included(),
             outcome.duration_ms()
         );
-        self.check(&outcome, helper_aborts);
+        self.check(&outcome, dim, helper_aborts);
         let n = self.until_whole(dim, helper_aborts);
         eprintln!("wan[{name}]: healed after {n} round(s)");
     }

@@ -67,6 +67,46 @@ pub fn set_windows(dir: &Path, upload_ms: u64, aggregation_ms: u64) -> sealroom_
     .expect("valid quantization")
 }
 
+/// The clients a `sealroom round start --json` outcome included.
+pub fn included_clients(outcome: &serde_json::Value) -> Vec<u64> {
+    outcome["included_clients"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a completed outcome's `values` are `dim` values, exactly the sum
+/// of the included clients' quantized synthetic inputs of that round.
+pub fn is_plaintext_sum(
+    spec: &sealroom_core::QuantSpec,
+    outcome: &serde_json::Value,
+    dim: usize,
+) -> bool {
+    let round = outcome["round_id"].as_u64().expect("round id");
+    let values: Vec<f64> = outcome["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect();
+    let mut sum = vec![0i64; dim];
+    for c in included_clients(outcome) {
+        let v =
+            sealroom_node::tasks::synthetic_vector(&format!("client-{c}"), round, dim, spec.clip());
+        for (s, q) in sum
+            .iter_mut()
+            .zip(spec.quantize(&v).expect("finite").values.iter())
+        {
+            *s += q;
+        }
+    }
+    values
+        == sum
+            .into_iter()
+            .map(|q| spec.dequantize(q))
+            .collect::<Vec<f64>>()
+}
+
 /// Waits (up to 20 s) until something listens on `port`.
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
