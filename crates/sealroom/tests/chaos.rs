@@ -25,7 +25,8 @@ use sealroom_core::QuantSpec;
 
 mod common;
 use common::{
-    Node, free_base_port, included_clients, is_plaintext_sum, sealroom, set_windows, wait_for_port,
+    Node, RoundOutcome, free_base_port, is_plaintext_sum, log_tails, sealroom, set_windows,
+    wait_for_port,
 };
 
 /// The federation's windows, short so a round with a silent client (which
@@ -87,20 +88,7 @@ impl Drop for Federation {
 }
 
 /// The outcome of one `sealroom round start --json`.
-#[derive(Debug)]
-struct Outcome {
-    json: serde_json::Value,
-    text: String,
-}
-
-impl Outcome {
-    fn status(&self) -> &str {
-        self.json["status"].as_str().unwrap_or("")
-    }
-    fn reason(&self) -> &str {
-        self.json["reason"].as_str().unwrap_or("")
-    }
-}
+type Outcome = RoundOutcome;
 
 impl Federation {
     fn start(threshold: Option<usize>) -> Federation {
@@ -178,7 +166,7 @@ impl Federation {
     }
 
     fn included(&self, outcome: &Outcome) -> Vec<u64> {
-        included_clients(&outcome.json)
+        outcome.included()
     }
 
     /// A completed round's values are the exact sum of the included
@@ -310,29 +298,13 @@ impl Federation {
     }
 
     fn logs(&self) -> String {
-        let mut all = String::new();
-        for node in self.helpers.iter().chain(self.others.iter()) {
-            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            all.push_str(&format!("--- {} (last lines)\n", node.name));
-            for line in tail.into_iter().rev() {
-                all.push_str(line);
-                all.push('\n');
-            }
-        }
-        all
-    }
-}
-
-impl Outcome {
-    fn parse(stdout: &[u8], stderr: &[u8]) -> Outcome {
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(stdout),
-            String::from_utf8_lossy(stderr)
-        );
-        let json = serde_json::from_str(String::from_utf8_lossy(stdout).trim()).unwrap_or_default();
-        Outcome { json, text }
+        log_tails(
+            self.helpers
+                .iter()
+                .chain(self.others.iter())
+                .map(|n| (n.name.as_str(), n.log.as_path())),
+            30,
+        )
     }
 }
 

@@ -67,7 +67,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use sealroom_core::QuantSpec;
 
 mod common;
-use common::{sealroom, set_windows};
+use common::{RoundOutcome, sealroom, set_windows};
 
 /// The host name of every endpoint; 127.0.0.1 in every namespace.
 const HOST: &str = "sealroom-wan.test";
@@ -479,27 +479,22 @@ struct Conditions {
 
 /// One round's outcome.
 #[derive(Debug)]
+/// A round's outcome and the wall time from starting it to the answer.
 struct Outcome {
-    json: serde_json::Value,
-    text: String,
+    round: RoundOutcome,
     wall_ms: u128,
 }
 
+impl std::ops::Deref for Outcome {
+    type Target = RoundOutcome;
+    fn deref(&self) -> &RoundOutcome {
+        &self.round
+    }
+}
+
 impl Outcome {
-    fn status(&self) -> &str {
-        self.json["status"].as_str().unwrap_or("")
-    }
-    fn reason(&self) -> &str {
-        self.json["reason"].as_str().unwrap_or("")
-    }
     fn duration_ms(&self) -> u64 {
         self.json["duration_ms"].as_u64().unwrap_or(0)
-    }
-    fn round_id(&self) -> u64 {
-        self.json["round_id"].as_u64().unwrap_or(0)
-    }
-    fn included(&self) -> Vec<u64> {
-        common::included_clients(&self.json)
     }
 }
 
@@ -1016,31 +1011,19 @@ impl Wan {
     }
 
     fn logs(&self) -> String {
-        let mut all = String::new();
-        for node in &self.nodes {
-            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(20).collect();
-            all.push_str(&format!("--- {} (last lines)\n", node.name));
-            for line in tail.into_iter().rev() {
-                all.push_str(line);
-                all.push('\n');
-            }
-        }
-        all
+        common::log_tails(
+            self.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.log.as_path())),
+            20,
+        )
     }
 }
 
 impl Outcome {
     fn parse(stdout: &[u8], stderr: &[u8], wall_ms: u128) -> Outcome {
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(stdout),
-            String::from_utf8_lossy(stderr)
-        );
-        let json = serde_json::from_str(String::from_utf8_lossy(stdout).trim()).unwrap_or_default();
         Outcome {
-            json,
-            text,
+            round: RoundOutcome::parse(stdout, stderr),
             wall_ms,
         }
     }

@@ -67,6 +67,54 @@ pub fn set_windows(dir: &Path, upload_ms: u64, aggregation_ms: u64) -> sealroom_
     .expect("valid quantization")
 }
 
+/// A `sealroom round start --json` outcome: the parsed JSON (null when the
+/// command printed none) and everything it printed, for failure messages.
+#[derive(Debug)]
+pub struct RoundOutcome {
+    pub json: serde_json::Value,
+    pub text: String,
+}
+
+impl RoundOutcome {
+    pub fn parse(stdout: &[u8], stderr: &[u8]) -> RoundOutcome {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(stdout),
+            String::from_utf8_lossy(stderr)
+        );
+        let json = serde_json::from_str(String::from_utf8_lossy(stdout).trim()).unwrap_or_default();
+        RoundOutcome { json, text }
+    }
+    pub fn status(&self) -> &str {
+        self.json["status"].as_str().unwrap_or("")
+    }
+    pub fn reason(&self) -> &str {
+        self.json["reason"].as_str().unwrap_or("")
+    }
+    pub fn round_id(&self) -> u64 {
+        self.json["round_id"].as_u64().unwrap_or(0)
+    }
+    pub fn included(&self) -> Vec<u64> {
+        included_clients(&self.json)
+    }
+}
+
+/// The last `lines` lines of each node's log (name, path), for a failure
+/// message.
+pub fn log_tails<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a Path)>, lines: usize) -> String {
+    let mut all = String::new();
+    for (name, log) in nodes {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        all.push_str(&format!("--- {name} (last lines)\n"));
+        for line in tail.into_iter().rev() {
+            all.push_str(line);
+            all.push('\n');
+        }
+    }
+    all
+}
+
 /// The clients a `sealroom round start --json` outcome included.
 pub fn included_clients(outcome: &serde_json::Value) -> Vec<u64> {
     outcome["included_clients"]
