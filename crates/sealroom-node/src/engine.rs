@@ -62,10 +62,9 @@ pub const INBOX: usize = 4;
 pub const ATTACH_WAIT: Duration = Duration::from_secs(60);
 /// Streams per peer that may wait for a session at once.
 pub const MAX_WAITING_STREAMS_PER_PEER: usize = 16;
-/// Per-round deadline of the key agreement.
-pub const KEY_AGREEMENT_TIMEOUT_MS: u64 = 60_000;
-/// Per-round deadline of preprocessing and online sessions: a helper silent
-/// this long makes the others abort with `Timeout` naming it.
+/// Per-round deadline of every engine session (key agreement, batch
+/// attestation, preprocessing, online): a helper silent this long makes the
+/// others abort with `Timeout` naming it.
 pub const ROUND_TIMEOUT_MS: u64 = 60_000;
 
 /// Why the engine could not run.
@@ -1107,7 +1106,7 @@ impl Machine for OneRound {
                 if self.deadline.is_some() {
                     return Err((self, UsageError::AlreadyStarted));
                 }
-                self.deadline = Some(Millis(now.0.saturating_add(KEY_AGREEMENT_TIMEOUT_MS)));
+                self.deadline = Some(Millis(now.0.saturating_add(ROUND_TIMEOUT_MS)));
                 let actions = self
                     .sends
                     .drain(..)
