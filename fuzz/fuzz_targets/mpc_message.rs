@@ -10,6 +10,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Message::decode_bounded(&m.encode(), 1 << 16, 64), Ok(m));
     }
     for kind in [MsgKind::Open, MsgKind::Hello, MsgKind::CheckOpen] {
-        let _ = Message::decode_expecting(data, &Expect { kind, elems: 3, blobs: 1 });
+        let _ = Message::decode_expecting(
+            data,
+            &Expect {
+                kind,
+                elems: 3,
+                blobs: 1,
+            },
+        );
     }
 });

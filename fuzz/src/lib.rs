@@ -57,12 +57,14 @@ pub const OUTSIDER: PartyId = PartyId([0xee; 32]);
 const NONCE: [u8; 32] = [0x5e; 32];
 
 /// Round shapes a target picks with one input byte: additive over each ring,
-/// and Shamir 2-of-3 over F_p.
-const SHAPES: [(RingKind, Option<usize>); 4] = [
-    (RingKind::Z2_32, None),
-    (RingKind::Z2_64, None),
-    (RingKind::Fp61, None),
-    (RingKind::Fp61, Some(2)),
+/// Shamir 2-of-3 over F_p, and an engine round over Z_2^64 (uploads carry
+/// sketch shares; the inclusion set asks the runtime to run a program).
+const SHAPES: [(RingKind, Option<usize>, bool); 5] = [
+    (RingKind::Z2_32, None, false),
+    (RingKind::Z2_64, None, false),
+    (RingKind::Fp61, None, false),
+    (RingKind::Fp61, Some(2), false),
+    (RingKind::Z2_64, None, true),
 ];
 
 /// A fixed Ed25519 key, the same for a given seed on every run.
@@ -70,11 +72,11 @@ pub fn key(seed: u64) -> SigningKey {
     SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed))
 }
 
-/// The fixture of shape `shape % 4` (built on first use).
+/// The fixture of shape `shape % 5` (built on first use).
 pub fn fixture(shape: u8) -> &'static Fixture {
     static FIXTURES: [OnceLock<Fixture>; SHAPES.len()] = [const { OnceLock::new() }; SHAPES.len()];
     let i = usize::from(shape) % SHAPES.len();
-    FIXTURES[i].get_or_init(|| Fixture::new(SHAPES[i].0, SHAPES[i].1))
+    FIXTURES[i].get_or_init(|| Fixture::new(SHAPES[i].0, SHAPES[i].1, SHAPES[i].2))
 }
 
 /// `valid` if `patch` is empty; otherwise `bare` with `patch` merged over it
@@ -135,7 +137,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    fn new(ring: RingKind, threshold: Option<usize>) -> Fixture {
+    fn new(ring: RingKind, threshold: Option<usize>, engine: bool) -> Fixture {
         let coordinator_key = key(1);
         let trust = DescriptorTrust {
             federation_id: FEDERATION.into(),
@@ -170,6 +172,10 @@ impl Fixture {
             allow_unverified: false,
         };
         let task = Task {
+            engine: engine.then(|| sealroom_protocol::descriptor::EngineRef {
+                program: "fuzz-program".into(),
+                version: 1,
+            }),
             name: "fuzz".into(),
             vector_len: VECTOR_LEN as u64,
             ring,

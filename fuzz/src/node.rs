@@ -297,6 +297,7 @@ impl Federation {
         // The real round, in memory.
         let start = Start {
             task: Task {
+                engine: None,
                 name: sealroom_node::tasks::SYNTHETIC.into(),
                 vector_len: VECTOR_LEN,
                 ring,

@@ -159,6 +159,7 @@ impl Followup for QueryFollowup {
             ));
         }
         Ok(Some(NextRound {
+            engine: None,
             params,
             vector_len: stats_len(&plan, &released) as u64,
             spec: wire_spec(),
@@ -171,6 +172,7 @@ impl Followup for QueryFollowup {
 /// Registers the query task with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
     catalog.register(TaskDef {
+        engine: None,
         name: QUERY_TASK.into(),
         default_len: 0,
         fixed_len: true,

@@ -247,6 +247,7 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
         (TABLE_VALIDATE_TASK, true),
     ] {
         catalog.register(TaskDef {
+            engine: None,
             name: task.into(),
             default_len: 0,
             fixed_len: true,

@@ -186,6 +186,7 @@ impl TaskPlanner for FedAvgPlanner {
 /// Registers the training tasks with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
     catalog.register(TaskDef {
+        engine: None,
         name: MOMENTS_TASK.into(),
         default_len: 0,
         fixed_len: true,
@@ -195,6 +196,7 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
         followup: None,
     });
     catalog.register(TaskDef {
+        engine: None,
         name: FEDAVG_TASK.into(),
         default_len: 0,
         fixed_len: true,

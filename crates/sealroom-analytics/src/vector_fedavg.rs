@@ -72,6 +72,7 @@ impl TaskPlanner for VectorPlanner {
 /// Registers [`VECTOR_FEDAVG_TASK`] with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
     catalog.register(TaskDef {
+        engine: None,
         name: VECTOR_FEDAVG_TASK.into(),
         default_len: 0,
         fixed_len: true,

@@ -203,6 +203,51 @@ pub fn share_upload<G: CryptoRng + ?Sized>(
     Ok([next(0)?, next(1)?, next(2)?])
 }
 
+/// Bytes of one helper's sketch shares on the wire: κ_i ‖ τ_i, each a
+/// canonical 16-byte little-endian element.
+pub const SKETCH_BYTES: usize = 32;
+
+/// The sketch part of an upload for each helper (index = helper index):
+/// draws κ, computes τ = Σ_j κ^(j+1)·x_j and splits both additively. For a
+/// client whose share vectors are made elsewhere (the round protocol's
+/// client), this is [`share_upload`]'s sketch step alone.
+pub fn sketch_upload<G: CryptoRng + ?Sized>(
+    x: &[i64],
+    rng: &mut G,
+) -> [zeroize::Zeroizing<[u8; SKETCH_BYTES]>; 3] {
+    let kappa = random_element(rng);
+    let tau = sketch(kappa, x);
+    let (a, b) = (random_element(rng), random_element(rng));
+    let ks = [a, b, kappa.sub(a).sub(b)];
+    let (a, b) = (random_element(rng), random_element(rng));
+    let ts = [a, b, tau.sub(a).sub(b)];
+    [0, 1, 2].map(|h| {
+        let mut out = zeroize::Zeroizing::new([0u8; SKETCH_BYTES]);
+        out[..16].copy_from_slice(&ks[h].to_le_bytes());
+        out[16..].copy_from_slice(&ts[h].to_le_bytes());
+        out
+    })
+}
+
+/// Decodes one helper's sketch shares: exactly [`SKETCH_BYTES`] bytes, both
+/// elements canonical; `None` otherwise.
+pub fn decode_sketch(bytes: &[u8]) -> Option<(SketchShare, SketchShare)> {
+    if bytes.len() != SKETCH_BYTES {
+        return None;
+    }
+    let element = |b: &[u8]| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        let v = F127::from_le_bytes(a);
+        zeroize::Zeroize::zeroize(&mut a);
+        v
+    };
+    Some((
+        SketchShare(element(&bytes[..16])?),
+        SketchShare(element(&bytes[16..])?),
+    ))
+}
+
 impl HelperUpload {
     /// The helper's share vector embedded in F_p as integers in [0, 2^k).
     pub(crate) fn expand(
@@ -268,6 +313,22 @@ mod tests {
             .rev()
             .fold(F127::ZERO, |acc, &v| acc.add(F127::from_i64(v)).mul(kappa));
         assert_eq!(tau, horner);
+        // The sketch step alone: shares of κ and τ = Σ κ^(j+1) x_j that
+        // decode, and only from exactly 32 canonical bytes.
+        let parts = sketch_upload(&x, &mut rng);
+        let decoded: Vec<_> = parts
+            .iter()
+            .map(|p| decode_sketch(p.as_slice()).expect("canonical"))
+            .collect();
+        let k = decoded.iter().fold(F127::ZERO, |a, (k, _)| a.add(k.get()));
+        let t = decoded.iter().fold(F127::ZERO, |a, (_, t)| a.add(t.get()));
+        assert_eq!(t, sketch(k, &x));
+        assert!(decode_sketch(&[0u8; 31]).is_none());
+        assert!(decode_sketch(&[0u8; 33]).is_none());
+        assert!(
+            decode_sketch(&[0xff; 32]).is_none(),
+            "2^128 - 1 is not canonical"
+        );
         assert!(matches!(
             share_upload(&[1i64 << 31], UploadRing::Z32, 0, [0; 32], &mut rng),
             Err(ClientError::OutOfRange { index: 0, bits: 32 })

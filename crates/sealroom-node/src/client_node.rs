@@ -288,7 +288,7 @@ impl Router<Client> for ClientRouter {
                     message: Message::SitOut(notice),
                     ..
                 } => self.sit_out(notice.clone()),
-                Action::Send { .. } | Action::Persist(_) => {}
+                Action::Send { .. } | Action::Persist(_) | Action::Engine(_) => {}
             }
         }
         if step.ends_round {

@@ -271,7 +271,14 @@ impl Router<Coordinator> for CoordinatorRouter {
             (
                 r.descriptor().upload_deadline(),
                 r.descriptor().aggregation_deadline(),
-                r.descriptor().vector_bytes(),
+                // An engine round's answer carries 16-byte outputs.
+                if r.descriptor().engine().is_some() {
+                    (r.descriptor().vector_len()
+                        + sealroom_protocol::coordinator::ENGINE_EXTRA_OUTPUTS)
+                        * 16
+                } else {
+                    r.descriptor().vector_bytes()
+                },
             )
         });
         let mut descriptor_pushes = Vec::new();
@@ -623,6 +630,7 @@ fn outcome_message(outcome: &Outcome, duration: Duration) -> RoundOutcome {
             sat_out: s.sat_out.clone(),
             unverified: s.unverified,
             sum: s.sum.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            outputs: s.outputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ..RoundOutcome::default()
         },
         Outcome::Aborted(a) => RoundOutcome {

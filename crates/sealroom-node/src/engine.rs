@@ -1158,3 +1158,180 @@ impl Machine for OneRound {
         self.deadline
     }
 }
+
+/// Key epochs of engine rounds: `ROUND_EPOCH_BASE | round id`. Each engine
+/// round agrees its own MAC key and retires it when the program ends, so
+/// these never collide with the pool's epochs (small numbers).
+pub const ROUND_EPOCH_BASE: u64 = 1 << 62;
+
+impl Engine {
+    /// Runs an engine round's program (asked for by the helper's state
+    /// machine, [`sealroom_protocol::action::Action::Engine`]) with the
+    /// other two helpers, who run it for the same signed inclusion set:
+    /// agrees the round's key epoch (or reads it back after a restart),
+    /// preprocesses exactly what the program needs (actively secure,
+    /// dealer-free), converts and checks the clients' uploads, runs the
+    /// program, and retires the epoch. Returns the verified outputs, or why
+    /// there are none (the abort is also signed into the audit log).
+    pub async fn run_round(
+        &self,
+        job: &sealroom_protocol::action::EngineJob,
+        program: Program,
+    ) -> Result<sealroom_protocol::machine::EngineResult, EngineError> {
+        use sealroom_protocol::machine::{EngineOutcome, EngineResult};
+        let d = &job.descriptor;
+        let round = d.round_id();
+        let program_hash = program.hash();
+        let failed = |code: &str, detail: String, excluded: Vec<u32>| EngineResult {
+            round,
+            program_hash,
+            outcome: EngineOutcome::Failed {
+                code: code.to_string(),
+                detail,
+                excluded,
+            },
+        };
+        let mut extra = d.hash().0.to_vec();
+        extra.extend_from_slice(&job.inclusion_hash.0);
+        extra.extend_from_slice(&program_hash);
+        let session = self.derived_session("sealroom 2026-12 engine round v1", round, &extra);
+        let epoch = ROUND_EPOCH_BASE | round;
+        let keys = match self.epoch_keys(epoch).await? {
+            Some(keys) => keys,
+            None => match self.agree_keys(epoch).await? {
+                Ok(keys) => keys,
+                Err(abort) => {
+                    return Ok(failed(
+                        abort.reason.code(),
+                        abort.reason.to_string(),
+                        vec![],
+                    ));
+                }
+            },
+        };
+        let mut batch_id = [0u8; 16];
+        batch_id.copy_from_slice(&session[..16]);
+        let batch = match self
+            .preprocess(&keys, BatchId(batch_id), program.needs(), false)
+            .await?
+        {
+            Ok(batch) => batch,
+            Err(abort) => {
+                self.finished(
+                    "preprocess",
+                    Subject::Batch(BatchId(batch_id)),
+                    epoch,
+                    Err(&abort),
+                )
+                .await?;
+                self.retire_epoch(epoch).await?;
+                return Ok(failed(
+                    abort.reason.code(),
+                    abort.reason.to_string(),
+                    vec![],
+                ));
+            }
+        };
+        let inputs = match session_inputs(job) {
+            Ok(inputs) => inputs,
+            Err(detail) => {
+                self.retire_epoch(epoch).await?;
+                return Ok(failed("bad_stored_upload", detail, vec![]));
+            }
+        };
+        let outcome = self
+            .compute(
+                &keys,
+                session,
+                Arc::new(program),
+                vec![batch],
+                inputs,
+                false,
+            )
+            .await?;
+        let subject = Subject::Session(session);
+        let result = match outcome {
+            Err(e) => failed("program_refused", e.to_string(), vec![]),
+            Ok(Outcome::Completed { outputs }) => {
+                self.finished("online", subject, epoch, Ok(())).await?;
+                EngineResult {
+                    round,
+                    program_hash,
+                    outcome: EngineOutcome::Outputs(
+                        outputs.iter().flat_map(|o| o.signed()).collect(),
+                    ),
+                }
+            }
+            Ok(Outcome::Aborted(abort)) => {
+                self.finished("online", subject, epoch, Err(&abort)).await?;
+                failed(abort.reason.code(), abort.reason.to_string(), vec![])
+            }
+            Ok(Outcome::ClientsExcluded { clients }) => {
+                self.inner.ctx.metrics.engine_session(
+                    "online",
+                    "clients_excluded",
+                    "client_check_failed",
+                );
+                // Positions in the program's client list → client indices.
+                let excluded = clients
+                    .iter()
+                    .filter_map(|&c| job.uploads.get(c as usize).map(|u| u.client_index))
+                    .collect();
+                failed(
+                    "clients_excluded",
+                    "the sketch check of these clients' uploads failed (a client's own doing, or a helper that input a wrong share: no helper is blamed)".into(),
+                    excluded,
+                )
+            }
+            Ok(Outcome::BaselineDone) => {
+                failed("baseline", "a baseline run releases nothing".into(), vec![])
+            }
+        };
+        self.retire_epoch(epoch).await?;
+        Ok(result)
+    }
+}
+
+/// This helper's engine inputs from the stored uploads of an engine job.
+fn session_inputs(job: &sealroom_protocol::action::EngineJob) -> Result<SessionInputs, String> {
+    use sealroom_core::additive::AdditiveShare;
+    use sealroom_core::{RingKind, ShareVec};
+    use sealroom_mpc::client::{HelperUpload, UploadShare, decode_sketch};
+    let d = &job.descriptor;
+    let len = d.vector_len();
+    let ring = d.encoding().ring();
+    let mut clients = Vec::with_capacity(job.uploads.len());
+    for u in &job.uploads {
+        let bad = |what: &str| format!("client {}'s stored upload: {what}", u.client_index);
+        let share = match (ring, u.seed) {
+            (RingKind::Z2_32 | RingKind::Z2_64, true) => {
+                let seed = Seed::try_from_slice(u.share.expose()).ok_or_else(|| bad("seed"))?;
+                match ring {
+                    RingKind::Z2_32 => UploadShare::Z32(AdditiveShare::Seed(seed)),
+                    _ => UploadShare::Z64(AdditiveShare::Seed(seed)),
+                }
+            }
+            (RingKind::Z2_32, false) => UploadShare::Z32(AdditiveShare::Correction(ShareVec::new(
+                sealroom_core::vector::decode_le::<u32>(u.share.expose(), len)
+                    .map_err(|_| bad("vector"))?,
+            ))),
+            (RingKind::Z2_64, false) => UploadShare::Z64(AdditiveShare::Correction(ShareVec::new(
+                sealroom_core::vector::decode_le::<u64>(u.share.expose(), len)
+                    .map_err(|_| bad("vector"))?,
+            ))),
+            (RingKind::Fp61, _) => return Err("engine rounds run over Z_2^32 or Z_2^64".into()),
+        };
+        let (kappa, tau) = decode_sketch(u.sketch.expose()).ok_or_else(|| bad("sketch"))?;
+        clients.push(HelperUpload {
+            client_index: u.client_index,
+            share,
+            kappa,
+            tau,
+        });
+    }
+    Ok(SessionInputs {
+        helper: Default::default(),
+        clients,
+        client_context: d.hash().0,
+    })
+}

@@ -4,11 +4,15 @@
 //! coordinator (re-sent, byte for byte, after a restart).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealroom_protocol::action::{Action, Message, SecretBytes};
+use sealroom_protocol::descriptor::EngineRef;
 use sealroom_protocol::helper::{Helper, HelperConfig, UPLOAD_OVERHEAD};
-use sealroom_protocol::machine::{Inbound, Input, Refusal, RefusalCode, Step};
+use sealroom_protocol::machine::{
+    EngineOutcome, EngineResult, Inbound, Input, Refusal, RefusalCode, Step,
+};
 use sealroom_protocol::{PartyId, pb};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -23,6 +27,7 @@ use crate::grpc::pb::helper_service_server::{HelperService, HelperServiceServer}
 use crate::grpc::pb::{AnswerChunk, Empty, UploadChunk};
 use crate::grpc::{self, MAX_MESSAGE_BYTES};
 use crate::shutdown::Shutdown;
+use crate::tasks::TaskCatalog;
 use crate::{NodeError, tls};
 
 /// A running helper.
@@ -40,6 +45,7 @@ pub struct HelperHandle {
 pub async fn spawn(
     ctx: NodeContext,
     listener: TcpListener,
+    programs: TaskCatalog,
     shutdown: Shutdown,
 ) -> Result<HelperHandle, NodeError> {
     let config = helper_config(&ctx)?;
@@ -77,25 +83,27 @@ pub async fn spawn(
         rx,
         shutdown.clone(),
     ));
+    // The engine's protocols are for three helpers; other federations serve
+    // no EngineService (a call gets UNIMPLEMENTED) and run no engine rounds.
+    let engine = match crate::engine::Engine::new(&ctx) {
+        Ok(engine) => Some(engine),
+        Err(crate::engine::EngineError::HelperCount(_)) => None,
+        Err(e) => return Err(NodeError::Config(e.to_string())),
+    };
     let service = HelperSvc {
         ctx: ctx.clone(),
         tx,
+        engine: engine.clone(),
+        programs: Arc::new(programs),
     };
     let mut routes = tonic::service::Routes::new(
         HelperServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
-    // The engine's protocols are for three helpers; other federations serve
-    // no EngineService (a call gets UNIMPLEMENTED).
-    let engine = match crate::engine::Engine::new(&ctx) {
-        Ok(engine) => {
-            routes = routes.add_service(engine.service());
-            Some(engine)
-        }
-        Err(crate::engine::EngineError::HelperCount(_)) => None,
-        Err(e) => return Err(NodeError::Config(e.to_string())),
-    };
+    if let Some(engine) = &engine {
+        routes = routes.add_service(engine.service());
+    }
     let join = crate::server::serve(&ctx, listener, routes, actor, shutdown)?;
     Ok(HelperHandle { addr, join, engine })
 }
@@ -185,6 +193,8 @@ impl HelperRouter {
 struct HelperSvc {
     ctx: NodeContext,
     tx: HelperRequests,
+    engine: Option<crate::engine::Engine>,
+    programs: Arc<TaskCatalog>,
 }
 
 impl HelperSvc {
@@ -292,9 +302,16 @@ impl HelperService for HelperSvc {
             .ctx
             .authorize(&request, "Inclusion", &[Role::Coordinator])?;
         let started = Instant::now();
-        let step = self
+        let mut step = self
             .feed(party.id, Inbound::InclusionSet(request.into_inner()))
             .await?;
+        if let Some(job) = step.actions.iter().find_map(|a| match a {
+            Action::Engine(job) => Some(job.clone()),
+            _ => None,
+        }) {
+            let result = self.run_engine(&job).await?;
+            step = self.feed_engine(result).await?;
+        }
         let answer = reply(&step, party.id, |m| match m {
             Message::AggregateShare(bytes) => Some(bytes.clone()),
             _ => None,
@@ -326,6 +343,80 @@ impl HelperService for HelperSvc {
             "round outcome published"
         );
         Ok(Response::new(Empty {}))
+    }
+}
+
+impl HelperSvc {
+    /// Runs an engine round's program (the state machine recorded the
+    /// inclusion set as this round's one answer first). A program this
+    /// helper cannot build, or an engine that cannot run, is still answered:
+    /// as a signed failure, so the round aborts with the reason instead of
+    /// waiting for its deadline.
+    async fn run_engine(
+        &self,
+        job: &sealroom_protocol::action::EngineJob,
+    ) -> Result<EngineResult, Status> {
+        let d = &job.descriptor;
+        let round = d.round_id();
+        let failed = |code: &str, detail: String| EngineResult {
+            round,
+            program_hash: [0; 32],
+            outcome: EngineOutcome::Failed {
+                code: code.into(),
+                detail,
+                excluded: Vec::new(),
+            },
+        };
+        let Some(engine) = &self.engine else {
+            return Ok(failed(
+                "no_engine",
+                "this helper runs no MPC engine (it needs a federation of exactly three helpers)"
+                    .into(),
+            ));
+        };
+        let engine_ref = d.engine().cloned().unwrap_or(EngineRef {
+            program: String::new(),
+            version: 0,
+        });
+        let Some(builder) = self.programs.program(&engine_ref) else {
+            return Ok(failed(
+                "unknown_program",
+                format!(
+                    "this helper has no engine program {:?} version {}",
+                    engine_ref.program, engine_ref.version
+                ),
+            ));
+        };
+        let keys = self.ctx.live_directory().keys();
+        let program = match builder.program(d, &keys, job.uploads.len()) {
+            Ok(p) => p,
+            Err(e) => return Ok(failed("program_refused", e)),
+        };
+        tracing::info!(
+            round,
+            program = %engine_ref.program,
+            clients = job.uploads.len(),
+            "running the round's engine program"
+        );
+        match engine.run_round(job, program).await {
+            Ok(result) => {
+                if let EngineOutcome::Failed { code, .. } = &result.outcome {
+                    tracing::warn!(round, code = %code, "the round's engine program released nothing");
+                }
+                Ok(result)
+            }
+            Err(e) => {
+                tracing::error!(round, error = %e, "the engine could not run the round's program");
+                Ok(failed("engine_error", e.to_string()))
+            }
+        }
+    }
+
+    async fn feed_engine(&self, result: EngineResult) -> Result<Step, Status> {
+        match driver::ask(&self.tx, Input::Engine(result), ()).await? {
+            Ok(step) => Ok(step),
+            Err(refusal) => Err(status_of(&refusal)),
+        }
     }
 }
 

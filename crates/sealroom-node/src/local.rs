@@ -438,7 +438,7 @@ impl LocalFederation {
         let (trigger, shutdown) = shutdown::channel();
         let ctx = open_context(&config, metrics).await?;
         let listener = self.listener(&config).await?;
-        let handle = helper_node::spawn(ctx, listener, shutdown).await?;
+        let handle = helper_node::spawn(ctx, listener, self.catalog.clone(), shutdown).await?;
         self.helpers[index] = Slot {
             handle: Some(handle),
             trigger: Some(trigger),

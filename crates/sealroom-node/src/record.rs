@@ -8,9 +8,10 @@ use std::sync::Arc;
 use sealroom_core::Seed;
 use sealroom_protocol::action::{Action, Message, MessageKind, SecretBytes};
 use sealroom_protocol::coordinator::Task;
-use sealroom_protocol::descriptor::{encoding_to_pb, ring_of_pb};
+use sealroom_protocol::descriptor::{EngineRef, encoding_to_pb, ring_of_pb};
 use sealroom_protocol::machine::{
-    Artifact, ClientInput, Inbound, Input, Participation, SitOut, Start,
+    Artifact, ClientInput, EngineOutcome, EngineResult, Inbound, Input, Participation, SitOut,
+    Start,
 };
 use sealroom_protocol::{PartyId, pb};
 use sealroom_store::audit::output_digest;
@@ -71,6 +72,8 @@ pub enum Archived {
     Participate(pb::ArchivedParticipation),
     /// A timer.
     Timer,
+    /// A helper's engine result.
+    Engine(pb::ArchivedEngineResult),
 }
 
 impl Drop for Archived {
@@ -92,7 +95,65 @@ pub fn archived_input(input: &Input) -> Archived {
         },
         Input::Participate(p) => Archived::Participate(archived_participation(p)),
         Input::Timer => Archived::Timer,
+        Input::Engine(r) => Archived::Engine(archived_engine(r)),
     }
+}
+
+fn archived_engine(r: &EngineResult) -> pb::ArchivedEngineResult {
+    let (outputs, failure) = match &r.outcome {
+        EngineOutcome::Outputs(v) => (v.iter().flat_map(|x| x.to_le_bytes()).collect(), None),
+        EngineOutcome::Failed {
+            code,
+            detail,
+            excluded,
+        } => (
+            Vec::new(),
+            Some(pb::EngineFailure {
+                code: code.clone(),
+                detail: detail.clone(),
+                excluded_clients: excluded.clone(),
+            }),
+        ),
+    };
+    pb::ArchivedEngineResult {
+        round_id: r.round,
+        program_hash: r.program_hash.to_vec(),
+        outputs,
+        failure,
+    }
+}
+
+fn engine_of(e: &pb::ArchivedEngineResult) -> Result<EngineResult, BadArchive> {
+    let program_hash: [u8; 32] = e
+        .program_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("engine program hash is not 32 bytes"))?;
+    if !e.outputs.len().is_multiple_of(16) {
+        return Err(bad("engine outputs are not whole i128 values"));
+    }
+    let outcome = match &e.failure {
+        Some(f) => EngineOutcome::Failed {
+            code: f.code.clone(),
+            detail: f.detail.clone(),
+            excluded: f.excluded_clients.clone(),
+        },
+        None => EngineOutcome::Outputs(
+            e.outputs
+                .chunks_exact(16)
+                .map(|c| {
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(c);
+                    i128::from_le_bytes(b)
+                })
+                .collect(),
+        ),
+    };
+    Ok(EngineResult {
+        round: e.round_id,
+        program_hash,
+        outcome,
+    })
 }
 
 fn archived_start(start: &Start) -> pb::ArchivedStart {
@@ -109,6 +170,10 @@ fn archived_start(start: &Start) -> pb::ArchivedStart {
         min_clients: task.min_clients.map_or(0, |m| m as u32),
         clients: start.clients.iter().map(|c| c.0.to_vec()).collect(),
         nonce: start.nonce.to_vec(),
+        engine: task.engine.as_ref().map(|e| pb::EngineBinding {
+            program: e.program.clone(),
+            version: e.version,
+        }),
     }
 }
 
@@ -188,6 +253,7 @@ pub fn archived_step(
         }
         Archived::Participate(p) => (A::Participate(p.clone()), Vec::new()),
         Archived::Timer => (A::Timer(true), Vec::new()),
+        Archived::Engine(e) => (A::Engine(e.clone()), Vec::new()),
     };
     pb::ArchivedStep {
         now_ms,
@@ -337,6 +403,7 @@ pub fn input_of(
         }
         A::Participate(p) => Input::Participate(participation_of(p)?),
         A::Timer(_) => Input::Timer,
+        A::Engine(e) => Input::Engine(engine_of(e)?),
     }))
 }
 
@@ -348,6 +415,10 @@ fn start_of(s: &pb::ArchivedStart) -> Result<Start, BadArchive> {
     )
     .map_err(|e| bad(e.to_string()))?;
     let task = Task {
+        engine: s.engine.as_ref().map(|e| EngineRef {
+            program: e.program.clone(),
+            version: e.version,
+        }),
         name: s.task_name.clone(),
         vector_len: s.vector_len,
         ring: ring_of_pb(s.ring).ok_or_else(|| bad(format!("unknown ring {}", s.ring)))?,

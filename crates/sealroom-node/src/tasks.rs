@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sealroom_core::{QuantSpec, RingKind};
+use sealroom_mpc::program::{Program, ProgramBuilder};
 use sealroom_protocol::coordinator::{RoundSummary, Task};
+use sealroom_protocol::descriptor::EngineRef;
 use sealroom_protocol::evidence::FederationKeys;
 use sealroom_protocol::machine::SitOut;
 use sealroom_protocol::{PartyId, VerifiedDescriptor, pb};
@@ -14,6 +16,73 @@ use sealroom_protocol::{PartyId, VerifiedDescriptor, pb};
 /// The built-in synthetic task: deterministic public test vectors, for
 /// benchmarks and end-to-end tests (never private data).
 pub const SYNTHETIC: &str = "synthetic";
+
+/// The built-in synthetic engine task: the element-wise maximum of the
+/// clients' synthetic vectors, computed by the MPC engine (an engine round
+/// end to end, for tests and benchmarks; never private data).
+pub const SYNTHETIC_MAX: &str = "synthetic-max";
+
+/// The engine program of [`SYNTHETIC_MAX`]: a tournament of secure
+/// comparisons across the clients, vectorised over the elements.
+#[derive(Clone, Copy, Debug)]
+pub struct SyntheticMax;
+
+impl SyntheticMax {
+    /// The task's quantization: 16 signed bits over ±100.
+    pub fn spec() -> QuantSpec {
+        QuantSpec::for_bits(16, 100.0).expect("16 bits over ±100 is a valid spec")
+    }
+}
+
+impl EngineProgram for SyntheticMax {
+    fn name(&self) -> &str {
+        SYNTHETIC_MAX
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        _keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String> {
+        let ring_bits = match descriptor.encoding().ring() {
+            RingKind::Z2_32 => 32,
+            RingKind::Z2_64 => 64,
+            RingKind::Fp61 => return Err("engine rounds run over Z_2^32 or Z_2^64".into()),
+        };
+        let len = descriptor.vector_len();
+        let max_abs = descriptor.encoding().spec().max_abs();
+        // Signed values within ±max_abs compare exactly with k bits.
+        let k = 65 - max_abs.leading_zeros();
+        let mut p = ProgramBuilder::new(SYNTHETIC_MAX, self.version());
+        let x = p.client_inputs(clients, len, ring_bits);
+        let mut parts: Vec<_> = (0..clients).map(|c| p.slice(x, c * len, len)).collect();
+        while parts.len() > 1 {
+            let mut next = Vec::with_capacity(parts.len().div_ceil(2));
+            for pair in parts.chunks(2) {
+                match *pair {
+                    [a, b] => {
+                        let s = p.lt(a, b, k);
+                        let d = p.sub(b, a);
+                        let m = p.mul(s, d);
+                        next.push(p.add(a, m));
+                    }
+                    [a] => next.push(a),
+                    _ => {}
+                }
+            }
+            parts = next;
+        }
+        if let Some(&max) = parts.first() {
+            p.output(max);
+        }
+        p.build().map_err(|e| e.to_string())
+    }
+}
 
 /// What a task's parameters make of a round.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,6 +122,32 @@ pub struct TaskDef {
     /// (the coordinator runs it itself; an admin cannot ask for a later
     /// phase directly).
     pub followup: Option<Arc<dyn Followup>>,
+    /// For a task whose rounds run an MPC engine program instead of a sum:
+    /// the program's name (registered with
+    /// [`TaskCatalog::register_program`]).
+    pub engine: Option<String>,
+}
+
+/// An MPC engine program as helpers build it for an engine round
+/// (`docs/mpc.md`, "Engine rounds"). Every helper builds the same program
+/// from the same signed descriptor and inclusion-set size; its hash goes
+/// into each helper's signed answer, and the coordinator releases the
+/// outputs only if all three agree.
+pub trait EngineProgram: Send + Sync {
+    /// The name descriptors use.
+    fn name(&self) -> &str;
+    /// The version descriptors use.
+    fn version(&self) -> u32;
+    /// The program for `descriptor` over `clients` included clients (their
+    /// uploads are the program's client inputs, in increasing client
+    /// index). `keys` lets a program check evidence its parameters carry.
+    /// An error refuses the round at this helper (nothing runs).
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String>;
 }
 
 /// A completed round of a task that runs in phases.
@@ -79,6 +174,8 @@ pub struct NextRound {
     pub clients: Vec<PartyId>,
     /// The round's `min_clients`.
     pub min_clients: usize,
+    /// An engine round: the registered program it runs.
+    pub engine: Option<String>,
 }
 
 /// Decides a task's next phase from the phase that just completed.
@@ -143,10 +240,20 @@ pub struct TaskRequest {
     pub min_clients: usize,
 }
 
-/// The tasks a coordinator can run.
-#[derive(Clone, Debug, Default)]
+/// The tasks a coordinator can run, and the engine programs helpers build.
+#[derive(Clone, Default)]
 pub struct TaskCatalog {
     defs: BTreeMap<String, TaskDef>,
+    programs: BTreeMap<String, Arc<dyn EngineProgram>>,
+}
+
+impl std::fmt::Debug for TaskCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCatalog")
+            .field("tasks", &self.defs.keys().collect::<Vec<_>>())
+            .field("programs", &self.programs.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl TaskCatalog {
@@ -161,8 +268,47 @@ impl TaskCatalog {
             wide: false,
             planner: None,
             followup: None,
+            engine: None,
         });
+        c.register(TaskDef {
+            name: SYNTHETIC_MAX.into(),
+            default_len: 16,
+            fixed_len: false,
+            spec: Some(SyntheticMax::spec()),
+            wide: true,
+            planner: None,
+            followup: None,
+            engine: Some(SYNTHETIC_MAX.into()),
+        });
+        c.register_program(Arc::new(SyntheticMax));
         c
+    }
+
+    /// Adds or replaces an engine program (helpers build engine rounds'
+    /// programs from it; the coordinator names it in descriptors).
+    pub fn register_program(&mut self, program: Arc<dyn EngineProgram>) {
+        self.programs.insert(program.name().to_string(), program);
+    }
+
+    /// The engine program a descriptor names, if this catalog has that
+    /// name at that version.
+    pub fn program(&self, engine: &EngineRef) -> Option<Arc<dyn EngineProgram>> {
+        self.programs
+            .get(&engine.program)
+            .filter(|p| p.version() == engine.version)
+            .cloned()
+    }
+
+    /// The descriptor's reference to a registered program.
+    fn engine_ref(&self, name: &str) -> Result<EngineRef, String> {
+        let p = self
+            .programs
+            .get(name)
+            .ok_or_else(|| format!("engine program {name:?} is not registered"))?;
+        Ok(EngineRef {
+            program: p.name().to_string(),
+            version: p.version(),
+        })
     }
 
     /// Adds or replaces a task.
@@ -221,7 +367,13 @@ impl TaskCatalog {
                 (len, def.spec.unwrap_or(default_spec))
             }
         };
+        let engine = def
+            .engine
+            .as_deref()
+            .map(|p| self.engine_ref(p))
+            .transpose()?;
         Ok(Task {
+            engine,
             name: name.into(),
             vector_len,
             ring: widened(def, ring, n_clients, spec),
@@ -243,7 +395,13 @@ impl TaskCatalog {
             .defs
             .get(name)
             .ok_or_else(|| format!("unknown task {name:?}"))?;
+        let engine = next
+            .engine
+            .as_deref()
+            .map(|p| self.engine_ref(p))
+            .transpose()?;
         Ok(Task {
+            engine,
             name: name.into(),
             vector_len: next.vector_len,
             ring: widened(def, ring, next.clients.len(), next.spec),
@@ -336,7 +494,7 @@ pub fn synthetic_vector(client: &str, round_id: u64, len: usize, clip: f64) -> V
 
 impl InputSource for SyntheticInput {
     fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
-        if descriptor.task_name() != SYNTHETIC {
+        if descriptor.task_name() != SYNTHETIC && descriptor.task_name() != SYNTHETIC_MAX {
             return Err(InputError::new(
                 pb::SitOutReason::UnsupportedTask,
                 descriptor.task_name(),
@@ -485,6 +643,7 @@ mod tests {
         let spec = QuantSpec::new(8, 1.0, 16).expect("valid");
         let mut c = TaskCatalog::with_builtins();
         c.register(TaskDef {
+            engine: None,
             name: "planned".into(),
             default_len: 1,
             fixed_len: true,

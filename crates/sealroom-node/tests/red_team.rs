@@ -22,7 +22,9 @@ use sealroom_node::grpc::pb::helper_service_server::{HelperService, HelperServic
 use sealroom_node::grpc::pb::{AnswerChunk, Empty, UploadChunk, WatchRequest, round_event};
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
-use sealroom_node::tasks::{SYNTHETIC, TaskCatalog, synthetic_inputs, synthetic_vector};
+use sealroom_node::tasks::{
+    SYNTHETIC, SYNTHETIC_MAX, TaskCatalog, synthetic_inputs, synthetic_vector,
+};
 use sealroom_node::{pki, tls};
 use sealroom_protocol::ids::contexts;
 use sealroom_protocol::{Digest, PartyId, pb};
@@ -129,6 +131,7 @@ async fn raw_upload(
 
 fn junk_upload(descriptor_hash: Vec<u8>, round_id: u64) -> Vec<u8> {
     pb::Upload {
+        sketch: Default::default(),
         descriptor_hash,
         round_id,
         client_index: 0,
@@ -482,10 +485,11 @@ async fn a_malicious_helper_cannot_get_a_wrong_threshold_sum_released() {
             })
             .await
     });
-    let skipper = tokio::spawn(skipping_client(
+    let to = [endpoint(&fed, "helper-0"), endpoint(&fed, "helper-1")];
+    let skipper = tokio::spawn(foreign_client(
         config(&fed, "client-3").clone(),
         endpoint(&fed, "coordinator"),
-        vec![endpoint(&fed, "helper-0"), endpoint(&fed, "helper-1")],
+        Arc::new(move |helper: &str, _: &mut pb::Upload| to.iter().any(|e| e == helper)),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcome = tokio::time::timeout(ROUND_DEADLINE, fed.run_round(SYNTHETIC, len as u64))
@@ -627,6 +631,8 @@ impl HelperService for EvilHelper {
             vector.extend_from_slice(&v.to_le_bytes());
         }
         let header = pb::AggregateShareHeader {
+            engine_failure: Default::default(),
+            program_hash: Default::default(),
             descriptor_hash: set.descriptor_hash.clone(),
             round_id,
             helper_index: 0,
@@ -651,9 +657,13 @@ impl HelperService for EvilHelper {
     }
 }
 
+/// What a foreign client does to its upload to the helper at an endpoint
+/// before sending it; `false`: it does not send it.
+type Tamper = Arc<dyn Fn(&str, &mut pb::Upload) -> bool + Send + Sync>;
+
 /// A foreign client that takes part in every round with its synthetic
-/// input but sends its shares only to the helpers at `helpers` (endpoints).
-async fn skipping_client(config: NodeConfig, coordinator: String, helpers: Vec<String>) {
+/// input, passing each upload through `tamper` first.
+async fn foreign_client(config: NodeConfig, coordinator: String, tamper: Tamper) {
     let directory = sealroom_node::directory::Directory::new(&config.federation).expect("dir");
     let mut client = sealroom_protocol::client::Client::new(
         sealroom_protocol::client::ClientConfig {
@@ -717,15 +727,98 @@ async fn skipping_client(config: NodeConfig, coordinator: String, helpers: Vec<S
                 ..
             } = action
                 && let Some(e) = endpoints.get(&to)
-                && helpers.contains(e)
+                && let Ok(mut upload) = pb::Upload::decode(bytes.expose())
+                && tamper(e, &mut upload)
             {
                 let channel = tls::channel_unpinned(&config.tls, e).expect("channel");
                 let mut h = HelperServiceClient::new(channel);
                 let chunks = vec![UploadChunk {
-                    data: bytes.expose().to_vec(),
+                    data: upload.encode_to_vec(),
                 }];
                 let _ = h.upload(Request::new(tokio_stream::iter(chunks))).await;
             }
         }
     }
+}
+
+/// Engine rounds (issue #14): a client whose sketch shares do not match its
+/// input (here: one helper's τ share changed in flight by the client itself)
+/// fails the helpers' sketch check; the round releases nothing and the
+/// abort names that client, blaming no helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_wrong_sketch_gets_the_engine_round_aborted_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut fed, _events) = federation(dir.path(), options(3, 4, None)).await;
+    fed.stop_client(3).await;
+    let victim = endpoint(&fed, "helper-1");
+    let liar = tokio::spawn(foreign_client(
+        config(&fed, "client-3").clone(),
+        endpoint(&fed, "coordinator"),
+        Arc::new(move |helper: &str, upload: &mut pb::Upload| {
+            if helper == victim && upload.sketch.len() == 32 {
+                upload.sketch[16] ^= 1;
+            }
+            true
+        }),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outcome = tokio::time::timeout(ROUND_DEADLINE, fed.run_round(SYNTHETIC_MAX, 4))
+        .await
+        .expect("in time")
+        .expect("runs");
+    assert_eq!(outcome.status, "aborted", "{}", outcome.detail);
+    assert_eq!(outcome.reason, "engine_failed", "{}", outcome.detail);
+    assert!(outcome.outputs.is_empty() && outcome.values.is_empty());
+    assert!(
+        outcome.detail.contains("clients_excluded") && outcome.detail.contains("[3]"),
+        "the abort names client 3: {}",
+        outcome.detail
+    );
+    liar.abort();
+    fed.shutdown().await;
+}
+
+/// Engine rounds answer one inclusion set, ever: a coordinator that asks
+/// the helpers to run the program again over the same round's clients
+/// minus one (which would reveal, by differencing, something about that
+/// client) is refused by every helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_cannot_get_an_engine_round_recomputed_without_one_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fed, _events) = federation(dir.path(), options(3, 4, None)).await;
+    let outcome = tokio::time::timeout(ROUND_DEADLINE, fed.run_round(SYNTHETIC_MAX, 4))
+        .await
+        .expect("in time")
+        .expect("runs");
+    assert_eq!(outcome.status, "completed", "{}", outcome.detail);
+    let record = outcome.record.expect("signed result");
+    let result = pb::RoundResult::decode(record.body.as_slice()).expect("result decodes");
+    let mut fewer = result.included_clients.clone();
+    fewer.pop();
+    let coordinator = config(&fed, "coordinator");
+    let key = coordinator
+        .signing_key
+        .as_ref()
+        .expect("the coordinator signs");
+    let set = key.sign(&pb::InclusionSet {
+        descriptor_hash: result.descriptor_hash.clone(),
+        round_id: result.round_id,
+        clients: fewer,
+        helpers: vec![0, 1, 2],
+    });
+    for helper in ["helper-0", "helper-1", "helper-2"] {
+        let channel =
+            tls::channel_unpinned(&coordinator.tls, &endpoint(&fed, helper)).expect("channel");
+        let refused = HelperServiceClient::new(channel)
+            .inclusion(Request::new(set.clone()))
+            .await
+            .expect_err("a second inclusion set is refused");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::AlreadyExists,
+            "{helper}: {}",
+            refused.message()
+        );
+    }
+    fed.shutdown().await;
 }

@@ -217,6 +217,7 @@ impl Federation {
     /// that is what lets the reconstruction bench replay a round per iteration.
     fn start_round(&self) -> (Coordinator, pb::SignedEnvelope) {
         let task = Task {
+            engine: None,
             name: "bench".into(),
             vector_len: LEN as u64,
             ring: self.shape.ring(),

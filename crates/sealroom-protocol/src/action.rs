@@ -284,4 +284,43 @@ pub enum Action {
     /// Client: compute this client's input for the verified descriptor and
     /// hand it back as [`crate::machine::Input::Participate`].
     Compute(Box<VerifiedDescriptor>),
+    /// Helper: run the engine round's program with the other two helpers
+    /// over these uploads and hand the result back as
+    /// [`crate::machine::Input::Engine`].
+    Engine(Box<EngineJob>),
+}
+
+/// An engine round's computation, as a helper's runtime runs it.
+#[derive(Clone, Debug)]
+pub struct EngineJob {
+    /// The round's verified descriptor (program, parameters, vector length).
+    pub descriptor: VerifiedDescriptor,
+    /// Hash of the signed inclusion set the computation answers (with the
+    /// descriptor's hash, it names the engine session).
+    pub inclusion_hash: Digest,
+    /// The included clients' uploads, in increasing client index.
+    pub uploads: Vec<EngineUpload>,
+}
+
+/// One included client's upload to this helper, for the engine.
+#[derive(Clone)]
+pub struct EngineUpload {
+    /// Client index in the round.
+    pub client_index: u32,
+    /// The share: a 32-byte seed, or the packed little-endian correction vector.
+    pub share: SecretBytes,
+    /// Whether `share` is a seed.
+    pub seed: bool,
+    /// This helper's sketch shares (κ_i ‖ τ_i, 32 bytes).
+    pub sketch: SecretBytes,
+}
+
+impl std::fmt::Debug for EngineUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EngineUpload(client={}, seed={}, <redacted>)",
+            self.client_index, self.seed
+        )
+    }
 }

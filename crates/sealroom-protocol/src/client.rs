@@ -336,10 +336,18 @@ fn share_input(
         })
         .collect(),
     };
+    // An engine round: each helper also gets its shares of the integrity
+    // sketch over the same signed values (sealroom_mpc::client), drawn after
+    // the shares so a sum round's randomness use is unchanged.
+    let mut sketches: Vec<zeroize::Zeroizing<[u8; 32]>> = match descriptor.engine() {
+        Some(_) => sealroom_mpc::client::sketch_upload(&quantized.values, &mut rng).into(),
+        None => Vec::new(),
+    };
     let mut actions = Vec::with_capacity(helpers);
     let mut upload_digests = Vec::with_capacity(helpers);
-    for (helper, share) in descriptor.helpers().iter().zip(shares) {
+    for (h, (helper, share)) in descriptor.helpers().iter().zip(shares).enumerate() {
         let upload = pb::Upload {
+            sketch: sketches.get(h).map(|s| s.to_vec()).unwrap_or_default(),
             descriptor_hash: context.to_vec(),
             round_id: round,
             client_index: index,
@@ -357,6 +365,7 @@ fn share_input(
             message: Message::Upload(bytes),
         });
     }
+    sketches.clear();
     let helper_keys = descriptor
         .helpers()
         .iter()
@@ -382,6 +391,7 @@ pub(crate) fn zeroize_upload(mut upload: pb::Upload) {
         Some(pb::upload::Share::Seed(b)) | Some(pb::upload::Share::Vector(b)) => b.zeroize(),
         None => {}
     }
+    upload.sketch.zeroize();
 }
 
 /// Holds an embedded input in a type that wipes it when dropped.

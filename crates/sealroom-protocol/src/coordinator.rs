@@ -21,7 +21,7 @@ use sealroom_core::vector;
 use sealroom_core::{Fp, QuantSpec, RingKind, SharingError};
 
 use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
-use crate::descriptor::{DescriptorError, DescriptorParams, Mode, VerifiedDescriptor};
+use crate::descriptor::{DescriptorError, DescriptorParams, EngineRef, Mode, VerifiedDescriptor};
 use crate::envelope::{
     EnvelopeError, MAX_SIGNED_BODY, PartyKeys, SharedSigner, SignerError, SignerExt as _,
     decode_limited,
@@ -80,7 +80,18 @@ pub struct Task {
     /// Raises the round's `min_clients` above the coordinator's default
     /// (a lower value is ignored: the default is a floor).
     pub min_clients: Option<usize>,
+    /// An engine round: the helpers run this program instead of summing
+    /// (additive mode, three helpers).
+    pub engine: Option<EngineRef>,
 }
+
+/// The shortest aggregation window of an engine round: the helpers
+/// preprocess and run the program inside it.
+pub const ENGINE_AGGREGATION_WINDOW_MS: u64 = 120_000;
+
+/// The most outputs an engine round's answer may carry beyond the round's
+/// vector length.
+pub const ENGINE_EXTRA_OUTPUTS: usize = 4096;
 
 /// The coordinator across rounds: owns the round-id counter and the round
 /// under way (one at a time).
@@ -237,8 +248,15 @@ impl Coordinator {
                 .map_or(self.config.min_clients, |m| m.max(self.config.min_clients)),
             issued_at: now,
             upload_window_ms: self.config.upload_window_ms,
-            aggregation_window_ms: self.config.aggregation_window_ms,
+            aggregation_window_ms: if task.engine.is_some() {
+                self.config
+                    .aggregation_window_ms
+                    .max(ENGINE_AGGREGATION_WINDOW_MS)
+            } else {
+                self.config.aggregation_window_ms
+            },
             nonce: start.nonce,
+            engine: task.engine,
         }
         .sign(self.config.signer.as_ref())
         .map_err(|e| refuse(e.into()))?;
@@ -311,7 +329,11 @@ pub struct RoundSummary {
     /// The exact sum of the included clients' quantized inputs.
     pub sum: Vec<i64>,
     /// The sum dequantized (exact: the headroom check guarantees it).
+    /// Engine rounds: empty (see `outputs`).
     pub values: Vec<f64>,
+    /// Engine rounds: the program's verified outputs, identical in every
+    /// helper's signed answer (empty for a sum).
+    pub outputs: Vec<i128>,
     /// Threshold mode: released from exactly `t` answers, unchecked (only
     /// when the federation's policy allows it).
     pub unverified: bool,
@@ -964,7 +986,11 @@ impl CoordinatorRound {
                 helper: index,
             });
         };
-        let limit = self.descriptor.vector_bytes() + 2048;
+        let limit = if self.descriptor.engine().is_some() {
+            (self.descriptor.vector_len() + ENGINE_EXTRA_OUTPUTS) * 16 + 4096
+        } else {
+            self.descriptor.vector_bytes() + 2048
+        };
         let mut message: pb::AggregateShare =
             decode_limited(bytes.expose(), limit).map_err(|e| {
                 CoordinatorError::MalformedMessage {
@@ -1008,6 +1034,37 @@ impl CoordinatorRound {
             });
         }
         let len = self.descriptor.vector_len();
+        if self.descriptor.engine().is_some() {
+            let malformed = |reason: String| CoordinatorError::MalformedMessage {
+                round,
+                helper: index,
+                reason,
+            };
+            let max = len.saturating_add(ENGINE_EXTRA_OUTPUTS);
+            if !vector.len().is_multiple_of(16) || vector.len() / 16 > max {
+                return Err(malformed(format!(
+                    "engine outputs of {} bytes (whole i128 values, at most {max})",
+                    vector.len()
+                )));
+            }
+            if header.program_hash.len() != 32 {
+                return Err(malformed(
+                    "engine answer without a 32-byte program hash".into(),
+                ));
+            }
+            if header.engine_failure.is_some() && !vector.is_empty() {
+                return Err(malformed(
+                    "engine answer with both outputs and a failure".into(),
+                ));
+            }
+            return Ok((
+                index,
+                Answer {
+                    header: header_env,
+                    vector,
+                },
+            ));
+        }
         let valid = match self.descriptor.encoding().ring() {
             RingKind::Z2_32 => vector::check_le::<u32>(vector.expose(), len),
             RingKind::Z2_64 => vector::check_le::<u64>(vector.expose(), len),
@@ -1064,6 +1121,9 @@ impl CoordinatorRound {
                 t + 1
             );
             return self.abort(AbortReason::Unverifiable, detail, missing, Vec::new(), size);
+        }
+        if self.descriptor.engine().is_some() {
+            return self.finish_engine(missing, size);
         }
         let vectors: BTreeMap<usize, &[u8]> = answers
             .iter()
@@ -1124,7 +1184,139 @@ impl CoordinatorRound {
             answering_helpers: answering,
             sum,
             values,
+            outputs: Vec::new(),
             unverified,
+            sat_out: self.sit_out_counts(),
+            descriptor: self.descriptor.envelope().clone(),
+            inclusion_set: inclusion.envelope.clone(),
+            answers: answers
+                .iter()
+                .map(|(&helper, a)| AnswerEvidence {
+                    helper: helper as u32,
+                    header: a.header.clone(),
+                    vector: a.vector.clone(),
+                })
+                .collect(),
+        }));
+        let actions = self.publish(Message::Result(Arc::new(envelope)));
+        Ok(RoundStep::Finish(
+            Box::new(outcome),
+            Step::new(Some(round_id), actions),
+        ))
+    }
+
+    /// An engine round with every helper's answer in hand: releases the
+    /// outputs only if all three signed the same program and the same
+    /// outputs and none reports a failure; otherwise aborts with the signed
+    /// answer headers as evidence.
+    fn finish_engine(self, missing: Vec<u32>, size: u32) -> RoundResult {
+        let Phase::Answering {
+            inclusion, answers, ..
+        } = &self.phase
+        else {
+            return self.decide();
+        };
+        let mut headers = BTreeMap::new();
+        for (&j, a) in answers {
+            match decode_limited::<pb::AggregateShareHeader>(&a.header.body, MAX_SIGNED_BODY) {
+                Ok(h) => headers.insert(j as u32, h),
+                Err(e) => {
+                    let detail = format!("helper {j}'s engine answer header: {e}");
+                    return self.abort(
+                        AbortReason::ReconstructionFailed,
+                        detail,
+                        missing,
+                        vec![j as u32],
+                        size,
+                    );
+                }
+            };
+        }
+        let failures: Vec<String> = headers
+            .iter()
+            .filter_map(|(j, h)| {
+                h.engine_failure.as_ref().map(|f| {
+                    let excluded = if f.excluded_clients.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", clients excluded: {:?}", f.excluded_clients)
+                    };
+                    format!("helper {j}: {} ({}{excluded})", f.code, f.detail)
+                })
+            })
+            .collect();
+        if !failures.is_empty() {
+            let detail = format!(
+                "the engine program released nothing: {}",
+                failures.join("; ")
+            );
+            return self.abort(AbortReason::EngineFailed, detail, missing, Vec::new(), size);
+        }
+        // Group the answers by (program hash, outputs): all must agree.
+        let key = |j: &u32| {
+            let a = &answers[&(*j as usize)];
+            (headers[j].program_hash.clone(), a.vector.expose().to_vec())
+        };
+        let helpers: Vec<u32> = headers.keys().copied().collect();
+        let mut groups: Vec<(Vec<u8>, Vec<u8>, Vec<u32>)> = Vec::new();
+        for j in &helpers {
+            let (p, v) = key(j);
+            match groups.iter_mut().find(|g| g.0 == p && g.1 == v) {
+                Some(g) => g.2.push(*j),
+                None => groups.push((p, v, vec![*j])),
+            }
+        }
+        if groups.len() != 1 {
+            // The helpers outside the largest group are the suspects (with
+            // three helpers and one corrupted, the two honest ones agree).
+            groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
+            let suspects: Vec<u32> = groups.iter().skip(1).flat_map(|g| g.2.clone()).collect();
+            let detail = format!(
+                "the helpers' signed engine answers differ ({} distinct program/output pairs; helper(s) {suspects:?} disagree with the others)",
+                groups.len()
+            );
+            return self.abort(
+                AbortReason::EngineDisagreement,
+                detail,
+                missing,
+                suspects,
+                size,
+            );
+        }
+        let outputs: Vec<i128> = groups[0]
+            .1
+            .chunks_exact(16)
+            .map(|c| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(c);
+                i128::from_le_bytes(b)
+            })
+            .collect();
+        let answering = helpers;
+        let round_id = self.descriptor.round_id();
+        let result = pb::RoundResult {
+            descriptor_hash: self.descriptor.hash().0.to_vec(),
+            round_id,
+            inclusion_hash: inclusion.hash.0.to_vec(),
+            included_clients: inclusion.clients.clone(),
+            answering_helpers: answering.clone(),
+            sum_digest: outputs_digest(&outputs).0.to_vec(),
+            sum_length: outputs.len() as u64,
+            unverified: false,
+        };
+        let envelope = match self.signer.sign(&result) {
+            Ok(env) => env,
+            Err(e) => return Err((Box::new(self), e.into())),
+        };
+        let outcome = Outcome::Completed(Box::new(RoundSummary {
+            round_id,
+            result: envelope.clone(),
+            included: inclusion.clients.clone(),
+            answering_helpers: answering,
+            sum: Vec::new(),
+            values: Vec::new(),
+            outputs,
+            unverified: false,
             sat_out: self.sit_out_counts(),
             descriptor: self.descriptor.envelope().clone(),
             inclusion_set: inclusion.envelope.clone(),
@@ -1218,6 +1410,16 @@ impl CoordinatorRound {
 pub fn sum_digest(sum: &[i64]) -> Digest {
     let mut hasher = blake3::Hasher::new_derive_key(SUM_DIGEST_CONTEXT);
     for v in sum {
+        hasher.update(&v.to_le_bytes());
+    }
+    Digest(*hasher.finalize().as_bytes())
+}
+
+/// BLAKE3 of an engine round's outputs (packed little-endian i128): what
+/// its result record signs in place of a sum digest.
+pub fn outputs_digest(outputs: &[i128]) -> Digest {
+    let mut hasher = blake3::Hasher::new_derive_key("sealroom 2026-12 engine outputs v1");
+    for v in outputs {
         hasher.update(&v.to_le_bytes());
     }
     Digest(*hasher.finalize().as_bytes())

@@ -128,7 +128,22 @@ pub struct VerifiedDescriptor {
     upload_deadline: Millis,
     aggregation_deadline: Millis,
     signing_key_id: KeyId,
+    engine: Option<EngineRef>,
 }
+
+/// The MPC engine program an engine round runs (its name and version; the
+/// program itself is a pure function of the descriptor and the inclusion
+/// set's size, and every answer signs its hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineRef {
+    /// Program name (1–64 characters of `a-z`, `0-9`, `-`).
+    pub program: String,
+    /// Program version.
+    pub version: u32,
+}
+
+/// The longest engine program name a descriptor may carry.
+pub const MAX_PROGRAM_NAME: usize = 64;
 
 /// What a coordinator fills in to issue a descriptor.
 #[derive(Clone, Debug)]
@@ -165,6 +180,9 @@ pub struct DescriptorParams {
     pub aggregation_window_ms: u64,
     /// 32 fresh random bytes.
     pub nonce: [u8; 32],
+    /// An engine round's program (additive mode, three helpers); `None` for
+    /// a sum.
+    pub engine: Option<EngineRef>,
 }
 
 impl DescriptorParams {
@@ -201,6 +219,10 @@ impl DescriptorParams {
             aggregation_window_ms: self.aggregation_window_ms,
             nonce: self.nonce.to_vec(),
             signing_key_id: key.verifying_key().key_id().0.to_vec(),
+            engine: self.engine.map(|e| pb::EngineBinding {
+                program: e.program,
+                version: e.version,
+            }),
         };
         let envelope = key.sign(&descriptor)?;
         let trust = DescriptorTrust::single(self.federation_id, key.verifying_key());
@@ -427,6 +449,40 @@ impl VerifiedDescriptor {
         }
         let encoding = sealroom_core::fits(ring, clients.len() as u64, spec)
             .map_err(|source| DescriptorError::Quantization { round, source })?;
+        let engine = match &d.engine {
+            None => None,
+            Some(b) => {
+                let name_ok = !b.program.is_empty()
+                    && b.program.len() <= MAX_PROGRAM_NAME
+                    && b.program
+                        .bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+                if !name_ok {
+                    return Err(invalid(
+                        "engine",
+                        format!(
+                            "program name must be 1-{MAX_PROGRAM_NAME} characters of a-z, 0-9 and -"
+                        ),
+                    ));
+                }
+                if !matches!(mode, Mode::Additive) || helpers.len() != 3 {
+                    return Err(invalid(
+                        "engine",
+                        "an engine round needs additive mode and exactly three helpers".into(),
+                    ));
+                }
+                if matches!(ring, RingKind::Fp61) {
+                    return Err(invalid(
+                        "engine",
+                        "an engine round's uploads are over Z_2^32 or Z_2^64".into(),
+                    ));
+                }
+                Some(EngineRef {
+                    program: b.program.clone(),
+                    version: b.version,
+                })
+            }
+        };
 
         let issued_at = Millis(d.issued_at_ms);
         let upload_deadline = issued_at.plus(d.upload_window_ms);
@@ -447,8 +503,14 @@ impl VerifiedDescriptor {
             upload_deadline,
             aggregation_deadline: upload_deadline.plus(d.aggregation_window_ms),
             signing_key_id,
+            engine,
             envelope: verified.envelope().clone(),
         })
+    }
+
+    /// The engine program this round runs instead of a sum, if any.
+    pub fn engine(&self) -> Option<&EngineRef> {
+        self.engine.as_ref()
     }
 
     /// The signed envelope, to forward or log.

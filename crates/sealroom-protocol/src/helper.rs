@@ -26,12 +26,15 @@ use sealroom_core::vector::{self, DecodeError};
 use sealroom_core::{Fp, Ring, RingKind, Seed, ShareVec, additive, shamir};
 use zeroize::Zeroize as _;
 
-use crate::action::{Action, Message, MessageKind, Persist, SecretBytes};
+use crate::action::{Action, EngineJob, EngineUpload, Message, MessageKind, Persist, SecretBytes};
 use crate::client::zeroize_upload;
 use crate::descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescriptor};
 use crate::envelope::{EnvelopeError, SharedSigner, SignerError, SignerExt as _, decode_limited};
 use crate::ids::{Digest, Millis, PartyId, contexts};
-use crate::machine::{Artifact, Inbound, Input, Machine, Refusal, RefusalCode, Step, not_for};
+use crate::machine::{
+    Artifact, EngineOutcome, EngineResult, Inbound, Input, Machine, Refusal, RefusalCode, Step,
+    not_for,
+};
 use crate::pb;
 
 /// Bytes of an upload beyond its share vector (hash, ids, framing).
@@ -85,7 +88,21 @@ struct HelperRound {
     descriptor: VerifiedDescriptor,
     index: usize,
     shares: BTreeMap<u32, StoredShare>,
+    /// Engine rounds: each client's sketch shares (κ_i ‖ τ_i).
+    sketches: BTreeMap<u32, SecretBytes>,
     phase: Phase,
+    /// Engine rounds: the program is running (an inclusion set repeated
+    /// meanwhile is told to retry), or its signed answer (sent again, byte
+    /// for byte, for the same set).
+    engine: EngineState,
+}
+
+#[derive(Debug, Default)]
+enum EngineState {
+    #[default]
+    Idle,
+    Running,
+    Answered(SecretBytes),
 }
 
 /// Where a round stands for this helper.
@@ -114,6 +131,7 @@ impl Machine for Helper {
                 Inbound::InclusionSet(env) => self.on_inclusion_set(from, &env),
                 other => Err(not_for("helper", &Input::Inbound { from, msg: other })),
             },
+            Input::Engine(result) => self.on_engine(result),
             Input::Timer => self.on_timer(now),
             other => Err(not_for("helper", &other)),
         }
@@ -180,8 +198,12 @@ impl Helper {
                     .ok_or(HelperError::MalformedUpload {
                         reason: "client index out of range".into(),
                     })?;
-                let (client, share) = round.check(from, &upload)?;
+                let (client, share, sketch) = round.check(from, &upload)?;
+                zeroize_upload(upload);
                 round.shares.insert(client, share);
+                if let Some(sketch) = sketch {
+                    round.sketches.insert(client, sketch);
+                }
             }
             round.phase = match (persisted.answered, persisted.report) {
                 (Some(hash), _) => Phase::Answered(hash),
@@ -294,7 +316,9 @@ impl Helper {
             descriptor,
             index,
             shares: BTreeMap::new(),
+            sketches: BTreeMap::new(),
             phase: Phase::Collecting,
+            engine: EngineState::Idle,
         }
     }
 
@@ -392,7 +416,7 @@ impl Helper {
         let round_id = round.descriptor.round_id();
         let outcome = round.accept(now, from, &upload);
         zeroize_upload(upload);
-        let (client_index, share) = outcome.map_err(|e| refuse(Some(round_id), e))?;
+        let (client_index, share, sketch) = outcome.map_err(|e| refuse(Some(round_id), e))?;
         let receipt = pb::Receipt {
             descriptor_hash: hash.0.to_vec(),
             round_id,
@@ -417,6 +441,9 @@ impl Helper {
         };
         // Every check passed and every signature is made: now the state changes.
         round.shares.insert(client_index, share);
+        if let Some(sketch) = sketch {
+            round.sketches.insert(client_index, sketch);
+        }
         let mut actions = vec![
             Action::Persist(Persist::HelperUpload {
                 round_id,
@@ -498,6 +525,9 @@ impl Helper {
         let set = verified.message();
         let inclusion_hash = verified.body_digest(contexts::INCLUSION);
         let repeat = round.check_inclusion(set, inclusion_hash).map_err(fail)?;
+        if round.descriptor.engine().is_some() {
+            return round.engine_job(envelope, set, inclusion_hash, repeat, &self.config);
+        }
 
         let vector = round.aggregate(&set.clients).map_err(fail)?;
         let header = pb::AggregateShareHeader {
@@ -506,6 +536,7 @@ impl Helper {
             helper_index: round.index as u32,
             inclusion_hash: inclusion_hash.0.to_vec(),
             vector_digest: Digest::of(contexts::AGGREGATE, vector.expose()).0.to_vec(),
+            ..Default::default()
         };
         let header = self
             .config
@@ -545,6 +576,176 @@ impl Helper {
                         inclusion_hash,
                     }),
                     answer,
+                ],
+            )
+        })
+    }
+}
+
+impl Helper {
+    /// The engine program's result for a round this helper is computing:
+    /// signs the answer (program hash, outputs or failure) for the
+    /// coordinator and keeps it to send again for the same set.
+    fn on_engine(&mut self, result: EngineResult) -> Result<Step, Refusal> {
+        let round_id = result.round;
+        let Some(round) = self.rounds.get_mut(&round_id) else {
+            return Err(refuse(None, HelperError::UnknownRound));
+        };
+        let fail = |e: HelperError| refuse(Some(round_id), e);
+        let (Phase::Answered(inclusion_hash), EngineState::Running) = (&round.phase, &round.engine)
+        else {
+            return Err(fail(HelperError::NoEngineComputation { round: round_id }));
+        };
+        let inclusion_hash = *inclusion_hash;
+        let (vector, failure) = match result.outcome {
+            EngineOutcome::Outputs(outputs) => {
+                let mut packed = Vec::with_capacity(outputs.len() * 16);
+                for v in &outputs {
+                    packed.extend_from_slice(&v.to_le_bytes());
+                }
+                (packed, None)
+            }
+            EngineOutcome::Failed {
+                code,
+                detail,
+                excluded,
+            } => (
+                Vec::new(),
+                Some(pb::EngineFailure {
+                    code,
+                    detail,
+                    excluded_clients: excluded,
+                }),
+            ),
+        };
+        let header = pb::AggregateShareHeader {
+            descriptor_hash: round.descriptor.hash().0.to_vec(),
+            round_id,
+            helper_index: round.index as u32,
+            inclusion_hash: inclusion_hash.0.to_vec(),
+            vector_digest: Digest::of(contexts::AGGREGATE, &vector).0.to_vec(),
+            program_hash: result.program_hash.to_vec(),
+            engine_failure: failure,
+        };
+        let header = self
+            .config
+            .signer
+            .sign(&header)
+            .map_err(|e| fail(e.into()))?;
+        let encoded = SecretBytes::new(
+            pb::AggregateShare {
+                header: Some(header),
+                vector,
+            }
+            .encode_to_vec(),
+        );
+        round.engine = EngineState::Answered(encoded.clone());
+        Ok(Step {
+            ends_round: true,
+            ..Step::new(
+                Some(round_id),
+                vec![Action::Send {
+                    to: self.config.coordinator,
+                    round: round_id,
+                    message: Message::AggregateShare(encoded),
+                }],
+            )
+        })
+    }
+}
+
+impl HelperRound {
+    /// An engine round's inclusion set: records it as this round's one
+    /// answer (before anything runs: the program's outputs are known to
+    /// the helpers when it ends), then asks the runtime to run the program
+    /// over exactly those clients' uploads. The same set again gets the
+    /// signed answer again, or (after a restart, when none was kept) runs
+    /// the program again over the same inputs, which reveals nothing new.
+    fn engine_job(
+        &mut self,
+        envelope: &pb::SignedEnvelope,
+        set: &pb::InclusionSet,
+        inclusion_hash: Digest,
+        repeat: bool,
+        config: &HelperConfig,
+    ) -> Result<Step, Refusal> {
+        let round_id = self.descriptor.round_id();
+        match &self.engine {
+            EngineState::Answered(answer) => {
+                return Ok(Step::new(
+                    Some(round_id),
+                    vec![Action::Send {
+                        to: config.coordinator,
+                        round: round_id,
+                        message: Message::AggregateShare(answer.clone()),
+                    }],
+                ));
+            }
+            EngineState::Running => {
+                return Err(refuse(
+                    Some(round_id),
+                    HelperError::EngineRunning { round: round_id },
+                ));
+            }
+            EngineState::Idle => {}
+        }
+        let mut uploads = Vec::with_capacity(set.clients.len());
+        for &client in &set.clients {
+            let (share, seed) = match self.shares.get(&client) {
+                Some(StoredShare::Seed(seed)) => {
+                    (SecretBytes::new(seed.expose_bytes().to_vec()), true)
+                }
+                Some(StoredShare::Vector(bytes)) => (bytes.clone(), false),
+                None => {
+                    return Err(refuse(
+                        Some(round_id),
+                        HelperError::UnreceivedClient {
+                            round: round_id,
+                            client,
+                        },
+                    ));
+                }
+            };
+            let sketch = self.sketches.get(&client).cloned().ok_or_else(|| {
+                refuse(
+                    Some(round_id),
+                    HelperError::UnreceivedClient {
+                        round: round_id,
+                        client,
+                    },
+                )
+            })?;
+            uploads.push(EngineUpload {
+                client_index: client,
+                share,
+                seed,
+                sketch,
+            });
+        }
+        self.engine = EngineState::Running;
+        let job = Action::Engine(Box::new(EngineJob {
+            descriptor: self.descriptor.clone(),
+            inclusion_hash,
+            uploads,
+        }));
+        if repeat {
+            return Ok(Step::new(Some(round_id), vec![job]));
+        }
+        self.phase = Phase::Answered(inclusion_hash);
+        Ok(Step {
+            accepted: vec![Artifact {
+                kind: MessageKind::InclusionSet,
+                round: round_id,
+                envelope: envelope.clone(),
+            }],
+            ..Step::new(
+                Some(round_id),
+                vec![
+                    Action::Persist(Persist::HelperAnswer {
+                        round_id,
+                        inclusion_hash,
+                    }),
+                    job,
                 ],
             )
         })
@@ -592,7 +793,7 @@ impl HelperRound {
         now: Millis,
         from: PartyId,
         upload: &pb::Upload,
-    ) -> Result<(u32, StoredShare), HelperError> {
+    ) -> Result<(u32, StoredShare, Option<SecretBytes>), HelperError> {
         let round = self.descriptor.round_id();
         if now >= self.descriptor.upload_deadline() || !matches!(self.phase, Phase::Collecting) {
             return Err(HelperError::Late {
@@ -600,14 +801,49 @@ impl HelperRound {
                 client: self.descriptor.client_index(&from),
             });
         }
-        let (client, share) = self.check(from, upload)?;
-        if self.shares.contains_key(&client) {
-            return Err(HelperError::DuplicateUpload { round, client });
+        let checked = self.check(from, upload)?;
+        if self.shares.contains_key(&checked.0) {
+            return Err(HelperError::DuplicateUpload {
+                round,
+                client: checked.0,
+            });
         }
-        Ok((client, share))
+        Ok(checked)
     }
 
-    fn check(&self, from: PartyId, upload: &pb::Upload) -> Result<(u32, StoredShare), HelperError> {
+    /// An engine round's upload carries this helper's sketch shares (exactly
+    /// 32 bytes, both elements canonical); any other round's carries none.
+    fn check_sketch(
+        &self,
+        client: u32,
+        upload: &pb::Upload,
+    ) -> Result<Option<SecretBytes>, HelperError> {
+        let round = self.descriptor.round_id();
+        match (self.descriptor.engine(), upload.sketch.is_empty()) {
+            (None, true) => Ok(None),
+            (None, false) => Err(HelperError::MalformedUpload {
+                reason: format!(
+                    "round {round}, client {client}: a sketch in a round that runs no engine program"
+                ),
+            }),
+            (Some(_), _) => match sealroom_mpc::client::decode_sketch(&upload.sketch) {
+                Some(_) => Ok(Some(SecretBytes::new(upload.sketch.clone()))),
+                None => Err(HelperError::MalformedUpload {
+                    reason: format!(
+                        "round {round}, client {client}: an engine round's upload needs {} bytes of canonical sketch shares, got {}",
+                        sealroom_mpc::client::SKETCH_BYTES,
+                        upload.sketch.len()
+                    ),
+                }),
+            },
+        }
+    }
+
+    fn check(
+        &self,
+        from: PartyId,
+        upload: &pb::Upload,
+    ) -> Result<(u32, StoredShare, Option<SecretBytes>), HelperError> {
         let round = self.descriptor.round_id();
         if upload.round_id != round {
             return Err(HelperError::RoundMismatch { round });
@@ -623,6 +859,7 @@ impl HelperRound {
                 actual: client,
             });
         }
+        let sketch = self.check_sketch(client, upload)?;
         let expects_seed = self.expects_seed(client);
         let share = match (&upload.share, expects_seed) {
             (Some(pb::upload::Share::Seed(seed)), true) => {
@@ -669,7 +906,7 @@ impl HelperRound {
                 });
             }
         };
-        Ok((client, share))
+        Ok((client, share, sketch))
     }
 
     /// The signed report of the clients held (with `plus`, about to be
@@ -812,6 +1049,19 @@ impl HelperRound {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HelperError {
+    /// An engine round's program is still running for this inclusion set:
+    /// ask again later for its answer.
+    #[error("round {round}: the engine computation for this inclusion set is still running; retry")]
+    EngineRunning {
+        /// Round id.
+        round: u64,
+    },
+    /// An engine result for a round that is not computing one.
+    #[error("round {round}: no engine computation is running")]
+    NoEngineComputation {
+        /// Round id.
+        round: u64,
+    },
     /// The descriptor was refused.
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
@@ -996,6 +1246,8 @@ impl HelperError {
             HelperError::NotSelected { .. } => RefusalCode::NotSelected,
             HelperError::AlreadyAnswered { .. } => RefusalCode::AlreadyAnswered,
             HelperError::NotReported { .. } => RefusalCode::NotReported,
+            HelperError::EngineRunning { .. } => RefusalCode::RoundRunning,
+            HelperError::NoEngineComputation { .. } => RefusalCode::Unexpected,
         }
     }
 }

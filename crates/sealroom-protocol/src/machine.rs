@@ -42,6 +42,9 @@ pub enum Input {
     /// Client: its input for a round it was asked to compute
     /// ([`Action::Compute`]), or why it sits the round out.
     Participate(Participation),
+    /// Helper: what the engine program it was asked to run
+    /// ([`crate::action::Action::Engine`]) produced.
+    Engine(EngineResult),
     /// Time passed: a deadline the machine gave ([`Machine::next_deadline`])
     /// is reached.
     Timer,
@@ -54,9 +57,38 @@ impl Input {
             Input::Start(_) => "start",
             Input::Inbound { msg, .. } => msg.kind().as_str(),
             Input::Participate(_) => "participate",
+            Input::Engine(_) => "engine",
             Input::Timer => "timer",
         }
     }
+}
+
+/// What an engine round's program produced at one helper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineResult {
+    /// The round.
+    pub round: u64,
+    /// BLAKE3 of the program run (`Program::hash`).
+    pub program_hash: [u8; 32],
+    /// Its verified outputs, or why there are none.
+    pub outcome: EngineOutcome,
+}
+
+/// The outcome of an engine round's program at one helper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineOutcome {
+    /// Every output, verified by the engine's MAC check (public: the
+    /// round's release).
+    Outputs(Vec<i128>),
+    /// Nothing was released.
+    Failed {
+        /// `clients_excluded`, or the engine's abort code.
+        code: String,
+        /// The engine's account (helper and client indices, never values).
+        detail: String,
+        /// Clients whose sketch check failed (client indices of the round).
+        excluded: Vec<u32>,
+    },
 }
 
 /// A message as the transport received it: a signed envelope (decoded by
@@ -252,6 +284,7 @@ impl Step {
                 Action::Send { round, .. } => *round,
                 Action::Persist(p) => p.round_id(),
                 Action::Compute(d) => d.round_id(),
+                Action::Engine(job) => job.descriptor.round_id(),
             })
             .chain(self.round)
             .collect();

@@ -52,6 +52,7 @@ fn an_abort_at_the_protocols_limits_stays_verifiable() {
             start,
             Input::Start(Start {
                 task: Task {
+                    engine: None,
                     name: "limits".into(),
                     vector_len: 1,
                     ring: RingKind::Z2_64,

@@ -92,6 +92,7 @@ fn issue_task(
     task: Task,
 ) -> Result<VerifiedDescriptor, DescriptorError> {
     DescriptorParams {
+        engine: None,
         federation_id: support::FEDERATION.into(),
         round_id,
         epoch: 0,
@@ -799,6 +800,7 @@ fn overflowing_quantization_is_refused_at_issue() {
     let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
     // 5 clients × 2^31 would overflow Z_2^32.
     let task = Task {
+        engine: None,
         name: "too big".into(),
         vector_len: 4,
         ring: RingKind::Z2_32,
@@ -833,6 +835,7 @@ fn overflowing_quantization_is_refused_at_issue() {
     );
     // min_clients of 1 would release single inputs: refused too.
     let params = DescriptorParams {
+        engine: None,
         federation_id: support::FEDERATION.into(),
         round_id: 10,
         epoch: 0,
@@ -979,4 +982,205 @@ fn descriptor_with_other_helpers_than_the_federation_is_refused() {
         ),
         "{err}"
     );
+}
+
+fn engine_setup() -> Setup {
+    let mut s = setup();
+    s.engine = Some(sealroom_protocol::descriptor::EngineRef {
+        program: "sim-max".into(),
+        version: 1,
+    });
+    s
+}
+
+/// An engine round's upload carries exactly one helper's canonical sketch
+/// shares; a sum round's carries none. Anything else is refused, typed, and
+/// changes nothing (the honest upload is accepted afterwards).
+#[test]
+fn engine_round_uploads_need_a_canonical_sketch_and_sum_rounds_refuse_one() {
+    let mut f = fixture(engine_setup());
+    let id = f.client_id(0);
+    let honest = pb::Upload::decode(f.uploads[0][1].as_slice()).expect("decodes");
+    assert_eq!(
+        honest.sketch.len(),
+        32,
+        "the client attached its sketch shares"
+    );
+    let mut bad = Vec::new();
+    for sketch in [Vec::new(), vec![0u8; 31], vec![0xff; 32], vec![0u8; 33]] {
+        let mut u = honest.clone();
+        u.sketch = sketch;
+        bad.push(u.encode_to_vec());
+    }
+    for bytes in &bad {
+        let err = f.upload(1, START, id, bytes).unwrap_err();
+        assert!(
+            matches!(&err, HelperError::MalformedUpload { reason } if reason.contains("sketch")),
+            "{err}"
+        );
+    }
+    let honest_bytes = f.uploads[0][1].clone();
+    f.upload(1, START, id, &honest_bytes)
+        .expect("the honest upload is still accepted");
+
+    let mut f = fixture(setup());
+    let mut u = pb::Upload::decode(f.uploads[0][1].as_slice()).expect("decodes");
+    assert!(u.sketch.is_empty(), "a sum round's upload has no sketch");
+    u.sketch = vec![0u8; 32];
+    let err = f.upload(1, START, id, &u.encode_to_vec()).unwrap_err();
+    assert!(
+        matches!(&err, HelperError::MalformedUpload { reason } if reason.contains("sketch")),
+        "{err}"
+    );
+}
+
+/// An engine descriptor needs additive mode over Z_2^32/Z_2^64 and exactly
+/// three helpers, and a well-formed program name.
+#[test]
+fn engine_descriptors_are_checked() {
+    let sim = Sim::new(engine_setup(), Network::default(), 3);
+    let ids: Vec<PartyId> = sim.clients.iter().map(|c| c.id).collect();
+    let with = |program: &str, ring: RingKind| {
+        let mut task = sim.task();
+        task.ring = ring;
+        let mut params = DescriptorParams {
+            engine: Some(sealroom_protocol::descriptor::EngineRef {
+                program: program.into(),
+                version: 1,
+            }),
+            federation_id: support::FEDERATION.into(),
+            round_id: 1,
+            epoch: 0,
+            task_name: task.name,
+            task_params: task.params,
+            vector_len: task.vector_len,
+            ring: task.ring,
+            spec: task.spec,
+            threshold: None,
+            clients: ids.clone(),
+            helpers: sim.helpers.iter().map(|h| h.id).collect(),
+            min_clients: sim.setup.min_clients,
+            issued_at: START,
+            upload_window_ms: support::UPLOAD_WINDOW_MS,
+            aggregation_window_ms: support::AGGREGATION_WINDOW_MS,
+            nonce: [9; 32],
+        };
+        if ring == RingKind::Fp61 {
+            params.threshold = Some(2);
+        }
+        params.sign(&sim.coordinator_key)
+    };
+    with("sim-max", RingKind::Z2_64).expect("a valid engine descriptor");
+    for (name, ring) in [
+        ("", RingKind::Z2_64),
+        ("Bad Name", RingKind::Z2_64),
+        (&"x".repeat(65), RingKind::Z2_64),
+        ("sim-max", RingKind::Fp61),
+    ] {
+        let err = with(name, ring).unwrap_err();
+        assert!(
+            matches!(&err, DescriptorError::Invalid { field, .. } if *field == "engine"),
+            "{name:?} {ring:?}: {err}"
+        );
+    }
+}
+
+/// The coordinator releases an engine round's outputs only when all three
+/// helpers signed the same program and outputs: one lying helper aborts
+/// the round naming it; a helper whose engine failed aborts it with the
+/// failure's code; a helper that crashed after recording the set, before
+/// its answer left, does not answer another set.
+#[test]
+fn engine_round_outputs_need_three_identical_signed_answers() {
+    let inputs = |sim: &mut Sim| random_inputs(&mut sim.rng, 5, sim.setup.vector_len, 4.0);
+    let max_of = |sim: &Sim, run: &support::RoundRun, included: &[u32]| {
+        let mut max = vec![i128::MIN; sim.setup.vector_len];
+        for &c in included {
+            let q = sim
+                .setup
+                .spec
+                .quantize(&run.inputs[c as usize])
+                .expect("finite");
+            for (m, &v) in max.iter_mut().zip(&q.values) {
+                *m = (*m).max(i128::from(v));
+            }
+        }
+        max
+    };
+
+    let mut sim = Sim::new(engine_setup(), Network::default(), 11);
+    let x = inputs(&mut sim);
+    let run = sim.run_round(x, &Faults::default());
+    let Outcome::Completed(s) = &run.outcome else {
+        panic!("completes: {:?}", run.outcome)
+    };
+    assert!(s.sum.is_empty() && s.values.is_empty());
+    assert_eq!(s.outputs, max_of(&sim, &run, &s.included));
+    let record = sim
+        .coordinator_key
+        .verifying_key()
+        .verify::<pb::RoundResult>(&s.result)
+        .expect("signed");
+    assert_eq!(
+        record.message().sum_digest,
+        sealroom_protocol::coordinator::outputs_digest(&s.outputs)
+            .0
+            .to_vec()
+    );
+
+    let x = inputs(&mut sim);
+    let run = sim.run_round(
+        x,
+        &Faults {
+            lying_helpers: vec![2],
+            ..Faults::default()
+        },
+    );
+    let Outcome::Aborted(a) = &run.outcome else {
+        panic!("a lying helper aborts the round: {:?}", run.outcome)
+    };
+    assert_eq!(a.reason, pb::AbortReason::EngineDisagreement);
+    assert_eq!(a.suspect_helpers, vec![2]);
+
+    let x = inputs(&mut sim);
+    let run = sim.run_round(
+        x,
+        &Faults {
+            failing_engines: vec![0],
+            ..Faults::default()
+        },
+    );
+    let Outcome::Aborted(a) = &run.outcome else {
+        panic!("a failed engine aborts the round: {:?}", run.outcome)
+    };
+    assert_eq!(a.reason, pb::AbortReason::EngineFailed);
+    assert!(a.detail.contains("helper 0: mac_check"), "{}", a.detail);
+
+    let x = inputs(&mut sim);
+    let run = sim.run_round(
+        x,
+        &Faults {
+            crash_before_answer_send: vec![1],
+            ..Faults::default()
+        },
+    );
+    // As in a sum round, the simulated coordinator does not ask again: the
+    // round aborts; the answer record was persisted before anything ran.
+    assert_eq!(
+        check_outcome(&sim, &run),
+        Some(pb::AbortReason::HelperMissing)
+    );
+    assert!(
+        sim.helpers[1]
+            .disk
+            .rounds
+            .last()
+            .is_some_and(|r| r.answered.is_some())
+    );
+    let x = inputs(&mut sim);
+    let run = sim.run_round(x, &Faults::default());
+    let Outcome::Completed(s) = &run.outcome else {
+        panic!("the next engine round completes: {:?}", run.outcome)
+    };
+    assert_eq!(s.outputs, max_of(&sim, &run, &s.included));
 }

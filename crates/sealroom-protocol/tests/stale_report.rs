@@ -19,6 +19,7 @@ fn start(coordinator: &mut Coordinator, at: Millis, nonce: u8) -> VerifiedDescri
             at,
             Input::Start(Start {
                 task: Task {
+                    engine: None,
                     name: "synthetic".into(),
                     vector_len: 4,
                     ring: RingKind::Z2_64,

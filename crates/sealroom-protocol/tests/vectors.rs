@@ -16,6 +16,7 @@ fn key() -> SigningKey {
 
 fn descriptor() -> VerifiedDescriptor {
     DescriptorParams {
+        engine: None,
         federation_id: "vectors".into(),
         round_id: 7,
         epoch: 1,

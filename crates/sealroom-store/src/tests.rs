@@ -751,6 +751,7 @@ async fn run_real_round(store: &Store) -> RealRun {
         next_round,
     );
     let task = Task {
+        engine: None,
         name: "store-test".into(),
         vector_len: 4,
         ring: RingKind::Z2_64,

@@ -162,7 +162,9 @@ pub fn run_node(args: &NodeArgs) -> Result<()> {
             }
             Role::Helper => {
                 let listener = listener.context("a helper needs `listen`")?;
-                let h = sealroom_node::helper_node::spawn(ctx, listener, shutdown.clone()).await?;
+                let h =
+                    sealroom_node::helper_node::spawn(ctx, listener, catalog(), shutdown.clone())
+                        .await?;
                 tracing::info!(addr = %h.addr, "helper serving");
                 h.join
             }

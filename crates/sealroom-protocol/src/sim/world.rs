@@ -217,6 +217,7 @@ impl<'a> World<'a> {
             Some(_) => RingKind::Fp61,
         });
         Task {
+            engine: None,
             name: "sim".into(),
             vector_len: self.config.vector_len as u64,
             ring,

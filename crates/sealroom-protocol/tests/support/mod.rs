@@ -16,12 +16,14 @@ use rand::{Rng as _, RngExt as _, SeedableRng};
 use sealroom_core::{QuantSpec, RingKind, Seed};
 use std::sync::Arc;
 
-use sealroom_protocol::action::{Action, Message, Persist, SecretBytes};
+use sealroom_protocol::action::{Action, EngineJob, Message, Persist, SecretBytes};
 use sealroom_protocol::client::{Client, ClientConfig};
 use sealroom_protocol::coordinator::{Coordinator, CoordinatorConfig, Outcome, Task};
-use sealroom_protocol::descriptor::DescriptorTrust;
+use sealroom_protocol::descriptor::{DescriptorTrust, EngineRef};
 use sealroom_protocol::helper::{Helper, HelperConfig, HelperState, PersistedRound};
-use sealroom_protocol::machine::{ClientInput, Inbound, Input, Participation, Start, Step};
+use sealroom_protocol::machine::{
+    ClientInput, EngineOutcome, EngineResult, Inbound, Input, Participation, Start, Step,
+};
 use sealroom_protocol::{Machine, Millis, PartyId, SigningKey, pb};
 
 pub const FEDERATION: &str = "sim-federation";
@@ -52,6 +54,9 @@ pub struct Setup {
     pub spec: QuantSpec,
     /// Threshold mode: release from exactly `t` answers, marked unverified.
     pub allow_unverified: bool,
+    /// Engine rounds: the program the descriptor names (the simulation's
+    /// helpers compute its stand-in, the element-wise maximum, in the clear).
+    pub engine: Option<EngineRef>,
 }
 
 impl Setup {
@@ -65,6 +70,7 @@ impl Setup {
             ring: RingKind::Z2_64,
             spec: QuantSpec::new(16, 8.0, 24).expect("valid spec"),
             allow_unverified: false,
+            engine: None,
         }
     }
 
@@ -91,7 +97,10 @@ pub struct Faults {
     /// the answer record, before the answer leaves; restarted later.
     pub crash_before_answer_send: Vec<usize>,
     /// Helpers whose answer is replaced by a wrong one (signed by them).
+    /// Engine rounds: whose engine result is off by one in its first output.
     pub lying_helpers: Vec<usize>,
+    /// Engine rounds: helpers whose engine reports a failed MAC check.
+    pub failing_engines: Vec<usize>,
 }
 
 pub struct HelperNode {
@@ -313,6 +322,7 @@ impl Sim {
 
     pub fn task(&self) -> Task {
         Task {
+            engine: self.setup.engine.clone(),
             name: "sim".into(),
             vector_len: self.setup.vector_len as u64,
             ring: self.setup.ring,
@@ -481,6 +491,48 @@ impl Sim {
         }
     }
 
+    /// What an engine round's program would release, computed in the clear
+    /// from the inputs (the sans-IO state machines never see the engine:
+    /// this stands in for `sealroom-node`'s engine run).
+    fn engine_stand_in(
+        &self,
+        job: &EngineJob,
+        inputs: &[Vec<f64>],
+        faults: &Faults,
+        h: usize,
+    ) -> EngineResult {
+        let round = job.descriptor.round_id();
+        if faults.failing_engines.contains(&h) {
+            return EngineResult {
+                round,
+                program_hash: [7; 32],
+                outcome: EngineOutcome::Failed {
+                    code: "mac_check".into(),
+                    detail: "the batched MAC check failed".into(),
+                    excluded: Vec::new(),
+                },
+            };
+        }
+        let spec = self.setup.spec;
+        let mut max = vec![i128::MIN; self.setup.vector_len];
+        for u in &job.uploads {
+            let q = spec
+                .quantize(&inputs[u.client_index as usize])
+                .expect("finite inputs");
+            for (m, &v) in max.iter_mut().zip(&q.values) {
+                *m = (*m).max(i128::from(v));
+            }
+        }
+        if faults.lying_helpers.contains(&h) {
+            max[0] += 1;
+        }
+        EngineResult {
+            round,
+            program_hash: [7; 32],
+            outcome: EngineOutcome::Outputs(max),
+        }
+    }
+
     /// Restarts helper `h` from what it persisted.
     pub fn restart_helper(&mut self, h: usize) {
         let node = &mut self.helpers[h];
@@ -541,7 +593,25 @@ impl Sim {
                             restart_at.push((now.plus(1), h));
                             return;
                         }
-                        if faults.lying_helpers.contains(&h) {
+                        if let Some(job) = actions.iter().find_map(|a| match a {
+                            Action::Engine(job) => Some(job.clone()),
+                            _ => None,
+                        }) {
+                            // The engine's stand-in: persist first (the
+                            // contract), then hand the helper its result.
+                            self.run_actions(id, actions);
+                            let result = self.engine_stand_in(&job, inputs, faults, h);
+                            let Some(helper) = self.helpers[h].helper.as_mut() else {
+                                return;
+                            };
+                            actions = match helper.handle(now, Input::Engine(result)) {
+                                Ok(step) => step.actions,
+                                Err(e) => {
+                                    self.refusals.push(format!("helper {h}: {e}"));
+                                    return;
+                                }
+                            };
+                        } else if faults.lying_helpers.contains(&h) {
                             let key = self.helpers[h].key.clone();
                             actions = actions.into_iter().map(|a| lie(a, &key)).collect();
                         }
