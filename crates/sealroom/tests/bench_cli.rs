@@ -189,6 +189,12 @@ fn quick_engine_bench_writes_every_figure_and_verdict() {
             "{f}"
         );
     }
+    // An engine round end to end beside a sum round of the same shape.
+    let round = &report["engine_round"];
+    for key in ["engine_ms", "sum_ms"] {
+        assert!(round[key].as_f64().is_some_and(|v| v > 0.0), "{round}");
+    }
+    assert!(stdout.contains("engine round ("), "{stdout}");
     let verdicts = report["verdicts"].as_array().expect("verdicts");
     assert_eq!(verdicts.len(), 3, "{verdicts:?}");
     for v in verdicts {

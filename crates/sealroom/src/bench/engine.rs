@@ -94,6 +94,56 @@ struct JsonReport {
     profile: &'static str,
     figures: Vec<JsonFigure>,
     verdicts: Vec<JsonVerdict>,
+    engine_round: Option<RoundFigure>,
+}
+
+/// An engine round end to end beside a sum round of the same shape, both
+/// through the admin API of the same federation.
+#[derive(Serialize)]
+struct RoundFigure {
+    clients: usize,
+    elements: u64,
+    repetitions: usize,
+    engine_ms: f64,
+    sum_ms: f64,
+}
+
+/// Medians of `repetitions` engine rounds (`synthetic-max`) and sum rounds
+/// (`synthetic`) of the same shape, alternating.
+async fn engine_rounds(fed: &LocalFederation, sizes: EngineSizes) -> Result<RoundFigure> {
+    use sealroom_node::tasks::{SYNTHETIC, SYNTHETIC_MAX};
+    let elements: u64 = if sizes.triples <= 1 << 12 { 16 } else { 256 };
+    let repetitions = if sizes.triples <= 1 << 12 { 1 } else { 5 };
+    eprintln!("{repetitions} engine round(s) and sum round(s) of {elements} elements…");
+    let (mut engine, mut sum) = (Vec::new(), Vec::new());
+    for _ in 0..repetitions {
+        for (task, out) in [(SYNTHETIC_MAX, &mut engine), (SYNTHETIC, &mut sum)] {
+            let started = Instant::now();
+            let outcome = fed
+                .run_round(task, elements)
+                .await
+                .with_context(|| format!("a {task} round"))?;
+            if outcome.status != "completed" {
+                bail!(
+                    "a {task} round aborted: {}: {}",
+                    outcome.reason,
+                    outcome.detail
+                );
+            }
+            out.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(RoundFigure {
+        clients: 2,
+        elements,
+        repetitions,
+        engine_ms: median(&mut engine),
+        sum_ms: median(&mut sum),
+    })
 }
 
 /// Runs the engine bench in a federation under `out_dir` (deleted after),
@@ -116,9 +166,25 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
             .await
             .context("starting the bench federation")?;
     let result = measure(&fed, sizes).await;
+    let rounds = match &result {
+        Ok(_) => Some(engine_rounds(&fed, sizes).await),
+        Err(_) => None,
+    };
     fed.shutdown().await;
     let report = result?;
+    let rounds = rounds.transpose()?;
     println!("{report}");
+    if let Some(r) = &rounds {
+        println!(
+            "engine round ({} clients x {} elements, element-wise MAX: keys, preprocessing, sketch check, program, three signed answers): median {:.0} ms; a sum round of the same shape: median {:.0} ms ({:.1}x); {} of each",
+            r.clients,
+            r.elements,
+            r.engine_ms,
+            r.sum_ms,
+            r.engine_ms / r.sum_ms,
+            r.repetitions
+        );
+    }
     let verdicts = verdicts(&report);
     for v in &verdicts {
         println!(
@@ -152,6 +218,7 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
             })
             .collect(),
         verdicts,
+        engine_round: rounds,
     };
     std::fs::write(json, serde_json::to_vec_pretty(&out)?)
         .with_context(|| format!("writing {}", json.display()))?;
