@@ -19,7 +19,8 @@
 //!   checks, outputs); [`client`] — client uploads with the integrity sketch;
 //! * [`wire`] — the one message format, with a decoder that never panics;
 //! * [`sim`] — in-memory three-helper harness with corruption hooks;
-//!   [`mod@bench`] — in-process measurements.
+//!   [`mod@bench`] — in-process measurements; [`validity`] — the
+//!   norm-bounded sum (input validity inside the engine).
 //!
 //! ## What this crate must never do
 //!
@@ -49,6 +50,7 @@ pub mod rng;
 pub mod session;
 pub mod share;
 pub mod sim;
+pub mod validity;
 pub mod verify;
 pub mod wire;
 

@@ -22,6 +22,55 @@ pub const SYNTHETIC: &str = "synthetic";
 /// end to end, for tests and benchmarks; never private data).
 pub const SYNTHETIC_MAX: &str = "synthetic-max";
 
+/// The built-in synthetic validity task (issue #15): the sum of the
+/// clients' synthetic vectors whose exact squared L2 norm is within
+/// `len · (max_abs / 2)²` in quantized units — every honest synthetic
+/// vector (elements within ±clip/2) is, a vector at the clip is not — and
+/// each client's verdict, computed by the MPC engine
+/// ([`sealroom_mpc::validity::norm_bounded_sum`]). Outputs: the `len`
+/// sums, then one verdict per included client (1: within the bound).
+pub const SYNTHETIC_BOUNDED: &str = "synthetic-bounded";
+
+/// The engine program of [`SYNTHETIC_BOUNDED`].
+#[derive(Clone, Copy, Debug)]
+pub struct SyntheticBounded;
+
+impl SyntheticBounded {
+    /// The squared L2 bound, in quantized units, of a `len`-element round
+    /// quantized with `spec`.
+    pub fn bound_sq(spec: &QuantSpec, len: usize) -> u128 {
+        let half = u128::from(spec.max_abs() / 2);
+        half * half * len as u128
+    }
+}
+
+impl EngineProgram for SyntheticBounded {
+    fn name(&self) -> &str {
+        sealroom_mpc::validity::NORM_BOUNDED_SUM
+    }
+
+    fn version(&self) -> u32 {
+        sealroom_mpc::validity::NORM_BOUNDED_SUM_VERSION
+    }
+
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        _keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String> {
+        if descriptor.encoding().ring() != RingKind::Z2_32 {
+            return Err(
+                "the norm bound is exact only over Z_2^32 uploads (this round's ring is wider)"
+                    .into(),
+            );
+        }
+        let len = descriptor.vector_len();
+        let bound_sq = SyntheticBounded::bound_sq(&descriptor.encoding().spec(), len);
+        sealroom_mpc::validity::norm_bounded_sum(clients, len, bound_sq).map_err(|e| e.to_string())
+    }
+}
+
 /// The engine program of [`SYNTHETIC_MAX`]: a tournament of secure
 /// comparisons across the clients, vectorised over the elements.
 #[derive(Clone, Copy, Debug)]
@@ -280,7 +329,18 @@ impl TaskCatalog {
             followup: None,
             engine: Some(SYNTHETIC_MAX.into()),
         });
+        c.register(TaskDef {
+            name: SYNTHETIC_BOUNDED.into(),
+            default_len: 16,
+            fixed_len: false,
+            spec: Some(SyntheticMax::spec()),
+            wide: false,
+            planner: None,
+            followup: None,
+            engine: Some(sealroom_mpc::validity::NORM_BOUNDED_SUM.into()),
+        });
         c.register_program(Arc::new(SyntheticMax));
+        c.register_program(Arc::new(SyntheticBounded));
         c
     }
 
@@ -494,7 +554,7 @@ pub fn synthetic_vector(client: &str, round_id: u64, len: usize, clip: f64) -> V
 
 impl InputSource for SyntheticInput {
     fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
-        if descriptor.task_name() != SYNTHETIC && descriptor.task_name() != SYNTHETIC_MAX {
+        if ![SYNTHETIC, SYNTHETIC_MAX, SYNTHETIC_BOUNDED].contains(&descriptor.task_name()) {
             return Err(InputError::new(
                 pb::SitOutReason::UnsupportedTask,
                 descriptor.task_name(),

@@ -489,6 +489,7 @@ async fn a_malicious_helper_cannot_get_a_wrong_threshold_sum_released() {
     let skipper = tokio::spawn(foreign_client(
         config(&fed, "client-3").clone(),
         endpoint(&fed, "coordinator"),
+        1.0,
         Arc::new(move |helper: &str, _: &mut pb::Upload| to.iter().any(|e| e == helper)),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -662,8 +663,8 @@ impl HelperService for EvilHelper {
 type Tamper = Arc<dyn Fn(&str, &mut pb::Upload) -> bool + Send + Sync>;
 
 /// A foreign client that takes part in every round with its synthetic
-/// input, passing each upload through `tamper` first.
-async fn foreign_client(config: NodeConfig, coordinator: String, tamper: Tamper) {
+/// input times `scale`, passing each upload through `tamper` first.
+async fn foreign_client(config: NodeConfig, coordinator: String, scale: f64, tamper: Tamper) {
     let directory = sealroom_node::directory::Directory::new(&config.federation).expect("dir");
     let mut client = sealroom_protocol::client::Client::new(
         sealroom_protocol::client::ClientConfig {
@@ -692,12 +693,15 @@ async fn foreign_client(config: NodeConfig, coordinator: String, tamper: Tamper)
         let Ok(d) = sealroom_protocol::VerifiedDescriptor::verify(&env, &directory.trust()) else {
             continue;
         };
-        let input = synthetic_vector(
+        let input: Vec<f64> = synthetic_vector(
             &config.name,
             d.round_id(),
             d.vector_len(),
             d.encoding().spec().clip(),
-        );
+        )
+        .into_iter()
+        .map(|v| v * scale)
+        .collect();
         use sealroom_protocol::Machine as _;
         use sealroom_protocol::machine::{ClientInput, Inbound, Input, Participation};
         let now = sealroom_node::context::now();
@@ -754,6 +758,7 @@ async fn a_client_with_a_wrong_sketch_gets_the_engine_round_aborted_naming_it() 
     let liar = tokio::spawn(foreign_client(
         config(&fed, "client-3").clone(),
         endpoint(&fed, "coordinator"),
+        1.0,
         Arc::new(move |helper: &str, upload: &mut pb::Upload| {
             if helper == victim && upload.sketch.len() == 32 {
                 upload.sketch[16] ^= 1;
@@ -820,5 +825,69 @@ async fn a_coordinator_cannot_get_an_engine_round_recomputed_without_one_client(
             refused.message()
         );
     }
+    fed.shutdown().await;
+}
+
+/// Input validity in the engine (issue #15): a client that scales its
+/// update far beyond the norm bound (a model-replacement attempt) shares it
+/// consistently — its sketch is right — and is left out of the sum inside
+/// the engine: the released sum is exactly the honest clients' sum, and the
+/// helper-signed outputs carry its verdict (0) beside the others' (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_beyond_the_norm_bound_is_left_out_of_the_sum_in_the_engine() {
+    use sealroom_node::tasks::{SYNTHETIC_BOUNDED, SyntheticMax};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut fed, _events) = federation(dir.path(), options(3, 4, None)).await;
+    fed.stop_client(3).await;
+    let attacker = tokio::spawn(foreign_client(
+        config(&fed, "client-3").clone(),
+        endpoint(&fed, "coordinator"),
+        1e6,
+        Arc::new(|_: &str, _: &mut pb::Upload| true),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let len = 6usize;
+    let outcome =
+        tokio::time::timeout(ROUND_DEADLINE, fed.run_round(SYNTHETIC_BOUNDED, len as u64))
+            .await
+            .expect("in time")
+            .expect("runs");
+    assert_eq!(
+        outcome.status, "completed",
+        "{}: {}",
+        outcome.reason, outcome.detail
+    );
+    assert_eq!(
+        outcome.included_clients,
+        vec![0, 1, 2, 3],
+        "the attacker uploaded"
+    );
+    let out: Vec<i128> = outcome
+        .outputs
+        .chunks_exact(16)
+        .map(|c| i128::from_le_bytes(c.try_into().expect("16 bytes")))
+        .collect();
+    let spec = SyntheticMax::spec();
+    let mut honest = vec![0i128; len];
+    for c in 0..3 {
+        let v = synthetic_vector(&format!("client-{c}"), outcome.round_id, len, spec.clip());
+        for (s, q) in honest
+            .iter_mut()
+            .zip(&spec.quantize(&v).expect("finite").values)
+        {
+            *s += i128::from(*q);
+        }
+    }
+    assert_eq!(
+        &out[..len],
+        honest.as_slice(),
+        "exactly the honest clients' sum"
+    );
+    assert_eq!(
+        &out[len..],
+        &[1, 1, 1, 0],
+        "the verdicts: client 3 beyond the bound"
+    );
+    attacker.abort();
     fed.shutdown().await;
 }

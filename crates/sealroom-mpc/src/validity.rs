@@ -1,0 +1,72 @@
+//! Input validity inside the engine (issue #15, first part): the sum of
+//! the clients' vectors whose **exact squared L2 norm** is within a bound,
+//! with each client's verdict.
+//!
+//! Exactness. The clients upload over Z_2^32; the engine's conversion
+//! ([`crate::ops`] `client_inputs`, Mod2m) yields each element as the
+//! signed integer in `[−2^31, 2^31)` the client shared, whatever it sent.
+//! So `x_j² ≤ 2^62` and, for at most 2^20 elements, `Σ_j x_j² < 2^82`: the
+//! squared norm is computed in F_p (p = 2^127 − 1) without wrapping, and
+//! compared with the bound by [`ProgramBuilder::ltz`] at 84 bits (84 + κ +
+//! 2 < 127). Over Z_2^64 a client could pick elements whose squares wrap
+//! modulo p to a small sum, so the program refuses Z_2^64 uploads.
+//!
+//! What it reveals: the sum over the clients within the bound (what a sum
+//! round would release over them) and, per client, one bit — whether its
+//! update was within the bound. Nothing about an excluded client's values.
+//!
+//! Cost per client of `d` elements: `2d` multiplications (the squares and
+//! the weighting by the verdict) and one 84-bit comparison.
+
+use crate::F127;
+use crate::program::{Program, ProgramBuilder, ProgramError};
+
+/// The program's name in descriptors and session ids.
+pub const NORM_BOUNDED_SUM: &str = "norm-bounded-sum";
+/// Its version.
+pub const NORM_BOUNDED_SUM_VERSION: u32 = 1;
+/// The most elements per client (so that `Σ x_j² < 2^82`).
+pub const MAX_ELEMENTS: usize = 1 << 20;
+/// Bits of the norm comparison.
+const NORM_BITS: u32 = 84;
+
+/// `Σ_c ok_c · x_c` and `ok` for `clients` uploads of `len` elements over
+/// Z_2^32, where `ok_c = [Σ_j x_{c,j}² ≤ bound_sq]`. Output 0: the `len`
+/// sums; output 1: the `clients` verdicts (1 within the bound, 0 not).
+pub fn norm_bounded_sum(
+    clients: usize,
+    len: usize,
+    bound_sq: u128,
+) -> Result<Program, ProgramError> {
+    if len == 0 || len > MAX_ELEMENTS {
+        return Err(ProgramError::Unsupported(
+            "a norm-bounded sum takes 1 to 2^20 elements per client",
+        ));
+    }
+    if bound_sq >= 1 << 82 {
+        return Err(ProgramError::Unsupported(
+            "the squared norm bound must be below 2^82",
+        ));
+    }
+    let mut p = ProgramBuilder::new(NORM_BOUNDED_SUM, NORM_BOUNDED_SUM_VERSION);
+    let x = p.client_inputs(clients, len, 32);
+    let squares = p.mul(x, x);
+    let norms = p.segment_sum(squares, len);
+    // ok_c = [norm_c − bound_sq − 1 < 0] = [norm_c ≤ bound_sq].
+    let shifted = p.add_const(norms, F127::new(bound_sq + 1).neg());
+    let ok = p.ltz(shifted, NORM_BITS);
+    let spread: Vec<u32> = (0..clients as u32)
+        .flat_map(|c| std::iter::repeat_n(c, len))
+        .collect();
+    let weights = p.gather(ok, &spread);
+    let kept = p.mul(x, weights);
+    // Element-major, then the sum over the clients of each element.
+    let transposed: Vec<u32> = (0..len)
+        .flat_map(|j| (0..clients).map(move |c| (c * len + j) as u32))
+        .collect();
+    let by_element = p.gather(kept, &transposed);
+    let sums = p.segment_sum(by_element, clients.max(1));
+    p.output(sums);
+    p.output(ok);
+    p.build()
+}

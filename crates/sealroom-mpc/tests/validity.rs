@@ -1,0 +1,88 @@
+//! The norm-bounded sum (issue #15): exact squared L2 norms of the clients'
+//! converted uploads, a verdict per client, and the sum over the clients
+//! within the bound — against plaintext integer arithmetic, at the edges.
+#![allow(missing_docs)]
+
+mod common;
+
+use common::*;
+use rand::SeedableRng;
+use sealroom_mpc::client::{UploadRing, share_upload};
+use sealroom_mpc::session::SessionInputs;
+use sealroom_mpc::validity::norm_bounded_sum;
+
+const CTX: [u8; 32] = [21; 32];
+
+fn uploads(data: &[Vec<i64>]) -> [SessionInputs; 3] {
+    let mut rng = rand::rngs::ChaCha20Rng::from_seed([5; 32]);
+    let mut ins: [SessionInputs; 3] = Default::default();
+    for (c, x) in data.iter().enumerate() {
+        let ups = share_upload(x, UploadRing::Z32, c as u32, CTX, &mut rng).expect("in range");
+        for (h, u) in ups.into_iter().enumerate() {
+            ins[h].clients.push(u);
+            ins[h].client_context = CTX;
+        }
+    }
+    ins
+}
+
+fn plain(data: &[Vec<i64>], bound_sq: u128) -> (Vec<i128>, Vec<i128>) {
+    let ok: Vec<i128> = data
+        .iter()
+        .map(|x| {
+            let norm: u128 = x
+                .iter()
+                .map(|&v| (i128::from(v) * i128::from(v)) as u128)
+                .sum();
+            i128::from(norm <= bound_sq)
+        })
+        .collect();
+    let mut sums = vec![0i128; data[0].len()];
+    for (x, &k) in data.iter().zip(&ok) {
+        for (s, &v) in sums.iter_mut().zip(x) {
+            *s += k * i128::from(v);
+        }
+    }
+    (sums, ok)
+}
+
+#[test]
+fn only_clients_within_the_exact_norm_bound_are_summed() {
+    let max = i64::from(i32::MAX);
+    let min = i64::from(i32::MIN);
+    // Norms: 25 (= bound), 26 (one above), 0, and the largest possible.
+    let data = vec![
+        vec![3, 4, 0, 0],
+        vec![1, 5, 0, 0],
+        vec![0, 0, 0, 0],
+        vec![max, min, max, min],
+        vec![-4, 3, 0, 0],
+    ];
+    let bound_sq = 25;
+    let out = outputs(run_with(
+        &norm_bounded_sum(data.len(), 4, bound_sq).expect("builds"),
+        uploads(&data),
+        None,
+    ));
+    let (sums, ok) = plain(&data, bound_sq);
+    assert_eq!(ok, vec![1, 0, 1, 0, 1]);
+    assert_eq!(out[0], sums);
+    assert_eq!(out[1], ok);
+    // A bound that admits the largest vector admits everyone.
+    let huge = 4 * (1u128 << 62);
+    let out = outputs(run_with(
+        &norm_bounded_sum(data.len(), 4, huge).expect("builds"),
+        uploads(&data),
+        None,
+    ));
+    assert_eq!(out[1], vec![1; 5]);
+    assert_eq!(out[0], plain(&data, huge).0);
+}
+
+#[test]
+fn out_of_range_parameters_are_refused() {
+    assert!(norm_bounded_sum(3, 0, 10).is_err());
+    assert!(norm_bounded_sum(3, (1 << 20) + 1, 10).is_err());
+    assert!(norm_bounded_sum(3, 4, 1 << 82).is_err());
+    assert!(norm_bounded_sum(0, 4, 10).is_err());
+}
