@@ -100,7 +100,7 @@ impl TaskPlanner for QueryPlanner {
     fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
         let (p, plan) = parse_params(params)?;
         match &p.phase {
-            QueryPhase::Counts => Ok(TaskShape {
+            QueryPhase::Counts => Ok(TaskShape { engine: None,
                 vector_len: counts_len(&plan) as u64,
                 spec: wire_spec(),
             }),

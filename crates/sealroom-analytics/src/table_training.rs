@@ -211,6 +211,7 @@ impl TaskPlanner for Planner {
                 let p: MomentsParams = parse(params, "table moments")?;
                 check_data(&p.data)?;
                 Ok(TaskShape {
+                    engine: None,
                     vector_len: moments_len(p.data.features.len()) as u64,
                     spec: crate::query::wire_spec(),
                 })
@@ -220,6 +221,7 @@ impl TaskPlanner for Planner {
                 check_data(&p.data)?;
                 check_model(&p.data, p.model, &p.params)?;
                 Ok(TaskShape {
+                    engine: None,
                     vector_len: (LIMBS * VALIDATION_STATS) as u64,
                     spec: crate::query::wire_spec(),
                 })
@@ -231,6 +233,7 @@ impl TaskPlanner for Planner {
                 check_model(&p.data, p.model, &p.global)?;
                 let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
                 Ok(TaskShape {
+                    engine: None,
                     vector_len: FedAvgSpec::wire_len(p.global.len()) as u64,
                     spec,
                 })

@@ -23,11 +23,19 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::Array2;
 use sealroom_core::QuantSpec;
+use sealroom_core::RingKind;
 use sealroom_core::quant::ErrorFeedback;
+use sealroom_mpc::program::Program;
+use sealroom_mpc::validity::{
+    WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION, weighted_norm_bounded_sum,
+};
 use sealroom_node::grpc::pb::RoundOutcome;
 use sealroom_node::local::RoundRunner;
-use sealroom_node::tasks::{InputError, InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape};
+use sealroom_node::tasks::{
+    EngineProgram, InputError, InputSource, TaskCatalog, TaskDef, TaskPlanner, TaskShape,
+};
 use sealroom_protocol::VerifiedDescriptor;
+use sealroom_protocol::evidence::FederationKeys;
 use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +146,69 @@ pub struct FedAvgParams {
     pub fedavg: FedAvgSpec,
     /// Whether clients carry their quantization residual between rounds.
     pub error_feedback: bool,
+    /// Input validity (issue #15): when set, the round is an engine round
+    /// in which the helpers leave out every update whose unweighted delta
+    /// has an L2 norm above this bound (in parameter units, exact on the
+    /// quantized integers) or whose weight is outside `0..=max_weight`
+    /// ([`sealroom_mpc::validity::weighted_norm_bounded_sum`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
+}
+
+impl FedAvgParams {
+    /// The squared L2 bound in delta quanta, `⌊(l2_bound / step)²⌋`.
+    fn bound_sq(&self, l2_bound: f64) -> Result<u128, String> {
+        let step = self.fedavg.delta_spec().map_err(|e| e.to_string())?.step();
+        let q = l2_bound / step;
+        if !(l2_bound.is_finite() && l2_bound > 0.0 && q * q < 2f64.powi(80)) {
+            return Err(format!(
+                "l2_bound {l2_bound} must be positive and below 2^40 delta steps"
+            ));
+        }
+        Ok((q * q).floor() as u128)
+    }
+}
+
+/// The engine program of a FedAvg round with an L2 bound.
+struct FedAvgBounded;
+
+impl EngineProgram for FedAvgBounded {
+    fn name(&self) -> &str {
+        WEIGHTED_NORM_BOUNDED_SUM
+    }
+
+    fn version(&self) -> u32 {
+        WEIGHTED_NORM_BOUNDED_SUM_VERSION
+    }
+
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        _keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String> {
+        if descriptor.task_name() != FEDAVG_TASK {
+            return Err(format!("not a FedAvg round: {:?}", descriptor.task_name()));
+        }
+        if descriptor.encoding().ring() != RingKind::Z2_32 {
+            return Err(
+                "the norm bound is exact only over Z_2^32 uploads (this round's wire values are wider)"
+                    .into(),
+            );
+        }
+        let p: FedAvgParams = parse(descriptor.task_params(), "FedAvg")?;
+        let bound = p
+            .l2_bound
+            .ok_or("a FedAvg round without an l2_bound runs no engine program")?;
+        let bound_sq = p.bound_sq(bound)?;
+        weighted_norm_bounded_sum(
+            clients,
+            descriptor.vector_len(),
+            bound_sq,
+            p.fedavg.max_weight,
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(params: &[u8], what: &str) -> Result<T, String> {
@@ -153,6 +224,7 @@ impl TaskPlanner for MomentsPlanner {
             return Err(format!("{} features is outside 1..=10000", p.n_features));
         }
         Ok(TaskShape {
+            engine: None,
             vector_len: 1 + 2 * p.n_features as u64,
             spec: moments_spec(),
         })
@@ -176,7 +248,15 @@ impl TaskPlanner for FedAvgPlanner {
             ));
         }
         let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
+        let engine = match p.l2_bound {
+            Some(bound) => {
+                p.bound_sq(bound)?;
+                Some(WEIGHTED_NORM_BOUNDED_SUM.to_string())
+            }
+            None => None,
+        };
         Ok(TaskShape {
+            engine,
             vector_len: FedAvgSpec::wire_len(n_params) as u64,
             spec,
         })
@@ -185,6 +265,7 @@ impl TaskPlanner for FedAvgPlanner {
 
 /// Registers the training tasks with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
+    catalog.register_program(Arc::new(FedAvgBounded));
     catalog.register(TaskDef {
         engine: None,
         name: MOMENTS_TASK.into(),
@@ -453,6 +534,10 @@ pub struct TrainingPlan {
     pub init_seed: u64,
     /// The clients invited, by name (all of the federation's when empty).
     pub clients: Vec<String>,
+    /// Input validity: the L2 bound of an update's delta (see
+    /// [`FedAvgParams::l2_bound`]); `None` sums every update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
 }
 
 /// One FedAvg round as the driver saw it.
@@ -464,6 +549,9 @@ pub struct TrainingRound {
     pub round_id: u64,
     /// Clients whose updates the secure sum includes.
     pub included: Vec<String>,
+    /// With an L2 bound: the included clients whose update the helpers left
+    /// out of the sum (beyond the bound, or a weight out of range).
+    pub rejected: Vec<String>,
     /// Total weight (samples, capped per client) of the included updates.
     pub total_weight: u64,
     /// Test accuracy of the new global model.
@@ -650,8 +738,9 @@ impl Trainer {
             train: self.plan.train,
             fedavg: self.plan.fedavg,
             error_feedback: self.plan.error_feedback,
+            l2_bound: self.plan.l2_bound,
         };
-        let outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
+        let mut outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
         let included: Vec<String> = outcome
             .included_clients
             .iter()
@@ -662,6 +751,11 @@ impl Trainer {
                 detail: "an included client index is outside the invited list".into(),
             })?;
         let spec = self.plan.fedavg;
+        let rejected = if self.plan.l2_bound.is_some() {
+            validated_sum(&spec, &mut outcome, &included)?
+        } else {
+            Vec::new()
+        };
         let next = crate::fl::apply_sum(&spec, &self.global, &outcome.values)?;
         let mut clipped = None;
         let plaintext_identical = match tap {
@@ -688,6 +782,7 @@ impl Trainer {
             round,
             round_id: outcome.round_id,
             included,
+            rejected,
             total_weight,
             accuracy,
             loss,
@@ -710,6 +805,53 @@ impl Trainer {
             model: Some(self.global.clone()),
         }
     }
+}
+
+/// An engine round's outputs (the sums over the updates within the bound,
+/// then one verdict per included client) as the sum FedAvg applies: the
+/// dequantized sums go into `outcome.values`; returns the rejected clients.
+fn validated_sum(
+    spec: &FedAvgSpec,
+    outcome: &mut RoundOutcome,
+    included: &[String],
+) -> Result<Vec<String>, TrainingError> {
+    let round_id = outcome.round_id;
+    let bad = |detail: String| TrainingError::Result { round_id, detail };
+    if !outcome.outputs.len().is_multiple_of(16) {
+        return Err(bad("the engine outputs are not whole 16-byte values".into()));
+    }
+    let outputs: Vec<i128> = outcome
+        .outputs
+        .chunks_exact(16)
+        .map(|c| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(c);
+            i128::from_le_bytes(b)
+        })
+        .collect();
+    let n = outputs
+        .len()
+        .checked_sub(included.len())
+        .ok_or_else(|| bad("fewer engine outputs than included clients".into()))?;
+    let wire = spec.wire_spec()?;
+    let values = outputs[..n]
+        .iter()
+        .map(|&q| {
+            i64::try_from(q)
+                .map(|q| wire.dequantize(q))
+                .map_err(|_| bad("an engine output does not fit 64 bits".into()))
+        })
+        .collect::<Result<Vec<f64>, _>>()?;
+    let mut rejected = Vec::new();
+    for (name, &verdict) in included.iter().zip(&outputs[n..]) {
+        match verdict {
+            1 => {}
+            0 => rejected.push(name.clone()),
+            _ => return Err(bad(format!("verdict {verdict} is not a bit"))),
+        }
+    }
+    outcome.values = values;
+    Ok(rejected)
 }
 
 /// Runs a whole training: [`Trainer::start`], then `plan.rounds` rounds,

@@ -63,6 +63,7 @@ impl TaskPlanner for VectorPlanner {
         }
         let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
         Ok(TaskShape {
+            engine: None,
             vector_len: FedAvgSpec::wire_len(p.n_params) as u64,
             spec,
         })

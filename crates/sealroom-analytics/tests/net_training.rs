@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, TrainConfig};
 use sealroom_analytics::training::{
-    SplitSpec, Trainer, TrainingData, TrainingInput, TrainingPlan, UpdateTap, register_tasks,
+    FEDAVG_TASK, SplitSpec, Trainer, TrainingData, TrainingInput, TrainingPlan, UpdateTap,
+    register_tasks,
 };
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
@@ -18,6 +19,7 @@ const CLIENTS: usize = 4;
 
 fn plan(model: ModelKind, bits: u8, error_feedback: bool) -> TrainingPlan {
     TrainingPlan {
+        l2_bound: None,
         table: "wine".into(),
         split: SplitSpec {
             dataset: DatasetKind::Wine,
@@ -47,8 +49,55 @@ fn plan(model: ModelKind, bits: u8, error_feedback: bool) -> TrainingPlan {
 }
 
 async fn start(threshold: Option<usize>, tap: &UpdateTap) -> (tempfile::TempDir, LocalFederation) {
+    start_with(threshold, tap, false).await
+}
+
+/// A client that trains honestly, then replaces its update by one that
+/// claims weight 1 and moves every parameter by ±`.1` delta clips (a
+/// scaled model-replacement update, bypassing the encoder's clipping: a
+/// malicious client shares whatever it likes). With `.1` half the honest
+/// clients' total weight, the sum stays within what the driver's
+/// consistency check accepts and the model moves by about half the clip
+/// per parameter each round.
+struct Replacer(TrainingInput, f64);
+
+impl InputSource for Replacer {
+    fn input(
+        &self,
+        descriptor: &sealroom_protocol::VerifiedDescriptor,
+    ) -> Result<Vec<f64>, sealroom_node::tasks::InputError> {
+        let honest = self.0.input(descriptor)?;
+        if descriptor.task_name() != FEDAVG_TASK {
+            return Ok(honest);
+        }
+        let spec = descriptor.encoding().spec();
+        let n = honest.len() - 1;
+        // One delta quantum is one wire step; the delta clip is its max_abs.
+        let p: sealroom_analytics::training::FedAvgParams =
+            serde_json::from_slice(descriptor.task_params()).expect("FedAvg parameters");
+        let clip_quanta = p.fedavg.delta_spec().expect("delta spec").max_abs() as f64;
+        let shift = self.1 * clip_quanta * spec.step();
+        let mut evil: Vec<f64> = (0..n)
+            .map(|j| if j % 2 == 0 { shift } else { -shift })
+            .collect();
+        evil.push(spec.step());
+        Ok(evil)
+    }
+}
+
+async fn start_with(
+    threshold: Option<usize>,
+    tap: &UpdateTap,
+    last_replaces: bool,
+) -> (tempfile::TempDir, LocalFederation) {
     sealroom_node::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
+    // The honest clients' total weight (their training rows: the split is
+    // public and deterministic).
+    let split = plan(ModelKind::Logistic, 12, false).split;
+    let honest_weight: f64 = (0..CLIENTS - 1)
+        .map(|i| split.client_part(i, CLIENTS).expect("part").x.nrows() as f64)
+        .sum();
     let inputs: Vec<Arc<dyn InputSource>> = (0..CLIENTS)
         .map(|i| {
             let tables = BTreeMap::from([(
@@ -59,8 +108,12 @@ async fn start(threshold: Option<usize>, tap: &UpdateTap) -> (tempfile::TempDir,
                     parts: CLIENTS,
                 },
             )]);
-            Arc::new(TrainingInput::new(format!("client-{i}"), tables).with_tap(tap.clone()))
-                as Arc<dyn InputSource>
+            let input = TrainingInput::new(format!("client-{i}"), tables).with_tap(tap.clone());
+            if last_replaces && i == CLIENTS - 1 {
+                Arc::new(Replacer(input, honest_weight / 2.0)) as Arc<dyn InputSource>
+            } else {
+                Arc::new(input) as Arc<dyn InputSource>
+            }
         })
         .collect();
     let mut catalog = TaskCatalog::with_builtins();
@@ -140,5 +193,65 @@ async fn a_client_without_the_table_sits_out_and_min_clients_holds() {
     let text = err.to_string();
     assert!(text.contains("aborted"), "{text}");
     assert!(text.contains("not_enough_clients"), "{text}");
+    fed.shutdown().await;
+}
+
+/// Input validity (issue #15) over real nodes: one client of four sends a
+/// model-replacement update. Without a bound it wrecks the global model;
+/// with `l2_bound` the helpers leave it out inside the engine, the report
+/// names it, and the new model is exactly the plaintext FedAvg of the three
+/// honest updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_replacement_update_is_left_out_inside_the_engine() {
+    let tap = UpdateTap::default();
+    let (_dir, fed) = start_with(None, &tap, true).await;
+    let names: Vec<String> = (0..CLIENTS).map(|i| format!("client-{i}")).collect();
+    let honest = &names[..CLIENTS - 1];
+
+    let mut open = plan(ModelKind::Logistic, 12, false);
+    open.rounds = 1;
+    let mut trainer = Trainer::start(&fed, &open, &names).await.expect("moments");
+    let (initial, _) = trainer.initial();
+    let start = trainer.global().clone();
+    let poisoned = trainer.round(&fed, None).await.expect("a sum round");
+    assert_eq!(poisoned.included, names);
+    assert!(poisoned.rejected.is_empty());
+    let updates = tap.take(poisoned.round_id, honest).expect("honest updates");
+    let honest_only = sealroom_analytics::fl::plaintext_fedavg(&open.fedavg, &start, &updates)
+        .expect("plaintext FedAvg");
+    let moved = honest_only
+        .params()
+        .iter()
+        .zip(trainer.global().params())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 0.1,
+        "without a bound the replacement moves the model (by {moved} at most per parameter)"
+    );
+
+    let mut bounded = open.clone();
+    bounded.l2_bound = Some(10.0);
+    let mut trainer = Trainer::start(&fed, &bounded, &names)
+        .await
+        .expect("moments");
+    let before = trainer.global().clone();
+    let round = trainer.round(&fed, None).await.expect("an engine round");
+    assert_eq!(round.included, names, "the attacker uploaded");
+    assert_eq!(round.rejected, vec![names[CLIENTS - 1].clone()]);
+    let updates = tap.take(round.round_id, honest).expect("honest updates");
+    let twin = sealroom_analytics::fl::plaintext_fedavg(&bounded.fedavg, &before, &updates)
+        .expect("plaintext FedAvg");
+    assert!(
+        twin.params()
+            .iter()
+            .zip(trainer.global().params())
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "the bounded round's model is the honest clients' FedAvg, bit for bit"
+    );
+    eprintln!(
+        "test accuracy after one round: {} with the bound, {} without (initial {initial})",
+        round.accuracy, poisoned.accuracy
+    );
     fed.shutdown().await;
 }

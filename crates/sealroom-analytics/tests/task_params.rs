@@ -41,6 +41,7 @@ fn split() -> SplitSpec {
 
 fn fedavg(global: Vec<f64>) -> FedAvgParams {
     FedAvgParams {
+        l2_bound: Default::default(),
         table: "iris".into(),
         split: split(),
         training_round: 1,

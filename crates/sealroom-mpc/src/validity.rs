@@ -27,7 +27,9 @@ pub const NORM_BOUNDED_SUM: &str = "norm-bounded-sum";
 pub const NORM_BOUNDED_SUM_VERSION: u32 = 1;
 /// The most elements per client (so that `Σ x_j² < 2^82`).
 pub const MAX_ELEMENTS: usize = 1 << 20;
-/// Bits of the norm comparison.
+/// Bits of the norm comparisons: both sides are below 2^82, so their
+/// difference is a signed 84-bit value (the most the engine's comparisons
+/// take: 84 + κ + 2 < 127).
 const NORM_BITS: u32 = 84;
 
 /// `Σ_c ok_c · x_c` and `ok` for `clients` uploads of `len` elements over
@@ -69,4 +71,93 @@ pub fn norm_bounded_sum(
     p.output(sums);
     p.output(ok);
     p.build()
+}
+
+/// The program's name for weighted (FedAvg) updates.
+pub const WEIGHTED_NORM_BOUNDED_SUM: &str = "weighted-norm-bounded-sum";
+/// Its version.
+pub const WEIGHTED_NORM_BOUNDED_SUM_VERSION: u32 = 1;
+/// Bits of the weight range checks (a converted Z_2^32 element).
+const WEIGHT_BITS: u32 = 33;
+
+/// [`norm_bounded_sum`] for FedAvg updates: each client's vector is
+/// `[w·q_0, …, w·q_{d−1}, w]` (weighted quantized deltas, then the weight,
+/// as `sealroom-analytics`' `encode_update` lays it out). A client is kept
+/// iff `0 ≤ w ≤ max_weight` and `Σ_j (w·q_j)² ≤ w² · bound_sq`, i.e. its
+/// unweighted quantized delta has squared L2 norm at most `bound_sq` (all
+/// exact integers: `w² · bound_sq < 2^82` is required). Outputs as
+/// [`norm_bounded_sum`]: the `len` sums (weights included), then the
+/// verdicts.
+pub fn weighted_norm_bounded_sum(
+    clients: usize,
+    len: usize,
+    bound_sq: u128,
+    max_weight: u32,
+) -> Result<Program, ProgramError> {
+    if !(2..=MAX_ELEMENTS).contains(&len) {
+        return Err(ProgramError::Unsupported(
+            "a weighted norm-bounded sum takes 2 to 2^20 elements per client (the weight last)",
+        ));
+    }
+    let w_max = u128::from(max_weight);
+    if w_max
+        .checked_mul(w_max)
+        .and_then(|w2| w2.checked_mul(bound_sq))
+        .is_none_or(|b| b >= 1 << 82)
+    {
+        return Err(ProgramError::Unsupported(
+            "max_weight² · bound_sq must be below 2^82",
+        ));
+    }
+    let d = len - 1;
+    let mut p = ProgramBuilder::new(WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION);
+    let x = p.client_inputs(clients, len, 32);
+    let delta_idx: Vec<u32> = (0..clients)
+        .flat_map(|c| (0..d).map(move |j| (c * len + j) as u32))
+        .collect();
+    let weight_idx: Vec<u32> = (0..clients).map(|c| (c * len + d) as u32).collect();
+    let deltas = p.gather(x, &delta_idx);
+    let w = p.gather(x, &weight_idx);
+    let squares = p.mul(deltas, deltas);
+    let norms = p.segment_sum(squares, d);
+    let w2 = p.mul(w, w);
+    let allowed = p.mul_const(w2, F127::new(bound_sq));
+    // norm_ok = [norm − w²·bound − 1 < 0]; weight_ok = [w ≥ 0]·[max − w ≥ 0].
+    let excess = p.sub(norms, allowed);
+    let excess = p.add_const(excess, F127::ONE.neg());
+    let norm_ok = p.ltz(excess, NORM_BITS);
+    let negative = p.ltz(w, WEIGHT_BITS);
+    let above = p.public_sub_const(w, u64::from(max_weight));
+    let too_heavy = p.ltz(above, WEIGHT_BITS);
+    // (1 − negative)·(1 − too_heavy)·norm_ok, as two products.
+    let not_negative = p.one_minus(negative);
+    let not_heavy = p.one_minus(too_heavy);
+    let weight_ok = p.mul(not_negative, not_heavy);
+    let ok = p.mul(weight_ok, norm_ok);
+    let spread: Vec<u32> = (0..clients as u32)
+        .flat_map(|c| std::iter::repeat_n(c, len))
+        .collect();
+    let weights = p.gather(ok, &spread);
+    let kept = p.mul(x, weights);
+    let transposed: Vec<u32> = (0..len)
+        .flat_map(|j| (0..clients).map(move |c| (c * len + j) as u32))
+        .collect();
+    let by_element = p.gather(kept, &transposed);
+    let sums = p.segment_sum(by_element, clients.max(1));
+    p.output(sums);
+    p.output(ok);
+    p.build()
+}
+
+impl ProgramBuilder {
+    /// `max − a` for a public constant `max`.
+    fn public_sub_const(&mut self, a: crate::program::Secret, max: u64) -> crate::program::Secret {
+        let neg = self.mul_const(a, F127::ONE.neg());
+        self.add_const(neg, F127::from_u64(max))
+    }
+
+    /// `1 − a`.
+    fn one_minus(&mut self, a: crate::program::Secret) -> crate::program::Secret {
+        self.public_sub_const(a, 1)
+    }
 }

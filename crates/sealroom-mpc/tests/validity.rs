@@ -86,3 +86,37 @@ fn out_of_range_parameters_are_refused() {
     assert!(norm_bounded_sum(3, 4, 1 << 82).is_err());
     assert!(norm_bounded_sum(0, 4, 10).is_err());
 }
+
+#[test]
+fn weighted_updates_are_checked_on_their_unweighted_norm_and_weight() {
+    use sealroom_mpc::validity::weighted_norm_bounded_sum;
+    // [w·q, w]: deltas (3, 4) at weight 2 → norm 25 ≤ 25; (1, 5) at weight
+    // 3 → 26 > 25; weight 0; weight above max_weight (9 > 8) with a tiny
+    // delta; a negative weight; the largest vector.
+    let max = i64::from(i32::MAX);
+    let data = vec![
+        vec![6, 8, 2],
+        vec![3, 15, 3],
+        vec![0, 0, 0],
+        vec![0, 9, 9],
+        vec![-3, 0, -1],
+        vec![max, max, 1],
+        vec![-8, 6, 2],
+    ];
+    let out = outputs(run_with(
+        &weighted_norm_bounded_sum(data.len(), 3, 25, 8).expect("builds"),
+        uploads(&data),
+        None,
+    ));
+    let ok = vec![1, 0, 1, 0, 0, 0, 1];
+    assert_eq!(out[1], ok);
+    let mut sums = vec![0i128; 3];
+    for (x, &k) in data.iter().zip(&ok) {
+        for (s, &v) in sums.iter_mut().zip(x) {
+            *s += k * i128::from(v);
+        }
+    }
+    assert_eq!(out[0], sums);
+    assert!(weighted_norm_bounded_sum(3, 1, 25, 8).is_err());
+    assert!(weighted_norm_bounded_sum(3, 3, 1 << 60, 1 << 20).is_err());
+}

@@ -134,12 +134,15 @@ impl EngineProgram for SyntheticMax {
 }
 
 /// What a task's parameters make of a round.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TaskShape {
     /// Elements per client vector.
     pub vector_len: u64,
     /// Quantization of the round.
     pub spec: QuantSpec,
+    /// The registered engine program these parameters ask for (an engine
+    /// round), overriding the task's own; `None`: the task's.
+    pub engine: Option<String>,
 }
 
 /// Validates a task's parameters and derives the round's shape from them
@@ -397,6 +400,7 @@ impl TaskCatalog {
                 self.names().join(", ")
             )
         })?;
+        let mut planned_engine = None;
         let (vector_len, spec) = match &def.planner {
             Some(planner) => {
                 let shape = planner
@@ -408,6 +412,7 @@ impl TaskCatalog {
                         shape.vector_len
                     ));
                 }
+                planned_engine = shape.engine;
                 (shape.vector_len, shape.spec)
             }
             None => {
@@ -427,16 +432,16 @@ impl TaskCatalog {
                 (len, def.spec.unwrap_or(default_spec))
             }
         };
-        let engine = def
-            .engine
+        let engine = planned_engine
             .as_deref()
+            .or(def.engine.as_deref())
             .map(|p| self.engine_ref(p))
             .transpose()?;
         Ok(Task {
+            ring: round_ring(def, ring, n_clients, spec, engine.is_some()),
             engine,
             name: name.into(),
             vector_len,
-            ring: widened(def, ring, n_clients, spec),
             spec,
             params: request.params.clone(),
             min_clients: (request.min_clients > 0).then_some(request.min_clients),
@@ -461,10 +466,10 @@ impl TaskCatalog {
             .map(|p| self.engine_ref(p))
             .transpose()?;
         Ok(Task {
+            ring: round_ring(def, ring, next.clients.len(), next.spec, engine.is_some()),
             engine,
             name: name.into(),
             vector_len: next.vector_len,
-            ring: widened(def, ring, next.clients.len(), next.spec),
             spec: next.spec,
             params: next.params.clone(),
             min_clients: Some(next.min_clients),
@@ -472,9 +477,19 @@ impl TaskCatalog {
     }
 }
 
-/// The federation's ring, widened to Z_2^64 for a task that needs it.
-fn widened(def: &TaskDef, ring: RingKind, n_clients: usize, spec: QuantSpec) -> RingKind {
-    let widen = def.wide || sealroom_core::fits(ring, n_clients as u64, spec).is_err();
+/// The federation's ring, widened to Z_2^64 for a task that needs it. An
+/// engine round sums (if at all) inside the engine, in F_p: its uploads
+/// need only hold one client's values, so it is widened only when those do
+/// not fit (a norm bound is exact only over Z_2^32 uploads).
+fn round_ring(
+    def: &TaskDef,
+    ring: RingKind,
+    n_clients: usize,
+    spec: QuantSpec,
+    engine: bool,
+) -> RingKind {
+    let holders = if engine { 1 } else { n_clients as u64 };
+    let widen = (def.wide && !engine) || sealroom_core::fits(ring, holders, spec).is_err();
     match ring {
         RingKind::Z2_32 if widen => RingKind::Z2_64,
         RingKind::Z2_32 | RingKind::Z2_64 | RingKind::Fp61 => ring,
@@ -690,6 +705,7 @@ mod tests {
         fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
             match params {
                 [n] => Ok(TaskShape {
+                    engine: None,
                     vector_len: u64::from(*n),
                     spec: QuantSpec::new(0, 1e12, 41).map_err(|e| e.to_string())?,
                 }),

@@ -447,7 +447,15 @@ impl VerifiedDescriptor {
                 format!("{} bytes, expected 32", d.nonce.len()),
             ));
         }
-        let encoding = sealroom_core::fits(ring, clients.len() as u64, spec)
+        // A sum must not wrap the ring; an engine round's uploads are
+        // converted one by one and summed (if at all) in the engine's F_p,
+        // so each client's values need only fit the ring.
+        let holders = if d.engine.is_some() {
+            1
+        } else {
+            clients.len() as u64
+        };
+        let encoding = sealroom_core::fits(ring, holders, spec)
             .map_err(|source| DescriptorError::Quantization { round, source })?;
         let engine = match &d.engine {
             None => None,

@@ -62,6 +62,12 @@ pub struct TrainingArgs {
     /// Carry each client's quantization residual into its next update.
     #[arg(long)]
     pub error_feedback: bool,
+    /// Input validity: the helpers check every update inside the MPC
+    /// engine and leave out those whose delta has an L2 norm above this
+    /// bound (exact on the quantized integers; also refused: a weight
+    /// outside 0..=4096). Needs three helpers in additive mode.
+    #[arg(long, value_name = "NORM")]
+    pub l2_bound: Option<f64>,
     /// Local SGD learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub learning_rate: f64,
@@ -100,6 +106,7 @@ impl TrainingArgs {
             .wire_spec()
             .with_context(|| format!("--bits {} with --clip {}", self.bits, self.clip))?;
         Ok(TrainingPlan {
+            l2_bound: self.l2_bound,
             table: table.into(),
             split: SplitSpec {
                 dataset: self.dataset(),
@@ -198,7 +205,16 @@ pub fn round_bar(rounds: usize) -> ProgressBar {
 pub fn round_row(r: &TrainingRound, invited: usize) -> [String; 7] {
     [
         r.round.to_string(),
-        format!("{}/{invited}", r.included.len()),
+        if r.rejected.is_empty() {
+            format!("{}/{invited}", r.included.len())
+        } else {
+            // Uploaded, but left out by the helpers' validity check.
+            format!(
+                "{}/{invited} (rejected: {})",
+                r.included.len() - r.rejected.len(),
+                r.rejected.join(", ")
+            )
+        },
         format!("{:.1}%", r.accuracy * 100.0),
         format!("{:.4}", r.loss),
         format!("{} ms", r.duration_ms),
