@@ -9,6 +9,7 @@ use sealroom_analytics::query::{QuerySpec, plan};
 fuzz_target!(|input: (&str, Vec<String>, [f64; 2], [f64; 2])| {
     let (sql, domain, x, y) = input;
     let spec = QuerySpec {
+        max_rows_per_client: None,
         sql: sql.to_string(),
         domains: [
             ("dept".to_string(), domain.clone()),

@@ -540,6 +540,7 @@ pub fn csv_plan() -> &'static sealroom_analytics::query::QueryPlan {
     static PLAN: OnceLock<sealroom_analytics::query::QueryPlan> = OnceLock::new();
     PLAN.get_or_init(|| {
         let spec = sealroom_analytics::query::QuerySpec {
+            max_rows_per_client: None,
             sql: "SELECT dept, COUNT(*), SUM(x), AVG(y), VAR_SAMP(x), HISTOGRAM(x, 0, 10), \
                   REGR_SLOPE(y, x), OLS(y, x) FROM t WHERE x > 0 OR y IS NULL GROUP BY dept"
                 .into(),

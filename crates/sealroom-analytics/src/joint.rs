@@ -36,10 +36,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use prost::Message as _;
+use sealroom_core::QuantSpec;
+use sealroom_mpc::program::Program;
+use sealroom_node::grpc::pb::RoundOutcome;
 use sealroom_node::local::RoundRunner;
 use sealroom_node::tasks::{
-    FinishedRound, Followup, InputError, InputSource, NextRound, TaskCatalog, TaskDef, TaskPlanner,
-    TaskShape,
+    EngineProgram, FinishedRound, Followup, InputError, InputSource, NextRound, TaskCatalog,
+    TaskDef, TaskPlanner, TaskShape,
 };
 use sealroom_protocol::VerifiedDescriptor;
 use sealroom_protocol::descriptor::MAX_TASK_PARAMS;
@@ -48,8 +51,10 @@ use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 
 use crate::query::{
-    DataSource, LocalTable, Policy, QueryError, QueryPlan, QueryResult, QuerySpec, counts_len,
-    finish, local_counts, local_stats, plan, released_cells, stats_len, wire_spec,
+    DataSource, LocalTable, ORDER_PROGRAM, ORDER_PROGRAM_VERSION, OrderParams, Policy, QueryError,
+    QueryPlan, QueryResult, QuerySpec, counts_len, finish, finish_order, has_order, local_counts,
+    local_order, local_stats, order_len, order_params, order_program, plan, released_cells,
+    stats_len, wire_spec,
 };
 use crate::round::{RoundFailure, completed_round};
 
@@ -73,6 +78,21 @@ pub enum QueryPhase {
         /// `sealroom.v1.ReleaseEvidence`, base64): every client re-derives
         /// `released` from it.
         evidence: String,
+    },
+    /// The order statistics (MIN, MAX, MEDIAN, PERCENTILE_CONT) of the
+    /// released cells: an engine round ([`ORDER_PROGRAM`]). Only the
+    /// coordinator starts it, from the stats round it ran.
+    Order {
+        /// The released cells of the counts round, ascending.
+        released: Vec<usize>,
+        /// The stats round the order counts come from.
+        stats_round: u64,
+        /// That round's release evidence (an encoded
+        /// `sealroom.v1.ReleaseEvidence`, base64): every client and helper
+        /// re-derives `order` from it.
+        evidence: String,
+        /// The order round's parameters ([`OrderParams::to_bytes`], base64).
+        order: String,
     },
 }
 
@@ -104,8 +124,8 @@ impl TaskPlanner for QueryPlanner {
                 vector_len: counts_len(&plan) as u64,
                 spec: wire_spec(),
             }),
-            QueryPhase::Stats { .. } => Err(
-                "the stats phase is started by the coordinator from the counts round it ran; ask for the counts phase"
+            QueryPhase::Stats { .. } | QueryPhase::Order { .. } => Err(
+                "the stats and order phases are started by the coordinator from the rounds it ran; ask for the counts phase"
                     .into(),
             ),
         }
@@ -120,6 +140,9 @@ pub struct QueryFollowup;
 impl Followup for QueryFollowup {
     fn next(&self, finished: &FinishedRound<'_>) -> Result<Option<NextRound>, String> {
         let (p, plan) = parse_params(finished.params)?;
+        if let QueryPhase::Stats { released, .. } = &p.phase {
+            return order_round(finished, &p.spec, &plan, released);
+        }
         if !matches!(p.phase, QueryPhase::Counts) {
             return Ok(None);
         }
@@ -169,8 +192,122 @@ impl Followup for QueryFollowup {
     }
 }
 
+/// The order round after a stats round, when the query has order items
+/// that some released cell needs: over the stats round's clients (all of
+/// them, as for the stats round), with its release evidence.
+fn order_round(
+    finished: &FinishedRound<'_>,
+    spec: &QuerySpec,
+    plan: &QueryPlan,
+    released: &[usize],
+) -> Result<Option<NextRound>, String> {
+    if !has_order(plan) {
+        return Ok(None);
+    }
+    let summary = finished.summary;
+    let policy = spec.policy().map_err(|e| e.to_string())?;
+    let order =
+        order_params(plan, &policy, released, &summary.values).map_err(|e| e.to_string())?;
+    let len = order_len(plan, &order);
+    if len == 0 {
+        return Ok(None);
+    }
+    let clients = summary
+        .included
+        .iter()
+        .map(|&i| {
+            finished
+                .clients
+                .get(i as usize)
+                .copied()
+                .ok_or_else(|| format!("included client {i} is not in the round"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Refuse here, with the reason, what the helpers would refuse later.
+    order_program(plan, &order, clients.len()).map_err(|e| e.to_string())?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let params = serde_json::to_vec(&QueryParams {
+        spec: spec.clone(),
+        phase: QueryPhase::Order {
+            released: released.to_vec(),
+            stats_round: summary.round_id,
+            evidence: b64.encode(summary.evidence().encode_to_vec()),
+            order: b64.encode(order.to_bytes()),
+        },
+    })
+    .map_err(|e| e.to_string())?;
+    if params.len() > MAX_TASK_PARAMS {
+        return Err(format!(
+            "the order round's parameters with the stats round's evidence take {} bytes, more than the {MAX_TASK_PARAMS} a descriptor carries; declare fewer GROUP BY domain values",
+            params.len()
+        ));
+    }
+    Ok(Some(NextRound {
+        engine: Some(ORDER_PROGRAM.into()),
+        params,
+        vector_len: len as u64,
+        spec: order_spec(),
+        min_clients: clients.len(),
+        clients,
+    }))
+}
+
+/// The order round's quantization: step 1 over ±2^51, so every element of
+/// an order vector (integers below 2^51 in magnitude) is carried exactly.
+pub fn order_spec() -> QuantSpec {
+    QuantSpec::new(0, (1u64 << 51) as f64, 53).expect("step 1 over ±2^51 fits 53 bits")
+}
+
+/// The engine program of an order round, as each helper builds it: from
+/// the signed descriptor's parameters, after re-deriving them from the
+/// stats round's evidence exactly as the clients do.
+pub struct SqlOrderProgram;
+
+impl EngineProgram for SqlOrderProgram {
+    fn name(&self) -> &str {
+        ORDER_PROGRAM
+    }
+
+    fn version(&self) -> u32 {
+        ORDER_PROGRAM_VERSION
+    }
+
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String> {
+        if descriptor.task_name() != QUERY_TASK {
+            return Err(format!("not a query round: {:?}", descriptor.task_name()));
+        }
+        let (p, plan) = parse_params(descriptor.task_params())?;
+        let QueryPhase::Order {
+            released,
+            stats_round,
+            evidence,
+            order,
+        } = &p.phase
+        else {
+            return Err("not an order round".into());
+        };
+        let order = check_order_round(
+            descriptor,
+            keys,
+            &p.spec,
+            &plan,
+            released,
+            *stats_round,
+            evidence,
+            order,
+        )?;
+        order_program(&plan, &order, clients).map_err(|e| e.to_string())
+    }
+}
+
 /// Registers the query task with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
+    catalog.register_program(Arc::new(SqlOrderProgram));
     catalog.register(TaskDef {
         engine: None,
         name: QUERY_TASK.into(),
@@ -218,25 +355,51 @@ impl QueryInput {
                 ),
             ));
         }
-        if let QueryPhase::Stats {
-            released,
-            counts_round,
-            evidence,
-        } = &p.phase
-        {
-            let keys = keys.ok_or_else(|| {
-                invalid("a stats round is checked against its counts round, which needs the federation's keys".into())
-            })?;
-            check_stats_round(
-                descriptor,
-                keys,
-                &p.spec,
-                &plan,
+        let mut order_params_checked = None;
+        match &p.phase {
+            QueryPhase::Counts => {}
+            QueryPhase::Stats {
                 released,
-                *counts_round,
+                counts_round,
                 evidence,
-            )
-            .map_err(invalid)?;
+            } => {
+                let keys = keys.ok_or_else(|| {
+                    invalid("a stats round is checked against its counts round, which needs the federation's keys".into())
+                })?;
+                check_stats_round(
+                    descriptor,
+                    keys,
+                    &p.spec,
+                    &plan,
+                    released,
+                    *counts_round,
+                    evidence,
+                )
+                .map_err(invalid)?;
+            }
+            QueryPhase::Order {
+                released,
+                stats_round,
+                evidence,
+                order,
+            } => {
+                let keys = keys.ok_or_else(|| {
+                    invalid("an order round is checked against its stats round, which needs the federation's keys".into())
+                })?;
+                order_params_checked = Some(
+                    check_order_round(
+                        descriptor,
+                        keys,
+                        &p.spec,
+                        &plan,
+                        released,
+                        *stats_round,
+                        evidence,
+                        order,
+                    )
+                    .map_err(invalid)?,
+                );
+            }
         }
         let source = self.tables.get(plan.table()).ok_or_else(|| {
             InputError::new(
@@ -250,9 +413,15 @@ impl QueryInput {
             .map_err(|e| query_error(&e, plan.table()))?;
         let policy = Policy::new(p.spec.min_rows, p.spec.min_clients)
             .map_err(|e| InputError::new(SitOutReason::InvalidParameters, "", e.to_string()))?;
-        let wire = match &p.phase {
-            QueryPhase::Counts => local_counts(&plan, &table, &policy).await,
-            QueryPhase::Stats { released, .. } => local_stats(&plan, &table, released).await,
+        let wire = match (&p.phase, &order_params_checked) {
+            (QueryPhase::Counts, _) => local_counts(&plan, &table, &policy).await,
+            (QueryPhase::Stats { released, .. }, _) => local_stats(&plan, &table, released).await,
+            (QueryPhase::Order { .. }, Some(order)) => local_order(&plan, &table, order).await,
+            (QueryPhase::Order { .. }, None) => {
+                return Err(invalid(
+                    "an order round's parameters were not checked".into(),
+                ));
+            }
         }
         .map_err(|e| query_error(&e, plan.table()))?;
         Ok(wire.expose_values().to_vec())
@@ -359,6 +528,76 @@ fn check_stats_round(
     Ok(())
 }
 
+/// A client's (and each helper's) check of an order round against the
+/// stats round whose evidence it carries: the evidence verifies under the
+/// federation's keys; that round was a stats round of the same spec and
+/// released cells, issued before this one; this round invites exactly the
+/// clients that round included, in order, and needs every one of them; its
+/// order parameters are exactly those the re-derived stats sum gives, and
+/// its vector length theirs. (Every client of the order round was a client
+/// of that stats round, where it checked the released cells against the
+/// counts round.) Returns the checked parameters.
+#[allow(clippy::too_many_arguments)]
+fn check_order_round(
+    descriptor: &VerifiedDescriptor,
+    keys: &FederationKeys,
+    spec: &QuerySpec,
+    plan: &QueryPlan,
+    released: &[usize],
+    stats_round: u64,
+    encoded: &str,
+    order: &str,
+) -> Result<OrderParams, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64
+        .decode(encoded)
+        .map_err(|e| format!("the stats round's evidence is not base64: {e}"))?;
+    let evidence = evidence::decode(&bytes).map_err(|e| e.to_string())?;
+    let stats = evidence::verify(keys, &evidence).map_err(|e| e.to_string())?;
+    let earlier = &stats.descriptor;
+    if earlier.round_id() != stats_round || earlier.round_id() >= descriptor.round_id() {
+        return Err(format!(
+            "the evidence is of round {}, not of an earlier stats round {stats_round}",
+            earlier.round_id()
+        ));
+    }
+    if earlier.task_name() != QUERY_TASK {
+        return Err("the evidence is of another task".into());
+    }
+    let (earlier_params, _) = parse_params(earlier.task_params())?;
+    match &earlier_params.phase {
+        QueryPhase::Stats {
+            released: earlier_released,
+            ..
+        } if &earlier_params.spec == spec && earlier_released.as_slice() == released => {}
+        _ => return Err("the evidence is not a stats round of this query and these cells".into()),
+    }
+    let included: Vec<_> = stats
+        .included
+        .iter()
+        .filter_map(|&i| earlier.clients().get(i as usize).copied())
+        .collect();
+    if descriptor.clients() != included.as_slice() || descriptor.min_clients() != included.len() {
+        return Err(
+            "this round's clients are not all and only those the stats round included".into(),
+        );
+    }
+    let claimed = b64
+        .decode(order)
+        .map_err(|e| format!("the order parameters are not base64: {e}"))
+        .and_then(|b| OrderParams::from_bytes(&b).map_err(|e| e.to_string()))?;
+    let policy = spec.policy().map_err(|e| e.to_string())?;
+    let expected =
+        order_params(plan, &policy, released, &stats.values).map_err(|e| e.to_string())?;
+    if claimed != expected {
+        return Err("this round's order parameters are not those the stats round gives".into());
+    }
+    if descriptor.vector_len() != order_len(plan, &expected) {
+        return Err("this round's vector length is not its order parameters' length".into());
+    }
+    Ok(expected)
+}
+
 /// The typed reason a query error gives the coordinator (the full error
 /// stays in this client's log: it may name local files and lines).
 fn query_error(e: &QueryError, table: &str) -> InputError {
@@ -388,10 +627,30 @@ pub struct QueryRun {
     pub counts_round: u64,
     /// The stats round (`None` when no cell was released).
     pub stats_round: Option<u64>,
+    /// The order round (MIN/MAX/MEDIAN/PERCENTILE_CONT; `None` when the
+    /// query has none or no released cell needs it).
+    pub order_round: Option<u64>,
     /// The clients whose rows the result covers.
     pub included: Vec<String>,
     /// Latency of each round, ms.
     pub durations_ms: Vec<u64>,
+}
+
+/// An engine round's outputs: packed little-endian i128.
+fn packed_outputs(bytes: &[u8]) -> Option<Vec<i128>> {
+    if !bytes.len().is_multiple_of(16) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(16)
+            .map(|c| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(c);
+                i128::from_le_bytes(b)
+            })
+            .collect(),
+    )
 }
 
 /// Why a query did not produce a result.
@@ -455,17 +714,22 @@ pub async fn run_query<R: RoundRunner>(
         phase: QueryPhase::Counts,
     };
     let last = completed_round(runner, QUERY_TASK, &counts_params, clients, 0).await?;
-    let (counts, stats) = match last.earlier.first() {
-        None => (last, None),
-        Some(first) if last.earlier.len() == 1 && first.status == "completed" => {
-            (first.clone(), Some(last))
-        }
-        Some(_) => {
-            return Err(QueryRunError::Request(
-                "the coordinator answered phases this query does not have".into(),
-            ));
-        }
-    };
+    // The rounds of this request, in order: counts, then (if any cell
+    // passed) stats, then (if the query has order items some released cell
+    // needs) the order round. Each earlier one completed, or there would be
+    // no later one.
+    let mut rounds: Vec<RoundOutcome> = last.earlier.clone();
+    rounds.push(last);
+    if rounds.len() > 3
+        || rounds[..rounds.len() - 1]
+            .iter()
+            .any(|r| r.status != "completed")
+    {
+        return Err(QueryRunError::Request(
+            "the coordinator answered phases this query does not have".into(),
+        ));
+    }
+    let counts = &rounds[0];
     let included: Vec<String> = counts
         .included_clients
         .iter()
@@ -477,38 +741,79 @@ pub async fn run_query<R: RoundRunner>(
         ));
     }
     let released = released_cells(&plan, &counts.values, &policy)?;
-    match (released.is_empty(), stats) {
-        (true, None) => {
-            let result = finish(&plan, &counts.values, &released, &[], &policy)?;
-            Ok(QueryRun {
-                result,
-                counts_round: counts.round_id,
-                stats_round: None,
-                included,
-                durations_ms: vec![counts.duration_ms],
-            })
+    let (stats, order) = (rounds.get(1), rounds.get(2));
+    let durations_ms = rounds.iter().map(|r| r.duration_ms).collect();
+    let Some(stats) = stats else {
+        if !released.is_empty() {
+            return Err(QueryRunError::Request(if counts.detail.is_empty() {
+                format!(
+                    "cells passed the thresholds in counts round {} but the coordinator ran no stats round",
+                    counts.round_id
+                )
+            } else {
+                counts.detail.clone()
+            }));
         }
-        (false, Some(stats)) => {
-            let result = finish(&plan, &counts.values, &released, &stats.values, &policy)?;
-            Ok(QueryRun {
-                result,
-                counts_round: counts.round_id,
-                stats_round: Some(stats.round_id),
-                included,
-                durations_ms: vec![counts.duration_ms, stats.duration_ms],
-            })
-        }
-        (false, None) => Err(QueryRunError::Request(if counts.detail.is_empty() {
-            format!(
-                "cells passed the thresholds in counts round {} but the coordinator ran no stats round",
-                counts.round_id
-            )
-        } else {
-            counts.detail
-        })),
-        (true, Some(stats)) => Err(QueryRunError::Request(format!(
+        let result = finish(&plan, &counts.values, &released, &[], &policy)?;
+        return Ok(QueryRun {
+            result,
+            counts_round: counts.round_id,
+            stats_round: None,
+            order_round: None,
+            included,
+            durations_ms,
+        });
+    };
+    if released.is_empty() {
+        return Err(QueryRunError::Request(format!(
             "the coordinator ran stats round {} although no cell passed the thresholds",
             stats.round_id
-        ))),
+        )));
     }
+    let mut result = finish(&plan, &counts.values, &released, &stats.values, &policy)?;
+    // The order round's parameters, re-derived from the stats sum (the same
+    // function every client and helper applies).
+    let needed = if has_order(&plan) {
+        let params = order_params(&plan, &policy, &released, &stats.values)?;
+        (order_len(&plan, &params) > 0).then_some(params)
+    } else {
+        None
+    };
+    let order_round = match (needed, order) {
+        (None, None) => None,
+        (Some(params), Some(order)) => {
+            let outputs = packed_outputs(&order.outputs).ok_or_else(|| {
+                QueryRunError::Request(format!(
+                    "order round {}'s outputs are not whole 16-byte values",
+                    order.round_id
+                ))
+            })?;
+            finish_order(&plan, &params, &outputs, &mut result)?;
+            Some(order.round_id)
+        }
+        (Some(_), None) => {
+            return Err(QueryRunError::Request(if stats.detail.is_empty() {
+                format!(
+                    "released cells need MIN/MAX/MEDIAN/PERCENTILE_CONT but the coordinator ran no order round after stats round {}",
+                    stats.round_id
+                )
+            } else {
+                stats.detail.clone()
+            }));
+        }
+        (None, Some(order)) => {
+            return Err(QueryRunError::Request(format!(
+                "the coordinator ran order round {} that this query does not need",
+                order.round_id
+            )));
+        }
+    };
+    Ok(QueryRun {
+        result,
+        counts_round: counts.round_id,
+        stats_round: Some(stats.round_id),
+        order_round,
+        included,
+        durations_ms,
+    })
 }

@@ -175,3 +175,58 @@ async fn small_cells_are_suppressed_and_a_lone_client_aborts() {
     assert!(err.to_string().contains("name the clients"), "{err}");
     fed.shutdown().await;
 }
+
+/// MIN, MEDIAN, PERCENTILE_CONT and MAX over real nodes: the counts and
+/// statistics rounds, then the order round, an engine round in which the
+/// three helpers compare and sort the clients' values among themselves. The
+/// result equals the in-process pipeline (whose order phase is the
+/// program's plaintext twin) bit for bit, and pooled SQLite within the
+/// fixed-point bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_statistics_over_the_network_equal_the_pipeline_and_pooled_sqlite() {
+    let mut fx = Fixture::new().await;
+    let (_dir, fed, _events) = start(&fx).await;
+    let sql = "SELECT dept, MIN(salary) AS lo, MEDIAN(salary) AS med, \
+               PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY salary) AS p90, MAX(salary) AS hi \
+               FROM salaries GROUP BY dept";
+    let mut spec = spec(sql);
+    // Every party holds at most 30 rows of a department.
+    spec.max_rows_per_client = Some(32);
+    let run = run_query(&fed, &spec, &names()).await.expect("query");
+    assert_eq!(run.included, names()[..3].to_vec());
+    assert!(
+        run.stats_round.is_some() && run.order_round.is_some(),
+        "{run:?}"
+    );
+    let local = query_support::run(&fx, &spec).await;
+    assert_bit_equal(&run.result, &local);
+
+    let salaries = fx
+        .pooled_rows(
+            "SELECT salary FROM pooled WHERE dept = 'eng' AND salary IS NOT NULL ORDER BY salary",
+        )
+        .await;
+    let v: Vec<f64> = salaries.iter().map(|r| r[0].expect("salary")).collect();
+    let n = v.len();
+    let percentile = |p: f64| {
+        let pos = p * (n - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    };
+    // Fixed point 2^-28 on a [0, 1e6] column: far below a cent.
+    assert_close(value(&run.result, "eng", "lo"), v[0], 1e-9, "eng MIN");
+    assert_close(value(&run.result, "eng", "hi"), v[n - 1], 1e-9, "eng MAX");
+    assert_close(
+        value(&run.result, "eng", "med"),
+        percentile(0.5),
+        1e-9,
+        "eng MEDIAN",
+    );
+    assert_close(
+        value(&run.result, "eng", "p90"),
+        percentile(0.9),
+        1e-9,
+        "eng P90",
+    );
+    fed.shutdown().await;
+}

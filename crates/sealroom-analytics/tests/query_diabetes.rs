@@ -32,6 +32,7 @@ async fn diabetes_ols_matches_pooled_least_squares() {
     }
     let refs: Vec<&LocalTable> = tables.iter().collect();
     let spec = QuerySpec {
+        max_rows_per_client: None,
         sql: format!(
             "SELECT OLS(target, {}) AS fit FROM diabetes",
             FEATURES.join(", ")

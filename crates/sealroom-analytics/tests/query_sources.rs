@@ -193,6 +193,7 @@ async fn hostile_literals_and_names_are_rendered_safely() {
     let policy = Policy::new(1, 1).unwrap();
     let count = |sql: &str| {
         let spec = QuerySpec {
+            max_rows_per_client: None,
             sql: sql.to_owned(),
             domains: Default::default(),
             min_rows: 1,

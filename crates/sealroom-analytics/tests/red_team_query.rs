@@ -322,3 +322,137 @@ async fn unbounded_training_parameters_are_refused() {
     assert!(refused.message().contains("epochs"), "{refused:?}");
     fed.shutdown().await;
 }
+
+/// The order round (MIN/MAX/MEDIAN/PERCENTILE_CONT on the MPC engine) is
+/// checked like the stats round, by every client and by every helper before
+/// it builds the program: a coordinator that changes the order counts (which
+/// pick the opened ranks), the clients, the stats round it claims or the
+/// vector length gets a refusal naming what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_cannot_change_an_order_round() {
+    use base64::Engine as _;
+    use prost::Message as _;
+    use sealroom_analytics::joint::{QueryParams, QueryPhase, SqlOrderProgram};
+    use sealroom_node::directory::Directory;
+    use sealroom_node::tasks::EngineProgram as _;
+    use sealroom_protocol::{VerifiedDescriptor, pb};
+
+    let fx = Fixture::new().await;
+    let (_dir, fed) = start(&fx).await;
+    let mut spec = spec("SELECT dept, MEDIAN(salary) AS med FROM salaries GROUP BY dept");
+    spec.max_rows_per_client = Some(32);
+    let run = run_query(&fed, &spec, &names()).await.expect("query runs");
+    let order_round = run.order_round.expect("an order round ran");
+    let helper = &fed.configs["helper-0"];
+    let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
+        .await
+        .expect("helper store");
+    let envelope = store
+        .helper_state()
+        .await
+        .expect("helper state")
+        .rounds
+        .into_iter()
+        .map(|r| r.descriptor)
+        .find(|d| {
+            pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id) == Ok(order_round)
+        })
+        .expect("the helper holds the order round");
+    let keys = Directory::new(&helper.federation)
+        .expect("directory")
+        .keys();
+    let coordinator_key = fed.configs["coordinator"]
+        .signing_key
+        .clone()
+        .expect("coordinator key");
+    let body = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
+    let params: QueryParams =
+        serde_json::from_slice(&body.task.as_ref().expect("task").params).expect("params");
+    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| {
+        let (mut p, mut d) = (params.clone(), body.clone());
+        edit(&mut p, &mut d);
+        d.task.as_mut().expect("task").params = serde_json::to_vec(&p).expect("json");
+        let env = coordinator_key.sign(&d);
+        VerifiedDescriptor::verify(&env, &keys.trust).expect("the coordinator's key signs it")
+    };
+    let input = Arc::new(QueryInput::new(
+        BTreeMap::from([("salaries".to_string(), fx.sources[0].clone())]),
+        Policy::new(1, 2).expect("policy"),
+    ));
+    let ask = |descriptor: VerifiedDescriptor| {
+        let (input, keys) = (input.clone(), keys.clone());
+        async move {
+            tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
+                .await
+                .expect("the computation ran")
+        }
+    };
+    let honest = forged(&|_, _| {});
+    ask(honest.clone())
+        .await
+        .expect("the real order round is accepted");
+    SqlOrderProgram
+        .program(&honest, &keys, 3)
+        .expect("a helper builds the real round's program");
+
+    type Edit = Box<dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)>;
+    let attacks: Vec<(&str, Edit)> = vec![
+        (
+            "order parameters",
+            Box::new(|p, _| {
+                if let QueryPhase::Order { order, .. } = &mut p.phase {
+                    let b64 = base64::engine::general_purpose::STANDARD;
+                    let mut bytes = b64.decode(&*order).expect("base64");
+                    // The first cell's first `values` count (after the
+                    // magic, version, L, items, cells and the cell index).
+                    bytes[21] ^= 1;
+                    *order = b64.encode(bytes);
+                }
+            }),
+        ),
+        (
+            "clients",
+            Box::new(|_, d| {
+                d.clients.pop();
+                d.min_clients = d.clients.len() as u32;
+            }),
+        ),
+        (
+            "earlier stats round",
+            Box::new(|p, _| {
+                if let QueryPhase::Order { stats_round, .. } = &mut p.phase {
+                    *stats_round += 1;
+                }
+            }),
+        ),
+        (
+            "vector length",
+            Box::new(|_, d| d.task.as_mut().expect("task").vector_length += 1),
+        ),
+    ];
+    for (what, edit) in attacks {
+        let descriptor = forged(edit.as_ref());
+        let refused = ask(descriptor.clone())
+            .await
+            .expect_err("a forged order round is refused");
+        assert_eq!(
+            refused.sit_out.reason,
+            pb::SitOutReason::InvalidParameters,
+            "{what}: {refused:?}"
+        );
+        assert!(
+            refused.detail.contains(what),
+            "{what}: the client's refusal says why: {}",
+            refused.detail
+        );
+        let clients = descriptor.clients().len();
+        let err = SqlOrderProgram
+            .program(&descriptor, &keys, clients)
+            .expect_err("a helper refuses to build its program");
+        assert!(
+            err.contains(what),
+            "{what}: the helper's refusal says why: {err}"
+        );
+    }
+    fed.shutdown().await;
+}

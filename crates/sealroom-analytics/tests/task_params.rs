@@ -41,7 +41,7 @@ fn split() -> SplitSpec {
 
 fn fedavg(global: Vec<f64>) -> FedAvgParams {
     FedAvgParams {
-        l2_bound: Default::default(),
+        l2_bound: None,
         table: "iris".into(),
         split: split(),
         training_round: 1,
@@ -84,6 +84,7 @@ fn valid_parameters_plan_their_rounds() {
     assert_eq!(task.vector_len, 16, "15 parameters and the weight");
     let query = QueryParams {
         spec: QuerySpec {
+            max_rows_per_client: None,
             sql: "SELECT COUNT(*), AVG(x) FROM t".into(),
             domains: Default::default(),
             min_rows: 5,
@@ -118,6 +119,7 @@ fn malformed_parameters_are_refused_with_the_reason() {
     assert!(plan(FEDAVG_TASK, serde_json::to_vec(&wide).expect("json")).is_err());
     let query = QueryParams {
         spec: QuerySpec {
+            max_rows_per_client: None,
             sql: "SELECT MAX(x) FROM t".into(),
             domains: Default::default(),
             min_rows: 5,

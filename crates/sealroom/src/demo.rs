@@ -95,6 +95,10 @@ const SALARY_SQL: &str = "SELECT dept, COUNT(*) AS employees, AVG(salary) AS avg
 
 const OLS_SQL: &str = "SELECT OLS(progression, bmi, bp, s5) AS ols FROM diabetes";
 
+const ORDER_SQL: &str = "SELECT dept, MIN(salary) AS min_salary, MEDIAN(salary) AS median_salary, \
+     PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY salary) AS p90_salary, MAX(salary) AS max_salary \
+     FROM salaries GROUP BY dept";
+
 /// Column names of the diabetes CSV files the demo writes.
 const DIABETES_COLUMNS: [&str; 11] = [
     "age",
@@ -336,7 +340,7 @@ async fn run_async(
         if identical { "yes" } else { "NO" }
     );
 
-    // 2 and 3. Joint analytics.
+    // 2, 3 and 4. Joint analytics.
     let company_names: Vec<String> = names[..COMPANIES.len()].to_vec();
     let queries = [
         (
@@ -362,14 +366,33 @@ async fn run_async(
             ]),
             names.clone(),
         ),
+        (
+            "4. lowest, median, 90th-percentile and highest salary per department: comparisons and a sorting network between the three helpers (the MPC engine), no party sees a salary",
+            ORDER_SQL,
+            BTreeMap::from([(
+                "dept".to_string(),
+                DEPARTMENTS.iter().map(|d| d.to_string()).collect(),
+            )]),
+            BTreeMap::from([("salary".to_string(), [0.0, 1_000_000.0])]),
+            company_names.clone(),
+        ),
     ];
     let mut query_reports = Vec::new();
     let mut query_rounds: Vec<u64> = Vec::new();
+    // The MPC engine runs between exactly three helpers in additive mode.
+    let engine = args.helpers == 3 && threshold.is_none();
     for (title, sql, domains, bounds, invited) in queries {
+        if sql == ORDER_SQL && !engine {
+            println!();
+            println!("{title}");
+            println!("   skipped: the MPC engine needs exactly three helpers in additive mode");
+            continue;
+        }
         println!();
         println!("{title}");
         println!("   {sql}");
         let spec = QuerySpec {
+            max_rows_per_client: None,
             sql: sql.into(),
             domains: domains.clone(),
             min_rows: DEFAULT_MIN_ROWS,
@@ -378,7 +401,11 @@ async fn run_async(
         };
         let report = match run_query(&fed, &spec, &invited).await {
             Ok(run) => {
-                query_rounds.extend(std::iter::once(run.counts_round).chain(run.stats_round));
+                query_rounds.extend(
+                    std::iter::once(run.counts_round)
+                        .chain(run.stats_round)
+                        .chain(run.order_round),
+                );
                 collect_uploads(&mut events, &mut uploads_by_round);
                 crate::query_cmd::print_run(&run);
                 let sources: Vec<&DataSource> = run
@@ -386,7 +413,7 @@ async fn run_async(
                     .iter()
                     .filter_map(|n| names.iter().position(|m| m == n))
                     .map(|i| {
-                        if sql == SALARY_SQL {
+                        if sql == SALARY_SQL || sql == ORDER_SQL {
                             &companies[i]
                         } else {
                             &diabetes[i]

@@ -18,13 +18,18 @@ use crate::node_cmd::DEFAULT_MIN_ROWS;
 #[command(after_help = "\
 Supported: SELECT over one table with COUNT(*), COUNT(col), SUM, AVG, VAR_SAMP,
 VAR_POP, STDDEV(_SAMP/_POP), HISTOGRAM(col, edge, edge, ...), REGR_SLOPE,
-REGR_INTERCEPT, REGR_R2, REGR_COUNT, OLS(y, x1, ..., xk); WHERE filters;
-GROUP BY over a declared domain (--domain); values outside it count in an
-\"(other)\" cell. Every column used in arithmetic or inside an aggregate needs
-declared bounds (--bound): each client clamps its values to them, so no row
-can dominate a statistic or make a client's evaluation fail, and the result
-counts per cell the rows that were adjusted. Not supported (refused with the
-reason): joins, MIN, MAX, MEDIAN, COUNT(DISTINCT), subqueries.
+REGR_INTERCEPT, REGR_R2, REGR_COUNT, OLS(y, x1, ..., xk); and MIN, MAX,
+MEDIAN, PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col), which the three
+helpers compute with the MPC engine in a third round (federations of exactly
+three helpers in additive mode; each client sends at most
+--max-rows-per-client values per cell, and a cell where a client has more
+gets NULL with the reason). WHERE filters; GROUP BY over a declared domain
+(--domain); values outside it count in an \"(other)\" cell. Every column used
+in arithmetic or inside an aggregate needs declared bounds (--bound): each
+client clamps its values to them, so no row can dominate a statistic or make
+a client's evaluation fail, and the result counts per cell the rows that
+were adjusted. Not supported (refused with the reason): joins,
+COUNT(DISTINCT), subqueries.
 
 Example:
   sealroom query --config fed/admin.toml --domain dept=eng,sales,ops \\
@@ -39,7 +44,7 @@ pub struct QueryArgs {
     pub sql: Option<String>,
     /// A query spec as JSON: `{"sql": …, "domains": {…}, "min_rows": …,
     /// "min_clients": …, "bounds": {…}}` (see examples/salaries/queries/).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients", "bounds"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients", "bounds", "max_rows_per_client"])]
     pub spec: Option<PathBuf>,
     /// The declared bounds of a numeric column: `COLUMN=LO,HI` (repeatable;
     /// needed for every column used in arithmetic or an aggregate).
@@ -56,6 +61,11 @@ pub struct QueryArgs {
     /// the federation's min_clients).
     #[arg(long)]
     pub min_clients: Option<u32>,
+    /// MIN, MAX, MEDIAN, PERCENTILE_CONT: the most values of a cell one
+    /// client sends to the MPC engine (1 to 1024; default 64). A cell where
+    /// a client holds more gets NULL for those items, with the reason.
+    #[arg(long, value_name = "N")]
+    pub max_rows_per_client: Option<u32>,
     /// Ask only these clients (by name; default: all).
     #[arg(long = "client", value_name = "NAME")]
     pub clients: Vec<String>,
@@ -136,6 +146,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 .with_context(|| format!("{}: not a query spec", path.display()))?
         }
         (None, Some(sql)) => QuerySpec {
+            max_rows_per_client: args.max_rows_per_client,
             sql: sql.clone(),
             domains: parse_domains(&args.domains)?,
             min_rows: args.min_rows,
@@ -174,12 +185,16 @@ pub fn run(args: &QueryArgs) -> Result<()> {
 /// Prints a query's result and where it came from.
 pub fn print_run(run: &QueryRun) {
     print!("{}", run.result.render_table());
-    let rounds = match run.stats_round {
-        Some(stats) => format!(
+    let rounds = match (run.stats_round, run.order_round) {
+        (Some(stats), Some(order)) => format!(
+            "rounds {} (counts), {stats} (statistics) and {order} (order statistics, MPC engine)",
+            run.counts_round
+        ),
+        (Some(stats), None) => format!(
             "rounds {} (counts) and {stats} (statistics)",
             run.counts_round
         ),
-        None => format!(
+        (None, _) => format!(
             "round {} (counts; every cell was suppressed, so no statistics round ran)",
             run.counts_round
         ),

@@ -12,6 +12,7 @@
 //! | `HISTOGRAM(e, e1, …, ek)` | one count per bucket |
 //! | `REGR_*(y, x)`, `CORR`, `COVAR_*` | n, Σx, Σy, Σx², Σy², Σxy over rows with both non-NULL |
 //! | `OLS(y, x1, …, xk)` | n, Σxᵢ, Σy, Σxᵢxⱼ, Σxᵢy, Σy² over rows with all non-NULL |
+//! | `MIN`, `MAX`, `MEDIAN`, `PERCENTILE_CONT` | n, then the order round (`order.rs`) |
 //!
 //! NULL semantics follow SQL: SUM/AVG/VAR ignore NULLs and are NULL over no
 //! values; the two-variable aggregates and OLS skip a row with a NULL in any
@@ -21,6 +22,7 @@ use sqlparser::ast::{self, FunctionArg, FunctionArgExpr, FunctionArguments};
 
 use super::error::QueryError;
 use super::expr::{CmpOp, Converter, Expr, NON_DECOMPOSABLE, NON_DECOMPOSABLE_WHY, SUBQUERY_WHY};
+use super::order::{OrderItem, OrderKind};
 
 /// Names of the supported aggregates (upper case).
 pub(crate) const AGGREGATES: &[&str] = &[
@@ -42,6 +44,10 @@ pub(crate) const AGGREGATES: &[&str] = &[
     "COVAR_SAMP",
     "COVAR_POP",
     "OLS",
+    "MIN",
+    "MAX",
+    "MEDIAN",
+    "PERCENTILE_CONT",
 ];
 
 /// The most bucket edges of one HISTOGRAM.
@@ -181,6 +187,11 @@ pub(crate) enum Aggregate {
         sxx: Vec<usize>,
         sxy: Vec<usize>,
     },
+    /// MIN, MAX, MEDIAN or PERCENTILE_CONT: the plan's order item `item`,
+    /// computed by the order round.
+    Order {
+        item: usize,
+    },
 }
 
 enum Arg<'a> {
@@ -195,10 +206,11 @@ impl Aggregate {
         name: &str,
         conv: &mut Converter,
         stats: &mut StatSet,
+        order: &mut Vec<OrderItem>,
     ) -> Result<Aggregate, QueryError> {
         let f = match e {
             ast::Expr::Function(f) => f,
-            ast::Expr::Nested(inner) => return Aggregate::parse(inner, name, conv, stats),
+            ast::Expr::Nested(inner) => return Aggregate::parse(inner, name, conv, stats, order),
             other if mentions_function(other) => {
                 return Err(QueryError::unsupported(
                     format!("arithmetic on aggregates ({other})"),
@@ -294,6 +306,16 @@ impl Aggregate {
                 Aggregate::Pair { kind, m }
             }
             "OLS" => ols(&args, name, conv, stats)?,
+            "MIN" | "MAX" | "MEDIAN" => {
+                let kind = match fname.as_str() {
+                    "MIN" => OrderKind::Min,
+                    "MAX" => OrderKind::Max,
+                    _ => OrderKind::Percentile(0.5),
+                };
+                let x = one(conv, true)?;
+                order_item(kind, x, name, stats, order)
+            }
+            "PERCENTILE_CONT" => percentile_cont(f, &args, name, conv, stats, order)?,
             // `function_args` refused every other name.
             _ => return Err(super::expr::refuse_function(f)),
         })
@@ -354,7 +376,8 @@ fn function_args<'a>(f: &'a ast::Function, name: &str) -> Result<Vec<Arg<'a>>, Q
             "it needs other parties' rows next to each row; only whole-cell aggregates are available",
         ));
     }
-    if NON_DECOMPOSABLE.contains(&name) || !f.within_group.is_empty() {
+    if NON_DECOMPOSABLE.contains(&name) || (!f.within_group.is_empty() && name != "PERCENTILE_CONT")
+    {
         return Err(QueryError::unsupported(name, NON_DECOMPOSABLE_WHY));
     }
     if !AGGREGATES.contains(&name) {
@@ -435,6 +458,62 @@ fn number_literal(e: &ast::Expr) -> Option<f64> {
         ast::Expr::Nested(inner) => number_literal(inner),
         _ => None,
     }
+}
+
+/// Registers an order item over `x` (its non-NULL count is a phase-2
+/// statistic, shared with COUNT/AVG of the same expression).
+fn order_item(
+    kind: OrderKind,
+    x: Expr,
+    name: &str,
+    stats: &mut StatSet,
+    order: &mut Vec<OrderItem>,
+) -> Aggregate {
+    let count = stats.count(&x, format!("count of {name}"));
+    order.push(OrderItem::new(kind, x, count, name));
+    Aggregate::Order {
+        item: order.len() - 1,
+    }
+}
+
+/// `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY e [ASC])`, p a literal in [0, 1].
+fn percentile_cont(
+    f: &ast::Function,
+    args: &[Arg<'_>],
+    name: &str,
+    conv: &mut Converter,
+    stats: &mut StatSet,
+    order: &mut Vec<OrderItem>,
+) -> Result<Aggregate, QueryError> {
+    const FORM: &str = "write PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY e), p a number in [0, 1]";
+    let what = || format!("PERCENTILE_CONT in {name}");
+    let p = match args {
+        [Arg::Expr(p)] => number_literal(p),
+        _ => None,
+    }
+    .filter(|p| (0.0..=1.0).contains(p))
+    .ok_or_else(|| QueryError::invalid(what(), FORM))?;
+    let [ordering] = f.within_group.as_slice() else {
+        return Err(QueryError::invalid(what(), FORM));
+    };
+    let plain_ascending = matches!(ordering.options.sort, None | Some(ast::OrderBySort::Asc))
+        && ordering.options.nulls_first.is_none()
+        && ordering.with_fill.is_none();
+    if !plain_ascending {
+        return Err(QueryError::unsupported(
+            format!("the ordering of {name}"),
+            "order ascending (for DESC, use PERCENTILE_CONT(1 - p)); NULLs are always ignored",
+        ));
+    }
+    let x = conv.numeric(&ordering.expr)?;
+    // `+ 0.0` turns a literal −0 into 0.
+    Ok(order_item(
+        OrderKind::Percentile(p + 0.0),
+        x,
+        name,
+        stats,
+        order,
+    ))
 }
 
 fn histogram(

@@ -169,6 +169,29 @@ pub enum QueryError {
         /// What is wrong.
         reason: String,
     },
+    /// Order-round parameters ([`super::OrderParams`]) are malformed or do
+    /// not belong to this plan.
+    #[error("invalid order-round parameters: {reason}")]
+    InvalidOrderParams {
+        /// What is wrong (never a value).
+        reason: &'static str,
+    },
+    /// The order round returned another number of outputs than its
+    /// parameters call for.
+    #[error("the order round returned {actual} outputs, its parameters expect {expected}")]
+    OrderOutputs {
+        /// Outputs the parameters call for.
+        expected: usize,
+        /// Outputs received.
+        actual: usize,
+    },
+    /// The order round's engine program cannot be built for these
+    /// parameters (too large, or no client).
+    #[error("the order-round program cannot be built: {reason}")]
+    OrderProgram {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl QueryError {

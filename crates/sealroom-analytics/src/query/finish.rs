@@ -28,7 +28,9 @@ pub fn stats_len(plan: &QueryPlan, released: &[usize]) -> usize {
 }
 
 pub(crate) fn per_cell(plan: &QueryPlan) -> usize {
-    (plan.stats.len() + 3) * LIMBS
+    // Rows, contributed, adjusted, the statistics, and per order item its
+    // two hidden sums (values taken, clients over L).
+    (plan.stats.len() + 3 + 2 * plan.order.len()) * LIMBS
 }
 
 /// The cells whose summed counts pass both thresholds: at least
@@ -81,28 +83,7 @@ pub fn finish(
             .unwrap_or_default();
         return Err(QueryError::InvalidRelease { reason: cell });
     }
-    let ints = integers(stats_sum, Phase::Stats, stats_len(plan, released))?;
-    let width = per_cell(plan);
-    let mut decoded = Vec::with_capacity(released.len());
-    for (i, chunk) in ints.chunks_exact(width).enumerate() {
-        let values: Vec<i128> = chunk
-            .chunks_exact(LIMBS)
-            .map(|l| from_limbs([l[0], l[1], l[2], l[3]]))
-            .collect();
-        let base = i * width;
-        let rows = whole(values[0], base)?;
-        let clients = whole(values[1], base + LIMBS)?;
-        if clients > i128::from(MAX_CLIENTS) || rows < clients {
-            return Err(QueryError::MalformedSum {
-                phase: Phase::Stats,
-                index: base,
-                reason: "row and client counts are inconsistent",
-            });
-        }
-        let adjusted = whole(values[2], base + 2 * LIMBS)?;
-        let stats: Vec<f64> = values[3..].iter().map(|&q| from_fixed(q)).collect();
-        decoded.push((rows as f64, clients as f64, adjusted, stats));
-    }
+    let decoded = decode_stats(plan, released, stats_sum)?;
 
     let mut out_rows = Vec::with_capacity(plan.cells());
     let mut next = released.iter().zip(decoded).peekable();
@@ -114,16 +95,16 @@ pub fn finish(
             .map(|l| l.map_or(GroupKey::Other, GroupKey::value))
             .collect();
         let (cells, adjusted) = match next.next_if(|(c, _)| **c == cell) {
-            Some((_, (rows, clients, adjusted, stats))) => {
+            Some((_, d)) => {
                 // Float-to-integer casts saturate; counts beyond i64 pass anyway.
-                match threshold(&policy, clients as i64, rows as i64) {
+                match threshold(&policy, d.clients as i64, d.rows as i64) {
                     Some(reason) => (vec![Cell::Suppressed { reason }; width_out], None),
                     None => (
                         plan.outputs
                             .iter()
-                            .flat_map(|o| evaluate(&o.agg, rows, clients, &stats))
+                            .flat_map(|o| evaluate(&o.agg, d.rows, d.clients, &d.stats, &d.order))
                             .collect(),
-                        Some(u64::try_from(adjusted).unwrap_or(u64::MAX)),
+                        Some(u64::try_from(d.adjusted).unwrap_or(u64::MAX)),
                     ),
                 }
             }
@@ -159,8 +140,75 @@ pub fn finish(
     })
 }
 
+/// One released cell's decoded phase-2 sums.
+pub(crate) struct CellSums {
+    pub(crate) rows: f64,
+    pub(crate) clients: f64,
+    pub(crate) adjusted: i128,
+    pub(crate) stats: Vec<f64>,
+    /// Per order item: `(Σ min(cᵢ, L), clients with cᵢ > L)`.
+    pub(crate) order: Vec<(u64, u64)>,
+}
+
+/// Decodes the phase-2 sum of `released` cells, checking every count.
+pub(crate) fn decode_stats(
+    plan: &QueryPlan,
+    released: &[usize],
+    stats_sum: &[f64],
+) -> Result<Vec<CellSums>, QueryError> {
+    let ints = integers(stats_sum, Phase::Stats, stats_len(plan, released))?;
+    let width = per_cell(plan);
+    let n_stats = plan.stats.len();
+    let mut decoded = Vec::with_capacity(released.len());
+    for (i, chunk) in ints.chunks_exact(width).enumerate() {
+        let values: Vec<i128> = chunk
+            .chunks_exact(LIMBS)
+            .map(|l| from_limbs([l[0], l[1], l[2], l[3]]))
+            .collect();
+        let base = i * width;
+        let rows = whole(values[0], base)?;
+        let clients = whole(values[1], base + LIMBS)?;
+        if clients > i128::from(MAX_CLIENTS) || rows < clients {
+            return Err(QueryError::MalformedSum {
+                phase: Phase::Stats,
+                index: base,
+                reason: "row and client counts are inconsistent",
+            });
+        }
+        let adjusted = whole(values[2], base + 2 * LIMBS)?;
+        let stats: Vec<f64> = values[3..3 + n_stats]
+            .iter()
+            .map(|&q| from_fixed(q))
+            .collect();
+        let max_values = clients * i128::from(plan.max_rows_per_client);
+        let mut order = Vec::with_capacity(plan.order.len());
+        for (j, pair) in values[3 + n_stats..].chunks_exact(2).enumerate() {
+            let index = base + (3 + n_stats + 2 * j) * LIMBS;
+            let taken = whole(pair[0], index)?;
+            let over = whole(pair[1], index + LIMBS)?;
+            if taken > max_values || over > clients {
+                return Err(QueryError::MalformedSum {
+                    phase: Phase::Stats,
+                    index,
+                    reason: "order-round counts are inconsistent with the client count",
+                });
+            }
+            // Both are at most 1024 · 1024 (checked just above).
+            order.push((taken as u64, over as u64));
+        }
+        decoded.push(CellSums {
+            rows: rows as f64,
+            clients: clients as f64,
+            adjusted,
+            stats,
+            order,
+        });
+    }
+    Ok(decoded)
+}
+
 /// The failed threshold of a cell with these summed counts, if any.
-fn threshold(policy: &Policy, clients: i64, rows: i64) -> Option<SuppressReason> {
+pub(crate) fn threshold(policy: &Policy, clients: i64, rows: i64) -> Option<SuppressReason> {
     if clients < i64::from(policy.min_clients) {
         Some(SuppressReason::TooFewClients {
             min_clients: policy.min_clients,
@@ -245,7 +293,13 @@ fn centred(sxx: f64, sx: f64, n: f64, err: f64) -> Option<f64> {
     (c > noise).then_some(c)
 }
 
-fn evaluate(agg: &Aggregate, rows: f64, clients: f64, s: &[f64]) -> Vec<Cell> {
+fn evaluate(
+    agg: &Aggregate,
+    rows: f64,
+    clients: f64,
+    s: &[f64],
+    order: &[(u64, u64)],
+) -> Vec<Cell> {
     let value = Cell::Value;
     let null = |reason| Cell::Null { reason };
     let err = resolution(clients);
@@ -300,6 +354,13 @@ fn evaluate(agg: &Aggregate, rows: f64, clients: f64, s: &[f64]) -> Vec<Cell> {
             s,
             err,
         ),
+        // The value comes from the order round (`order::finish_order`); here
+        // only what the phase-2 counts decide.
+        Aggregate::Order { item } => vec![null(match order.get(*item) {
+            Some(&(_, over)) if over > 0 => NullReason::TooManyRowsPerClient,
+            Some(&(0, _)) => NullReason::NoValues,
+            _ => NullReason::OrderPending,
+        })],
     }
 }
 

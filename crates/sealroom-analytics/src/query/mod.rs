@@ -24,9 +24,17 @@
 //! 5. [`finish`] decodes the sum, re-checks the thresholds on the phase-2
 //!    counts and computes the published [`QueryResult`]: averages, variances,
 //!    histograms, regressions and OLS coefficients (solved publicly).
+//! 6. **Order round**, only for a plan with MIN/MAX/MEDIAN/PERCENTILE_CONT
+//!    ([`has_order`]): phase 2 also carries, per released cell and item, how
+//!    many values the round would take and how many clients hold more than
+//!    L; [`order_params`] turns that into the round's parameters, each
+//!    client uploads [`local_order`], the helpers run [`order_program`] on
+//!    the MPC engine, and [`finish_order`] fills those items in (see
+//!    `order.rs`).
 //!
 //! [`plaintext`] is the twin of this flow that sums the same vectors in
-//! process, for demos and tests: it shares every function above, so the
+//! process, for demos and tests: it shares every function above (and
+//! evaluates the order program's function with [`order_plain`]), so the
 //! secure result equals it bit for bit.
 //!
 //! # Supported SQL
@@ -36,15 +44,17 @@
 //! each item is a GROUP BY column or one of `COUNT(*)`, `COUNT(e)`, `SUM`,
 //! `AVG`, `VAR_SAMP`/`VARIANCE`, `VAR_POP`, `STDDEV`/`STDDEV_SAMP`,
 //! `STDDEV_POP`, `HISTOGRAM(e, edge, …)`, `REGR_SLOPE`, `REGR_INTERCEPT`,
-//! `REGR_COUNT`, `REGR_R2`, `CORR`, `COVAR_SAMP`, `COVAR_POP` (all `(y, x)`)
-//! and `OLS(y, x1, …, xk)`, each optionally `AS alias`. `e` is a column or
+//! `REGR_COUNT`, `REGR_R2`, `CORR`, `COVAR_SAMP`, `COVAR_POP` (all `(y, x)`),
+//! `OLS(y, x1, …, xk)`, and — through the order round — `MIN(e)`, `MAX(e)`,
+//! `MEDIAN(e)` and `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY e)` (p a
+//! literal in [0, 1]), each optionally `AS alias`. `e` is a column or
 //! arithmetic over columns and numeric literals; WHERE adds comparisons,
 //! AND/OR/NOT, `IN (literals)`, `BETWEEN`, `IS [NOT] NULL` and `LIKE
 //! 'pattern'` (case-sensitive, no escape character, on every backend). A
 //! GROUP BY column needs a declared domain: a row falls in the cell of the
 //! domain value equal to the column's text form (`CAST(col AS TEXT)`, so
 //! prefer text or integer columns), or in the "(other)" cell. Joins,
-//! subqueries, MIN/MAX/percentiles, DISTINCT, HAVING, ORDER BY/LIMIT and
+//! subqueries, MODE/PERCENTILE_DISC, DISTINCT, HAVING, ORDER BY/LIMIT and
 //! window functions are refused with the reason and what to do instead.
 //!
 //! # Precision
@@ -88,6 +98,7 @@ mod error;
 mod expr;
 mod finish;
 mod ols;
+mod order;
 mod policy;
 mod result;
 mod source;
@@ -99,6 +110,12 @@ mod csv_file;
 pub use encode::{WireVector, wire_spec};
 pub use error::{Phase, QueryError};
 pub use finish::{counts_len, finish, released_cells, stats_len};
+pub use order::{
+    DEFAULT_MAX_ROWS_PER_CLIENT, MAX_ORDER_COMPARISONS, MAX_ORDER_ELEMENTS, MAX_ORDER_ITEMS,
+    MAX_ROWS_PER_CLIENT_LIMIT, ORDER_BITS, ORDER_PROGRAM, ORDER_PROGRAM_VERSION, OrderCell,
+    OrderCount, OrderParams, SENTINEL, finish_order, has_order, local_order, order_comparisons,
+    order_len, order_params, order_plain, order_program,
+};
 pub use result::{
     Cell, ColumnBounds, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason,
 };
@@ -178,6 +195,15 @@ pub async fn local_stats(
             counted += usize::from(push_saturating(out, v));
         }
         out.extend_from_slice(&stats);
+        // Per order item: min(c, L) and [c > L], c = this client's number of
+        // non-NULL values of the item's expression in the cell.
+        let l = f64::from(plan.max_rows_per_client);
+        for item in &plan.order {
+            let c = values.get(item.count).copied().unwrap_or(0.0);
+            for v in [c.min(l), if c > l { 1.0 } else { 0.0 }] {
+                counted += usize::from(push_saturating(out, v));
+            }
+        }
         debug_assert_eq!(counted, 0, "counts are far below the encoding's range");
     }
     stats.zeroize();
@@ -202,7 +228,21 @@ pub async fn plaintext(
     for table in sources {
         add(&mut stats, &local_stats(plan, table, &released).await?);
     }
-    finish(plan, &counts, &released, &stats, policy)
+    let mut result = finish(plan, &counts, &released, &stats, policy)?;
+    if has_order(plan) {
+        let params = order::order_params_with(plan, policy, &released, &stats)?;
+        let mut inputs = zeroize::Zeroizing::new(Vec::with_capacity(sources.len()));
+        if order_len(plan, &params) > 0 {
+            for table in sources {
+                inputs.push(order::integers_of(
+                    &local_order(plan, table, &params).await?,
+                ));
+            }
+        }
+        let outputs = order_plain(plan, &params, &inputs)?;
+        finish_order(plan, &params, &outputs, &mut result)?;
+    }
+    Ok(result)
 }
 
 /// Element-wise sum; exact, since every element is an integer below 2^34.

@@ -116,6 +116,18 @@ pub enum NullReason {
     /// OLS: the regressors are collinear, or the cell has fewer rows than
     /// coefficients.
     Singular,
+    /// MIN/MAX/MEDIAN/PERCENTILE_CONT: a client holds more than
+    /// `max_rows_per_client` non-NULL values of the expression in this cell,
+    /// so the order round would not see all of them.
+    TooManyRowsPerClient,
+    /// MIN/MAX/MEDIAN/PERCENTILE_CONT: the order round has not run (yet) for
+    /// this cell.
+    OrderPending,
+    /// MIN/MAX/MEDIAN/PERCENTILE_CONT: the order round's result lies outside
+    /// the expression's bounds, so its inputs did not match the counts of
+    /// the statistics round (the data changed between the rounds, a client
+    /// dropped out, or a client sent values outside the bounds).
+    OrderInconsistent,
 }
 
 impl NullReason {
@@ -125,6 +137,11 @@ impl NullReason {
             NullReason::TooFewValues => "NULL (too few values)",
             NullReason::ZeroVariance => "NULL (no variance)",
             NullReason::Singular => "NULL (singular)",
+            NullReason::TooManyRowsPerClient => {
+                "NULL (a client holds more than max_rows_per_client values)"
+            }
+            NullReason::OrderPending => "NULL (order round not run)",
+            NullReason::OrderInconsistent => "NULL (order round inconsistent with the counts)",
         }
     }
 }

@@ -200,35 +200,7 @@ impl LocalTable {
         } else {
             "the counts query"
         };
-        let source = |source| QueryError::Source {
-            operation,
-            location: self.location.clone(),
-            source,
-        };
-        let mut conn = self.conn.lock().await;
-        let decoded = match &mut *conn {
-            Conn::Sqlite(c) => {
-                self.check_numeric(c, &checks).await?;
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .fetch_all(&mut *c)
-                    .await
-                    .map_err(source)?;
-                decode(&rows, groups, width).map_err(source)?
-            }
-            Conn::Postgres(c) => {
-                let mut tx = c
-                    .begin_with("BEGIN TRANSACTION READ ONLY")
-                    .await
-                    .map_err(source)?;
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(source)?;
-                tx.rollback().await.map_err(source)?;
-                decode(&rows, groups, width).map_err(source)?
-            }
-        };
-        drop(conn);
+        let decoded = self.fetch(&checks, sql, groups, width, operation).await?;
         let mut out = LocalCells {
             cells: Vec::with_capacity(decoded.0.len()),
             width,
@@ -250,6 +222,87 @@ impl LocalTable {
             out.cells.push(cell);
         }
         Ok(out)
+    }
+
+    /// The order round's local values of one item: per cell, at most
+    /// `limit` non-NULL values of the item's expression, clamped to the
+    /// declared bounds, the smallest first (`descending`: the largest).
+    pub(crate) async fn order_values(
+        &self,
+        plan: &QueryPlan,
+        expr: &super::expr::Expr,
+        limit: u32,
+        descending: bool,
+    ) -> Result<LocalCells, QueryError> {
+        let (names, checks) = self.bind(plan)?;
+        let renderer = Renderer {
+            dialect: self.dialect,
+            names: &names,
+            bounds: &plan.bounds,
+        };
+        let sql = renderer.order_values(plan, expr, &self.table_sql, limit, descending);
+        let groups = plan.groups.len();
+        let (coords, values) = self
+            .fetch(&checks, sql, groups, 1, "the order-round query")
+            .await?;
+        // One value per returned row; `cells` names each row's cell.
+        let mut out = LocalCells {
+            cells: Vec::with_capacity(coords.len()),
+            width: 1,
+            values,
+        };
+        for c in coords {
+            let cell = plan.cell_index(&c).ok_or_else(|| {
+                QueryError::invalid(
+                    "the local result",
+                    "the database returned a group outside the domain",
+                )
+            })?;
+            out.cells.push(cell);
+        }
+        Ok(out)
+    }
+
+    /// Runs one generated statement (SQLite: after the numeric-column
+    /// check; PostgreSQL: in a read-only transaction) and decodes its rows.
+    async fn fetch(
+        &self,
+        checks: &[String],
+        sql: String,
+        groups: usize,
+        width: usize,
+        operation: &'static str,
+    ) -> Result<Decoded, QueryError> {
+        let source = |source| QueryError::Source {
+            operation,
+            location: self.location.clone(),
+            source,
+        };
+        let mut conn = self.conn.lock().await;
+        let decoded = match &mut *conn {
+            Conn::Sqlite(c) => {
+                self.check_numeric(c, checks).await?;
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .fetch_all(&mut *c)
+                    .await
+                    .map_err(source)?;
+                decode(&rows, groups, width).map_err(source)?
+            }
+            Conn::Postgres(c) => {
+                let mut tx = c
+                    .begin_with("BEGIN TRANSACTION READ ONLY")
+                    .await
+                    .map_err(source)?;
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(source)?;
+                tx.rollback().await.map_err(source)?;
+                decode(&rows, groups, width).map_err(source)?
+            }
+        };
+        drop(conn);
+        Ok(decoded)
     }
 
     /// SQLite only: refuses a numeric column holding text or blobs.

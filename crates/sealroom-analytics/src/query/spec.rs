@@ -16,6 +16,7 @@ use super::aggregate::{Aggregate, Output, StatSet};
 use super::bounds::{self, Bounds, Interval};
 use super::error::QueryError;
 use super::expr::{ColumnRef, Converter, Expr, SUBQUERY_WHY};
+use super::order::{DEFAULT_MAX_ROWS_PER_CLIENT, OrderItem};
 pub use super::policy::Policy;
 
 pub(crate) use super::aggregate::{AGGREGATES, Stat};
@@ -53,6 +54,13 @@ pub struct QuerySpec {
     /// per cell and published with the result ("adjusted").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bounds: BTreeMap<String, [f64; 2]>,
+    /// MIN, MAX, MEDIAN and PERCENTILE_CONT: the most values of a cell one
+    /// client sends to the MPC engine (1 to 1024; default 64). A cell where
+    /// some client holds more gets NULL for those items, with the reason.
+    /// Larger values cost more: the engine sorts clients × this many values
+    /// per cell and item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_client: Option<u32>,
 }
 
 impl QuerySpec {
@@ -86,6 +94,11 @@ pub struct QueryPlan {
     pub(crate) numeric: BTreeSet<ColumnRef>,
     /// Declared bounds of the columns the query uses as numbers.
     pub(crate) bounds: Bounds,
+    /// MIN/MAX/MEDIAN/PERCENTILE_CONT items, computed by the order round.
+    pub(crate) order: Vec<OrderItem>,
+    /// L: the most non-NULL values per client, cell and order item that the
+    /// order round takes (see `order.rs`).
+    pub(crate) max_rows_per_client: u32,
 }
 
 /// One GROUP BY column and its declared domain.
@@ -123,6 +136,23 @@ impl QueryPlan {
     /// the contributed flag and the adjusted-row count).
     pub fn statistics(&self) -> usize {
         self.stats.len()
+    }
+
+    /// L, the most values of one order item (MIN/MAX/MEDIAN/PERCENTILE_CONT)
+    /// one client contributes to one cell; a cell where a client holds more
+    /// gets NULL for that item ([`super::NullReason::TooManyRowsPerClient`]).
+    pub fn max_rows_per_client(&self) -> u32 {
+        self.max_rows_per_client
+    }
+
+    /// The same plan with another L (1 to
+    /// [`super::MAX_ROWS_PER_CLIENT_LIMIT`]). Every party of a query must use
+    /// the same L (it shapes the statistics and order vectors): until the
+    /// spec carries it, only tests and benchmarks should change it.
+    pub fn with_max_rows_per_client(mut self, l: u32) -> Result<QueryPlan, QueryError> {
+        self.max_rows_per_client = super::order::check_max_rows(l)?;
+        check_names_and_size(&self)?;
+        Ok(self)
     }
 
     /// The declared bounds the query applies, by column name.
@@ -335,6 +365,7 @@ fn plan_select(select: &ast::Select, spec: &QuerySpec) -> Result<QueryPlan, Quer
     }
 
     let mut stats = StatSet::default();
+    let mut order = Vec::new();
     let mut outputs = Vec::new();
     for item in projection {
         let (expr, alias) = match item {
@@ -367,7 +398,7 @@ fn plan_select(select: &ast::Select, spec: &QuerySpec) -> Result<QueryPlan, Quer
         }
         let name = alias.unwrap_or_else(|| expr.to_string());
         outputs.push(Output {
-            agg: Aggregate::parse(expr, &name, &mut conv, &mut stats)?,
+            agg: Aggregate::parse(expr, &name, &mut conv, &mut stats, &mut order)?,
             name,
         });
     }
@@ -378,7 +409,7 @@ fn plan_select(select: &ast::Select, spec: &QuerySpec) -> Result<QueryPlan, Quer
         ));
     }
     let bounds = declared_bounds(spec, &conv.columns)?;
-    let plan = QueryPlan {
+    let mut plan = QueryPlan {
         table,
         filter,
         groups,
@@ -392,7 +423,13 @@ fn plan_select(select: &ast::Select, spec: &QuerySpec) -> Result<QueryPlan, Quer
             .collect(),
         columns: conv.columns,
         numeric: conv.numeric,
+        order,
+        max_rows_per_client: super::order::check_max_rows(
+            spec.max_rows_per_client
+                .unwrap_or(DEFAULT_MAX_ROWS_PER_CLIENT),
+        )?,
     };
+    super::order::finish_items(&mut plan.order, &plan.bounds)?;
     check_names_and_size(&plan)?;
     // Every statistic's term, every WHERE and every per-statistic filter
     // must be bounded (issue #12, finding 4).
@@ -610,7 +647,11 @@ fn check_names_and_size(plan: &QueryPlan) -> Result<(), QueryError> {
     }
     let cells = plan.cells();
     let per_cell = super::finish::per_cell(plan);
-    if cells > MAX_CELLS || cells.saturating_mul(per_cell) > MAX_VECTOR_LEN {
+    let order_per_cell = super::order::max_len_per_cell(plan);
+    if cells > MAX_CELLS
+        || cells.saturating_mul(per_cell) > MAX_VECTOR_LEN
+        || cells.saturating_mul(order_per_cell) > MAX_VECTOR_LEN
+    {
         return Err(QueryError::unsupported(
             format!(
                 "a query with {cells} cells and {} statistics",

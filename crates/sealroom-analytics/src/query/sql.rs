@@ -280,6 +280,53 @@ impl Renderer<'_> {
         }
         sql
     }
+
+    /// The order round's statement for one item: per cell, the `limit`
+    /// smallest (`descending`: largest) non-NULL values of `expr` (clamped
+    /// like everywhere else), with the cell's group keys. `ROW_NUMBER()`
+    /// over each cell bounds what leaves the database at `limit` rows per
+    /// cell, whatever the table's size.
+    pub(crate) fn order_values(
+        &self,
+        plan: &QueryPlan,
+        expr: &Expr,
+        table: &str,
+        limit: u32,
+        descending: bool,
+    ) -> String {
+        let keys: Vec<String> = plan
+            .groups
+            .iter()
+            .map(|g| self.group_key(&g.column, &g.domain))
+            .collect();
+        let v = self.numeric(expr);
+        let partition = if keys.is_empty() {
+            String::new()
+        } else {
+            format!("PARTITION BY {} ", keys.join(", "))
+        };
+        let dir = if descending { "DESC" } else { "ASC" };
+        let mut inner: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS k{i}"))
+            .collect();
+        inner.push(format!("{v} AS v"));
+        inner.push(format!(
+            "ROW_NUMBER() OVER ({partition}ORDER BY {v} {dir}) AS rn"
+        ));
+        let mut condition = format!("({v} IS NOT NULL)");
+        if let Some(filter) = &plan.filter {
+            condition = format!("{} AND {condition}", self.condition(filter));
+        }
+        let mut outer: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+        outer.push("v".to_owned());
+        format!(
+            "SELECT {} FROM (SELECT {} FROM {table} WHERE {condition}) AS o WHERE rn <= {limit}",
+            outer.join(", "),
+            inner.join(", ")
+        )
+    }
 }
 
 /// A double literal both dialects read the same way (`Debug` always prints a
@@ -342,6 +389,7 @@ mod tests {
 
     fn render(sql: &str, dialect: Dialect, with_stats: bool) -> String {
         let spec = super::super::QuerySpec {
+            max_rows_per_client: None,
             sql: sql.to_owned(),
             domains: [(
                 "dept".to_owned(),
@@ -404,6 +452,40 @@ mod tests {
         // sum, REGR's six moments, with none shared (REGR filters on both
         // variables).
         assert_eq!(pg.matches("CAST(SUM(").count(), 9);
+    }
+
+    #[test]
+    fn order_statement_is_pinned() {
+        let spec = super::super::QuerySpec {
+            max_rows_per_client: None,
+            sql: "SELECT dept, MEDIAN(x) FROM t WHERE age > 30 GROUP BY dept".to_owned(),
+            domains: [("dept".to_owned(), vec!["eng".to_owned()])].into(),
+            min_rows: 5,
+            min_clients: 2,
+            bounds: [("x".to_owned(), [-1.0, 2.0])].into(),
+        };
+        let plan = super::super::plan(&spec).expect("plans");
+        let names: Names = plan
+            .columns
+            .iter()
+            .map(|c| (c.clone(), c.name.clone()))
+            .collect();
+        let r = Renderer {
+            dialect: Dialect::Sqlite,
+            names: &names,
+            bounds: &plan.bounds,
+        };
+        let x = "(CASE WHEN CAST(\"x\" AS REAL) < (-1.0) THEN (-1.0) WHEN CAST(\"x\" AS REAL) > 2.0 \
+                 THEN 2.0 ELSE CAST(\"x\" AS REAL) END)";
+        let key = "CAST(CASE CAST(\"dept\" AS TEXT) WHEN 'eng' THEN 0 ELSE 1 END AS INTEGER)";
+        assert_eq!(
+            r.order_values(&plan, &plan.order[0].expr, "\"tbl\"", 4, false),
+            format!(
+                "SELECT k0, v FROM (SELECT {key} AS k0, {x} AS v, ROW_NUMBER() OVER \
+                 (PARTITION BY {key} ORDER BY {x} ASC) AS rn FROM \"tbl\" WHERE \
+                 (\"age\" > 30) AND ({x} IS NOT NULL)) AS o WHERE rn <= 4"
+            )
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn policy() -> Policy {
 
 pub fn spec(sql: &str) -> QuerySpec {
     QuerySpec {
+        max_rows_per_client: None,
         sql: sql.to_owned(),
         domains: [(
             "dept".to_owned(),
@@ -341,7 +342,23 @@ pub async fn pipeline(plan: &QueryPlan, tables: &[&LocalTable], policy: &Policy)
         stats.push(v);
     }
     let stats = secure_sum(&stats, 2);
-    query::finish(plan, &counts, &released, &stats, policy).unwrap()
+    let mut result = query::finish(plan, &counts, &released, &stats, policy).unwrap();
+    // The order phase: the program's plaintext twin over the clients' order
+    // vectors (the engine itself runs in `query_order.rs` in process and in
+    // `net_query.rs` between real helpers).
+    if query::has_order(plan) {
+        let params = query::order_params(plan, policy, &released, &stats).unwrap();
+        if query::order_len(plan, &params) > 0 {
+            let mut inputs = Vec::new();
+            for t in tables {
+                let v = query::local_order(plan, t, &params).await.unwrap();
+                inputs.push(v.expose_values().iter().map(|&x| x as i64).collect());
+            }
+            let outputs = query::order_plain(plan, &params, &inputs).unwrap();
+            query::finish_order(plan, &params, &outputs, &mut result).unwrap();
+        }
+    }
+    result
 }
 
 /// Plans `spec`, runs the pipeline, and checks the plaintext twin agrees bit
