@@ -46,7 +46,8 @@ use sealroom_node::tasks::{
 };
 use sealroom_protocol::VerifiedDescriptor;
 use sealroom_protocol::descriptor::MAX_TASK_PARAMS;
-use sealroom_protocol::evidence::{self, FederationKeys};
+use sealroom_protocol::evidence::{self, FederationKeys, VerifiedRelease};
+use sealroom_protocol::machine::unpack_outputs;
 use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 
@@ -471,6 +472,55 @@ fn invalid(detail: String) -> InputError {
     InputError::new(SitOutReason::InvalidParameters, "", detail)
 }
 
+/// The earlier round of this query (`phase`: "counts" or "stats") whose
+/// release evidence `encoded` carries, verified under the federation's
+/// keys: issued as round `round`, before `descriptor`, of the query task.
+/// Also checks that `descriptor` invites exactly the clients that round
+/// included, in order, and needs every one of them. Returns the verified
+/// release and the earlier round's parameters.
+fn earlier_round(
+    descriptor: &VerifiedDescriptor,
+    keys: &FederationKeys,
+    encoded: &str,
+    round: u64,
+    phase: &str,
+) -> Result<(VerifiedRelease, QueryParams), String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the {phase} round's evidence is not base64: {e}"))?;
+    let evidence = evidence::decode(&bytes).map_err(|e| e.to_string())?;
+    let release = evidence::verify(keys, &evidence).map_err(|e| e.to_string())?;
+    let earlier = &release.descriptor;
+    if earlier.round_id() != round || earlier.round_id() >= descriptor.round_id() {
+        return Err(format!(
+            "the evidence is of round {}, not of an earlier {phase} round {round}",
+            earlier.round_id()
+        ));
+    }
+    if earlier.task_name() != QUERY_TASK {
+        return Err("the evidence is of another task".into());
+    }
+    let (params, _) = parse_params(earlier.task_params())?;
+    let included: Vec<_> = release
+        .included
+        .iter()
+        .filter_map(|&i| earlier.clients().get(i as usize).copied())
+        .collect();
+    if descriptor.clients() != included.as_slice() {
+        return Err(format!(
+            "this round's clients are not those the {phase} round included"
+        ));
+    }
+    if descriptor.min_clients() != included.len() {
+        return Err(format!(
+            "this round's min_clients is {}, not every one of the {} clients the {phase} round included",
+            descriptor.min_clients(),
+            included.len()
+        ));
+    }
+    Ok((release, params))
+}
+
 /// A client's check of a stats round (`descriptor`) against the counts
 /// round whose evidence it carries: the evidence verifies under the
 /// federation's keys; that round was a counts round of the same spec, issued
@@ -486,39 +536,10 @@ fn check_stats_round(
     counts_round: u64,
     encoded: &str,
 ) -> Result<(), String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|e| format!("the counts round's evidence is not base64: {e}"))?;
-    let evidence = evidence::decode(&bytes).map_err(|e| e.to_string())?;
-    let counts = evidence::verify(keys, &evidence).map_err(|e| e.to_string())?;
-    let earlier = &counts.descriptor;
-    if earlier.round_id() != counts_round || earlier.round_id() >= descriptor.round_id() {
-        return Err(format!(
-            "the evidence is of round {}, not of an earlier counts round {counts_round}",
-            earlier.round_id()
-        ));
-    }
-    if earlier.task_name() != QUERY_TASK {
-        return Err("the evidence is of another task".into());
-    }
-    let (earlier_params, _) = parse_params(earlier.task_params())?;
+    let (counts, earlier_params) =
+        earlier_round(descriptor, keys, encoded, counts_round, "counts")?;
     if earlier_params.phase != QueryPhase::Counts || &earlier_params.spec != spec {
         return Err("the evidence is not a counts round of this query".into());
-    }
-    let included: Vec<_> = counts
-        .included
-        .iter()
-        .filter_map(|&i| earlier.clients().get(i as usize).copied())
-        .collect();
-    if descriptor.clients() != included.as_slice() {
-        return Err("this round's clients are not those the counts round included".into());
-    }
-    if descriptor.min_clients() != included.len() {
-        return Err(format!(
-            "this round's min_clients is {}, not every one of the {} clients the counts round included",
-            descriptor.min_clients(),
-            included.len()
-        ));
     }
     let policy = spec.policy().map_err(|e| e.to_string())?;
     let expected = released_cells(plan, &counts.values, &policy).map_err(|e| e.to_string())?;
@@ -548,23 +569,7 @@ fn check_order_round(
     encoded: &str,
     order: &str,
 ) -> Result<OrderParams, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let bytes = b64
-        .decode(encoded)
-        .map_err(|e| format!("the stats round's evidence is not base64: {e}"))?;
-    let evidence = evidence::decode(&bytes).map_err(|e| e.to_string())?;
-    let stats = evidence::verify(keys, &evidence).map_err(|e| e.to_string())?;
-    let earlier = &stats.descriptor;
-    if earlier.round_id() != stats_round || earlier.round_id() >= descriptor.round_id() {
-        return Err(format!(
-            "the evidence is of round {}, not of an earlier stats round {stats_round}",
-            earlier.round_id()
-        ));
-    }
-    if earlier.task_name() != QUERY_TASK {
-        return Err("the evidence is of another task".into());
-    }
-    let (earlier_params, _) = parse_params(earlier.task_params())?;
+    let (stats, earlier_params) = earlier_round(descriptor, keys, encoded, stats_round, "stats")?;
     match &earlier_params.phase {
         QueryPhase::Stats {
             released: earlier_released,
@@ -572,16 +577,7 @@ fn check_order_round(
         } if &earlier_params.spec == spec && earlier_released.as_slice() == released => {}
         _ => return Err("the evidence is not a stats round of this query and these cells".into()),
     }
-    let included: Vec<_> = stats
-        .included
-        .iter()
-        .filter_map(|&i| earlier.clients().get(i as usize).copied())
-        .collect();
-    if descriptor.clients() != included.as_slice() || descriptor.min_clients() != included.len() {
-        return Err(
-            "this round's clients are not all and only those the stats round included".into(),
-        );
-    }
+    let b64 = base64::engine::general_purpose::STANDARD;
     let claimed = b64
         .decode(order)
         .map_err(|e| format!("the order parameters are not base64: {e}"))
@@ -634,23 +630,6 @@ pub struct QueryRun {
     pub included: Vec<String>,
     /// Latency of each round, ms.
     pub durations_ms: Vec<u64>,
-}
-
-/// An engine round's outputs: packed little-endian i128.
-fn packed_outputs(bytes: &[u8]) -> Option<Vec<i128>> {
-    if !bytes.len().is_multiple_of(16) {
-        return None;
-    }
-    Some(
-        bytes
-            .chunks_exact(16)
-            .map(|c| {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(c);
-                i128::from_le_bytes(b)
-            })
-            .collect(),
-    )
 }
 
 /// Why a query did not produce a result.
@@ -782,7 +761,7 @@ pub async fn run_query<R: RoundRunner>(
     let order_round = match (needed, order) {
         (None, None) => None,
         (Some(params), Some(order)) => {
-            let outputs = packed_outputs(&order.outputs).ok_or_else(|| {
+            let outputs = unpack_outputs(&order.outputs).ok_or_else(|| {
                 QueryRunError::Request(format!(
                     "order round {}'s outputs are not whole 16-byte values",
                     order.round_id

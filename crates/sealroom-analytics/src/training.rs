@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::Array2;
 use sealroom_core::QuantSpec;
-use sealroom_core::RingKind;
 use sealroom_core::quant::ErrorFeedback;
 use sealroom_mpc::program::Program;
 use sealroom_mpc::validity::{
@@ -190,12 +189,7 @@ impl EngineProgram for FedAvgBounded {
         if descriptor.task_name() != FEDAVG_TASK {
             return Err(format!("not a FedAvg round: {:?}", descriptor.task_name()));
         }
-        if descriptor.encoding().ring() != RingKind::Z2_32 {
-            return Err(
-                "the norm bound is exact only over Z_2^32 uploads (this round's wire values are wider)"
-                    .into(),
-            );
-        }
+        sealroom_node::tasks::require_z32(descriptor)?;
         let p: FedAvgParams = parse(descriptor.task_params(), "FedAvg")?;
         let bound = p
             .l2_bound
@@ -817,18 +811,8 @@ fn validated_sum(
 ) -> Result<Vec<String>, TrainingError> {
     let round_id = outcome.round_id;
     let bad = |detail: String| TrainingError::Result { round_id, detail };
-    if !outcome.outputs.len().is_multiple_of(16) {
-        return Err(bad("the engine outputs are not whole 16-byte values".into()));
-    }
-    let outputs: Vec<i128> = outcome
-        .outputs
-        .chunks_exact(16)
-        .map(|c| {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(c);
-            i128::from_le_bytes(b)
-        })
-        .collect();
+    let outputs = sealroom_protocol::machine::unpack_outputs(&outcome.outputs)
+        .ok_or_else(|| bad("the engine outputs are not whole 16-byte values".into()))?;
     let n = outputs
         .len()
         .checked_sub(included.len())

@@ -19,7 +19,7 @@
 //! the weighting by the verdict) and one 84-bit comparison.
 
 use crate::F127;
-use crate::program::{Program, ProgramBuilder, ProgramError};
+use crate::program::{Program, ProgramBuilder, ProgramError, Secret};
 
 /// The program's name in descriptors and session ids.
 pub const NORM_BOUNDED_SUM: &str = "norm-bounded-sum";
@@ -57,6 +57,14 @@ pub fn norm_bounded_sum(
     // ok_c = [norm_c − bound_sq − 1 < 0] = [norm_c ≤ bound_sq].
     let shifted = p.add_const(norms, F127::new(bound_sq + 1).neg());
     let ok = p.ltz(shifted, NORM_BITS);
+    output_kept_sum(&mut p, x, ok, clients, len);
+    p.build()
+}
+
+/// Outputs the element-wise sum over the clients of `ok_c · x_c` (output
+/// 0) and the verdicts `ok` (output 1), for `clients` vectors of `len`
+/// elements, client-major in `x`.
+fn output_kept_sum(p: &mut ProgramBuilder, x: Secret, ok: Secret, clients: usize, len: usize) {
     let spread: Vec<u32> = (0..clients as u32)
         .flat_map(|c| std::iter::repeat_n(c, len))
         .collect();
@@ -70,7 +78,6 @@ pub fn norm_bounded_sum(
     let sums = p.segment_sum(by_element, clients.max(1));
     p.output(sums);
     p.output(ok);
-    p.build()
 }
 
 /// The program's name for weighted (FedAvg) updates.
@@ -134,30 +141,19 @@ pub fn weighted_norm_bounded_sum(
     let not_heavy = p.one_minus(too_heavy);
     let weight_ok = p.mul(not_negative, not_heavy);
     let ok = p.mul(weight_ok, norm_ok);
-    let spread: Vec<u32> = (0..clients as u32)
-        .flat_map(|c| std::iter::repeat_n(c, len))
-        .collect();
-    let weights = p.gather(ok, &spread);
-    let kept = p.mul(x, weights);
-    let transposed: Vec<u32> = (0..len)
-        .flat_map(|j| (0..clients).map(move |c| (c * len + j) as u32))
-        .collect();
-    let by_element = p.gather(kept, &transposed);
-    let sums = p.segment_sum(by_element, clients.max(1));
-    p.output(sums);
-    p.output(ok);
+    output_kept_sum(&mut p, x, ok, clients, len);
     p.build()
 }
 
 impl ProgramBuilder {
     /// `max − a` for a public constant `max`.
-    fn public_sub_const(&mut self, a: crate::program::Secret, max: u64) -> crate::program::Secret {
+    fn public_sub_const(&mut self, a: Secret, max: u64) -> Secret {
         let neg = self.mul_const(a, F127::ONE.neg());
         self.add_const(neg, F127::from_u64(max))
     }
 
     /// `1 − a`.
-    fn one_minus(&mut self, a: crate::program::Secret) -> crate::program::Secret {
+    fn one_minus(&mut self, a: Secret) -> Secret {
         self.public_sub_const(a, 1)
     }
 }

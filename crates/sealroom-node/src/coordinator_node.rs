@@ -630,7 +630,7 @@ fn outcome_message(outcome: &Outcome, duration: Duration) -> RoundOutcome {
             sat_out: s.sat_out.clone(),
             unverified: s.unverified,
             sum: s.sum.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            outputs: s.outputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            outputs: sealroom_protocol::machine::pack_outputs(&s.outputs),
             ..RoundOutcome::default()
         },
         Outcome::Aborted(a) => RoundOutcome {

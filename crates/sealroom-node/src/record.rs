@@ -100,21 +100,7 @@ pub fn archived_input(input: &Input) -> Archived {
 }
 
 fn archived_engine(r: &EngineResult) -> pb::ArchivedEngineResult {
-    let (outputs, failure) = match &r.outcome {
-        EngineOutcome::Outputs(v) => (v.iter().flat_map(|x| x.to_le_bytes()).collect(), None),
-        EngineOutcome::Failed {
-            code,
-            detail,
-            excluded,
-        } => (
-            Vec::new(),
-            Some(pb::EngineFailure {
-                code: code.clone(),
-                detail: detail.clone(),
-                excluded_clients: excluded.clone(),
-            }),
-        ),
-    };
+    let (outputs, failure) = r.outcome.to_wire();
     pb::ArchivedEngineResult {
         round_id: r.round,
         program_hash: r.program_hash.to_vec(),
@@ -129,26 +115,8 @@ fn engine_of(e: &pb::ArchivedEngineResult) -> Result<EngineResult, BadArchive> {
         .as_slice()
         .try_into()
         .map_err(|_| bad("engine program hash is not 32 bytes"))?;
-    if !e.outputs.len().is_multiple_of(16) {
-        return Err(bad("engine outputs are not whole i128 values"));
-    }
-    let outcome = match &e.failure {
-        Some(f) => EngineOutcome::Failed {
-            code: f.code.clone(),
-            detail: f.detail.clone(),
-            excluded: f.excluded_clients.clone(),
-        },
-        None => EngineOutcome::Outputs(
-            e.outputs
-                .chunks_exact(16)
-                .map(|c| {
-                    let mut b = [0u8; 16];
-                    b.copy_from_slice(c);
-                    i128::from_le_bytes(b)
-                })
-                .collect(),
-        ),
-    };
+    let outcome = EngineOutcome::from_wire(&e.outputs, e.failure.as_ref())
+        .ok_or_else(|| bad("engine outputs are not whole i128 values"))?;
     Ok(EngineResult {
         round: e.round_id,
         program_hash,

@@ -31,6 +31,27 @@ pub const SYNTHETIC_MAX: &str = "synthetic-max";
 /// sums, then one verdict per included client (1: within the bound).
 pub const SYNTHETIC_BOUNDED: &str = "synthetic-bounded";
 
+/// The bits of an engine round's upload ring (32 or 64).
+pub fn upload_bits(descriptor: &VerifiedDescriptor) -> Result<u32, String> {
+    match descriptor.encoding().ring() {
+        RingKind::Z2_32 => Ok(32),
+        RingKind::Z2_64 => Ok(64),
+        RingKind::Fp61 => Err("engine rounds run over Z_2^32 or Z_2^64".into()),
+    }
+}
+
+/// A norm bound is exact only over Z_2^32 uploads (see
+/// [`sealroom_mpc::validity`]): refuses any other round.
+pub fn require_z32(descriptor: &VerifiedDescriptor) -> Result<(), String> {
+    match upload_bits(descriptor)? {
+        32 => Ok(()),
+        _ => Err(
+            "the norm bound is exact only over Z_2^32 uploads (this round's values are wider)"
+                .into(),
+        ),
+    }
+}
+
 /// The engine program of [`SYNTHETIC_BOUNDED`].
 #[derive(Clone, Copy, Debug)]
 pub struct SyntheticBounded;
@@ -59,12 +80,7 @@ impl EngineProgram for SyntheticBounded {
         _keys: &FederationKeys,
         clients: usize,
     ) -> Result<Program, String> {
-        if descriptor.encoding().ring() != RingKind::Z2_32 {
-            return Err(
-                "the norm bound is exact only over Z_2^32 uploads (this round's ring is wider)"
-                    .into(),
-            );
-        }
+        require_z32(descriptor)?;
         let len = descriptor.vector_len();
         let bound_sq = SyntheticBounded::bound_sq(&descriptor.encoding().spec(), len);
         sealroom_mpc::validity::norm_bounded_sum(clients, len, bound_sq).map_err(|e| e.to_string())
@@ -98,11 +114,7 @@ impl EngineProgram for SyntheticMax {
         _keys: &FederationKeys,
         clients: usize,
     ) -> Result<Program, String> {
-        let ring_bits = match descriptor.encoding().ring() {
-            RingKind::Z2_32 => 32,
-            RingKind::Z2_64 => 64,
-            RingKind::Fp61 => return Err("engine rounds run over Z_2^32 or Z_2^64".into()),
-        };
+        let ring_bits = upload_bits(descriptor)?;
         let len = descriptor.vector_len();
         let max_abs = descriptor.encoding().spec().max_abs();
         // Signed values within ±max_abs compare exactly with k bits.

@@ -366,6 +366,18 @@ impl RoundSummary {
     }
 }
 
+/// What a completed round releases.
+enum Released {
+    /// A sum round: the exact sum and its dequantized values.
+    Sum {
+        sum: Vec<i64>,
+        values: Vec<f64>,
+        unverified: bool,
+    },
+    /// An engine round: the program's verified outputs.
+    Outputs(Vec<i128>),
+}
+
 /// One helper's signed answer, as evidence of a released sum.
 #[derive(Clone, Debug)]
 pub struct AnswerEvidence {
@@ -1161,16 +1173,44 @@ impl CoordinatorRound {
         };
         let spec = self.descriptor.encoding().spec();
         let values = sum.iter().map(|&q| spec.dequantize(q)).collect();
+        self.release(Released::Sum {
+            sum,
+            values,
+            unverified,
+        })
+    }
+
+    /// Signs the result of what the answers in hand release, and publishes it.
+    fn release(self, released: Released) -> RoundResult {
+        let Phase::Answering {
+            inclusion, answers, ..
+        } = &self.phase
+        else {
+            return self.decide();
+        };
         let answering: Vec<u32> = answers.keys().map(|&j| j as u32).collect();
         let round_id = self.descriptor.round_id();
+        let (sum, values, outputs, unverified) = match released {
+            Released::Sum {
+                sum,
+                values,
+                unverified,
+            } => (sum, values, Vec::new(), unverified),
+            Released::Outputs(outputs) => (Vec::new(), Vec::new(), outputs, false),
+        };
+        let (digest, length) = if self.descriptor.engine().is_some() {
+            (outputs_digest(&outputs), outputs.len())
+        } else {
+            (sum_digest(&sum), sum.len())
+        };
         let result = pb::RoundResult {
             descriptor_hash: self.descriptor.hash().0.to_vec(),
             round_id,
             inclusion_hash: inclusion.hash.0.to_vec(),
             included_clients: inclusion.clients.clone(),
             answering_helpers: answering.clone(),
-            sum_digest: sum_digest(&sum).0.to_vec(),
-            sum_length: sum.len() as u64,
+            sum_digest: digest.0.to_vec(),
+            sum_length: length as u64,
             unverified,
         };
         let envelope = match self.signer.sign(&result) {
@@ -1184,7 +1224,7 @@ impl CoordinatorRound {
             answering_helpers: answering,
             sum,
             values,
-            outputs: Vec::new(),
+            outputs,
             unverified,
             sat_out: self.sit_out_counts(),
             descriptor: self.descriptor.envelope().clone(),
@@ -1210,10 +1250,7 @@ impl CoordinatorRound {
     /// outputs and none reports a failure; otherwise aborts with the signed
     /// answer headers as evidence.
     fn finish_engine(self, missing: Vec<u32>, size: u32) -> RoundResult {
-        let Phase::Answering {
-            inclusion, answers, ..
-        } = &self.phase
-        else {
+        let Phase::Answering { answers, .. } = &self.phase else {
             return self.decide();
         };
         let mut headers = BTreeMap::new();
@@ -1283,57 +1320,9 @@ impl CoordinatorRound {
                 size,
             );
         }
-        let outputs: Vec<i128> = groups[0]
-            .1
-            .chunks_exact(16)
-            .map(|c| {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(c);
-                i128::from_le_bytes(b)
-            })
-            .collect();
-        let answering = helpers;
-        let round_id = self.descriptor.round_id();
-        let result = pb::RoundResult {
-            descriptor_hash: self.descriptor.hash().0.to_vec(),
-            round_id,
-            inclusion_hash: inclusion.hash.0.to_vec(),
-            included_clients: inclusion.clients.clone(),
-            answering_helpers: answering.clone(),
-            sum_digest: outputs_digest(&outputs).0.to_vec(),
-            sum_length: outputs.len() as u64,
-            unverified: false,
-        };
-        let envelope = match self.signer.sign(&result) {
-            Ok(env) => env,
-            Err(e) => return Err((Box::new(self), e.into())),
-        };
-        let outcome = Outcome::Completed(Box::new(RoundSummary {
-            round_id,
-            result: envelope.clone(),
-            included: inclusion.clients.clone(),
-            answering_helpers: answering,
-            sum: Vec::new(),
-            values: Vec::new(),
-            outputs,
-            unverified: false,
-            sat_out: self.sit_out_counts(),
-            descriptor: self.descriptor.envelope().clone(),
-            inclusion_set: inclusion.envelope.clone(),
-            answers: answers
-                .iter()
-                .map(|(&helper, a)| AnswerEvidence {
-                    helper: helper as u32,
-                    header: a.header.clone(),
-                    vector: a.vector.clone(),
-                })
-                .collect(),
-        }));
-        let actions = self.publish(Message::Result(Arc::new(envelope)));
-        Ok(RoundStep::Finish(
-            Box::new(outcome),
-            Step::new(Some(round_id), actions),
-        ))
+        // check_answer accepted only whole 16-byte values.
+        let outputs = crate::machine::unpack_outputs(&groups[0].1).unwrap_or_default();
+        self.release(Released::Outputs(outputs))
     }
 
     /// Ends the round with a signed abort record. A signer that cannot sign

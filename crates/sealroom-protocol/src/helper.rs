@@ -32,8 +32,7 @@ use crate::descriptor::{DescriptorError, DescriptorTrust, Mode, VerifiedDescript
 use crate::envelope::{EnvelopeError, SharedSigner, SignerError, SignerExt as _, decode_limited};
 use crate::ids::{Digest, Millis, PartyId, contexts};
 use crate::machine::{
-    Artifact, EngineOutcome, EngineResult, Inbound, Input, Machine, Refusal, RefusalCode, Step,
-    not_for,
+    Artifact, EngineResult, Inbound, Input, Machine, Refusal, RefusalCode, Step, not_for,
 };
 use crate::pb;
 
@@ -597,27 +596,7 @@ impl Helper {
             return Err(fail(HelperError::NoEngineComputation { round: round_id }));
         };
         let inclusion_hash = *inclusion_hash;
-        let (vector, failure) = match result.outcome {
-            EngineOutcome::Outputs(outputs) => {
-                let mut packed = Vec::with_capacity(outputs.len() * 16);
-                for v in &outputs {
-                    packed.extend_from_slice(&v.to_le_bytes());
-                }
-                (packed, None)
-            }
-            EngineOutcome::Failed {
-                code,
-                detail,
-                excluded,
-            } => (
-                Vec::new(),
-                Some(pb::EngineFailure {
-                    code,
-                    detail,
-                    excluded_clients: excluded,
-                }),
-            ),
-        };
+        let (vector, failure) = result.outcome.to_wire();
         let header = pb::AggregateShareHeader {
             descriptor_hash: round.descriptor.hash().0.to_vec(),
             round_id,

@@ -91,6 +91,64 @@ pub enum EngineOutcome {
     },
 }
 
+impl EngineOutcome {
+    /// The wire form of an answer or an archive entry: the outputs packed
+    /// little-endian (empty on failure) and the failure, if any.
+    pub fn to_wire(&self) -> (Vec<u8>, Option<pb::EngineFailure>) {
+        match self {
+            EngineOutcome::Outputs(v) => (pack_outputs(v), None),
+            EngineOutcome::Failed {
+                code,
+                detail,
+                excluded,
+            } => (
+                Vec::new(),
+                Some(pb::EngineFailure {
+                    code: code.clone(),
+                    detail: detail.clone(),
+                    excluded_clients: excluded.clone(),
+                }),
+            ),
+        }
+    }
+
+    /// The inverse of [`EngineOutcome::to_wire`]; `None` when the outputs
+    /// are not whole 16-byte values.
+    pub fn from_wire(outputs: &[u8], failure: Option<&pb::EngineFailure>) -> Option<Self> {
+        Some(match failure {
+            Some(f) => EngineOutcome::Failed {
+                code: f.code.clone(),
+                detail: f.detail.clone(),
+                excluded: f.excluded_clients.clone(),
+            },
+            None => EngineOutcome::Outputs(unpack_outputs(outputs)?),
+        })
+    }
+}
+
+/// Engine outputs as they travel and are archived: packed little-endian i128.
+pub fn pack_outputs(outputs: &[i128]) -> Vec<u8> {
+    outputs.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The inverse of [`pack_outputs`]; `None` unless `bytes` holds whole
+/// 16-byte values.
+pub fn unpack_outputs(bytes: &[u8]) -> Option<Vec<i128>> {
+    if !bytes.len().is_multiple_of(16) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(16)
+            .map(|c| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(c);
+                i128::from_le_bytes(b)
+            })
+            .collect(),
+    )
+}
+
 /// A message as the transport received it: a signed envelope (decoded by
 /// the transport's framing, its body still opaque), or opaque bytes.
 #[derive(Clone, Debug)]
