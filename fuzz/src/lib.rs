@@ -32,7 +32,9 @@ use sealroom_protocol::coordinator::{Coordinator, CoordinatorConfig, Outcome, Ta
 use sealroom_protocol::descriptor::{DescriptorTrust, TrustedKey};
 use sealroom_protocol::helper::{Helper, HelperConfig};
 use sealroom_protocol::ids::contexts;
-use sealroom_protocol::machine::{ClientInput, Inbound, Input, Participation, Start, Step};
+use sealroom_protocol::machine::{
+    ClientInput, EngineOutcome, EngineResult, Inbound, Input, Participation, Start, Step,
+};
 use sealroom_protocol::{Digest, Machine, Millis, PartyId, SigningKey, VerifiedDescriptor, pb};
 
 pub mod node;
@@ -280,12 +282,28 @@ impl Fixture {
         assert_eq!(asked.len(), fixture.inclusion_set.helpers.len());
         let mut outcome = None;
         for (helper, config) in helpers.iter_mut().zip(&fixture.helpers) {
-            let step = helper
+            let mut step = helper
                 .handle(
                     START,
                     inbound(COORDINATOR, Inbound::InclusionSet(set.clone())),
                 )
                 .expect("a valid inclusion set");
+            // An engine round: the runtime would run the program with the
+            // other helpers; the fixture hands every helper the same stand-in
+            // result (the coordinator compares the three signed answers).
+            if let Some(job) = step.actions.iter().find_map(|a| match a {
+                Action::Engine(job) => Some(job.clone()),
+                _ => None,
+            }) {
+                let result = EngineResult {
+                    round: job.descriptor.round_id(),
+                    program_hash: [7; 32],
+                    outcome: EngineOutcome::Outputs(vec![0; job.descriptor.vector_len()]),
+                };
+                step = helper
+                    .handle(START, Input::Engine(result))
+                    .expect("the engine result of the round it runs");
+            }
             for bytes in sent(&step.actions, |m| match m {
                 Message::AggregateShare(bytes) => Some(bytes.clone()),
                 _ => None,
