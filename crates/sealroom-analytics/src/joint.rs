@@ -44,11 +44,11 @@ use sealroom_node::tasks::{
     EngineProgram, FinishedRound, Followup, InputError, InputSource, NextRound, TaskCatalog,
     TaskDef, TaskPlanner, TaskShape,
 };
-use sealroom_protocol::VerifiedDescriptor;
 use sealroom_protocol::descriptor::MAX_TASK_PARAMS;
 use sealroom_protocol::evidence::{self, FederationKeys, VerifiedRelease};
 use sealroom_protocol::machine::unpack_outputs;
 use sealroom_protocol::pb::SitOutReason;
+use sealroom_protocol::{PartyId, VerifiedDescriptor};
 use serde::{Deserialize, Serialize};
 
 use crate::query::{
@@ -154,17 +154,7 @@ impl Followup for QueryFollowup {
         if released.is_empty() {
             return Ok(None);
         }
-        let clients = summary
-            .included
-            .iter()
-            .map(|&i| {
-                finished
-                    .clients
-                    .get(i as usize)
-                    .copied()
-                    .ok_or_else(|| format!("included client {i} is not in the round"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let clients = included_parties(finished)?;
         let evidence =
             base64::engine::general_purpose::STANDARD.encode(summary.evidence().encode_to_vec());
         let params = serde_json::to_vec(&QueryParams {
@@ -193,6 +183,23 @@ impl Followup for QueryFollowup {
     }
 }
 
+/// The parties a finished round included, in client-index order: the
+/// clients of its next phase.
+fn included_parties(finished: &FinishedRound<'_>) -> Result<Vec<PartyId>, String> {
+    finished
+        .summary
+        .included
+        .iter()
+        .map(|&i| {
+            finished
+                .clients
+                .get(i as usize)
+                .copied()
+                .ok_or_else(|| format!("included client {i} is not in the round"))
+        })
+        .collect()
+}
+
 /// The order round after a stats round, when the query has order items
 /// that some released cell needs: over the stats round's clients (all of
 /// them, as for the stats round), with its release evidence.
@@ -213,17 +220,7 @@ fn order_round(
     if len == 0 {
         return Ok(None);
     }
-    let clients = summary
-        .included
-        .iter()
-        .map(|&i| {
-            finished
-                .clients
-                .get(i as usize)
-                .copied()
-                .ok_or_else(|| format!("included client {i} is not in the round"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let clients = included_parties(finished)?;
     // Refuse here, with the reason, what the helpers would refuse later.
     order_program(plan, &order, clients.len()).map_err(|e| e.to_string())?;
     let b64 = base64::engine::general_purpose::STANDARD;

@@ -553,31 +553,10 @@ impl Helper {
             round: round_id,
             message: Message::AggregateShare(encoded),
         };
-        if repeat {
-            // The same set again (the coordinator lost the answer, or this
-            // helper restarted before it left): the same sum, byte for byte,
-            // with nothing new to record. A *different* set is refused.
-            return Ok(Step::new(Some(round_id), vec![answer]));
-        }
-        round.phase = Phase::Answered(inclusion_hash);
-        Ok(Step {
-            accepted: vec![Artifact {
-                kind: MessageKind::InclusionSet,
-                round: round_id,
-                envelope: envelope.clone(),
-            }],
-            ends_round: true,
-            ..Step::new(
-                Some(round_id),
-                vec![
-                    Action::Persist(Persist::HelperAnswer {
-                        round_id,
-                        inclusion_hash,
-                    }),
-                    answer,
-                ],
-            )
-        })
+        // The same set again (the coordinator lost the answer, or this
+        // helper restarted before it left): the same sum, byte for byte,
+        // with nothing new to record. A *different* set is refused.
+        Ok(round.answer(envelope, inclusion_hash, repeat, answer, true))
     }
 }
 
@@ -707,16 +686,34 @@ impl HelperRound {
             inclusion_hash,
             uploads,
         }));
+        // The round ends with the program's answer (`Helper::on_engine`).
+        Ok(self.answer(envelope, inclusion_hash, repeat, job, false))
+    }
+
+    /// The step that answers inclusion set `inclusion_hash` with `action`
+    /// (the aggregate share, or the engine job that makes the answer): the
+    /// first time, the set becomes the round's one answer, recorded durably
+    /// before `action`; again (`repeat`), `action` alone.
+    fn answer(
+        &mut self,
+        envelope: &pb::SignedEnvelope,
+        inclusion_hash: Digest,
+        repeat: bool,
+        action: Action,
+        ends_round: bool,
+    ) -> Step {
+        let round_id = self.descriptor.round_id();
         if repeat {
-            return Ok(Step::new(Some(round_id), vec![job]));
+            return Step::new(Some(round_id), vec![action]);
         }
         self.phase = Phase::Answered(inclusion_hash);
-        Ok(Step {
+        Step {
             accepted: vec![Artifact {
                 kind: MessageKind::InclusionSet,
                 round: round_id,
                 envelope: envelope.clone(),
             }],
+            ends_round,
             ..Step::new(
                 Some(round_id),
                 vec![
@@ -724,10 +721,10 @@ impl HelperRound {
                         round_id,
                         inclusion_hash,
                     }),
-                    job,
+                    action,
                 ],
             )
-        })
+        }
     }
 }
 
