@@ -76,6 +76,27 @@ pub struct FederationSpec {
     /// such a round aborts, so a wrong share is never released unseen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unverified_threshold_release: bool,
+    /// Lifetime of an MPC engine key epoch of the preprocessing pool,
+    /// seconds (three-helper federations; docs/mpc.md "The pool in engine
+    /// rounds"): once the current epoch is older, the helpers agree fresh
+    /// keys after the next engine round and the old epoch's unused material
+    /// expires with it. Default one day.
+    #[serde(
+        default = "default_engine_key_epoch_s",
+        skip_serializing_if = "is_default_engine_key_epoch_s"
+    )]
+    pub engine_key_epoch_s: u64,
+}
+
+/// One day.
+pub const DEFAULT_ENGINE_KEY_EPOCH_S: u64 = 86_400;
+
+fn default_engine_key_epoch_s() -> u64 {
+    DEFAULT_ENGINE_KEY_EPOCH_S
+}
+
+fn is_default_engine_key_epoch_s(v: &u64) -> bool {
+    *v == DEFAULT_ENGINE_KEY_EPOCH_S
 }
 
 /// Default quantization of a federation's rounds.
@@ -736,6 +757,12 @@ impl FederationSpec {
         }
         if self.aggregation_window_ms == 0 {
             return Err(bad("aggregation_window_ms", "must be positive".into()));
+        }
+        if self.engine_key_epoch_s == 0 {
+            return Err(bad(
+                "engine_key_epoch_s",
+                "must be positive (seconds an engine key epoch lives)".into(),
+            ));
         }
 
         let q = &self.quantization;

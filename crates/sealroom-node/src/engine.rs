@@ -67,6 +67,12 @@ pub const MAX_WAITING_STREAMS_PER_PEER: usize = 16;
 /// others abort with `Timeout` naming it.
 pub const ROUND_TIMEOUT_MS: u64 = 60_000;
 
+#[path = "engine_pool.rs"]
+mod pool;
+pub use pool::{
+    MAX_STATUS_BATCHES, MAX_STATUS_BYTES, POOL_ROUNDS_AHEAD, PoolView, Rotation, decode_status, times,
+};
+
 /// Why the engine could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -147,6 +153,8 @@ struct Inner {
     waiting: [AtomicUsize; 3],
     /// Engine message bytes this helper sent (framing of gRPC excluded).
     bytes_sent: AtomicU64,
+    /// One pool top-up at a time (docs/mpc.md "The pool in engine rounds").
+    pool_lock: tokio::sync::Mutex<()>,
 }
 
 struct Entry {
@@ -232,6 +240,7 @@ impl Engine {
                 registered: Notify::new(),
                 waiting: Default::default(),
                 bytes_sent: AtomicU64::new(0),
+                pool_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -681,25 +690,7 @@ impl Engine {
         let outcome = self
             .compute(keys, session, program, batches, inputs, false)
             .await?;
-        let subject = Subject::Session(session);
-        match &outcome {
-            Ok(Outcome::Completed { .. }) => {
-                self.finished("online", subject, keys.epoch(), Ok(()))
-                    .await?;
-            }
-            Ok(Outcome::Aborted(abort)) => {
-                self.finished("online", subject, keys.epoch(), Err(abort))
-                    .await?;
-            }
-            Ok(Outcome::ClientsExcluded { .. }) => {
-                self.inner.ctx.metrics.engine_session(
-                    "online",
-                    "clients_excluded",
-                    "client_check_failed",
-                );
-            }
-            Ok(Outcome::BaselineDone) | Err(_) => {}
-        }
+        self.count_outcome(session, keys.epoch(), &outcome).await?;
         Ok(outcome)
     }
 
@@ -713,7 +704,10 @@ impl Engine {
             expired,
             "engine key epoch retired; its unused material expired"
         );
-        self.update_backlog(epoch).await?;
+        if epoch < ROUND_EPOCH_BASE {
+            // A round's own epoch holds no pool material.
+            self.update_backlog(epoch).await?;
+        }
         Ok(expired)
     }
 
@@ -1195,18 +1189,151 @@ impl Engine {
         extra.extend_from_slice(&job.inclusion_hash.0);
         extra.extend_from_slice(&program_hash);
         let session = self.derived_session("sealroom 2026-12 engine round v1", round, &extra);
+        let need = program.needs();
+        self.inner.ctx.metrics.engine_round_need(
+            need.triples as u64,
+            need.bits as u64,
+            need.randoms as u64,
+            need.masks.iter().sum::<usize>() as u64,
+        );
+        // The clients' inputs are read before any material is consumed.
+        let inputs = match session_inputs(job) {
+            Ok(inputs) => inputs,
+            Err(detail) => return Ok(failed("bad_stored_upload", detail, vec![])),
+        };
+        let view = match self.pool_view(round, &extra).await? {
+            Ok(view) => view,
+            Err(abort) => {
+                self.finished("pool_status", Subject::Session(session), 0, Err(&abort))
+                    .await?;
+                return Ok(failed(
+                    abort.reason.code(),
+                    abort.reason.to_string(),
+                    vec![],
+                ));
+            }
+        };
+        let program = Arc::new(program);
+        let (outcome, used) = match view.select(&need) {
+            Some((epoch, ids)) => {
+                let Some(keys) = self.epoch_keys(epoch).await? else {
+                    return Ok(failed(
+                        "pool_epoch_retired",
+                        format!("this helper no longer holds key epoch {epoch} of the pool"),
+                        vec![],
+                    ));
+                };
+                self.inner.ctx.metrics.engine_round_material("pool");
+                let batches = match self.take(epoch, session, &ids).await {
+                    Ok(batches) => batches,
+                    Err(EngineError::Store(
+                        e @ sealroom_store::StoreError::EngineBatchUnavailable { .. },
+                    )) => return Ok(failed("pool_batch_unavailable", e.to_string(), vec![])),
+                    Err(e) => return Err(e),
+                };
+                let outcome = self
+                    .compute(&keys, session, program, batches, inputs, false)
+                    .await?;
+                self.count_outcome(session, epoch, &outcome).await?;
+                (outcome, ids)
+            }
+            None => {
+                self.inner.ctx.metrics.engine_round_material("inline");
+                match self.run_inline(session, program, inputs, round).await? {
+                    Ok(outcome) => (outcome, Vec::new()),
+                    Err(abort) => {
+                        return Ok(failed(
+                            abort.reason.code(),
+                            abort.reason.to_string(),
+                            vec![],
+                        ));
+                    }
+                }
+            }
+        };
+        let result = match outcome {
+            Err(e) => failed("program_refused", e.to_string(), vec![]),
+            Ok(Outcome::Completed { outputs }) => {
+                // Material for the next rounds, outside this round's window.
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.top_up(view, need, used, session).await {
+                        tracing::warn!(round, error = %e, "topping up the engine pool failed; the next engine round preprocesses inline if the pool cannot cover it");
+                    }
+                });
+                EngineResult {
+                    round,
+                    program_hash,
+                    outcome: EngineOutcome::Outputs(
+                        outputs.iter().flat_map(|o| o.signed()).collect(),
+                    ),
+                }
+            }
+            Ok(Outcome::Aborted(abort)) => {
+                failed(abort.reason.code(), abort.reason.to_string(), vec![])
+            }
+            Ok(Outcome::ClientsExcluded { clients }) => {
+                // Positions in the program's client list → client indices.
+                let excluded = clients
+                    .iter()
+                    .filter_map(|&c| job.uploads.get(c as usize).map(|u| u.client_index))
+                    .collect();
+                failed(
+                    "clients_excluded",
+                    "the sketch check of these clients' uploads failed (a client's own doing, or a helper that input a wrong share: no helper is blamed)".into(),
+                    excluded,
+                )
+            }
+            Ok(Outcome::BaselineDone) => {
+                failed("baseline", "a baseline run releases nothing".into(), vec![])
+            }
+        };
+        Ok(result)
+    }
+
+    /// Counts an online computation's outcome; an abort is signed into the
+    /// audit log as evidence.
+    async fn count_outcome(
+        &self,
+        session: [u8; 32],
+        epoch: u64,
+        outcome: &Result<Outcome, SessionError>,
+    ) -> Result<(), EngineError> {
+        let subject = Subject::Session(session);
+        match outcome {
+            Ok(Outcome::Completed { .. }) => self.finished("online", subject, epoch, Ok(())).await,
+            Ok(Outcome::Aborted(abort)) => {
+                self.finished("online", subject, epoch, Err(abort)).await
+            }
+            Ok(Outcome::ClientsExcluded { .. }) => {
+                self.inner.ctx.metrics.engine_session(
+                    "online",
+                    "clients_excluded",
+                    "client_check_failed",
+                );
+                Ok(())
+            }
+            Ok(Outcome::BaselineDone) | Err(_) => Ok(()),
+        }
+    }
+
+    /// An engine round the pool cannot cover: agrees the round's own key
+    /// epoch (or reads it back after a restart), preprocesses exactly what
+    /// the program needs (actively secure, dealer-free), runs the program
+    /// and retires the epoch.
+    async fn run_inline(
+        &self,
+        session: [u8; 32],
+        program: Arc<Program>,
+        inputs: SessionInputs,
+        round: u64,
+    ) -> Result<Result<Result<Outcome, SessionError>, Abort>, EngineError> {
         let epoch = ROUND_EPOCH_BASE | round;
         let keys = match self.epoch_keys(epoch).await? {
             Some(keys) => keys,
             None => match self.agree_keys(epoch).await? {
                 Ok(keys) => keys,
-                Err(abort) => {
-                    return Ok(failed(
-                        abort.reason.code(),
-                        abort.reason.to_string(),
-                        vec![],
-                    ));
-                }
+                Err(abort) => return Ok(Err(abort)),
             },
         };
         let mut batch_id = [0u8; 16];
@@ -1225,70 +1352,15 @@ impl Engine {
                 )
                 .await?;
                 self.retire_epoch(epoch).await?;
-                return Ok(failed(
-                    abort.reason.code(),
-                    abort.reason.to_string(),
-                    vec![],
-                ));
-            }
-        };
-        let inputs = match session_inputs(job) {
-            Ok(inputs) => inputs,
-            Err(detail) => {
-                self.retire_epoch(epoch).await?;
-                return Ok(failed("bad_stored_upload", detail, vec![]));
+                return Ok(Err(abort));
             }
         };
         let outcome = self
-            .compute(
-                &keys,
-                session,
-                Arc::new(program),
-                vec![batch],
-                inputs,
-                false,
-            )
+            .compute(&keys, session, program, vec![batch], inputs, false)
             .await?;
-        let subject = Subject::Session(session);
-        let result = match outcome {
-            Err(e) => failed("program_refused", e.to_string(), vec![]),
-            Ok(Outcome::Completed { outputs }) => {
-                self.finished("online", subject, epoch, Ok(())).await?;
-                EngineResult {
-                    round,
-                    program_hash,
-                    outcome: EngineOutcome::Outputs(
-                        outputs.iter().flat_map(|o| o.signed()).collect(),
-                    ),
-                }
-            }
-            Ok(Outcome::Aborted(abort)) => {
-                self.finished("online", subject, epoch, Err(&abort)).await?;
-                failed(abort.reason.code(), abort.reason.to_string(), vec![])
-            }
-            Ok(Outcome::ClientsExcluded { clients }) => {
-                self.inner.ctx.metrics.engine_session(
-                    "online",
-                    "clients_excluded",
-                    "client_check_failed",
-                );
-                // Positions in the program's client list → client indices.
-                let excluded = clients
-                    .iter()
-                    .filter_map(|&c| job.uploads.get(c as usize).map(|u| u.client_index))
-                    .collect();
-                failed(
-                    "clients_excluded",
-                    "the sketch check of these clients' uploads failed (a client's own doing, or a helper that input a wrong share: no helper is blamed)".into(),
-                    excluded,
-                )
-            }
-            Ok(Outcome::BaselineDone) => {
-                failed("baseline", "a baseline run releases nothing".into(), vec![])
-            }
-        };
+        self.count_outcome(session, epoch, &outcome).await?;
         self.retire_epoch(epoch).await?;
-        Ok(result)
+        Ok(Ok(outcome))
     }
 }
 

@@ -77,6 +77,9 @@ pub struct InitOptions {
     /// marked unverified (see `federation.toml`'s
     /// `allow_unverified_threshold_release`).
     pub allow_unverified_threshold_release: bool,
+    /// Lifetime of an MPC engine key epoch of the preprocessing pool,
+    /// seconds (`federation.toml`'s `engine_key_epoch_s`).
+    pub engine_key_epoch_s: u64,
 }
 
 impl Default for InitOptions {
@@ -95,6 +98,7 @@ impl Default for InitOptions {
             aggregation_window_ms: 5000,
             validity_days: pki::DEFAULT_LEAF_DAYS,
             allow_unverified_threshold_release: false,
+            engine_key_epoch_s: crate::config::DEFAULT_ENGINE_KEY_EPOCH_S,
         }
     }
 }
@@ -327,6 +331,7 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
         helpers: of_role(Role::Helper).collect(),
         clients: of_role(Role::Client).collect(),
         allow_unverified_threshold_release: opts.allow_unverified_threshold_release,
+        engine_key_epoch_s: opts.engine_key_epoch_s,
         admins: of_role(Role::Admin).collect(),
     };
     let federation_file = dir.join(FEDERATION_FILE);
@@ -554,6 +559,7 @@ fn option_of(field: &str) -> &'static str {
         "quantization" => "quantization",
         "upload_window_ms" => "upload_window_ms",
         "aggregation_window_ms" => "aggregation_window_ms",
+        "engine_key_epoch_s" => "engine_key_epoch_s",
         "federation_id" => "federation_id",
         _ => "options",
     }

@@ -64,6 +64,8 @@ pub struct Metrics {
     engine_backlog: Family<Labels, Gauge>,
     engine_material: Family<Labels, Counter>,
     engine_sessions: Family<Labels, Counter>,
+    engine_round_need: Family<Labels, Gauge>,
+    engine_rounds: Family<Labels, Counter>,
 }
 
 fn count_histogram() -> Histogram {
@@ -116,6 +118,8 @@ impl Metrics {
             engine_backlog: Family::default(),
             engine_material: Family::default(),
             engine_sessions: Family::default(),
+            engine_round_need: Family::default(),
+            engine_rounds: Family::default(),
         };
         registry.register(
             "rounds",
@@ -207,6 +211,16 @@ impl Metrics {
             "engine_material",
             "MPC engine preprocessing items produced into or consumed from this helper's pool, by kind and event",
             m.engine_material.clone(),
+        );
+        registry.register(
+            "engine_round_need",
+            "MPC engine preprocessing material the last engine round's program needed, by kind (triples, bits, randoms, masks): the pool keeps two such rounds ahead",
+            m.engine_round_need.clone(),
+        );
+        registry.register(
+            "engine_rounds",
+            "MPC engine rounds this helper ran, by where their preprocessing material came from (pool: attested batches produced ahead; inline: preprocessed inside the round's window)",
+            m.engine_rounds.clone(),
         );
         registry.register(
             "engine_sessions",
@@ -336,6 +350,29 @@ impl Metrics {
                 .get_or_create(&labels(&[("kind", kind)]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// What the last engine round's program needed, by kind (the alert
+    /// compares the backlog with it).
+    pub fn engine_round_need(&self, triples: u64, bits: u64, randoms: u64, masks: u64) {
+        for (kind, n) in [
+            ("triples", triples),
+            ("bits", bits),
+            ("randoms", randoms),
+            ("masks", masks),
+        ] {
+            self.engine_round_need
+                .get_or_create(&labels(&[("kind", kind)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// An engine round ran on material from the pool (`source="pool"`) or
+    /// preprocessed it inline (`source="inline"`).
+    pub fn engine_round_material(&self, source: &str) {
+        self.engine_rounds
+            .get_or_create(&labels(&[("source", source)]))
+            .inc();
     }
 
     /// Preprocessing items produced (`event="produced"`) or consumed.

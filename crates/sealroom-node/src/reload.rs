@@ -281,8 +281,9 @@ fn first_fixed_difference(running: &FederationSpec, new: &FederationSpec) -> Opt
         clients: _,
         admins: _,
         allow_unverified_threshold_release: _,
+        engine_key_epoch_s: _,
     } = new;
-    let fields: [(&'static str, bool); 11] = [
+    let fields: [(&'static str, bool); 12] = [
         ("federation_id", running.federation_id == new.federation_id),
         (
             "protocol_version",
@@ -316,6 +317,10 @@ fn first_fixed_difference(running: &FederationSpec, new: &FederationSpec) -> Opt
         (
             "allow_unverified_threshold_release",
             running.allow_unverified_threshold_release == new.allow_unverified_threshold_release,
+        ),
+        (
+            "engine_key_epoch_s",
+            running.engine_key_epoch_s == new.engine_key_epoch_s,
         ),
     ];
     fields

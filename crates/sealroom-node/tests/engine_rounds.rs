@@ -126,3 +126,208 @@ async fn an_engine_round_releases_only_the_verified_maximum() {
         }
     }
 }
+
+fn metric(text: &str, line_prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+const HELPERS: [&str; 3] = ["helper-0", "helper-1", "helper-2"];
+
+/// Waits (boundedly) until every helper has produced `batches` pool batches
+/// in all (the top-ups run after a round, in the background).
+async fn wait_for_pool(fed: &LocalFederation, batches: u64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for helper in HELPERS {
+        loop {
+            let produced = metric(
+                &fed.metrics[helper].render(),
+                "sealroom_engine_sessions_total{protocol=\"preprocessing\",outcome=\"completed\"",
+            );
+            assert!(produced <= batches, "{helper} produced {produced} batches");
+            if produced == batches {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{helper} produced {produced} of {batches} batches in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn max_round(fed: &LocalFederation, len: u64) -> u64 {
+    let outcome = tokio::time::timeout(DEADLINE, fed.run_round(SYNTHETIC_MAX, len))
+        .await
+        .expect("round finishes in time")
+        .expect("round runs");
+    assert_eq!(
+        outcome.status, "completed",
+        "{}: {}",
+        outcome.reason, outcome.detail
+    );
+    assert_eq!(
+        outputs(&outcome.outputs),
+        plaintext_max(outcome.round_id, &outcome.included_clients, len as usize)
+    );
+    outcome.round_id
+}
+
+fn rounds_by_source(fed: &LocalFederation, helper: &str) -> (u64, u64) {
+    let text = fed.metrics[helper].render();
+    (
+        metric(&text, "sealroom_engine_rounds_total{source=\"inline\"}"),
+        metric(&text, "sealroom_engine_rounds_total{source=\"pool\"}"),
+    )
+}
+
+/// Counts of `kind` entries in `config`'s audit log, after verifying it.
+async fn audit_kinds(config: &sealroom_node::config::NodeConfig, kinds: &[&str]) -> Vec<usize> {
+    let ctx = open_context(config, Metrics::new()).await.expect("opens");
+    let entries = ctx.store.audit_entries(None).await.expect("reads");
+    let (_, violations) = verify_chain(&entries);
+    assert_eq!(violations, Vec::new(), "{}", config.name);
+    kinds
+        .iter()
+        .map(|k| entries.iter().filter(|e| e.kind == *k).count())
+        .collect()
+}
+
+/// The first engine round preprocesses inline; afterwards the helpers
+/// produce attested batches ahead (two rounds' worth), and the next rounds
+/// run on them: each consumes one batch, the pool is topped up again, and
+/// every batch's three attestations and every use are in each helper's
+/// audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_rounds_run_from_the_attested_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = federation(dir.path(), 3).await;
+    max_round(&fed, 5).await;
+    for h in HELPERS {
+        assert_eq!(rounds_by_source(&fed, h), (1, 0), "{h}: a young pool");
+    }
+    // Key epoch 1 agreed, two batches of the round's need produced.
+    wait_for_pool(&fed, 2).await;
+    max_round(&fed, 5).await;
+    // One batch consumed, one left: one more is produced.
+    wait_for_pool(&fed, 3).await;
+    max_round(&fed, 5).await;
+    wait_for_pool(&fed, 4).await;
+    for h in HELPERS {
+        assert_eq!(
+            rounds_by_source(&fed, h),
+            (1, 2),
+            "{h}: rounds 2 and 3 from the pool"
+        );
+        let text = fed.metrics[h].render();
+        assert!(
+            metric(&text, "sealroom_engine_backlog{kind=\"triples\"}")
+                >= 2 * metric(&text, "sealroom_engine_round_need{kind=\"triples\"}"),
+            "{h}: two rounds ahead"
+        );
+    }
+    let configs = fed.configs.clone();
+    fed.shutdown().await;
+    for h in HELPERS {
+        let config = &configs[h];
+        assert_eq!(
+            audit_kinds(config, &["engine_batch", "engine_use"]).await,
+            vec![3 * 4, 2],
+            "{h}: four batches attested by all three, two consumed"
+        );
+        let ctx = open_context(config, Metrics::new()).await.expect("opens");
+        let epochs = ctx
+            .store
+            .engine_key_epochs(sealroom_node::engine::ROUND_EPOCH_BASE)
+            .await
+            .expect("epochs");
+        assert_eq!(
+            epochs.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![1],
+            "{h}"
+        );
+        assert_eq!(
+            ctx.store.engine_available(1).await.expect("pool").len(),
+            2,
+            "{h}: two batches left for the next rounds"
+        );
+    }
+}
+
+/// With a one-second key epoch, every round after the first still runs on
+/// the pool, and the top-up after it agrees a new epoch, retires the old one
+/// (its unused batch expires) and produces under the new keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_key_epoch_rotates_and_old_material_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = InitOptions {
+        helpers: 3,
+        clients: 3,
+        federation_id: "engine-rotation".into(),
+        engine_key_epoch_s: 1,
+        ..InitOptions::default()
+    };
+    let fed = LocalFederation::start(
+        dir.path(),
+        options,
+        TaskCatalog::with_builtins(),
+        synthetic_inputs(3),
+    )
+    .await
+    .expect("federation starts")
+    .0;
+    max_round(&fed, 4).await;
+    wait_for_pool(&fed, 2).await;
+    for expected in [4, 6] {
+        // Older than its one-second lifetime when the next round opens.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        max_round(&fed, 4).await;
+        wait_for_pool(&fed, expected).await;
+    }
+    for h in HELPERS {
+        assert_eq!(rounds_by_source(&fed, h), (1, 2), "{h}");
+    }
+    let configs = fed.configs.clone();
+    fed.shutdown().await;
+    for h in HELPERS {
+        let config = &configs[h];
+        let ctx = open_context(config, Metrics::new()).await.expect("opens");
+        let store = &ctx.store;
+        let base = sealroom_node::engine::ROUND_EPOCH_BASE;
+        let epochs = store.engine_key_epochs(base).await.expect("epochs");
+        assert_eq!(
+            epochs.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![3],
+            "{h}"
+        );
+        assert_eq!(store.engine_highest_epoch(base).await.expect("highest"), 3);
+        for retired in [1, 2] {
+            assert!(
+                store.engine_keys(retired).await.expect("keys").is_none(),
+                "{h}: epoch {retired}'s keys are deleted"
+            );
+            assert!(
+                store
+                    .engine_available(retired)
+                    .await
+                    .expect("pool")
+                    .is_empty(),
+                "{h}: epoch {retired}'s unused batch expired"
+            );
+        }
+        assert_eq!(
+            store.engine_available(3).await.expect("pool").len(),
+            2,
+            "{h}"
+        );
+        drop(ctx);
+        assert_eq!(
+            audit_kinds(config, &["engine_batch", "engine_use"]).await,
+            vec![3 * 6, 2],
+            "{h}"
+        );
+    }
+}

@@ -357,6 +357,8 @@ async fn every_metric_family_has_help_and_type_in_both_formats() {
     m.engine_backlog(10, 4, 0, 2);
     m.engine_material("produced", 10, 4, 0, 2);
     m.engine_session("online", "aborted", "mac_check_failed");
+    m.engine_round_need(5, 2, 0, 1);
+    m.engine_round_material("pool");
     let (trigger, stop) = shutdown::channel();
     let addr = m
         .clone()

@@ -149,6 +149,50 @@ impl Store {
         Ok(keys.map(SecretBytes::new))
     }
 
+    /// The key epochs below `below` whose keys are stored (not retired),
+    /// oldest first, each with the time its keys were stored (ms).
+    pub async fn engine_key_epochs(&self, below: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let backend = self.backend();
+        let operation = "list engine key epochs";
+        let b = to_sql(below, EPOCHS)?;
+        let rows: Vec<(i64, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT epoch, created_ms FROM engine_epochs WHERE epoch < $1 ORDER BY epoch",
+            )
+            .bind(b)
+            .fetch_all(pool)
+            .await
+            .map_err(db(backend, operation))?
+        });
+        rows.into_iter()
+            .map(|(e, c)| {
+                let key = format!("epoch = {e}");
+                Ok((from_sql(e, EPOCHS, &key)?, from_sql(c, EPOCHS, &key)?))
+            })
+            .collect()
+    }
+
+    /// The highest key epoch below `below` this store has ever held keys or
+    /// batches of (retired epochs included: their batch rows stay), 0 if
+    /// none. A new epoch is numbered above it, so numbers are never reused.
+    pub async fn engine_highest_epoch(&self, below: u64) -> Result<u64, StoreError> {
+        let backend = self.backend();
+        let operation = "read the highest engine key epoch";
+        let b = to_sql(below, EPOCHS)?;
+        let highest: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COALESCE(MAX(epoch), 0) FROM (\
+                 SELECT epoch FROM engine_epochs WHERE epoch < $1 \
+                 UNION ALL SELECT epoch FROM engine_batches WHERE epoch < $1) AS e",
+            )
+            .bind(b)
+            .fetch_one(pool)
+            .await
+            .map_err(db(backend, operation))?
+        });
+        from_sql(highest, EPOCHS, "highest epoch")
+    }
+
     /// Stores a produced batch's `material` (this helper's part, secret)
     /// and appends `attestations` (every helper's signed
     /// [`sealroom_protocol::pb::EngineBatch`]) to the audit log, in one

@@ -111,6 +111,18 @@ async fn engine_pool_takes_each_batch_once(db: TestDb) {
         Some(vec![5; 64])
     );
     assert!(store.engine_keys(4).await.expect("read").is_none());
+    store
+        .engine_put_keys(1 << 62, &SecretBytes::new(vec![7; 64]))
+        .await
+        .expect("a round's keys");
+    let epochs = store.engine_key_epochs(1 << 62).await.expect("epochs");
+    assert_eq!(epochs.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3]);
+    assert!(epochs[0].1 > 0, "the time the keys were stored");
+    assert_eq!(
+        store.engine_highest_epoch(1 << 62).await.expect("highest"),
+        3
+    );
+    assert_eq!(store.engine_highest_epoch(3).await.expect("highest"), 0);
 
     let batch = |id: u8, triples: u64| PoolBatch {
         id: [id; 16],
@@ -256,6 +268,19 @@ async fn engine_pool_takes_each_batch_once(db: TestDb) {
         .expect("batch stored");
     assert_eq!(store.engine_retire_epoch(3).await.expect("retire"), 1);
     assert!(store.engine_keys(3).await.expect("read").is_none());
+    // A retired epoch holds no keys but still counts as used (its batch
+    // rows stay), so the next epoch is numbered above it.
+    assert!(
+        store
+            .engine_key_epochs(1 << 62)
+            .await
+            .expect("epochs")
+            .is_empty()
+    );
+    assert_eq!(
+        store.engine_highest_epoch(1 << 62).await.expect("highest"),
+        3
+    );
     assert_eq!(
         store.engine_backlog(3).await.expect("backlog"),
         PoolCounts::default()
