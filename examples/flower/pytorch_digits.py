@@ -5,9 +5,15 @@ sealroom instead of SecAgg+. Needs `pip install torch scikit-learn
 PyTorch, so this example is documented (docs/python.md), not tested.
 
     python examples/flower/pytorch_digits.py
+
+The federation (its CA, the nodes' keys and stores) is a throwaway one in a
+fresh temporary directory, removed at the end: sealroom refuses to write a
+federation over an existing one's keys, so a fixed directory would let the
+example run only once.
 """
 
 import os
+import tempfile
 
 import numpy as np
 import torch
@@ -72,12 +78,14 @@ def evaluate(server_round, parameters, config):
     set_weights(net, parameters)
     with torch.no_grad():
         logits = net(torch.tensor(x_test))
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(y_test)))
     accuracy = float((logits.argmax(1).numpy() == y_test).mean())
-    print(f"round {server_round}: test accuracy {accuracy:.3f}")
-    return 0.0, {"accuracy": accuracy}
+    print(f"round {server_round}: test loss {loss:.3f}, test accuracy {accuracy:.3f}")
+    return loss, {"accuracy": accuracy}
 
 
-fed = sealroom.LocalFederation("fed-digits", clients=CLIENTS)
+workdir = tempfile.TemporaryDirectory(prefix="sealroom-digits-")
+fed = sealroom.LocalFederation(os.path.join(workdir.name, "fed"), clients=CLIENTS)
 os.environ["SEALROOM_CLIENT_CONFIG"] = os.path.join(fed.dir, "client-{partition_id}.toml")
 client_app = ClientApp(
     client_fn=lambda context: DigitsClient(int(context.node_config["partition-id"])).to_client(),
@@ -94,5 +102,8 @@ def main(grid, context):
     DefaultWorkflow(fit_workflow=SealroomWorkflow(fed.admin_config, clip=2.0))(grid, legacy)
 
 
-run_simulation(server_app, client_app, num_supernodes=CLIENTS)
-fed.close()
+try:
+    run_simulation(server_app, client_app, num_supernodes=CLIENTS)
+finally:
+    fed.close()
+    workdir.cleanup()
