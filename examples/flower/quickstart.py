@@ -1,4 +1,4 @@
-import os, numpy as np, sealroom
+import os, tempfile, numpy as np, sealroom
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
@@ -8,7 +8,7 @@ from flwr.server.workflow import DefaultWorkflow
 from flwr.simulation import run_simulation
 from sealroom.flower import SealroomWorkflow, sealroom_mod
 
-fed = sealroom.LocalFederation("fed", clients=3)  # coordinator + 3 helpers on loopback, mutual TLS
+fed = sealroom.LocalFederation(tempfile.mkdtemp(), clients=3)  # a new federation: coordinator + 3 helpers, mutual TLS
 os.environ["SEALROOM_CLIENT_CONFIG"] = os.path.join(fed.dir, "client-{partition_id}.toml")
 
 class Model(NumPyClient):

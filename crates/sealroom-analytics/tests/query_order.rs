@@ -212,7 +212,9 @@ async fn engine_equals_the_twin_and_the_pooled_reference() {
     // Cells a and c, five items each; b is over L, d has no values.
     assert_eq!(params.outputs(), 10);
     let len = query::order_len(&plan, &params);
-    assert_eq!(len, 2 * (1 + 1 + 3 * L as usize));
+    // Per cell: MIN, MAX, then L values of x (sorted once for MEDIAN(x) and
+    // its 25th percentile) and L of x * 2 + 1.
+    assert_eq!(len, 2 * (1 + 1 + 2 * L as usize));
 
     let mut vectors = Vec::new();
     for t in &tables {
@@ -226,10 +228,10 @@ async fn engine_equals_the_twin_and_the_pooled_reference() {
                 .collect::<Vec<i64>>(),
         );
     }
-    // Layout per active cell: MIN, MAX, then L elements per percentile.
-    // Client 1 has no row in c: +S, −S and padding only.
+    // Layout per active cell: MIN, MAX, then L elements per percentile
+    // expression. Client 1 has no row in c: +S, −S and padding only.
     let s = query::SENTINEL;
-    let c = 2 + 3 * L as usize;
+    let c = 2 + 2 * L as usize;
     assert_eq!(vectors[1][c], s);
     assert_eq!(vectors[1][c + 1], -s);
     assert!(vectors[1][c + 2..].iter().all(|&v| v == s));
@@ -238,6 +240,29 @@ async fn engine_equals_the_twin_and_the_pooled_reference() {
     assert_eq!(vectors[0][0], 3 << 31);
     assert_eq!(vectors[0][1], 7 << 32);
     assert_eq!(&vectors[0][2..6], &[3 << 31, 5 << 32, 7 << 32, s]);
+    // MEDIAN(x) and the 25th percentile of x share one sort: the round
+    // costs what it costs without the percentile.
+    let without = query::plan(&spec(&SQL.replace(
+        "PERCENTILE_CONT(0.25) WITHIN GROUP (ORDER BY x) AS p25, ",
+        "",
+    )))
+    .unwrap()
+    .with_max_rows_per_client(L)
+    .unwrap();
+    let (released_without, stats_without, _) = phases_1_and_2(&without, &tables).await;
+    let params_without = query::order_params(
+        &without,
+        &spec(SQL).policy().unwrap(),
+        &released_without,
+        &stats_without,
+    )
+    .unwrap();
+    assert_eq!(params_without.outputs(), 8);
+    assert_eq!(query::order_len(&without, &params_without), len);
+    assert_eq!(
+        query::order_comparisons(&plan, &params, 3),
+        query::order_comparisons(&without, &params_without, 3)
+    );
     let program = query::order_program(&plan, &params, 3).unwrap();
     assert_eq!(program.name(), query::ORDER_PROGRAM);
     assert_eq!(

@@ -70,7 +70,8 @@ pub const ROUND_TIMEOUT_MS: u64 = 60_000;
 #[path = "engine_pool.rs"]
 mod pool;
 pub use pool::{
-    MAX_STATUS_BATCHES, MAX_STATUS_BYTES, POOL_ROUNDS_AHEAD, PoolView, Rotation, decode_status, times,
+    MAX_STATUS_BATCHES, MAX_STATUS_BYTES, POOL_ROUNDS_AHEAD, PoolView, Rotation, decode_status,
+    times,
 };
 
 /// Why the engine could not run.

@@ -20,7 +20,9 @@
 //!    * `MAX`: 1 element, its largest value, or `−S` if none;
 //!    * `MEDIAN`, `PERCENTILE_CONT(p)`: `L` elements, its non-NULL values
 //!      (the `L` smallest; all of them, as `cᵢ ≤ L` in an active cell)
-//!      padded with `+S`.
+//!      padded with `+S` — none when an earlier percentile item of the cell
+//!      has the same expression: the round sorts those values once and
+//!      reads every such item's ranks from that sort ([`order_len`]).
 //!
 //!    Values are clamped to the declared bounds (as in every phase) and
 //!    encoded in fixed point: `q = round_ties_even(v · 2^F)`, with `F` per
@@ -47,7 +49,8 @@
 //! Comparisons run at `k` = [`ORDER_BITS`] = 52 bits (values and sentinels
 //! lie in `(−2^51, 2^51)`; `k + κ + 2 = 94 < 127`). Nothing else is opened:
 //! the engine's only other openings are its masked comparison openings and
-//! MAC checks (docs/mpc.md). Name and version: `"sql-order"`, 1.
+//! MAC checks (docs/mpc.md). Name and version: `"sql-order"`, 2 (version 1
+//! sorted the same column once per percentile item).
 //!
 //! # Precision
 //!
@@ -103,7 +106,7 @@ pub const MAX_ORDER_ELEMENTS: usize = 1 << 22;
 /// Name of the order round's engine program.
 pub const ORDER_PROGRAM: &str = "sql-order";
 /// Version of the order round's engine program.
-pub const ORDER_PROGRAM_VERSION: u32 = 1;
+pub const ORDER_PROGRAM_VERSION: u32 = 2;
 /// Bit length `k` of the comparisons: every element lies in `(−2^51, 2^51)`.
 pub const ORDER_BITS: u32 = 52;
 /// Every encoded value lies in `[−2^48, 2^48]`.
@@ -429,6 +432,59 @@ impl OrderParams {
                 .map(move |(i, n)| (c.cell, i, *n))
         })
     }
+
+    /// Per active (cell, item), in [`OrderParams::active`] order: its item
+    /// and, for a percentile whose cell has an earlier active percentile
+    /// over the same expression, the position (in this order) of the first
+    /// such one, whose uploaded values and sort it shares. Items outside
+    /// the plan are skipped (`check` refuses such parameters first).
+    fn layout<'p>(&self, plan: &'p QueryPlan) -> Vec<Slot<'p>> {
+        let mut slots: Vec<Slot<'p>> = Vec::new();
+        for (cell, i, count) in self.active() {
+            let Some(item) = plan.order.get(i) else {
+                continue;
+            };
+            let shares = match item.kind {
+                OrderKind::Percentile(_) => slots.iter().position(|s| {
+                    s.cell == cell
+                        && s.shares.is_none()
+                        && matches!(s.item.kind, OrderKind::Percentile(_))
+                        && s.item.expr == item.expr
+                }),
+                OrderKind::Min | OrderKind::Max => None,
+            };
+            slots.push(Slot {
+                cell,
+                index: i,
+                item,
+                count,
+                shares,
+            });
+        }
+        slots
+    }
+}
+
+/// One active (cell, item) of an order round ([`OrderParams::layout`]).
+struct Slot<'p> {
+    cell: u32,
+    /// The item's position in the plan.
+    index: usize,
+    item: &'p OrderItem,
+    count: OrderCount,
+    /// The earlier slot whose values and sort this percentile shares.
+    shares: Option<usize>,
+}
+
+impl Slot<'_> {
+    /// Elements per client this slot adds to the order vector.
+    fn width(&self, l: u32) -> usize {
+        if self.shares.is_some() {
+            0
+        } else {
+            self.item.width(l)
+        }
+    }
 }
 
 /// The order-round parameters from phase 2's summed vector: the released
@@ -486,13 +542,15 @@ pub(crate) fn order_params_with(
 }
 
 /// Length of every client's order vector: per active (cell, item), 1 for
-/// MIN/MAX and L for a percentile. 0 means there is nothing to compute:
-/// skip the engine round and call [`finish_order`] with no outputs.
+/// MIN/MAX and L for a percentile (0 for a percentile sharing an earlier
+/// item's values: same cell, same expression). 0 means there is nothing to
+/// compute: skip the engine round and call [`finish_order`] with no
+/// outputs.
 pub fn order_len(plan: &QueryPlan, params: &OrderParams) -> usize {
     params
-        .active()
-        .filter_map(|(_, i, _)| plan.order.get(i))
-        .map(|item| item.width(params.max_rows_per_client))
+        .layout(plan)
+        .iter()
+        .map(|s| s.width(params.max_rows_per_client))
         .sum()
 }
 
@@ -525,10 +583,15 @@ pub async fn local_order(
     // Built in place so that an early return zeroizes what was written.
     let mut wire = WireVector::new(Vec::with_capacity(order_len(plan, params)));
     let out = wire.values_mut();
-    for (cell, i, _) in params.active() {
-        let (Some(item), Some(Some(values))) = (plan.order.get(i), per_item.get(i)) else {
+    for slot in params.layout(plan) {
+        let item = slot.item;
+        let Some(Some(values)) = per_item.get(slot.index) else {
             continue;
         };
+        if slot.width(l) == 0 {
+            continue;
+        }
+        let cell = slot.cell;
         let mine = values.of(cell as usize);
         let pad = item.padding();
         match item.kind {
@@ -650,21 +713,39 @@ pub fn order_program(
     let mut b = ProgramBuilder::new(ORDER_PROGRAM, ORDER_PROGRAM_VERSION);
     let x = b.client_inputs(clients, len, 64);
     let mut offset = 0usize;
-    for (_, i, count) in params.active() {
-        let Some(item) = plan.order.get(i) else {
-            continue;
-        };
+    let slots = params.layout(plan);
+    // The sorted values of each percentile slot that does not share.
+    let mut sorts = vec![None; slots.len()];
+    for (k, slot) in slots.iter().enumerate() {
+        let item = slot.item;
         let w = item.width(l);
-        let idx: Vec<u32> = (0..clients)
-            .flat_map(|c| (0..w).map(move |j| (c * len + offset + j) as u32))
-            .collect();
-        let g = b.gather(x, &idx);
+        let fresh = slot.shares.is_none();
+        let gather = |b: &mut ProgramBuilder, offset: usize| {
+            let idx: Vec<u32> = (0..clients)
+                .flat_map(|c| (0..w).map(move |j| (c * len + offset + j) as u32))
+                .collect();
+            b.gather(x, &idx)
+        };
         let out = match item.kind {
-            OrderKind::Min => b.min(g, ORDER_BITS),
-            OrderKind::Max => b.max(g, ORDER_BITS),
+            OrderKind::Min => {
+                let g = gather(&mut b, offset);
+                b.min(g, ORDER_BITS)
+            }
+            OrderKind::Max => {
+                let g = gather(&mut b, offset);
+                b.max(g, ORDER_BITS)
+            }
             OrderKind::Percentile(p) => {
-                let r = Ranks::new(p, count.values, idx.len());
-                let sorted = b.sort(g, ORDER_BITS);
+                let r = Ranks::new(p, slot.count.values, clients * w);
+                let sorted = match slot.shares.and_then(|j| sorts.get(j).copied().flatten()) {
+                    Some(sorted) => sorted,
+                    None => {
+                        let g = gather(&mut b, offset);
+                        let sorted = b.sort(g, ORDER_BITS);
+                        sorts[k] = Some(sorted);
+                        sorted
+                    }
+                };
                 let lo = b.gather(sorted, &[r.lo as u32]);
                 let hi = b.gather(sorted, &[r.hi as u32]);
                 let lo = b.mul_const(lo, F127::from_u64((1u64 << WEIGHT_BITS) - r.weight));
@@ -673,7 +754,9 @@ pub fn order_program(
             }
         };
         b.output(out);
-        offset += w;
+        if fresh {
+            offset += w;
+        }
     }
     b.build().map_err(|e| refuse(e.to_string()))
 }
@@ -687,15 +770,17 @@ pub const MAX_ORDER_COMPARISONS: usize = 200_000;
 
 /// The secure comparisons [`order_program`] runs: per active (cell, item),
 /// `n − 1` for MIN/MAX (a tournament over the clients), the comparators of
-/// Batcher's network over `n·L` elements for a percentile.
+/// Batcher's network over `n·L` elements for a percentile (none for one
+/// that shares an earlier item's sort).
 pub fn order_comparisons(plan: &QueryPlan, params: &OrderParams, clients: usize) -> usize {
     let l = params.max_rows_per_client;
     params
-        .active()
-        .filter_map(|(_, i, _)| plan.order.get(i))
-        .map(|item| match item.kind {
+        .layout(plan)
+        .iter()
+        .map(|slot| match slot.item.kind {
             OrderKind::Min | OrderKind::Max => clients.saturating_sub(1),
-            OrderKind::Percentile(_) => batcher_layers(clients * item.width(l))
+            OrderKind::Percentile(_) if slot.shares.is_some() => 0,
+            OrderKind::Percentile(_) => batcher_layers(clients * slot.item.width(l))
                 .iter()
                 .map(Vec::len)
                 .sum(),
@@ -718,30 +803,39 @@ pub fn order_plain(
     let l = params.max_rows_per_client;
     let mut outputs = Vec::with_capacity(params.outputs());
     let mut offset = 0usize;
-    for (_, i, count) in params.active() {
-        let Some(item) = plan.order.get(i) else {
-            continue;
-        };
+    let slots = params.layout(plan);
+    // The sorted values of each percentile slot that does not share.
+    let mut sorts: Vec<Option<Zeroizing<Vec<i64>>>> = vec![None; slots.len()];
+    for (k, slot) in slots.iter().enumerate() {
+        let item = slot.item;
         let w = item.width(l);
         let pad = item.padding();
-        let mut x: Zeroizing<Vec<i64>> = Zeroizing::new(
-            inputs
-                .iter()
-                .flat_map(|v| (0..w).map(move |j| v.get(offset + j).copied().unwrap_or(pad)))
-                .collect(),
-        );
+        let shared = slot.shares.and_then(|j| sorts.get(j).cloned().flatten());
+        let fresh = slot.shares.is_none();
+        let mut x: Zeroizing<Vec<i64>> = match shared {
+            Some(sorted) => sorted,
+            None => Zeroizing::new(
+                inputs
+                    .iter()
+                    .flat_map(|v| (0..w).map(move |j| v.get(offset + j).copied().unwrap_or(pad)))
+                    .collect(),
+            ),
+        };
         let out = match item.kind {
             OrderKind::Min => x.iter().copied().min().map(i128::from),
             OrderKind::Max => x.iter().copied().max().map(i128::from),
             OrderKind::Percentile(p) => {
-                for layer in batcher_layers(x.len()) {
-                    for (a, b) in layer {
-                        if x[b] < x[a] {
-                            x.swap(a, b);
+                if fresh {
+                    for layer in batcher_layers(x.len()) {
+                        for (a, b) in layer {
+                            if x[b] < x[a] {
+                                x.swap(a, b);
+                            }
                         }
                     }
+                    sorts[k] = Some(x.clone());
                 }
-                let r = Ranks::new(p, count.values, x.len());
+                let r = Ranks::new(p, slot.count.values, x.len());
                 let (lo, hi) = (x.get(r.lo).copied(), x.get(r.hi).copied());
                 lo.zip(hi).map(|(a, b)| {
                     i128::from(a) * i128::from((1u64 << WEIGHT_BITS) - r.weight)
@@ -752,7 +846,9 @@ pub fn order_plain(
         x.zeroize();
         // No client: the engine refuses to run; the twin outputs padding.
         outputs.push(out.unwrap_or(i128::from(pad)));
-        offset += w;
+        if fresh {
+            offset += w;
+        }
     }
     debug_assert!(offset == len);
     Ok(outputs)
