@@ -97,42 +97,128 @@ struct JsonReport {
     engine_round: Option<RoundFigure>,
 }
 
-/// An engine round end to end beside a sum round of the same shape, both
-/// through the admin API of the same federation.
+/// Engine rounds end to end beside sum rounds of the same shape, all
+/// through the admin API of one fresh federation: the first engine round
+/// (no pool yet: key agreement and preprocessing inside the round), then
+/// rounds from the pool (each after the helpers' top-up finished).
 #[derive(Serialize)]
 struct RoundFigure {
     clients: usize,
     elements: u64,
     repetitions: usize,
+    /// The first engine round: preprocessed inline.
+    inline_ms: f64,
+    /// Median of the later engine rounds, on material from the pool.
     engine_ms: f64,
     sum_ms: f64,
 }
 
-/// Medians of `repetitions` engine rounds (`synthetic-max`) and sum rounds
-/// (`synthetic`) of the same shape, alternating.
-async fn engine_rounds(fed: &LocalFederation, sizes: EngineSizes) -> Result<RoundFigure> {
+/// The sum of the samples of `name` (a full `name{labels}` prefix) in a
+/// Prometheus text rendering.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits (up to a minute) until every helper's pool holds two rounds'
+/// worth of triples again (the top-up after an engine round runs in the
+/// background); whether it did.
+async fn pool_ready(fed: &LocalFederation) -> bool {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ready = fed
+            .metrics
+            .iter()
+            .filter(|(name, _)| name.starts_with("helper-"))
+            .all(|(_, m)| {
+                let text = m.render();
+                let need = sample(&text, "sealroom_engine_round_need{kind=\"triples\"}");
+                sample(&text, "sealroom_engine_backlog{kind=\"triples\"}") >= 2.0 * need
+            });
+        if ready || Instant::now() > deadline {
+            return ready;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// One round of `task`; its wall time in ms.
+async fn timed_round(fed: &LocalFederation, task: &str, elements: u64) -> Result<f64> {
+    let started = Instant::now();
+    let outcome = fed
+        .run_round(task, elements)
+        .await
+        .with_context(|| format!("a {task} round"))?;
+    if outcome.status != "completed" {
+        bail!(
+            "a {task} round aborted: {}: {}",
+            outcome.reason,
+            outcome.detail
+        );
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The first engine round (`synthetic-max`, inline), then medians of
+/// `repetitions` engine rounds from the pool and sum rounds (`synthetic`)
+/// of the same shape, alternating, in a fresh federation under `out_dir`.
+async fn engine_rounds(out_dir: &Path, sizes: EngineSizes) -> Result<RoundFigure> {
     use sealroom_node::tasks::{SYNTHETIC, SYNTHETIC_MAX};
     let elements: u64 = if sizes.triples <= 1 << 12 { 16 } else { 256 };
     let repetitions = if sizes.triples <= 1 << 12 { 1 } else { 5 };
-    eprintln!("{repetitions} engine round(s) and sum round(s) of {elements} elements…");
-    let (mut engine, mut sum) = (Vec::new(), Vec::new());
-    for _ in 0..repetitions {
-        for (task, out) in [(SYNTHETIC_MAX, &mut engine), (SYNTHETIC, &mut sum)] {
-            let started = Instant::now();
-            let outcome = fed
-                .run_round(task, elements)
-                .await
-                .with_context(|| format!("a {task} round"))?;
-            if outcome.status != "completed" {
-                bail!(
-                    "a {task} round aborted: {}: {}",
-                    outcome.reason,
-                    outcome.detail
-                );
+    let dir = tempfile::Builder::new()
+        .prefix("engine-rounds-")
+        .tempdir_in(out_dir)
+        .with_context(|| format!("creating a federation directory in {}", out_dir.display()))?;
+    let options = InitOptions {
+        helpers: 3,
+        clients: 2,
+        federation_id: "sealroom-engine-rounds-bench".into(),
+        ..InitOptions::default()
+    };
+    let (fed, _events) = LocalFederation::start(
+        dir.path(),
+        options,
+        TaskCatalog::with_builtins(),
+        synthetic_inputs(2),
+    )
+    .await
+    .context("starting the engine-round federation")?;
+    eprintln!(
+        "1 + {repetitions} engine round(s) and {repetitions} sum round(s) of {elements} elements…"
+    );
+    let measured = async {
+        let inline = timed_round(&fed, SYNTHETIC_MAX, elements).await?;
+        let (mut engine, mut sum) = (Vec::new(), Vec::new());
+        for _ in 0..repetitions {
+            // Each round starts once the previous engine round's top-up has
+            // finished, so that no round shares the cores with it.
+            for (task, out) in [(SYNTHETIC_MAX, &mut engine), (SYNTHETIC, &mut sum)] {
+                if !pool_ready(&fed).await {
+                    bail!("the helpers' pool was not topped up within a minute of an engine round");
+                }
+                out.push(timed_round(&fed, task, elements).await?);
             }
-            out.push(started.elapsed().as_secs_f64() * 1e3);
         }
+        let pooled: f64 = fed
+            .metrics
+            .iter()
+            .filter(|(name, _)| name.starts_with("helper-"))
+            .map(|(_, m)| sample(&m.render(), "sealroom_engine_rounds_total{source=\"pool\"}"))
+            .sum();
+        if pooled < (3 * repetitions) as f64 {
+            bail!(
+                "only {pooled} of {} helper runs of the later engine rounds used the pool",
+                3 * repetitions
+            );
+        }
+        Ok((inline, engine, sum))
     }
+    .await;
+    fed.shutdown().await;
+    let (inline, mut engine, mut sum) = measured?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -141,6 +227,7 @@ async fn engine_rounds(fed: &LocalFederation, sizes: EngineSizes) -> Result<Roun
         clients: 2,
         elements,
         repetitions,
+        inline_ms: inline,
         engine_ms: median(&mut engine),
         sum_ms: median(&mut sum),
     })
@@ -166,23 +253,20 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
             .await
             .context("starting the bench federation")?;
     let result = measure(&fed, sizes).await;
-    let rounds = match &result {
-        Ok(_) => Some(engine_rounds(&fed, sizes).await),
-        Err(_) => None,
-    };
     fed.shutdown().await;
     let report = result?;
-    let rounds = rounds.transpose()?;
+    let rounds = Some(engine_rounds(out_dir, sizes).await?);
     println!("{report}");
     if let Some(r) = &rounds {
         println!(
-            "engine round ({} clients x {} elements, element-wise MAX: keys, preprocessing, sketch check, program, three signed answers): median {:.0} ms; a sum round of the same shape: median {:.0} ms ({:.1}x); {} of each",
+            "engine round ({} clients x {} elements, element-wise MAX: pool status, sketch check, program, three signed answers): median {:.0} ms from the pool ({} rounds), {:.0} ms for the first (key agreement and preprocessing inline); a sum round of the same shape: median {:.0} ms ({:.1}x)",
             r.clients,
             r.elements,
             r.engine_ms,
+            r.repetitions,
+            r.inline_ms,
             r.sum_ms,
             r.engine_ms / r.sum_ms,
-            r.repetitions
         );
     }
     let verdicts = verdicts(&report);
