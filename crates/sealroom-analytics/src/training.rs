@@ -26,7 +26,8 @@ use sealroom_core::QuantSpec;
 use sealroom_core::quant::ErrorFeedback;
 use sealroom_mpc::program::Program;
 use sealroom_mpc::validity::{
-    WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION, weighted_norm_bounded_sum,
+    UpdateBounds, WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION,
+    weighted_norm_bounded_sum,
 };
 use sealroom_node::grpc::pb::RoundOutcome;
 use sealroom_node::local::RoundRunner;
@@ -152,19 +153,43 @@ pub struct FedAvgParams {
     /// ([`sealroom_mpc::validity::weighted_norm_bounded_sum`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_bound: Option<f64>,
+    /// Input validity: when set, the helpers also leave out every update
+    /// with one delta element above this bound in absolute value (in
+    /// parameter units, exact on the quantized integers). Either bound
+    /// makes the round an engine round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
 }
 
 impl FedAvgParams {
-    /// The squared L2 bound in delta quanta, `⌊(l2_bound / step)²⌋`.
-    fn bound_sq(&self, l2_bound: f64) -> Result<u128, String> {
+    /// A bound in delta quanta, squared: `⌊(bound / step)²⌋`.
+    fn quanta_sq(&self, bound: f64, what: &str) -> Result<u128, String> {
         let step = self.fedavg.delta_spec().map_err(|e| e.to_string())?.step();
-        let q = l2_bound / step;
-        if !(l2_bound.is_finite() && l2_bound > 0.0 && q * q < 2f64.powi(80)) {
+        let q = bound / step;
+        if !(bound.is_finite() && bound > 0.0 && q * q < 2f64.powi(80)) {
             return Err(format!(
-                "l2_bound {l2_bound} must be positive and below 2^40 delta steps"
+                "{what} {bound} must be positive and below 2^40 delta steps"
             ));
         }
         Ok((q * q).floor() as u128)
+    }
+
+    /// The engine's bounds, if the round checks any.
+    fn bounds(&self) -> Result<Option<UpdateBounds>, String> {
+        if self.l2_bound.is_none() && self.linf_bound.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(UpdateBounds {
+            l2_sq: self
+                .l2_bound
+                .map(|b| self.quanta_sq(b, "l2_bound"))
+                .transpose()?,
+            linf_sq: self
+                .linf_bound
+                .map(|b| self.quanta_sq(b, "linf_bound"))
+                .transpose()?,
+            max_weight: self.fedavg.max_weight,
+        }))
     }
 }
 
@@ -191,17 +216,11 @@ impl EngineProgram for FedAvgBounded {
         }
         sealroom_node::tasks::require_z32(descriptor)?;
         let p: FedAvgParams = parse(descriptor.task_params(), "FedAvg")?;
-        let bound = p
-            .l2_bound
-            .ok_or("a FedAvg round without an l2_bound runs no engine program")?;
-        let bound_sq = p.bound_sq(bound)?;
-        weighted_norm_bounded_sum(
-            clients,
-            descriptor.vector_len(),
-            bound_sq,
-            p.fedavg.max_weight,
-        )
-        .map_err(|e| e.to_string())
+        let bounds = p
+            .bounds()?
+            .ok_or("a FedAvg round without an l2_bound or a linf_bound runs no engine program")?;
+        weighted_norm_bounded_sum(clients, descriptor.vector_len(), bounds)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -242,13 +261,7 @@ impl TaskPlanner for FedAvgPlanner {
             ));
         }
         let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
-        let engine = match p.l2_bound {
-            Some(bound) => {
-                p.bound_sq(bound)?;
-                Some(WEIGHTED_NORM_BOUNDED_SUM.to_string())
-            }
-            None => None,
-        };
+        let engine = p.bounds()?.map(|_| WEIGHTED_NORM_BOUNDED_SUM.to_string());
         Ok(TaskShape {
             engine,
             vector_len: FedAvgSpec::wire_len(n_params) as u64,
@@ -532,6 +545,10 @@ pub struct TrainingPlan {
     /// [`FedAvgParams::l2_bound`]); `None` sums every update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_bound: Option<f64>,
+    /// Input validity: the L∞ bound of an update's delta (see
+    /// [`FedAvgParams::linf_bound`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
 }
 
 /// One FedAvg round as the driver saw it.
@@ -543,9 +560,14 @@ pub struct TrainingRound {
     pub round_id: u64,
     /// Clients whose updates the secure sum includes.
     pub included: Vec<String>,
-    /// With an L2 bound: the included clients whose update the helpers left
-    /// out of the sum (beyond the bound, or a weight out of range).
+    /// With an L2 or L∞ bound: the included clients whose update the
+    /// helpers left out of the sum (beyond a bound, or a weight out of
+    /// range).
     pub rejected: Vec<String>,
+    /// Per rejected client, the checks its update failed (`"l2"`,
+    /// `"linf"`, `"weight"`): all the round reveals about it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_checks: BTreeMap<String, Vec<String>>,
     /// Total weight (samples, capped per client) of the included updates.
     pub total_weight: u64,
     /// Test accuracy of the new global model.
@@ -733,6 +755,7 @@ impl Trainer {
             fedavg: self.plan.fedavg,
             error_feedback: self.plan.error_feedback,
             l2_bound: self.plan.l2_bound,
+            linf_bound: self.plan.linf_bound,
         };
         let mut outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
         let included: Vec<String> = outcome
@@ -745,11 +768,14 @@ impl Trainer {
                 detail: "an included client index is outside the invited list".into(),
             })?;
         let spec = self.plan.fedavg;
-        let rejected = if self.plan.l2_bound.is_some() {
-            validated_sum(&spec, &mut outcome, &included)?
-        } else {
-            Vec::new()
-        };
+        let (rejected, rejected_checks) =
+            match params.bounds().map_err(|detail| TrainingError::Result {
+                round_id: outcome.round_id,
+                detail,
+            })? {
+                Some(bounds) => validated_sum(&spec, &mut outcome, &included, &bounds.checks())?,
+                None => (Vec::new(), BTreeMap::new()),
+            };
         let next = crate::fl::apply_sum(&spec, &self.global, &outcome.values)?;
         let mut clipped = None;
         let plaintext_identical = match tap {
@@ -777,6 +803,7 @@ impl Trainer {
             round_id: outcome.round_id,
             included,
             rejected,
+            rejected_checks,
             total_weight,
             accuracy,
             loss,
@@ -801,22 +828,31 @@ impl Trainer {
     }
 }
 
-/// An engine round's outputs (the sums over the updates within the bound,
-/// then one verdict per included client) as the sum FedAvg applies: the
-/// dequantized sums go into `outcome.values`; returns the rejected clients.
+/// Per rejected client, the checks its update failed.
+type FailedChecks = BTreeMap<String, Vec<String>>;
+
+/// An engine round's outputs (the sums over the updates within the
+/// bounds, one verdict per included client, then each client's verdict per
+/// check in `checks` order) as the sum FedAvg applies: the dequantized
+/// sums go into `outcome.values`; returns the rejected clients and the
+/// checks each failed. A verdict that is not a bit, or that contradicts
+/// its checks, is an error (the helpers signed the same outputs).
 fn validated_sum(
     spec: &FedAvgSpec,
     outcome: &mut RoundOutcome,
     included: &[String],
-) -> Result<Vec<String>, TrainingError> {
+    checks: &[&str],
+) -> Result<(Vec<String>, FailedChecks), TrainingError> {
     let round_id = outcome.round_id;
     let bad = |detail: String| TrainingError::Result { round_id, detail };
     let outputs = sealroom_protocol::machine::unpack_outputs(&outcome.outputs)
         .ok_or_else(|| bad("the engine outputs are not whole 16-byte values".into()))?;
+    // The sums, one verdict per client, then each check's per client.
     let n = outputs
         .len()
-        .checked_sub(included.len())
-        .ok_or_else(|| bad("fewer engine outputs than included clients".into()))?;
+        .checked_sub(included.len() * (1 + checks.len()))
+        .ok_or_else(|| bad("fewer engine outputs than the clients' verdicts".into()))?;
+    let per_check = &outputs[n + included.len()..];
     let wire = spec.wire_spec()?;
     let values = outputs[..n]
         .iter()
@@ -827,15 +863,31 @@ fn validated_sum(
         })
         .collect::<Result<Vec<f64>, _>>()?;
     let mut rejected = Vec::new();
-    for (name, &verdict) in included.iter().zip(&outputs[n..]) {
-        match verdict {
-            1 => {}
-            0 => rejected.push(name.clone()),
-            _ => return Err(bad(format!("verdict {verdict} is not a bit"))),
+    let mut failed_checks = BTreeMap::new();
+    for (c, (name, &verdict)) in included.iter().zip(&outputs[n..]).enumerate() {
+        let mut failed = Vec::new();
+        for (k, check) in checks.iter().enumerate() {
+            match per_check.get(c * checks.len() + k) {
+                Some(1) => {}
+                Some(0) => failed.push((*check).to_string()),
+                other => return Err(bad(format!("check verdict {other:?} is not a bit"))),
+            }
+        }
+        match (verdict, failed.is_empty()) {
+            (1, true) => {}
+            (0, false) => {
+                rejected.push(name.clone());
+                failed_checks.insert(name.clone(), failed);
+            }
+            _ => {
+                return Err(bad(format!(
+                    "{name}'s verdict {verdict} does not match its checks"
+                )));
+            }
         }
     }
     outcome.values = values;
-    Ok(rejected)
+    Ok((rejected, failed_checks))
 }
 
 /// Runs a whole training: [`Trainer::start`], then `plan.rounds` rounds,

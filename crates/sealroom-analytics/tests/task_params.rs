@@ -42,6 +42,7 @@ fn split() -> SplitSpec {
 fn fedavg(global: Vec<f64>) -> FedAvgParams {
     FedAvgParams {
         l2_bound: None,
+        linf_bound: None,
         table: "iris".into(),
         split: split(),
         training_round: 1,

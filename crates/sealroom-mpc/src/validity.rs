@@ -82,39 +82,83 @@ fn output_kept_sum(p: &mut ProgramBuilder, x: Secret, ok: Secret, clients: usize
 
 /// The program's name for weighted (FedAvg) updates.
 pub const WEIGHTED_NORM_BOUNDED_SUM: &str = "weighted-norm-bounded-sum";
-/// Its version.
-pub const WEIGHTED_NORM_BOUNDED_SUM_VERSION: u32 = 1;
+/// Its version (2: an optional L∞ bound, and the per-check verdicts as a
+/// third output).
+pub const WEIGHTED_NORM_BOUNDED_SUM_VERSION: u32 = 2;
 /// Bits of the weight range checks (a converted Z_2^32 element).
 const WEIGHT_BITS: u32 = 33;
+/// Bits of the count of an update's elements above the L∞ bound (at most
+/// 2^20, so below 2^21 in magnitude after subtracting 1).
+const COUNT_BITS: u32 = 22;
+
+/// The bounds a FedAvg update is checked against, on its unweighted
+/// quantized delta `q` (integers), with its weight `w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateBounds {
+    /// `Σ_j q_j² ≤ l2_sq`, when set.
+    pub l2_sq: Option<u128>,
+    /// `q_j² ≤ linf_sq` for every j (|q_j| ≤ the L∞ bound), when set.
+    pub linf_sq: Option<u128>,
+    /// `0 ≤ w ≤ max_weight` (always checked).
+    pub max_weight: u32,
+}
+
+impl UpdateBounds {
+    /// The names of the checks, in the order of the verdicts output:
+    /// `"l2"` (if set), `"linf"` (if set), `"weight"`.
+    pub fn checks(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.l2_sq.is_some() {
+            out.push("l2");
+        }
+        if self.linf_sq.is_some() {
+            out.push("linf");
+        }
+        out.push("weight");
+        out
+    }
+}
 
 /// [`norm_bounded_sum`] for FedAvg updates: each client's vector is
 /// `[w·q_0, …, w·q_{d−1}, w]` (weighted quantized deltas, then the weight,
 /// as `sealroom-analytics`' `encode_update` lays it out). A client is kept
-/// iff `0 ≤ w ≤ max_weight` and `Σ_j (w·q_j)² ≤ w² · bound_sq`, i.e. its
-/// unweighted quantized delta has squared L2 norm at most `bound_sq` (all
-/// exact integers: `w² · bound_sq < 2^82` is required). Outputs as
-/// [`norm_bounded_sum`]: the `len` sums (weights included), then the
-/// verdicts.
+/// iff `0 ≤ w ≤ max_weight`, `Σ_j (w·q_j)² ≤ w² · l2_sq` (its unweighted
+/// delta has squared L2 norm at most `l2_sq`) and `(w·q_j)² ≤ w² · linf_sq`
+/// for every j (each |q_j| at most the L∞ bound) — all exact integers:
+/// `max_weight² · bound < 2^82` is required of each bound, and at least one
+/// of the two bounds must be set. Outputs: 0, the `len` sums over the kept
+/// clients (weights included); 1, the verdicts (1 kept, 0 left out); 2, per
+/// client the verdict of each check in [`UpdateBounds::checks`] order —
+/// which bound an excluded update failed, and nothing else about it.
+///
+/// Cost per client of `d` elements, on top of [`norm_bounded_sum`]'s: with
+/// an L∞ bound, `d` comparisons at 84 bits and one at 22.
 pub fn weighted_norm_bounded_sum(
     clients: usize,
     len: usize,
-    bound_sq: u128,
-    max_weight: u32,
+    bounds: UpdateBounds,
 ) -> Result<Program, ProgramError> {
     if !(2..=MAX_ELEMENTS).contains(&len) {
         return Err(ProgramError::Unsupported(
             "a weighted norm-bounded sum takes 2 to 2^20 elements per client (the weight last)",
         ));
     }
-    let w_max = u128::from(max_weight);
-    if w_max
-        .checked_mul(w_max)
-        .and_then(|w2| w2.checked_mul(bound_sq))
-        .is_none_or(|b| b >= 1 << 82)
-    {
+    if bounds.l2_sq.is_none() && bounds.linf_sq.is_none() {
         return Err(ProgramError::Unsupported(
-            "max_weight² · bound_sq must be below 2^82",
+            "a weighted bounded sum needs an L2 or an L∞ bound",
         ));
+    }
+    let w_max = u128::from(bounds.max_weight);
+    for bound in [bounds.l2_sq, bounds.linf_sq].into_iter().flatten() {
+        if w_max
+            .checked_mul(w_max)
+            .and_then(|w2| w2.checked_mul(bound))
+            .is_none_or(|b| b >= 1 << 82)
+        {
+            return Err(ProgramError::Unsupported(
+                "max_weight² · bound² must be below 2^82",
+            ));
+        }
     }
     let d = len - 1;
     let mut p = ProgramBuilder::new(WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION);
@@ -126,22 +170,53 @@ pub fn weighted_norm_bounded_sum(
     let deltas = p.gather(x, &delta_idx);
     let w = p.gather(x, &weight_idx);
     let squares = p.mul(deltas, deltas);
-    let norms = p.segment_sum(squares, d);
     let w2 = p.mul(w, w);
-    let allowed = p.mul_const(w2, F127::new(bound_sq));
-    // norm_ok = [norm − w²·bound − 1 < 0]; weight_ok = [w ≥ 0]·[max − w ≥ 0].
-    let excess = p.sub(norms, allowed);
-    let excess = p.add_const(excess, F127::ONE.neg());
-    let norm_ok = p.ltz(excess, NORM_BITS);
+    let mut checks = Vec::new();
+    if let Some(l2_sq) = bounds.l2_sq {
+        // [Σ_j (w q_j)² − w²·l2_sq − 1 < 0].
+        let norms = p.segment_sum(squares, d);
+        let allowed = p.mul_const(w2, F127::new(l2_sq));
+        let excess = p.sub(norms, allowed);
+        let excess = p.add_const(excess, F127::ONE.neg());
+        checks.push(p.ltz(excess, NORM_BITS));
+    }
+    if let Some(linf_sq) = bounds.linf_sq {
+        // Per element [(w q_j)² − w²·linf_sq − 1 < 0]; the update passes
+        // iff none fails: [#failures − 1 < 0].
+        let allowed = p.mul_const(w2, F127::new(linf_sq));
+        let spread: Vec<u32> = (0..clients as u32)
+            .flat_map(|c| std::iter::repeat_n(c, d))
+            .collect();
+        let allowed = p.gather(allowed, &spread);
+        let excess = p.sub(squares, allowed);
+        let excess = p.add_const(excess, F127::ONE.neg());
+        let within = p.ltz(excess, NORM_BITS);
+        let failed = p.one_minus(within);
+        let failures = p.segment_sum(failed, d);
+        let failures = p.add_const(failures, F127::ONE.neg());
+        checks.push(p.ltz(failures, COUNT_BITS));
+    }
+    // [w ≥ 0]·[max − w ≥ 0].
     let negative = p.ltz(w, WEIGHT_BITS);
-    let above = p.public_sub_const(w, u64::from(max_weight));
+    let above = p.public_sub_const(w, u64::from(bounds.max_weight));
     let too_heavy = p.ltz(above, WEIGHT_BITS);
-    // (1 − negative)·(1 − too_heavy)·norm_ok, as two products.
     let not_negative = p.one_minus(negative);
     let not_heavy = p.one_minus(too_heavy);
     let weight_ok = p.mul(not_negative, not_heavy);
-    let ok = p.mul(weight_ok, norm_ok);
+    checks.push(weight_ok);
+    let mut ok = checks[0];
+    for &c in &checks[1..] {
+        ok = p.mul(ok, c);
+    }
     output_kept_sum(&mut p, x, ok, clients, len);
+    // Per client, its checks' verdicts in order.
+    let all = p.concat(&checks);
+    let k = checks.len() as u32;
+    let per_client: Vec<u32> = (0..clients as u32)
+        .flat_map(|c| (0..k).map(move |i| i * clients as u32 + c))
+        .collect();
+    let verdicts = p.gather(all, &per_client);
+    p.output(verdicts);
     p.build()
 }
 

@@ -87,9 +87,20 @@ fn out_of_range_parameters_are_refused() {
     assert!(norm_bounded_sum(0, 4, 10).is_err());
 }
 
+/// The kept sum of `data` under verdicts `ok`.
+fn kept_sum(data: &[Vec<i64>], ok: &[i128]) -> Vec<i128> {
+    let mut sums = vec![0i128; data[0].len()];
+    for (x, &k) in data.iter().zip(ok) {
+        for (s, &v) in sums.iter_mut().zip(x) {
+            *s += k * i128::from(v);
+        }
+    }
+    sums
+}
+
 #[test]
 fn weighted_updates_are_checked_on_their_unweighted_norm_and_weight() {
-    use sealroom_mpc::validity::weighted_norm_bounded_sum;
+    use sealroom_mpc::validity::{UpdateBounds, weighted_norm_bounded_sum};
     // [w·q, w]: deltas (3, 4) at weight 2 → norm 25 ≤ 25; (1, 5) at weight
     // 3 → 26 > 25; weight 0; weight above max_weight (9 > 8) with a tiny
     // delta; a negative weight; the largest vector.
@@ -103,20 +114,83 @@ fn weighted_updates_are_checked_on_their_unweighted_norm_and_weight() {
         vec![max, max, 1],
         vec![-8, 6, 2],
     ];
+    let bounds = UpdateBounds {
+        l2_sq: Some(25),
+        linf_sq: None,
+        max_weight: 8,
+    };
+    assert_eq!(bounds.checks(), ["l2", "weight"]);
     let out = outputs(run_with(
-        &weighted_norm_bounded_sum(data.len(), 3, 25, 8).expect("builds"),
+        &weighted_norm_bounded_sum(data.len(), 3, bounds).expect("builds"),
         uploads(&data),
         None,
     ));
     let ok = vec![1, 0, 1, 0, 0, 0, 1];
     assert_eq!(out[1], ok);
-    let mut sums = vec![0i128; 3];
-    for (x, &k) in data.iter().zip(&ok) {
-        for (s, &v) in sums.iter_mut().zip(x) {
-            *s += k * i128::from(v);
-        }
-    }
-    assert_eq!(out[0], sums);
-    assert!(weighted_norm_bounded_sum(3, 1, 25, 8).is_err());
-    assert!(weighted_norm_bounded_sum(3, 3, 1 << 60, 1 << 20).is_err());
+    assert_eq!(out[0], kept_sum(&data, &ok));
+    // Per client: which check failed.
+    assert_eq!(out[2], vec![1, 1, 0, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1, 1]);
+    assert!(weighted_norm_bounded_sum(3, 1, bounds).is_err());
+    let too_wide = UpdateBounds {
+        l2_sq: Some(1 << 60),
+        linf_sq: None,
+        max_weight: 1 << 20,
+    };
+    assert!(weighted_norm_bounded_sum(3, 3, too_wide).is_err());
+    let none = UpdateBounds {
+        l2_sq: None,
+        linf_sq: None,
+        max_weight: 8,
+    };
+    assert!(weighted_norm_bounded_sum(3, 3, none).is_err());
+}
+
+/// An L∞ bound leaves out an update with one large element even when its
+/// L2 norm is within the bound, and says which bound failed.
+#[test]
+fn an_update_with_one_element_beyond_the_linf_bound_is_left_out() {
+    use sealroom_mpc::validity::{UpdateBounds, weighted_norm_bounded_sum};
+    let max = i64::from(i32::MAX);
+    // L2² ≤ 25, |q_j| ≤ 3, weight ≤ 8.
+    let data = vec![
+        vec![6, 8, 2],   // q = (3, 4): L2 25 within, |4| > 3
+        vec![2, -6, 2],  // q = (1, −3): within both
+        vec![0, 0, 0],   // weight 0
+        vec![9, 3, 3],   // q = (3, 1): on the L∞ bound
+        vec![12, 0, 3],  // q = (4, 0): L2 16 within, |4| > 3
+        vec![max, 0, 1], // beyond both
+        vec![-9, -9, 3], // q = (−3, −3): within both (L2 18)
+    ];
+    let bounds = UpdateBounds {
+        l2_sq: Some(25),
+        linf_sq: Some(9),
+        max_weight: 8,
+    };
+    assert_eq!(bounds.checks(), ["l2", "linf", "weight"]);
+    let out = outputs(run_with(
+        &weighted_norm_bounded_sum(data.len(), 3, bounds).expect("builds"),
+        uploads(&data),
+        None,
+    ));
+    let ok = vec![0, 1, 1, 1, 0, 0, 1];
+    assert_eq!(out[1], ok);
+    assert_eq!(out[0], kept_sum(&data, &ok));
+    let verdicts: Vec<&[i128]> = out[2].chunks(3).collect();
+    assert_eq!(verdicts[0], [1, 0, 1]);
+    assert_eq!(verdicts[4], [1, 0, 1]);
+    assert_eq!(verdicts[5], [0, 0, 1]);
+    assert!(verdicts[1..4].iter().all(|v| *v == [1, 1, 1]));
+    // An L∞ bound alone.
+    let linf_only = UpdateBounds {
+        l2_sq: None,
+        linf_sq: Some(9),
+        max_weight: 8,
+    };
+    let out = outputs(run_with(
+        &weighted_norm_bounded_sum(data.len(), 3, linf_only).expect("builds"),
+        uploads(&data),
+        None,
+    ));
+    assert_eq!(out[1], ok);
+    assert_eq!(out[2][..2], [0, 1]);
 }

@@ -68,6 +68,12 @@ pub struct TrainingArgs {
     /// outside 0..=4096). Needs three helpers in additive mode.
     #[arg(long, value_name = "NORM")]
     pub l2_bound: Option<f64>,
+    /// Input validity: the helpers also leave out (inside the MPC engine)
+    /// every update with one delta element above this bound in absolute
+    /// value — a spike an L2 bound lets through. With --l2-bound or alone;
+    /// the report names which bound an update failed.
+    #[arg(long, value_name = "BOUND")]
+    pub linf_bound: Option<f64>,
     /// Local SGD learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub learning_rate: f64,
@@ -107,6 +113,7 @@ impl TrainingArgs {
             .with_context(|| format!("--bits {} with --clip {}", self.bits, self.clip))?;
         Ok(TrainingPlan {
             l2_bound: self.l2_bound,
+            linf_bound: self.linf_bound,
             table: table.into(),
             split: SplitSpec {
                 dataset: self.dataset(),
@@ -212,7 +219,14 @@ pub fn round_row(r: &TrainingRound, invited: usize) -> [String; 7] {
             format!(
                 "{}/{invited} (rejected: {})",
                 r.included.len() - r.rejected.len(),
-                r.rejected.join(", ")
+                r.rejected
+                    .iter()
+                    .map(|name| match r.rejected_checks.get(name) {
+                        Some(checks) => format!("{name} [{}]", checks.join(", ")),
+                        None => name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         },
         format!("{:.1}%", r.accuracy * 100.0),
