@@ -231,56 +231,42 @@ async fn a_model_replacement_update_is_left_out_inside_the_engine() {
         "without a bound the replacement moves the model (by {moved} at most per parameter)"
     );
 
-    let mut bounded = open.clone();
-    bounded.l2_bound = Some(10.0);
-    let mut trainer = Trainer::start(&fed, &bounded, &names)
-        .await
-        .expect("moments");
-    let before = trainer.global().clone();
-    let round = trainer.round(&fed, None).await.expect("an engine round");
-    assert_eq!(round.included, names, "the attacker uploaded");
-    assert_eq!(round.rejected, vec![names[CLIENTS - 1].clone()]);
-    let updates = tap.take(round.round_id, honest).expect("honest updates");
-    let twin = sealroom_analytics::fl::plaintext_fedavg(&bounded.fedavg, &before, &updates)
-        .expect("plaintext FedAvg");
-    assert!(
-        twin.params()
-            .iter()
-            .zip(trainer.global().params())
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "the bounded round's model is the honest clients' FedAvg, bit for bit"
-    );
-    assert_eq!(
-        round.rejected_checks[&names[CLIENTS - 1]],
-        ["l2"],
-        "the report says which bound the update failed"
-    );
-    eprintln!(
-        "test accuracy after one round: {} with the bound, {} without (initial {initial})",
-        round.accuracy, poisoned.accuracy
-    );
-
-    // An L∞ bound, alone and with the L2 bound: the same update is left
-    // out, the report names each bound it failed, and the model is again
-    // the honest clients' FedAvg bit for bit.
-    for (l2, expected) in [(None, vec!["linf"]), (Some(10.0), vec!["l2", "linf"])] {
-        let mut linf = open.clone();
-        linf.l2_bound = l2;
-        linf.linf_bound = Some(1.0);
-        let mut trainer = Trainer::start(&fed, &linf, &names).await.expect("moments");
+    // An L2 bound, an L∞ bound, both: the update is left out, the report
+    // names each bound it failed, and the new model is exactly the honest
+    // clients' plaintext FedAvg.
+    for (l2, linf, failed) in [
+        (Some(10.0), None, vec!["l2"]),
+        (None, Some(1.0), vec!["linf"]),
+        (Some(10.0), Some(1.0), vec!["l2", "linf"]),
+    ] {
+        let mut bounded = open.clone();
+        bounded.l2_bound = l2;
+        bounded.linf_bound = linf;
+        let mut trainer = Trainer::start(&fed, &bounded, &names)
+            .await
+            .expect("moments");
         let before = trainer.global().clone();
         let round = trainer.round(&fed, None).await.expect("an engine round");
+        assert_eq!(round.included, names, "the attacker uploaded");
         assert_eq!(round.rejected, vec![names[CLIENTS - 1].clone()]);
-        assert_eq!(round.rejected_checks[&names[CLIENTS - 1]], expected);
+        assert_eq!(
+            round.rejected_checks[&names[CLIENTS - 1]],
+            failed,
+            "the report says which bound the update failed"
+        );
         let updates = tap.take(round.round_id, honest).expect("honest updates");
-        let twin = sealroom_analytics::fl::plaintext_fedavg(&linf.fedavg, &before, &updates)
+        let twin = sealroom_analytics::fl::plaintext_fedavg(&bounded.fedavg, &before, &updates)
             .expect("plaintext FedAvg");
         assert!(
             twin.params()
                 .iter()
                 .zip(trainer.global().params())
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "l2 {l2:?}: the model is the honest clients' FedAvg, bit for bit"
+            "l2 {l2:?}, linf {linf:?}: the model is the honest clients' FedAvg, bit for bit"
+        );
+        eprintln!(
+            "l2 {l2:?}, linf {linf:?}: test accuracy after one round {} (without a bound {}, initial {initial})",
+            round.accuracy, poisoned.accuracy
         );
     }
     fed.shutdown().await;
