@@ -26,6 +26,19 @@ use exposition::{ConversionError, Format};
 
 type Labels = Vec<(String, String)>;
 
+/// Sets a gauge family by engine material kind (triples, bits, randoms,
+/// masks, in that order).
+fn set_by_kind(family: &Family<Labels, Gauge>, counts: [u64; 4]) {
+    for (kind, n) in ["triples", "bits", "randoms", "masks"]
+        .into_iter()
+        .zip(counts)
+    {
+        family
+            .get_or_create(&labels(&[("kind", kind)]))
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -340,31 +353,13 @@ impl Metrics {
 
     /// The unconsumed preprocessing material of the current key epoch.
     pub fn engine_backlog(&self, triples: u64, bits: u64, randoms: u64, masks: u64) {
-        for (kind, n) in [
-            ("triples", triples),
-            ("bits", bits),
-            ("randoms", randoms),
-            ("masks", masks),
-        ] {
-            self.engine_backlog
-                .get_or_create(&labels(&[("kind", kind)]))
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        set_by_kind(&self.engine_backlog, [triples, bits, randoms, masks]);
     }
 
     /// What the last engine round's program needed, by kind (the alert
     /// compares the backlog with it).
     pub fn engine_round_need(&self, triples: u64, bits: u64, randoms: u64, masks: u64) {
-        for (kind, n) in [
-            ("triples", triples),
-            ("bits", bits),
-            ("randoms", randoms),
-            ("masks", masks),
-        ] {
-            self.engine_round_need
-                .get_or_create(&labels(&[("kind", kind)]))
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        set_by_kind(&self.engine_round_need, [triples, bits, randoms, masks]);
     }
 
     /// An engine round ran on material from the pool (`source="pool"`) or
