@@ -348,6 +348,16 @@ impl Engine {
                 };
                 (epoch, keys, view.remaining(&used))
             }
+            Rotation::New(epoch) if epoch >= ROUND_EPOCH_BASE => {
+                // Only a status claiming the highest pool epoch leads here
+                // (a helper that lies: the pool stays as it is, the next
+                // rounds preprocess inline).
+                tracing::warn!(
+                    epoch,
+                    "the next pool key epoch would enter the range of round epochs; not rotating"
+                );
+                return Ok(());
+            }
             Rotation::New(epoch) => {
                 let keys = match self.epoch_keys(epoch).await? {
                     Some(keys) => keys,
@@ -466,13 +476,23 @@ mod tests {
     fn the_epoch_rotates_without_a_common_one_or_when_old() {
         let mut fresh = [status(0, 0, &[]), status(1, 0, &[]), status(2, 0, &[])];
         fresh[2].highest_epoch = 6;
-        let view = PoolView::new(fresh);
+        let view = PoolView::new(fresh.clone());
         assert_eq!(view.common_epoch(), None);
         assert!(view.select(&need(0)).is_none());
         assert_eq!(view.rotation(), Rotation::New(7));
 
         let view = PoolView::new([status(0, 4, &[]), status(1, 3, &[]), status(2, 4, &[])]);
         assert_eq!(view.rotation(), Rotation::New(5));
+
+        // The highest epoch a (lying) helper may claim passes the checks;
+        // the next one is in the round range, where `top_up` stops.
+        fresh[1].highest_epoch = ROUND_EPOCH_BASE - 1;
+        let h1 = HelperIndex::new(1).expect("index");
+        assert!(check_status(&fresh[1], "f", 7, h1).is_ok());
+        assert_eq!(
+            PoolView::new(fresh).rotation(),
+            Rotation::New(ROUND_EPOCH_BASE)
+        );
 
         let mut old = [status(0, 4, &[1]), status(1, 4, &[1]), status(2, 4, &[1])];
         // The smallest configured lifetime counts: 1 s < 2 s − 1 s.
