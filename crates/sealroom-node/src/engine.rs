@@ -528,11 +528,7 @@ impl Engine {
             .map_err(|e| EngineError::Sign(e.to_string()))?;
         let bytes = Zeroizing::new(prost::Message::encode_to_vec(&mine));
         let session = self.attestation_session(batch.epoch(), id);
-        let machine = OneRound::new(
-            vec![(me.next(), bytes.clone()), (me.prev(), bytes)],
-            vec![me.next(), me.prev()],
-        );
-        let received = match self.run(session, ONE_ROUND_MAX, machine).await? {
+        let received = match self.broadcast(session, ONE_ROUND_MAX, bytes).await? {
             Ok(r) => r,
             Err(abort) => return Ok(Err(abort)),
         };
@@ -592,6 +588,22 @@ impl Engine {
             c.masks.iter().sum(),
         );
         Ok(Ok(pool_batch))
+    }
+
+    /// Sends `bytes` to both other helpers in session `session` and
+    /// returns what each of them sent (at most `max` bytes each).
+    async fn broadcast(
+        &self,
+        session: [u8; 32],
+        max: usize,
+        bytes: Zeroizing<Vec<u8>>,
+    ) -> Result<Result<Vec<(HelperIndex, Zeroizing<Vec<u8>>)>, Abort>, EngineError> {
+        let me = self.inner.me;
+        let machine = OneRound::new(
+            vec![(me.next(), bytes.clone()), (me.prev(), bytes)],
+            vec![me.next(), me.prev()],
+        );
+        self.run(session, max, machine).await
     }
 
     /// The oldest unconsumed batches of `epoch` that together cover `need`

@@ -35,7 +35,7 @@ use sealroom_mpc::material::{BatchId, Counts};
 use sealroom_protocol::pb;
 use zeroize::Zeroizing;
 
-use super::{Engine, EngineError, OneRound, ROUND_EPOCH_BASE, add_counts};
+use super::{Engine, EngineError, ROUND_EPOCH_BASE, add_counts};
 
 /// Rounds' worth of material the helpers keep in the pool after a round.
 pub const POOL_ROUNDS_AHEAD: usize = 2;
@@ -297,11 +297,7 @@ impl Engine {
         let me = self.inner.me;
         let session = self.derived_session("sealroom 2026-12 engine pool status v1", round, extra);
         let bytes = Zeroizing::new(prost::Message::encode_to_vec(&mine));
-        let machine = OneRound::new(
-            vec![(me.next(), bytes.clone()), (me.prev(), bytes)],
-            vec![me.next(), me.prev()],
-        );
-        let received = match self.run(session, MAX_STATUS_BYTES, machine).await? {
+        let received = match self.broadcast(session, MAX_STATUS_BYTES, bytes).await? {
             Ok(r) => r,
             Err(abort) => return Ok(Err(abort)),
         };

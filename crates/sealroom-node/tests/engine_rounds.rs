@@ -23,12 +23,20 @@ use sealroom_store::verify_chain;
 const DEADLINE: Duration = Duration::from_secs(180);
 
 async fn federation(dir: &std::path::Path, clients: usize) -> LocalFederation {
-    let options = InitOptions {
-        helpers: 3,
-        clients,
-        federation_id: "engine-rounds".into(),
-        ..InitOptions::default()
-    };
+    federation_with(
+        dir,
+        InitOptions {
+            helpers: 3,
+            clients,
+            federation_id: "engine-rounds".into(),
+            ..InitOptions::default()
+        },
+    )
+    .await
+}
+
+async fn federation_with(dir: &std::path::Path, options: InitOptions) -> LocalFederation {
+    let clients = options.clients;
     LocalFederation::start(
         dir,
         options,
@@ -252,15 +260,7 @@ async fn the_pool_key_epoch_rotates_and_old_material_expires() {
         engine_key_epoch_s: 1,
         ..InitOptions::default()
     };
-    let fed = LocalFederation::start(
-        dir.path(),
-        options,
-        TaskCatalog::with_builtins(),
-        synthetic_inputs(3),
-    )
-    .await
-    .expect("federation starts")
-    .0;
+    let fed = federation_with(dir.path(), options).await;
     max_round(&fed, 4).await;
     wait_for_pool(&fed, 2).await;
     for expected in [4, 6] {
