@@ -51,6 +51,10 @@ use sealroom_protocol::pb::SitOutReason;
 use sealroom_protocol::{PartyId, VerifiedDescriptor};
 use serde::{Deserialize, Serialize};
 
+use crate::query::dp::{
+    DP_PROGRAM, DP_PROGRAM_VERSION, NoisePlan, dp_wire_spec, finish_noised, local_noised,
+    noise_plan, noised_program,
+};
 use crate::query::{
     DataSource, LocalTable, ORDER_PROGRAM, ORDER_PROGRAM_VERSION, OrderParams, Policy, QueryError,
     QueryPlan, QueryResult, QuerySpec, counts_len, finish, finish_order, has_order, local_counts,
@@ -95,6 +99,11 @@ pub enum QueryPhase {
         /// The order round's parameters ([`OrderParams::to_bytes`], base64).
         order: String,
     },
+    /// The only round of a differentially private query (its spec carries
+    /// `dp`): every cell's counts and statistics, summed and noised inside
+    /// the MPC engine ([`DP_PROGRAM`], see [`crate::query::dp`]). An admin
+    /// asks for it directly.
+    Noised,
 }
 
 /// Parameters of a [`QUERY_TASK`] round.
@@ -120,12 +129,27 @@ impl TaskPlanner for QueryPlanner {
     /// What an admin may ask for: the counts phase only.
     fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
         let (p, plan) = parse_params(params)?;
-        match &p.phase {
-            QueryPhase::Counts => Ok(TaskShape { engine: None,
+        match (&p.phase, &p.spec.dp) {
+            (QueryPhase::Counts, None) => Ok(TaskShape {
+                engine: None,
                 vector_len: counts_len(&plan) as u64,
                 spec: wire_spec(),
             }),
-            QueryPhase::Stats { .. } | QueryPhase::Order { .. } => Err(
+            (QueryPhase::Noised, Some(dp)) => {
+                let noise = noise_plan(&plan, dp).map_err(|e| e.to_string())?;
+                Ok(TaskShape {
+                    engine: Some(DP_PROGRAM.into()),
+                    vector_len: noise.len() as u64,
+                    spec: dp_wire_spec(),
+                })
+            }
+            (QueryPhase::Counts, Some(_)) => Err(
+                "this query carries differential-privacy parameters: ask for the noised phase".into(),
+            ),
+            (QueryPhase::Noised, None) => Err(
+                "the noised phase is for queries with differential-privacy parameters (`dp`)".into(),
+            ),
+            (QueryPhase::Stats { .. } | QueryPhase::Order { .. }, _) => Err(
                 "the stats and order phases are started by the coordinator from the rounds it ran; ask for the counts phase"
                     .into(),
             ),
@@ -303,9 +327,67 @@ impl EngineProgram for SqlOrderProgram {
     }
 }
 
+/// The engine program of a differentially private query round, as each
+/// helper builds it from the signed descriptor: the noise comes from the
+/// spec's `dp` and plan, and the round's quantization must be exactly
+/// [`dp_wire_spec`] (a coarser or scaled encoding would change what one
+/// row can move, and with it the guarantee).
+pub struct SqlDpProgram;
+
+impl EngineProgram for SqlDpProgram {
+    fn name(&self) -> &str {
+        DP_PROGRAM
+    }
+
+    fn version(&self) -> u32 {
+        DP_PROGRAM_VERSION
+    }
+
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        _keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String> {
+        let noise = check_noised_round(descriptor)?;
+        let bits = sealroom_node::tasks::upload_bits(descriptor)?;
+        noised_program(&noise, clients, bits).map_err(|e| e.to_string())
+    }
+}
+
+/// A client's and each helper's check of a DP round's descriptor: a query
+/// round of the noised phase whose spec carries `dp`, whose vector length
+/// is its noise plan's and whose quantization is [`dp_wire_spec`]. Returns
+/// the noise plan.
+fn check_noised_round(descriptor: &VerifiedDescriptor) -> Result<NoisePlan, String> {
+    if descriptor.task_name() != QUERY_TASK {
+        return Err(format!("not a query round: {:?}", descriptor.task_name()));
+    }
+    let (p, plan) = parse_params(descriptor.task_params())?;
+    let (QueryPhase::Noised, Some(dp)) = (&p.phase, &p.spec.dp) else {
+        return Err("not a differentially private query round".into());
+    };
+    let noise = noise_plan(&plan, dp).map_err(|e| e.to_string())?;
+    if descriptor.vector_len() != noise.len() {
+        return Err(format!(
+            "the round's vector length {} is not its noise plan's {}",
+            descriptor.vector_len(),
+            noise.len()
+        ));
+    }
+    if descriptor.encoding().spec() != dp_wire_spec() {
+        return Err(
+            "the round's quantization is not the DP encoding (integers, step 1): one row could move a sum by more than the noise is calibrated for"
+                .into(),
+        );
+    }
+    Ok(noise)
+}
+
 /// Registers the query task with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
     catalog.register_program(Arc::new(SqlOrderProgram));
+    catalog.register_program(Arc::new(SqlDpProgram));
     catalog.register(TaskDef {
         engine: None,
         name: QUERY_TASK.into(),
@@ -353,9 +435,21 @@ impl QueryInput {
                 ),
             ));
         }
+        // A spec with `dp` is answered only in its noised round: an exact
+        // counts, stats or order round of it would release what the noise
+        // is there to hide.
+        if p.spec.dp.is_some() && p.phase != QueryPhase::Noised {
+            return Err(invalid(
+                "not a differentially private query round, although the query carries `dp`: this client answers it only with engine noise".into(),
+            ));
+        }
         let mut order_params_checked = None;
+        let mut noise_checked = None;
         match &p.phase {
             QueryPhase::Counts => {}
+            QueryPhase::Noised => {
+                noise_checked = Some(check_noised_round(descriptor).map_err(invalid)?);
+            }
             QueryPhase::Stats {
                 released,
                 counts_round,
@@ -420,6 +514,14 @@ impl QueryInput {
                     "an order round's parameters were not checked".into(),
                 ));
             }
+            (QueryPhase::Noised, _) => match &noise_checked {
+                Some(noise) => local_noised(&plan, &table, noise).await,
+                None => {
+                    return Err(invalid(
+                        "a noised round's parameters were not checked".into(),
+                    ));
+                }
+            },
         }
         .map_err(|e| query_error(&e, plan.table()))?;
         Ok(wire.expose_values().to_vec())
@@ -616,7 +718,8 @@ fn query_error(e: &QueryError, table: &str) -> InputError {
 pub struct QueryRun {
     /// The released (and suppressed) result.
     pub result: QueryResult,
-    /// The counts round.
+    /// The counts round (for a differentially private query: its only,
+    /// noised round).
     pub counts_round: u64,
     /// The stats round (`None` when no cell was released).
     pub stats_round: Option<u64>,
@@ -668,6 +771,55 @@ impl From<RoundFailure> for QueryRunError {
     }
 }
 
+/// A differentially private query: one noised engine round; the result is
+/// computed from its noised outputs (the same function every party could
+/// apply to them).
+async fn run_noised<R: RoundRunner>(
+    runner: &R,
+    spec: &QuerySpec,
+    plan: &QueryPlan,
+    policy: &Policy,
+    dp: &crate::query::dp::DpSpec,
+    clients: &[String],
+) -> Result<QueryRun, QueryRunError> {
+    let noise = noise_plan(plan, dp)?;
+    let params = QueryParams {
+        spec: spec.clone(),
+        phase: QueryPhase::Noised,
+    };
+    let round = completed_round(runner, QUERY_TASK, &params, clients, 0).await?;
+    if !round.earlier.is_empty() {
+        return Err(QueryRunError::Request(
+            "the coordinator answered phases a differentially private query does not have".into(),
+        ));
+    }
+    let included: Vec<String> = round
+        .included_clients
+        .iter()
+        .filter_map(|&i| clients.get(i as usize).cloned())
+        .collect();
+    if included.len() != round.included_clients.len() {
+        return Err(QueryRunError::Request(
+            "the coordinator named an included client outside the invited list".into(),
+        ));
+    }
+    let outputs = unpack_outputs(&round.outputs).ok_or_else(|| {
+        QueryRunError::Request(format!(
+            "DP round {}'s outputs are not whole 16-byte values",
+            round.round_id
+        ))
+    })?;
+    let result = finish_noised(plan, &noise, &outputs, policy, included.len())?;
+    Ok(QueryRun {
+        result,
+        counts_round: round.round_id,
+        stats_round: None,
+        order_round: None,
+        included,
+        durations_ms: vec![round.duration_ms],
+    })
+}
+
 /// Runs `spec` over `clients` (by name, at least one): asks for the counts
 /// round; the coordinator runs the stats round over the clients it included
 /// when any cell passes, and answers both outcomes. The admin re-derives the
@@ -685,6 +837,9 @@ pub async fn run_query<R: RoundRunner>(
     }
     let plan = plan(spec)?;
     let policy = Policy::new(spec.min_rows, spec.min_clients)?;
+    if let Some(dp) = &spec.dp {
+        return run_noised(runner, spec, &plan, &policy, dp, clients).await;
+    }
     let counts_params = QueryParams {
         spec: spec.clone(),
         phase: QueryPhase::Counts,

@@ -47,6 +47,7 @@ async fn diabetes_ols_matches_pooled_least_squares() {
             .map(|f| (f.to_string(), [-1.0, 1.0]))
             .chain([("target".to_string(), [0.0, 1000.0])])
             .collect(),
+        dp: None,
     };
     let plan = query::plan(&spec).unwrap();
     let policy = spec.policy().unwrap();

@@ -55,6 +55,7 @@ fn spec(sql: &str) -> QuerySpec {
         min_rows: 2,
         min_clients: 2,
         bounds: [("x".to_owned(), BOUNDS)].into(),
+        dp: None,
     }
 }
 

@@ -199,6 +199,7 @@ async fn hostile_literals_and_names_are_rendered_safely() {
             min_rows: 1,
             min_clients: 1,
             bounds: [("we\"ird col".to_owned(), [0.0, 10.0])].into(),
+            dp: None,
         };
         let plan = query::plan(&spec).unwrap();
         let refs = refs.clone();

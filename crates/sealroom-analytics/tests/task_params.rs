@@ -91,6 +91,7 @@ fn valid_parameters_plan_their_rounds() {
             min_rows: 5,
             min_clients: 2,
             bounds: [("x".to_owned(), [0.0, 1.0])].into(),
+            dp: None,
         },
         phase: QueryPhase::Counts,
     };
@@ -126,6 +127,7 @@ fn malformed_parameters_are_refused_with_the_reason() {
             min_rows: 5,
             min_clients: 2,
             bounds: Default::default(),
+            dp: None,
         },
         phase: QueryPhase::Counts,
     };

@@ -20,7 +20,8 @@
 //! * [`wire`] — the one message format, with a decoder that never panics;
 //! * [`sim`] — in-memory three-helper harness with corruption hooks;
 //!   [`mod@bench`] — in-process measurements; [`validity`] — the
-//!   norm-bounded sum (input validity inside the engine).
+//!   norm-bounded sum (input validity inside the engine); [`noise`] — binomial
+//!   differential-privacy noise from shared random bits, known to nobody.
 //!
 //! ## What this crate must never do
 //!
@@ -42,6 +43,7 @@ pub mod error;
 pub mod field;
 pub mod machine;
 pub mod material;
+pub mod noise;
 pub mod ops;
 pub mod preproc;
 pub mod program;

@@ -398,6 +398,7 @@ async fn run_async(
             min_rows: DEFAULT_MIN_ROWS,
             min_clients: min_clients as u32,
             bounds,
+            dp: None,
         };
         let report = match run_query(&fed, &spec, &invited).await {
             Ok(run) => {

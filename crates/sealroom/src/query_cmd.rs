@@ -154,6 +154,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 .min_clients
                 .unwrap_or(u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX)),
             bounds: parse_bounds(&args.bounds)?,
+            dp: None,
         },
         (None, None) => bail!("give the query as an argument, or --spec FILE"),
     };

@@ -61,7 +61,7 @@ impl Interval {
         Interval { lo: v, hi: v }
     }
 
-    fn magnitude(&self) -> f64 {
+    pub(crate) fn magnitude(&self) -> f64 {
         self.lo.abs().max(self.hi.abs())
     }
 

@@ -192,6 +192,22 @@ pub enum QueryError {
         /// Why.
         reason: String,
     },
+    /// A differentially private round's engine program cannot be built
+    /// (no client, too many).
+    #[error("the DP round's program cannot be built: {reason}")]
+    DpProgram {
+        /// Why.
+        reason: String,
+    },
+    /// A differentially private round returned another number of outputs
+    /// than its noise plan calls for.
+    #[error("the DP round returned {actual} outputs, its noise plan expects {expected}")]
+    DpOutputs {
+        /// Outputs the plan calls for.
+        expected: usize,
+        /// Outputs received.
+        actual: usize,
+    },
 }
 
 impl QueryError {

@@ -128,6 +128,7 @@ pub fn finish(
         group_columns: plan.group_columns(),
         columns: plan.columns(),
         rows: out_rows,
+        privacy: None,
         bounds: plan
             .bounds()
             .into_iter()
@@ -293,7 +294,7 @@ fn centred(sxx: f64, sx: f64, n: f64, err: f64) -> Option<f64> {
     (c > noise).then_some(c)
 }
 
-fn evaluate(
+pub(crate) fn evaluate(
     agg: &Aggregate,
     rows: f64,
     clients: f64,

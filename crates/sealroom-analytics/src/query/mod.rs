@@ -106,6 +106,7 @@ mod spec;
 mod sql;
 
 mod csv_file;
+pub mod dp;
 
 pub use encode::{WireVector, wire_spec};
 pub use error::{Phase, QueryError};
@@ -117,7 +118,7 @@ pub use order::{
     order_len, order_params, order_plain, order_program,
 };
 pub use result::{
-    Cell, ColumnBounds, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason,
+    Cell, ColumnBounds, GroupKey, NullReason, PrivacyNote, QueryResult, ResultRow, SuppressReason,
 };
 pub use source::{DataSource, LocalTable};
 pub use spec::{MAX_CELLS, MAX_DOMAIN, MAX_VECTOR_LEN, Policy, QueryPlan, QuerySpec, plan};

@@ -20,6 +20,21 @@ pub struct QueryResult {
     /// within them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bounds: Vec<ColumnBounds>,
+    /// Set when every value carries differential-privacy noise (the
+    /// values are estimates; see `query::dp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyNote>,
+}
+
+/// The differential-privacy guarantee a result was released under.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrivacyNote {
+    /// ε of the whole release, for one row of a client's table.
+    pub epsilon: f64,
+    /// δ of the whole release.
+    pub delta: f64,
+    /// How the noise was generated and accounted.
+    pub mechanism: String,
 }
 
 /// A column's declared bounds, as the result states them.
@@ -270,6 +285,12 @@ impl QueryResult {
                 bounds.join(", ")
             ));
         }
+        if let Some(p) = &self.privacy {
+            out.push_str(&format!(
+                "differential privacy: ε = {}, δ = {:e} per row of each client's table; every value and every suppression decision comes from noised sums (noise generated inside the MPC engine)\n",
+                p.epsilon, p.delta
+            ));
+        }
         out
     }
 }
@@ -281,6 +302,7 @@ mod tests {
     #[test]
     fn table_is_aligned_and_shows_suppression() {
         let result = QueryResult {
+            privacy: None,
             group_columns: vec!["dept".into()],
             columns: vec!["n".into(), "avg".into()],
             rows: vec![

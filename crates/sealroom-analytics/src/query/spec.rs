@@ -61,6 +61,13 @@ pub struct QuerySpec {
     /// per cell and item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows_per_client: Option<u32>,
+    /// Differential privacy: when set, the query runs as one engine round
+    /// whose every released value — and every suppression decision — comes
+    /// from sums noised inside the MPC engine, `(ε, δ)`-DP for one row of a
+    /// client's table (see [`super::dp`]). Each client charges it to the
+    /// table's privacy budget before it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<super::dp::DpSpec>,
 }
 
 impl QuerySpec {
@@ -232,7 +239,11 @@ pub fn plan(spec: &QuerySpec) -> Result<QueryPlan, QueryError> {
         ));
     };
     let select = select_of(query)?;
-    plan_select(select, spec)
+    let plan = plan_select(select, spec)?;
+    if let Some(dp) = &spec.dp {
+        super::dp::noise_plan(&plan, dp)?;
+    }
+    Ok(plan)
 }
 
 /// The single SELECT of a query, refusing everything around it.

@@ -404,6 +404,7 @@ mod tests {
                 ("x".to_owned(), [-100.0, 100.0]),
             ]
             .into(),
+            dp: None,
         };
         let plan = super::super::plan(&spec).expect("plans");
         let names: Names = plan
@@ -463,6 +464,7 @@ mod tests {
             min_rows: 5,
             min_clients: 2,
             bounds: [("x".to_owned(), [-1.0, 2.0])].into(),
+            dp: None,
         };
         let plan = super::super::plan(&spec).expect("plans");
         let names: Names = plan

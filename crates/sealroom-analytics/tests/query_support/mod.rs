@@ -138,6 +138,7 @@ pub fn spec(sql: &str) -> QuerySpec {
         min_rows: 5,
         min_clients: 2,
         bounds: bounds(),
+        dp: None,
     }
 }
 
