@@ -31,6 +31,12 @@ pub const SYNTHETIC_MAX: &str = "synthetic-max";
 /// sums, then one verdict per included client (1: within the bound).
 pub const SYNTHETIC_BOUNDED: &str = "synthetic-bounded";
 
+/// The built-in synthetic noised-sum task (issue #15): the sum of the
+/// clients' synthetic vectors with binomial noise added inside the MPC
+/// engine to every element ([`SyntheticNoised`]), for benchmarks and tests
+/// of the noise's cost (never private data).
+pub const SYNTHETIC_NOISED: &str = "synthetic-noised";
+
 /// The bits of an engine round's upload ring (32 or 64).
 pub fn upload_bits(descriptor: &VerifiedDescriptor) -> Result<u32, String> {
     match descriptor.encoding().ring() {
@@ -84,6 +90,53 @@ impl EngineProgram for SyntheticBounded {
         let len = descriptor.vector_len();
         let bound_sq = SyntheticBounded::bound_sq(&descriptor.encoding().spec(), len);
         sealroom_mpc::validity::norm_bounded_sum(clients, len, bound_sq).map_err(|e| e.to_string())
+    }
+}
+
+/// The engine program of [`SYNTHETIC_NOISED`]: the clients' vectors summed
+/// in the engine, each element plus one sample of centred binomial noise
+/// calibrated for `(ε, δ) = (1, 10⁻⁶)` at sensitivity one quantization
+/// step ([`sealroom_mpc::noise::coins_for`]), opened after the MAC check.
+#[derive(Clone, Copy, Debug)]
+pub struct SyntheticNoised;
+
+impl SyntheticNoised {
+    /// The coins of each element's noise.
+    pub fn coins() -> usize {
+        // (1, 1e-6) is calibrated well below MAX_COINS.
+        sealroom_mpc::noise::coins_for(1.0, 1e-6)
+            .map_or(sealroom_mpc::noise::MAX_COINS, |n| n as usize)
+    }
+}
+
+impl EngineProgram for SyntheticNoised {
+    fn name(&self) -> &str {
+        SYNTHETIC_NOISED
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn program(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        _keys: &FederationKeys,
+        clients: usize,
+    ) -> Result<Program, String> {
+        let ring_bits = upload_bits(descriptor)?;
+        let len = descriptor.vector_len();
+        let mut p = ProgramBuilder::new(SYNTHETIC_NOISED, self.version());
+        let x = p.client_inputs(clients, len, ring_bits);
+        let mut sum = p.slice(x, 0, len);
+        for c in 1..clients {
+            let part = p.slice(x, c * len, len);
+            sum = p.add(sum, part);
+        }
+        let noise = p.binomial_noise(len, Self::coins());
+        let noised = p.add(sum, noise);
+        p.output(noised);
+        p.build().map_err(|e| e.to_string())
     }
 }
 
@@ -354,7 +407,18 @@ impl TaskCatalog {
             followup: None,
             engine: Some(sealroom_mpc::validity::NORM_BOUNDED_SUM.into()),
         });
+        c.register(TaskDef {
+            name: SYNTHETIC_NOISED.into(),
+            default_len: 16,
+            fixed_len: false,
+            spec: Some(SyntheticMax::spec()),
+            wide: false,
+            planner: None,
+            followup: None,
+            engine: Some(SYNTHETIC_NOISED.into()),
+        });
         c.register_program(Arc::new(SyntheticMax));
+        c.register_program(Arc::new(SyntheticNoised));
         c.register_program(Arc::new(SyntheticBounded));
         c
     }
@@ -581,7 +645,14 @@ pub fn synthetic_vector(client: &str, round_id: u64, len: usize, clip: f64) -> V
 
 impl InputSource for SyntheticInput {
     fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
-        if ![SYNTHETIC, SYNTHETIC_MAX, SYNTHETIC_BOUNDED].contains(&descriptor.task_name()) {
+        if ![
+            SYNTHETIC,
+            SYNTHETIC_MAX,
+            SYNTHETIC_BOUNDED,
+            SYNTHETIC_NOISED,
+        ]
+        .contains(&descriptor.task_name())
+        {
             return Err(InputError::new(
                 pb::SitOutReason::UnsupportedTask,
                 descriptor.task_name(),

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use sealroom_analytics::joint::{QueryRun, run_query};
 use sealroom_analytics::query::QuerySpec;
+use sealroom_analytics::query::dp::DpSpec;
 use sealroom_node::config::{NodeConfig, Role, load_node_config};
 
 use crate::node_cmd::DEFAULT_MIN_ROWS;
@@ -31,6 +32,16 @@ a client's evaluation fail, and the result counts per cell the rows that
 were adjusted. Not supported (refused with the reason): joins,
 COUNT(DISTINCT), subqueries.
 
+Differential privacy (--dp-epsilon, --dp-delta): the query runs as one MPC
+engine round; the helpers add binomial noise from jointly generated random
+bits to every cell's sums before anything is opened, so no party knows the
+noise and two answers that differ by one row no longer reveal it. A cell is
+released when its noised row count reaches --min-rows (min_clients then holds
+for the round, not per cell). Each client charges (ε, δ) to its table's
+privacy budget before it answers and refuses a query over budget; see
+`sealroom audit budget` on a client. MIN, MAX, MEDIAN and PERCENTILE_CONT are
+not available under DP.
+
 Example:
   sealroom query --config fed/admin.toml --domain dept=eng,sales,ops \\
     --bound salary=0,1000000 \\
@@ -43,8 +54,9 @@ pub struct QueryArgs {
     #[arg(required_unless_present = "spec", conflicts_with = "spec")]
     pub sql: Option<String>,
     /// A query spec as JSON: `{"sql": …, "domains": {…}, "min_rows": …,
-    /// "min_clients": …, "bounds": {…}}` (see examples/salaries/queries/).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients", "bounds", "max_rows_per_client"])]
+    /// "min_clients": …, "bounds": {…}, "dp": {"epsilon": …, "delta": …}}`
+    /// (see examples/salaries/queries/).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["domains", "min_rows", "min_clients", "bounds", "max_rows_per_client", "dp_epsilon", "dp_delta"])]
     pub spec: Option<PathBuf>,
     /// The declared bounds of a numeric column: `COLUMN=LO,HI` (repeatable;
     /// needed for every column used in arithmetic or an aggregate).
@@ -66,6 +78,15 @@ pub struct QueryArgs {
     /// a client holds more gets NULL for those items, with the reason.
     #[arg(long, value_name = "N")]
     pub max_rows_per_client: Option<u32>,
+    /// Differential privacy: the ε of the whole release, for one row of a
+    /// client's table (0.01 to 20; smaller is more private and noisier).
+    /// Turns the query into one noised MPC engine round.
+    #[arg(long, value_name = "EPSILON", requires = "dp_delta")]
+    pub dp_epsilon: Option<f64>,
+    /// Differential privacy: the δ of the whole release (1e-12 to 1e-3;
+    /// needs --dp-epsilon).
+    #[arg(long, value_name = "DELTA", requires = "dp_epsilon")]
+    pub dp_delta: Option<f64>,
     /// Ask only these clients (by name; default: all).
     #[arg(long = "client", value_name = "NAME")]
     pub clients: Vec<String>,
@@ -154,7 +175,10 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 .min_clients
                 .unwrap_or(u32::try_from(config.federation.min_clients).unwrap_or(u32::MAX)),
             bounds: parse_bounds(&args.bounds)?,
-            dp: None,
+            dp: match (args.dp_epsilon, args.dp_delta) {
+                (Some(epsilon), Some(delta)) => Some(DpSpec { epsilon, delta }),
+                _ => None,
+            },
         },
         (None, None) => bail!("give the query as an argument, or --spec FILE"),
     };
@@ -187,6 +211,10 @@ pub fn run(args: &QueryArgs) -> Result<()> {
 pub fn print_run(run: &QueryRun) {
     print!("{}", run.result.render_table());
     let rounds = match (run.stats_round, run.order_round) {
+        (None, _) if run.result.privacy.is_some() => format!(
+            "round {} (differentially private: one MPC engine round, noise added by the helpers)",
+            run.counts_round
+        ),
         (Some(stats), Some(order)) => format!(
             "rounds {} (counts), {stats} (statistics) and {order} (order statistics, MPC engine)",
             run.counts_round

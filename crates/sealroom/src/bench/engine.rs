@@ -110,6 +110,16 @@ struct RoundFigure {
     inline_ms: f64,
     /// Median of the later engine rounds, on material from the pool.
     engine_ms: f64,
+    /// Median of norm-bounded sum rounds (input validity, issue #15).
+    validity_ms: f64,
+    /// Median of noised sum rounds (binomial noise in the engine).
+    noised_ms: f64,
+    /// Coins of each element's noise in the noised rounds.
+    noise_coins: usize,
+    /// Engine rounds (of all three programs) the helpers ran from the pool.
+    pool_rounds: usize,
+    /// Engine rounds in all after the first.
+    later_engine_rounds: usize,
     sum_ms: f64,
 }
 
@@ -165,7 +175,9 @@ async fn timed_round(fed: &LocalFederation, task: &str, elements: u64) -> Result
 /// `repetitions` engine rounds from the pool and sum rounds (`synthetic`)
 /// of the same shape, alternating, in a fresh federation under `out_dir`.
 async fn engine_rounds(out_dir: &Path, sizes: EngineSizes) -> Result<RoundFigure> {
-    use sealroom_node::tasks::{SYNTHETIC, SYNTHETIC_MAX};
+    use sealroom_node::tasks::{
+        SYNTHETIC, SYNTHETIC_BOUNDED, SYNTHETIC_MAX, SYNTHETIC_NOISED, SyntheticNoised,
+    };
     let elements: u64 = if sizes.triples <= 1 << 12 { 16 } else { 256 };
     let repetitions = if sizes.triples <= 1 << 12 { 1 } else { 5 };
     let dir = tempfile::Builder::new()
@@ -191,11 +203,17 @@ async fn engine_rounds(out_dir: &Path, sizes: EngineSizes) -> Result<RoundFigure
     );
     let measured = async {
         let inline = timed_round(&fed, SYNTHETIC_MAX, elements).await?;
-        let (mut engine, mut sum) = (Vec::new(), Vec::new());
+        let (mut engine, mut validity, mut noised, mut sum) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..repetitions {
             // Each round starts once the previous engine round's top-up has
             // finished, so that no round shares the cores with it.
-            for (task, out) in [(SYNTHETIC_MAX, &mut engine), (SYNTHETIC, &mut sum)] {
+            for (task, out) in [
+                (SYNTHETIC_MAX, &mut engine),
+                (SYNTHETIC_BOUNDED, &mut validity),
+                (SYNTHETIC_NOISED, &mut noised),
+                (SYNTHETIC, &mut sum),
+            ] {
                 if !pool_ready(&fed).await {
                     bail!("the helpers' pool was not topped up within a minute of an engine round");
                 }
@@ -208,17 +226,27 @@ async fn engine_rounds(out_dir: &Path, sizes: EngineSizes) -> Result<RoundFigure
             .filter(|(name, _)| name.starts_with("helper-"))
             .map(|(_, m)| sample(&m.render(), "sealroom_engine_rounds_total{source=\"pool\"}"))
             .sum();
+        // Batches are sized by the last program the helpers saw: a round of
+        // another program may find the pool short and run inline. Each
+        // figure is then a median over pool and inline runs; say how many.
         if pooled < (3 * repetitions) as f64 {
             bail!(
                 "only {pooled} of {} helper runs of the later engine rounds used the pool",
-                3 * repetitions
+                9 * repetitions
             );
         }
-        Ok((inline, engine, sum))
+        Ok((
+            inline,
+            engine,
+            validity,
+            noised,
+            sum,
+            (pooled / 3.0) as usize,
+        ))
     }
     .await;
     fed.shutdown().await;
-    let (inline, mut engine, mut sum) = measured?;
+    let (inline, mut engine, mut validity, mut noised, mut sum, pool_rounds) = measured?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -229,6 +257,11 @@ async fn engine_rounds(out_dir: &Path, sizes: EngineSizes) -> Result<RoundFigure
         repetitions,
         inline_ms: inline,
         engine_ms: median(&mut engine),
+        validity_ms: median(&mut validity),
+        noised_ms: median(&mut noised),
+        noise_coins: SyntheticNoised::coins(),
+        pool_rounds,
+        later_engine_rounds: 3 * repetitions,
         sum_ms: median(&mut sum),
     })
 }
@@ -267,6 +300,17 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
             r.inline_ms,
             r.sum_ms,
             r.engine_ms / r.sum_ms,
+        );
+        println!(
+            "input validity (exact L2 bound per client, issue #15): median {:.0} ms per round ({:.1}x the sum round; {:.0} ms per client); noise (binomial, {} coins per element for ε = 1, δ = 1e-6, generated inside the engine): median {:.0} ms per round ({:.1}x the sum round); {} of the {} later engine rounds ran from the pool",
+            r.validity_ms,
+            r.validity_ms / r.sum_ms,
+            r.validity_ms / r.clients as f64,
+            r.noise_coins,
+            r.noised_ms,
+            r.noised_ms / r.sum_ms,
+            r.pool_rounds,
+            r.later_engine_rounds,
         );
     }
     let verdicts = verdicts(&report);
