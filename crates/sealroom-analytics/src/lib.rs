@@ -8,6 +8,8 @@
 //!   client's local part evaluated where its data lives (CSV, SQLite or
 //!   PostgreSQL), exact fixed-point encoding of the local statistics, and the
 //!   public post-processing of their secure sum with small-cell suppression.
+//! * [`budget`]: a client's durable per-table differential-privacy budget
+//!   ledger, charged before the client shares anything for a DP release.
 //!
 //! This crate owns models, data handling and query planning. It never sees
 //! another party's raw input: everything it combines across parties arrives
@@ -16,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod fl;
 pub mod joint;
 pub mod model_export;

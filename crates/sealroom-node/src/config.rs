@@ -86,6 +86,26 @@ pub struct FederationSpec {
         skip_serializing_if = "is_default_engine_key_epoch_s"
     )]
     pub engine_key_epoch_s: u64,
+    /// `[privacy]`: the federation's differential-privacy rules.
+    #[serde(default, skip_serializing_if = "PrivacySpec::is_default")]
+    pub privacy: PrivacySpec,
+}
+
+/// `federation.toml` `[privacy]`: the federation's differential-privacy
+/// rules (docs/operations.md). Absent: the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySpec {
+    /// Every SQL query must carry differential-privacy noise; clients
+    /// refuse queries without it. Default off.
+    #[serde(default)]
+    pub require_dp: bool,
+}
+
+impl PrivacySpec {
+    fn is_default(&self) -> bool {
+        *self == PrivacySpec::default()
+    }
 }
 
 /// One day.
@@ -198,6 +218,12 @@ pub struct NodeConfigFile {
     /// Client only: its own floor under the queries it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<ClientPolicy>,
+    /// Client only: the differential-privacy budget of each table
+    /// (`[privacy_budget.patients] epsilon = 5.0, delta = 1e-5`), which its
+    /// DP releases may spend in total. A table without one answers no DP
+    /// query.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub privacy_budget: BTreeMap<String, TableBudget>,
     /// Rounds whose replay archive is kept (default 64; older ones are
     /// pruned). The audit log is never pruned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +238,37 @@ pub struct NodeConfigFile {
 pub struct ClientPolicy {
     /// The fewest rows a released cell may hold (at least 1).
     pub min_rows: u64,
+}
+
+/// A table's differential-privacy budget as written in a client's config
+/// (`[privacy_budget.<table>]`): the total `(ε, δ)` its releases may spend
+/// under basic composition, privacy unit one row (docs/operations.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableBudget {
+    /// Total ε: finite, above 0.
+    pub epsilon: f64,
+    /// Total δ: finite, in `[0, 1)` (far below one over the table's rows).
+    pub delta: f64,
+}
+
+impl TableBudget {
+    /// Checks the ranges (ε finite and above 0; δ finite, at least 0 and
+    /// below 1); on failure, the field at fault (`epsilon` or `delta`) and
+    /// what is wrong.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(("epsilon", "must be a finite number above 0"));
+        }
+        if !(self.delta.is_finite() && (0.0..1.0).contains(&self.delta)) {
+            return Err((
+                "delta",
+                "must be a finite number of at least 0 and below 1 (typically far below one \
+                 over the table's rows, e.g. 1e-6)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// PEM files for mutual TLS.
@@ -411,6 +468,9 @@ pub struct NodeConfig {
     pub data: BTreeMap<String, DataSource>,
     /// A client's own query floor (`None`: the built-in default).
     pub policy: Option<ClientPolicy>,
+    /// A client's differential-privacy budget per table (checked: each
+    /// names a `[data.<table>]` entry and is in range).
+    pub privacy_budget: BTreeMap<String, TableBudget>,
     /// Rounds whose replay archive is kept.
     pub archive_rounds: usize,
 }
@@ -622,6 +682,27 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         }
         (_, None) => None,
     };
+    if raw.role != Role::Client && !raw.privacy_budget.is_empty() {
+        return Err(bad(
+            "privacy_budget",
+            format!("only clients hold tables with a privacy budget, not a {role}; remove it"),
+        ));
+    }
+    for (table, budget) in &raw.privacy_budget {
+        if !data.contains_key(table) {
+            return Err(bad(
+                &format!("privacy_budget.{table}"),
+                format!(
+                    "names no table of this client: add [data.{table}] or remove the budget \
+                     (tables: {})",
+                    data.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        budget.check().map_err(|(field, problem)| {
+            bad(&format!("privacy_budget.{table}.{field}"), problem.into())
+        })?;
+    }
 
     Ok(NodeConfig {
         role: raw.role,
@@ -641,6 +722,7 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigError> {
         previous_signing_key,
         data,
         policy,
+        privacy_budget: raw.privacy_budget,
         archive_rounds: raw
             .archive_rounds
             .unwrap_or(crate::record::DEFAULT_ARCHIVE_ROUNDS),

@@ -28,7 +28,7 @@ use sealroom_protocol::{PartyId, SigningKey};
 
 use crate::config::{
     self, ConfigError, DataSource, FederationSpec, ModeSpec, NodeConfigFile, PartySpec,
-    QuantizationSpec, Role, TlsFiles,
+    PrivacySpec, QuantizationSpec, Role, TlsFiles,
 };
 use crate::pki::{self, CertificateAuthority, PkiError, Validity};
 
@@ -332,6 +332,7 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
         clients: of_role(Role::Client).collect(),
         allow_unverified_threshold_release: opts.allow_unverified_threshold_release,
         engine_key_epoch_s: opts.engine_key_epoch_s,
+        privacy: PrivacySpec::default(),
         admins: of_role(Role::Admin).collect(),
     };
     let federation_file = dir.join(FEDERATION_FILE);
@@ -388,6 +389,7 @@ pub fn init_federation(dir: &Path, opts: &InitOptions) -> Result<InitSummary, In
                 .map(|d| BTreeMap::from([(BUILTIN_TABLE.to_string(), d)]))
                 .unwrap_or_default(),
             policy: None,
+            privacy_budget: BTreeMap::new(),
             archive_rounds: None,
         };
         let config_file = dir.join(format!("{}.toml", p.name));

@@ -27,7 +27,9 @@
 //! are bound into stored rounds and every party's view of the protocol: a
 //! reload that changes any of them is refused as a whole, the node keeps
 //! running with what it had, and the error says what differs (the runbook's
-//! replacement procedures cover those changes).
+//! replacement procedures cover those changes). The `[privacy]` rules
+//! (`require_dp`) are read by each client when it starts: changing them is
+//! refused too, and takes a restart of every node.
 
 use std::path::{Path, PathBuf};
 
@@ -282,8 +284,9 @@ fn first_fixed_difference(running: &FederationSpec, new: &FederationSpec) -> Opt
         admins: _,
         allow_unverified_threshold_release: _,
         engine_key_epoch_s: _,
+        privacy: _,
     } = new;
-    let fields: [(&'static str, bool); 12] = [
+    let fields: [(&'static str, bool); 13] = [
         ("federation_id", running.federation_id == new.federation_id),
         (
             "protocol_version",
@@ -322,6 +325,8 @@ fn first_fixed_difference(running: &FederationSpec, new: &FederationSpec) -> Opt
             "engine_key_epoch_s",
             running.engine_key_epoch_s == new.engine_key_epoch_s,
         ),
+        // A client reads `require_dp` when it starts, into its query input.
+        ("privacy", running.privacy == new.privacy),
     ];
     fields
         .into_iter()
@@ -397,7 +402,7 @@ pub async fn reload_on_hangup(ctx: NodeContext, config_path: PathBuf, shutdown: 
 
 #[cfg(test)]
 mod tests {
-    use super::{KeyChange, key_change};
+    use super::{KeyChange, first_fixed_difference, key_change};
     use crate::config::Role;
     use crate::directory::Party;
     use sealroom_protocol::{PartyId, SigningKey, VerifyingKey};
@@ -445,5 +450,21 @@ mod tests {
             let refused = key_change(&running, &new).err().unwrap_or_default();
             assert!(refused.contains(why), "{refused:?} should say {why:?}");
         }
+    }
+
+    /// The `[privacy]` rules are read when a node starts: a reload that
+    /// changes them is refused, naming them.
+    #[test]
+    fn privacy_rules_change_only_with_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let summary =
+            crate::init::init_federation(dir.path(), &crate::init::InitOptions::default())
+                .expect("init");
+        let running =
+            crate::config::load_federation(&summary.federation_file).expect("federation loads");
+        assert_eq!(first_fixed_difference(&running, &running.clone()), None);
+        let mut new = running.clone();
+        new.privacy.require_dp = true;
+        assert_eq!(first_fixed_difference(&running, &new), Some("privacy"));
     }
 }

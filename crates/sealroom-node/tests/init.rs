@@ -1061,3 +1061,131 @@ fn helpers_may_rotate_signing_keys_but_clients_have_none() {
         "admins[0].previous_signing_key",
     );
 }
+
+// ------------------------------------------------- differential privacy
+
+/// Appends `text` to `DIR/NAME.toml`.
+fn append(dir: &Path, name: &str, text: &str) {
+    let file = dir.join(name);
+    let before = fs::read_to_string(&file).expect("read");
+    fs::write(&file, format!("{before}\n{text}\n")).expect("write");
+}
+
+#[test]
+fn client_privacy_budgets_are_checked_when_loading() {
+    let (dir, _) = default_federation();
+    let cfg = load_node_config(&dir.path().join("client-0.toml")).expect("loads");
+    assert!(cfg.privacy_budget.is_empty(), "no budget by default");
+
+    append(
+        dir.path(),
+        "client-0.toml",
+        "[privacy_budget.wine]\nepsilon = 2.5\ndelta = 1e-6",
+    );
+    let cfg = load_node_config(&dir.path().join("client-0.toml")).expect("loads");
+    assert_eq!(
+        cfg.privacy_budget.get("wine"),
+        Some(&config::TableBudget {
+            epsilon: 2.5,
+            delta: 1e-6
+        })
+    );
+
+    for (budget, field) in [
+        (
+            "[privacy_budget.wine]\nepsilon = 0.0\ndelta = 0.0",
+            "privacy_budget.wine.epsilon",
+        ),
+        (
+            "[privacy_budget.wine]\nepsilon = -1.0\ndelta = 0.0",
+            "privacy_budget.wine.epsilon",
+        ),
+        (
+            "[privacy_budget.wine]\nepsilon = nan\ndelta = 0.0",
+            "privacy_budget.wine.epsilon",
+        ),
+        (
+            "[privacy_budget.wine]\nepsilon = inf\ndelta = 0.0",
+            "privacy_budget.wine.epsilon",
+        ),
+        (
+            "[privacy_budget.wine]\nepsilon = 1.0\ndelta = 1.0",
+            "privacy_budget.wine.delta",
+        ),
+        (
+            "[privacy_budget.wine]\nepsilon = 1.0\ndelta = -1e-9",
+            "privacy_budget.wine.delta",
+        ),
+        (
+            "[privacy_budget.patients]\nepsilon = 1.0\ndelta = 0.0",
+            "privacy_budget.patients",
+        ),
+    ] {
+        let (_, text) = node_refused(
+            "client-1",
+            |dir| append(dir, "client-1.toml", budget),
+            field,
+        );
+        if field == "privacy_budget.patients" {
+            assert!(text.contains("[data.patients]"), "{text}");
+        }
+    }
+    node_refused(
+        "helper-0",
+        |dir| {
+            append(
+                dir,
+                "helper-0.toml",
+                "[privacy_budget.wine]\nepsilon = 1.0\ndelta = 0.0",
+            )
+        },
+        "privacy_budget",
+    );
+    // An unknown key inside a budget is a syntax error naming it.
+    let (dir, _) = default_federation();
+    append(
+        dir.path(),
+        "client-2.toml",
+        "[privacy_budget.wine]\nepsilon = 1.0\ndelta = 0.0\nepsilom = 2.0",
+    );
+    let err = load_err(dir.path(), "client-2");
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    assert!(err.to_string().contains("epsilom"), "{err}");
+}
+
+#[test]
+fn federation_privacy_section_is_optional_and_strict() {
+    let (dir, _) = default_federation();
+    let file = dir.path().join("federation.toml");
+    assert!(!load_federation(&file).expect("loads").privacy.require_dp);
+    assert!(
+        !fs::read_to_string(&file)
+            .expect("read")
+            .contains("[privacy]"),
+        "init writes no [privacy] section"
+    );
+
+    append(
+        dir.path(),
+        "federation.toml",
+        "[privacy]\nrequire_dp = true",
+    );
+    let spec = load_federation(&file).expect("loads");
+    assert!(spec.privacy.require_dp);
+    let cfg = load_node_config(&dir.path().join("client-0.toml")).expect("loads");
+    assert!(cfg.federation.privacy.require_dp);
+    // It survives a round trip through the serializer.
+    edit_federation(dir.path(), |_| {});
+    assert!(load_federation(&file).expect("loads").privacy.require_dp);
+
+    let (dir, _) = default_federation();
+    let file = dir.path().join("federation.toml");
+    append(
+        dir.path(),
+        "federation.toml",
+        "[privacy]\nrequire_pd = true",
+    );
+    let err = load_federation(&file).expect_err("unknown key");
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    assert!(err.to_string().contains("require_pd"), "{err}");
+}

@@ -87,6 +87,18 @@ pub enum AuditCommand {
     /// artifacts of one kind for one round (equivocation). Give the
     /// coordinator's and every helper's log, by config or export file.
     CrossCheck(crate::audit_cross::CrossCheckArgs),
+    /// Show a client's differential-privacy budgets: ε and δ spent per
+    /// table.
+    ///
+    /// Per table, the ε and δ its DP releases have spent (summed: basic
+    /// composition) against the budget in the client's config
+    /// (`[privacy_budget.<table>]`), and how many releases were charged;
+    /// with --table, each release (time, round, mechanism, ε, δ). Reads the
+    /// client's ledger, DATA_DIR/privacy-ledger.db, on the client's machine.
+    /// A release is charged there before the client shares anything, so a
+    /// round that aborted counts too. Without a ledger (no DP release yet)
+    /// it shows zero spend.
+    Budget(crate::audit_budget::BudgetArgs),
 }
 
 /// `sealroom audit verify`.
@@ -149,6 +161,7 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
             AuditCommand::Show(args) => show(args).await,
             AuditCommand::Export(args) => export(args).await,
             AuditCommand::CrossCheck(args) => crate::audit_cross::run(args).await,
+            AuditCommand::Budget(args) => crate::audit_budget::run(args).await,
         }
     })
 }
@@ -170,7 +183,7 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
 
 /// A log time (Unix milliseconds) as an ISO 8601 UTC timestamp,
 /// `2026-12-06T07:56:47.123Z`; a time no calendar holds is shown as is.
-fn iso_time(ms: u64) -> String {
+pub(crate) fn iso_time(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match time::UtcDateTime::from_unix_timestamp_nanos(nanos) {
         Ok(t) => format!(

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_budget;
 mod audit_cmd;
 mod audit_cross;
 mod bench;
@@ -69,7 +70,8 @@ enum Command {
     /// Train a model with secure FedAvg across the clients (as an admin).
     Train(train_cmd::TrainArgs),
     /// Inspect a node's signed, hash-chained audit log: verify it, show a
-    /// round's story, export it as JSON Lines.
+    /// round's story, export it as JSON Lines; show a client's
+    /// differential-privacy budgets.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
     /// Re-run one node's state machine for one round from its own archive and

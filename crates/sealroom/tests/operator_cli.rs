@@ -200,3 +200,135 @@ fn a_node_logging_to_a_file_writes_no_colour_codes() {
         "ANSI escape codes in a log file: {text:?}"
     );
 }
+
+/// `sealroom audit budget` on a client: zero spend before any ledger
+/// exists, then the ledger's charges against the config's budgets.
+#[test]
+fn audit_budget_shows_what_each_table_spent() {
+    use sealroom_analytics::budget::{Budget, Charge, Ledger};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    init_ok(dir.path(), &[]);
+    std::fs::write(dir.path().join("patients.csv"), "age\n40\n").expect("write csv");
+    let config = dir.path().join("client-0.toml");
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[data.patients]\nkind = \"csv\"\npath = \"patients.csv\"\n\n\
+             [privacy_budget.patients]\nepsilon = 5.0\ndelta = 1e-5\n"
+        ),
+    )
+    .expect("write config");
+    let audit = |extra: &[&str]| {
+        sealroom()
+            .args(["audit", "budget", "--config"])
+            .arg(&config)
+            .args(extra)
+            .output()
+            .expect("audit budget runs")
+    };
+
+    let ledger_file = dir.path().join("data/client-0/privacy-ledger.db");
+    let out = audit(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "no DP release has been charged on this client yet (no ledger at {})",
+            ledger_file.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("patients") && l.contains("0 of 5") && l.contains("0 of 1e-5")),
+        "{stdout}"
+    );
+    assert!(!ledger_file.exists(), "the view must not create the ledger");
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let ledger = Ledger::open(&ledger_file).await.expect("ledger opens");
+            let limit = Budget::new(5.0, 1e-5).expect("budget");
+            for (round, epsilon) in [(17, 1.5), (18, 0.25)] {
+                ledger
+                    .charge(
+                        "patients",
+                        limit,
+                        &Charge {
+                            release: format!("round {round} abcd"),
+                            round_id: round,
+                            mechanism: "binomial (Dwork et al. 2006)".into(),
+                            epsilon,
+                            delta: 1e-6,
+                        },
+                    )
+                    .await
+                    .expect("charged");
+            }
+            ledger.close().await;
+        });
+
+    let out = audit(&["--table", "patients", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["ledger_exists"], true);
+    assert_eq!(json["tables"][0]["table"], "patients");
+    assert_eq!(json["tables"][0]["spent_epsilon"], 1.75);
+    assert_eq!(json["tables"][0]["spent_delta"], 2e-6);
+    assert_eq!(json["tables"][0]["releases"], 2);
+    assert_eq!(json["tables"][0]["budget"]["epsilon"], 5.0);
+    assert_eq!(json["releases"][1]["round_id"], 18);
+    assert_eq!(json["releases"][1]["epsilon"], 0.25);
+
+    let out = audit(&["--table", "patients"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("patients")
+            && l.contains("1.75 of 5")
+            && l.contains("2e-6 of 1e-5")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("round 17  binomial (Dwork et al. 2006)  ε = 1.5  δ = 1e-6"),
+        "{stdout}"
+    );
+
+    let out = audit(&["--table", "visits"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no table \"visits\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A helper keeps no budget.
+    let out = sealroom()
+        .args(["audit", "budget", "--config"])
+        .arg(dir.path().join("helper-0.toml"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+
+    let out = sealroom()
+        .args(["audit", "budget", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["--table", "--json", "privacy_budget", "ledger"] {
+        assert!(help.contains(word), "{help}");
+    }
+}
