@@ -51,6 +51,7 @@ use sealroom_protocol::pb::SitOutReason;
 use sealroom_protocol::{PartyId, VerifiedDescriptor};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{BudgetError, Charge, ClientPrivacy, Ledger};
 use crate::query::dp::{
     DP_PROGRAM, DP_PROGRAM_VERSION, NoisePlan, dp_wire_spec, finish_noised, local_noised,
     noise_plan, noised_program,
@@ -400,19 +401,97 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
     });
 }
 
-/// A client's input for queries: its tables by name, and its own floor
-/// under the suppression thresholds (a query asking for less is refused).
+/// A client's input for queries: its tables by name, its own floor under
+/// the suppression thresholds (a query asking for less is refused) and,
+/// for differentially private queries, its privacy budgets and ledger.
 #[derive(Debug)]
 pub struct QueryInput {
     tables: BTreeMap<String, DataSource>,
     floor: Policy,
+    privacy: Option<ClientPrivacy>,
+    /// The ledger, opened on the first DP query and kept.
+    ledger: tokio::sync::Mutex<Option<Ledger>>,
 }
 
 impl QueryInput {
     /// A client holding `tables`, refusing queries whose thresholds are
-    /// below `floor`.
+    /// below `floor`. It answers no differentially private query until
+    /// [`QueryInput::with_privacy`] gives it budgets and a ledger.
     pub fn new(tables: BTreeMap<String, DataSource>, floor: Policy) -> Self {
-        QueryInput { tables, floor }
+        QueryInput {
+            tables,
+            floor,
+            privacy: None,
+            ledger: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Budgets per table, the ledger file, and whether the federation
+    /// requires every query to be differentially private.
+    pub fn with_privacy(mut self, privacy: ClientPrivacy) -> Self {
+        self.privacy = Some(privacy);
+        self
+    }
+
+    /// Charges a DP round's `(ε, δ)` to `table` in the ledger, durably,
+    /// before anything is shared; refuses it over the table's budget, on a
+    /// table without a budget, and on a client without a ledger. The same
+    /// round charged again (a retried upload) costs once.
+    async fn charge(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        table: &str,
+        dp: &crate::query::dp::DpSpec,
+    ) -> Result<(), InputError> {
+        let exhausted =
+            |detail: String| InputError::new(SitOutReason::BudgetExhausted, table, detail);
+        let Some(privacy) = &self.privacy else {
+            return Err(exhausted(
+                "this client keeps no privacy ledger, so it answers no differentially private query"
+                    .into(),
+            ));
+        };
+        let limit = *privacy.budgets.get(table).ok_or_else(|| {
+            exhausted(format!(
+                "table {table:?} has no privacy budget; set [privacy_budget.{table}] epsilon and delta in this client's config to answer differentially private queries over it"
+            ))
+        })?;
+        let mut ledger = self.ledger.lock().await;
+        if ledger.is_none() {
+            *ledger =
+                Some(Ledger::open(&privacy.ledger).await.map_err(|e| {
+                    InputError::new(SitOutReason::InputFailed, table, e.to_string())
+                })?);
+        }
+        let Some(ledger) = ledger.as_ref() else {
+            return Err(InputError::new(
+                SitOutReason::InputFailed,
+                table,
+                "the privacy ledger is not open",
+            ));
+        };
+        let charge = Charge {
+            release: format!(
+                "round {} {}",
+                descriptor.round_id(),
+                hex::encode(descriptor.hash().0)
+            ),
+            round_id: descriptor.round_id(),
+            mechanism: crate::query::dp::MECHANISM.into(),
+            epsilon: dp.epsilon,
+            delta: dp.delta,
+        };
+        match ledger.charge(table, limit, &charge).await {
+            Ok(_) => Ok(()),
+            Err(e @ (BudgetError::Exhausted { .. } | BudgetError::ReleaseMismatch { .. })) => {
+                Err(exhausted(e.to_string()))
+            }
+            Err(e) => Err(InputError::new(
+                SitOutReason::InputFailed,
+                table,
+                e.to_string(),
+            )),
+        }
     }
 
     async fn compute(
@@ -433,6 +512,13 @@ impl QueryInput {
                     self.floor.min_rows,
                     self.floor.min_clients
                 ),
+            ));
+        }
+        if p.spec.dp.is_none() && self.privacy.as_ref().is_some_and(|p| p.require_dp) {
+            return Err(InputError::new(
+                SitOutReason::BelowClientFloor,
+                "",
+                "this federation requires differential privacy ([privacy] require_dp): the query carries no `dp` parameters; ask again with --dp-epsilon and --dp-delta",
             ));
         }
         // A spec with `dp` is answered only in its noised round: an exact
@@ -524,6 +610,11 @@ impl QueryInput {
             },
         }
         .map_err(|e| query_error(&e, plan.table()))?;
+        // The last step before the vector leaves for the secret-sharing: a
+        // DP round is charged to the table's budget (durably) or refused.
+        if let (QueryPhase::Noised, Some(dp)) = (&p.phase, &p.spec.dp) {
+            self.charge(descriptor, plan.table(), dp).await?;
+        }
         Ok(wire.expose_values().to_vec())
     }
 }

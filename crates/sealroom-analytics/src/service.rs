@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sealroom_node::config::{DataSource, NodeConfig};
 use sealroom_node::tasks::{InputRouter, InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
 
+use crate::budget::ClientPrivacy;
 use crate::fl::DatasetKind;
 use crate::joint::{self, QUERY_TASK, QueryInput};
 use crate::query::Policy;
@@ -106,7 +107,18 @@ pub fn client_input(
         file: config.file.display().to_string(),
         why: e.to_string(),
     })?;
-    let mut router = client_router(&config.name, training_tables, tables.clone(), floor, None);
+    let privacy = ClientPrivacy::from_config(config).map_err(|e| ServiceError::Policy {
+        file: config.file.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let mut router = client_router(
+        &config.name,
+        training_tables,
+        tables.clone(),
+        floor,
+        Some(privacy),
+        None,
+    );
     let table_training: Arc<dyn InputSource> =
         Arc::new(TableTrainingInput::new(&config.name, tables));
     for task in table_training::TASKS {
@@ -119,12 +131,14 @@ pub fn client_input(
 }
 
 /// The input of a client for the built-in tasks: which source serves which
-/// task (the demo adds a tap that records FedAvg updates).
+/// task (the demo adds a tap that records FedAvg updates). Without
+/// `privacy` the client answers no differentially private query.
 pub fn client_router(
     name: &str,
     training_tables: BTreeMap<String, TrainingData>,
     query_tables: BTreeMap<String, DataSource>,
     floor: Policy,
+    privacy: Option<ClientPrivacy>,
     tap: Option<UpdateTap>,
 ) -> InputRouter {
     let mut training = TrainingInput::new(name, training_tables);
@@ -141,5 +155,11 @@ pub fn client_router(
         )
         .with(MOMENTS_TASK, training.clone())
         .with(FEDAVG_TASK, training)
-        .with(QUERY_TASK, Arc::new(QueryInput::new(query_tables, floor)))
+        .with(QUERY_TASK, {
+            let input = QueryInput::new(query_tables, floor);
+            Arc::new(match privacy {
+                Some(p) => input.with_privacy(p),
+                None => input,
+            })
+        })
 }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use sealroom_analytics::joint::{QueryInput, register_tasks, run_query};
+use sealroom_analytics::budget::{Budget, ClientPrivacy, Ledger};
+use sealroom_analytics::joint::{QueryInput, QueryRunError, register_tasks, run_query};
 use sealroom_analytics::query::dp::{DpSpec, noise_plan, noised_plain};
 use sealroom_analytics::query::{
     Cell, DataSource, GroupKey, LocalTable, Policy, QueryResult, QuerySpec, plan,
@@ -64,7 +65,24 @@ fn value(result: &QueryResult, group: &[GroupKey], column: &str) -> f64 {
     }
 }
 
+/// A client's privacy settings: a ledger file in `dir` and a budget of
+/// `epsilon` (δ 10⁻⁴) on its table.
+fn privacy(dir: &Path, client: usize, epsilon: f64) -> ClientPrivacy {
+    ClientPrivacy {
+        ledger: dir.join(format!("ledger-{client}.db")),
+        budgets: BTreeMap::from([(
+            "staff".to_string(),
+            Budget::new(epsilon, 1e-4).expect("budget"),
+        )]),
+        require_dp: false,
+    }
+}
+
 async fn start(dir: &Path) -> (LocalFederation, Vec<DataSource>) {
+    start_with_budget(dir, 10.0).await
+}
+
+async fn start_with_budget(dir: &Path, epsilon: f64) -> (LocalFederation, Vec<DataSource>) {
     sealroom_node::tls::install_crypto_provider();
     let sources: Vec<DataSource> = (0..3)
         .map(|c| {
@@ -76,11 +94,12 @@ async fn start(dir: &Path) -> (LocalFederation, Vec<DataSource>) {
     let floor = Policy::new(5, 2).expect("policy");
     let inputs: Vec<Arc<dyn InputSource>> = sources
         .iter()
-        .map(|s| {
-            Arc::new(QueryInput::new(
-                BTreeMap::from([("staff".to_string(), s.clone())]),
-                floor,
-            )) as Arc<dyn InputSource>
+        .enumerate()
+        .map(|(c, s)| {
+            Arc::new(
+                QueryInput::new(BTreeMap::from([("staff".to_string(), s.clone())]), floor)
+                    .with_privacy(privacy(dir, c, epsilon)),
+            ) as Arc<dyn InputSource>
         })
         .collect();
     let mut catalog = TaskCatalog::with_builtins();
@@ -304,10 +323,13 @@ async fn a_coordinator_cannot_weaken_the_noise() {
         let env = coordinator_key.sign(&d);
         VerifiedDescriptor::verify(&env, &keys.trust).expect("the coordinator's key signs it")
     };
-    let input = Arc::new(QueryInput::new(
-        BTreeMap::from([("staff".to_string(), sources[0].clone())]),
-        Policy::new(5, 2).expect("policy"),
-    ));
+    let input = Arc::new(
+        QueryInput::new(
+            BTreeMap::from([("staff".to_string(), sources[0].clone())]),
+            Policy::new(5, 2).expect("policy"),
+        )
+        .with_privacy(privacy(&dir.path().join("forged"), 0, 10.0)),
+    );
     let ask = |descriptor: VerifiedDescriptor| {
         let (input, keys) = (input.clone(), keys.clone());
         async move {
@@ -369,5 +391,130 @@ async fn a_coordinator_cannot_weaken_the_noise() {
         let built = SqlDpProgram.program(&descriptor, &keys, 3);
         assert!(built.is_err(), "{what}: a helper builds the forged program");
     }
+
+    // In a federation that requires DP ([privacy] require_dp), a client
+    // refuses a query without `dp` before it reads a row.
+    let mut strict = privacy(&dir.path().join("strict"), 0, 10.0);
+    strict.require_dp = true;
+    let strict = Arc::new(
+        QueryInput::new(
+            BTreeMap::from([("staff".to_string(), sources[0].clone())]),
+            Policy::new(5, 2).expect("policy"),
+        )
+        .with_privacy(strict),
+    );
+    let exact = forged(&|p, _| {
+        p.spec.dp = None;
+        p.phase = QueryPhase::Counts;
+    });
+    let keys2 = keys.clone();
+    let refused = tokio::task::spawn_blocking(move || strict.input_with_keys(&exact, &keys2))
+        .await
+        .expect("ran")
+        .expect_err("a query without DP is refused where DP is required");
+    assert_eq!(refused.sit_out.reason, pb::SitOutReason::BelowClientFloor);
+    assert!(refused.detail.contains("require_dp"), "{}", refused.detail);
+    fed.shutdown().await;
+}
+
+/// Budgets: with ε = 1.5 per table, a first ε = 1 query is answered and
+/// charged by every client before it shares; a second is refused by every
+/// client (the round cannot reach `min_clients` and aborts, naming the
+/// budget). The ledger is durable: a client restarted on the same file
+/// (a fresh input and ledger handle) still refuses a new release, and still
+/// accepts the round it already paid for without charging it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_budget_query_is_refused_by_every_client_also_after_a_restart() {
+    use prost::Message as _;
+    use sealroom_node::directory::Directory;
+    use sealroom_protocol::{VerifiedDescriptor, pb};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fed, sources) = start_with_budget(dir.path(), 1.5).await;
+    let dp = DpSpec {
+        epsilon: 1.0,
+        delta: 1e-6,
+    };
+    let q = spec("SELECT COUNT(*) AS n FROM staff", Some(dp));
+    let first = run_query(&fed, &q, &names()).await.expect("within budget");
+    for c in 0..3 {
+        let ledger = Ledger::open(&privacy(dir.path(), c, 1.5).ledger)
+            .await
+            .expect("ledger");
+        let spent = ledger.spent().await.expect("spent");
+        assert_eq!(spent.len(), 1);
+        assert_eq!(
+            (spent[0].epsilon, spent[0].releases),
+            (1.0, 1),
+            "client {c}"
+        );
+        ledger.close().await;
+    }
+    match run_query(&fed, &q, &names()).await {
+        Err(QueryRunError::Aborted { detail, .. }) => {
+            assert!(detail.contains("privacy budget exhausted"), "{detail}")
+        }
+        other => panic!("an over-budget query ran: {other:?}"),
+    }
+
+    // A restarted client: a fresh input and ledger handle on the same file.
+    let helper = &fed.configs["helper-0"];
+    let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
+        .await
+        .expect("helper store");
+    let envelope = store
+        .helper_state()
+        .await
+        .expect("helper state")
+        .rounds
+        .into_iter()
+        .map(|r| r.descriptor)
+        .find(|d| {
+            pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id)
+                == Ok(first.counts_round)
+        })
+        .expect("the helper holds the first DP round");
+    let keys = Directory::new(&helper.federation)
+        .expect("directory")
+        .keys();
+    let real = VerifiedDescriptor::verify(&envelope, &keys.trust).expect("verifies");
+    let coordinator_key = fed.configs["coordinator"]
+        .signing_key
+        .clone()
+        .expect("coordinator key");
+    let mut later = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
+    later.round_id += 1_000;
+    let later = VerifiedDescriptor::verify(&coordinator_key.sign(&later), &keys.trust)
+        .expect("a later round");
+    let restarted = Arc::new(
+        QueryInput::new(
+            BTreeMap::from([("staff".to_string(), sources[0].clone())]),
+            Policy::new(5, 2).expect("policy"),
+        )
+        .with_privacy(privacy(dir.path(), 0, 1.5)),
+    );
+    let ask = |descriptor: VerifiedDescriptor| {
+        let (input, keys) = (restarted.clone(), keys.clone());
+        async move {
+            tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
+                .await
+                .expect("the computation ran")
+        }
+    };
+    let refused = ask(later).await.expect_err("over budget after a restart");
+    assert_eq!(refused.sit_out.reason, pb::SitOutReason::BudgetExhausted);
+    assert!(
+        refused.detail.contains("already spent"),
+        "{}",
+        refused.detail
+    );
+    ask(real)
+        .await
+        .expect("the round already paid for is answered again without a second charge");
+    let ledger = Ledger::open(&privacy(dir.path(), 0, 1.5).ledger)
+        .await
+        .expect("ledger");
+    assert_eq!(ledger.spent().await.expect("spent")[0].epsilon, 1.0);
+    ledger.close().await;
     fed.shutdown().await;
 }

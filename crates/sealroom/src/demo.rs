@@ -6,7 +6,12 @@
 //!    clients) with secure FedAvg, round by round;
 //! 2. answers "average salary per department" over three companies' tables
 //!    (two CSV files and a SQLite database), suppressing small cells;
-//! 3. fits an OLS regression on the diabetes data held by every client.
+//! 3. fits an OLS regression on the diabetes data held by every client;
+//! 4. computes order statistics (MIN, MEDIAN, percentile, MAX) with the MPC
+//!    engine;
+//! 5. runs the differencing attack — `SUM` over every patient, and again
+//!    without one — exactly (it reveals the patient) and with differential
+//!    privacy, noise generated inside the MPC engine (it does not).
 //!
 //! Every secure result is checked against its plaintext twin, computed here
 //! from the very same inputs only to check (no sealroom node ever aggregates
@@ -20,9 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
+use sealroom_analytics::budget::{Budget, ClientPrivacy, Ledger};
 use sealroom_analytics::fl::Model;
 use sealroom_analytics::joint::{QueryRun, run_query};
-use sealroom_analytics::query::{DataSource, LocalTable, Policy, QuerySpec, plaintext, plan};
+use sealroom_analytics::query::dp::DpSpec;
+use sealroom_analytics::query::{Cell, DataSource, LocalTable, Policy, QuerySpec, plaintext, plan};
 use sealroom_analytics::training::{Trainer, TrainingData, TrainingReport, UpdateTap, evaluate};
 use sealroom_node::client_node::ClientEvent;
 use sealroom_node::init::{InitOptions, default_min_clients};
@@ -121,6 +128,7 @@ struct Report {
     training: TrainingReport,
     centralized_accuracy: f64,
     queries: Vec<QueryReport>,
+    differencing: Option<DifferencingReport>,
     uploads: Vec<UploadReport>,
     elapsed_ms: u64,
     all_secure_results_match_plaintext: bool,
@@ -220,11 +228,17 @@ async fn run_async(
             if let Some(company) = companies.get(i) {
                 tables.insert("salaries".into(), company.clone());
             }
+            let privacy = ClientPrivacy {
+                ledger: out.join("ledgers").join(format!("{name}.db")),
+                budgets: BTreeMap::from([("diabetes".to_string(), DEMO_BUDGET)]),
+                require_dp: false,
+            };
             std::sync::Arc::new(client_router(
                 name,
                 training,
                 tables,
                 floor,
+                Some(privacy),
                 Some(tap.clone()),
             )) as std::sync::Arc<dyn InputSource>
         })
@@ -460,6 +474,36 @@ async fn run_async(
         query_reports.push(report);
     }
 
+    let differencing = if engine {
+        match differencing_attack(&fed, &names, min_clients, out).await {
+            Ok(report) => {
+                if !report.exact_recovers {
+                    failures.push(
+                        "the differencing demo's exact answers did not single out the patient"
+                            .into(),
+                    );
+                }
+                query_rounds.extend(&report.rounds);
+                Some(report)
+            }
+            Err(e) if !dropped.is_empty() => {
+                println!("   the differencing demo did not complete: {e:#}");
+                None
+            }
+            Err(e) => {
+                failures.push(format!("the differencing demo failed: {e:#}"));
+                None
+            }
+        }
+    } else {
+        println!();
+        println!("5. the differencing attack and differential privacy");
+        println!(
+            "   skipped: DP noise comes from the MPC engine, which needs exactly three helpers in additive mode"
+        );
+        None
+    };
+
     // Bytes and latency. Upload events can trail a round's outcome by a few
     // milliseconds: let them arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -532,6 +576,7 @@ async fn run_async(
         training,
         centralized_accuracy,
         queries: query_reports,
+        differencing,
         uploads,
         elapsed_ms: started.elapsed().as_millis() as u64,
         all_secure_results_match_plaintext: all_match,
@@ -546,6 +591,136 @@ async fn run_async(
     } else {
         bail!("{}", failures.join("; "))
     }
+}
+
+/// Each demo client's privacy budget for its diabetes table.
+const DEMO_BUDGET: Budget = Budget {
+    epsilon: 4.0,
+    delta: 1e-5,
+};
+/// The demo's DP queries: (ε, δ) per query.
+const DEMO_DP: DpSpec = DpSpec {
+    epsilon: 1.0,
+    delta: 1e-6,
+};
+
+/// What the differencing demo found.
+#[derive(Serialize)]
+struct DifferencingReport {
+    target_progression: f64,
+    exact: [QueryRun; 2],
+    exact_recovers: bool,
+    dp: [QueryRun; 2],
+    dp_recovers: bool,
+    /// ε spent so far on client-0's diabetes table (of `budget_epsilon`).
+    spent_epsilon: f64,
+    budget_epsilon: f64,
+    rounds: Vec<u64>,
+}
+
+/// The differencing attack of issue #15: `COUNT(*)` and `SUM(progression)`
+/// over every patient, then the same without one patient (client 0's first
+/// row). Exact answers reveal that patient's value; DP answers, with noise
+/// generated inside the MPC engine, do not.
+async fn differencing_attack(
+    fed: &LocalFederation,
+    names: &[String],
+    min_clients: usize,
+    out: &Path,
+) -> Result<DifferencingReport> {
+    println!();
+    println!(
+        "5. the differencing attack: COUNT and SUM(progression) over every patient, then the same \
+         WHERE NOT (one patient) — exactly, then with differential privacy"
+    );
+    let data = linfa_datasets::diabetes();
+    let (bmi, target) = (data.records[[0, 2]], data.targets[0]);
+    let all = "SELECT COUNT(*) AS n, SUM(progression) AS total FROM diabetes";
+    let minus = format!(
+        "{all} WHERE NOT (progression = {target} AND bmi BETWEEN {} AND {})",
+        bmi - 1e-9,
+        bmi + 1e-9
+    );
+    let spec = |sql: &str, dp: Option<DpSpec>| QuerySpec {
+        max_rows_per_client: None,
+        sql: sql.into(),
+        domains: BTreeMap::new(),
+        min_rows: DEFAULT_MIN_ROWS,
+        min_clients: min_clients as u32,
+        bounds: BTreeMap::from([
+            ("progression".to_string(), [0.0, 400.0]),
+            ("bmi".to_string(), [-1.0, 1.0]),
+        ]),
+        dp,
+    };
+    let cell = |run: &QueryRun, column: &str| match run.result.cell(&[], column) {
+        Some(Cell::Value(v)) => Ok(*v),
+        other => bail!("{column}: {other:?}"),
+    };
+    let pair = async |dp: Option<DpSpec>| -> Result<([QueryRun; 2], f64, f64)> {
+        let a = run_query(fed, &spec(all, dp), names).await?;
+        let b = run_query(fed, &spec(&minus, dp), names).await?;
+        let (dn, dt) = (
+            cell(&a, "n")? - cell(&b, "n")?,
+            cell(&a, "total")? - cell(&b, "total")?,
+        );
+        Ok(([a, b], dn, dt))
+    };
+    let (exact, dn, dt) = pair(None).await?;
+    let exact_recovers = dn == 1.0 && (dt - target).abs() < 1e-6;
+    println!(
+        "   exact (secure sums, no noise): n {} vs {}, totals differ by {dt} — the patient's progression is {target}: {}",
+        cell(&exact[0], "n")?,
+        cell(&exact[1], "n")?,
+        if exact_recovers {
+            "REVEALED"
+        } else {
+            "not revealed"
+        }
+    );
+    let (dp, dn, dt) = pair(Some(DEMO_DP)).await?;
+    // Recovered: the counts differ by exactly one and the sums by the value
+    // to within half a lattice step (the noise is in steps of 400).
+    let dp_recovers = dn == 1.0 && (dt - target).abs() < 200.0;
+    println!(
+        "   with DP (ε = {}, δ = {:e} per query; binomial noise the three helpers generate inside the MPC engine, known to nobody): n {:.0} vs {:.0}, totals differ by {dt:.0} — {}",
+        DEMO_DP.epsilon,
+        DEMO_DP.delta,
+        cell(&dp[0], "n")?,
+        cell(&dp[1], "n")?,
+        if dp_recovers {
+            "the noise happened to land on the value (probability about 1e-4)"
+        } else {
+            "the difference is noise, not the patient"
+        }
+    );
+    let ledger = Ledger::open(&out.join("ledgers").join(format!("{}.db", names[0]))).await?;
+    let spent = ledger
+        .spent()
+        .await?
+        .into_iter()
+        .find(|s| s.table == "diabetes")
+        .map_or(0.0, |s| s.epsilon);
+    ledger.close().await;
+    println!(
+        "   each client charged ε = {} to its diabetes table per DP query before answering: {} has spent ε = {spent} of {} (sealroom audit budget)",
+        DEMO_DP.epsilon, names[0], DEMO_BUDGET.epsilon
+    );
+    let rounds = exact
+        .iter()
+        .flat_map(|r| std::iter::once(r.counts_round).chain(r.stats_round))
+        .chain(dp.iter().map(|r| r.counts_round))
+        .collect();
+    Ok(DifferencingReport {
+        target_progression: target,
+        exact,
+        exact_recovers,
+        dp,
+        dp_recovers,
+        spent_epsilon: spent,
+        budget_epsilon: DEMO_BUDGET.epsilon,
+        rounds,
+    })
 }
 
 /// Writes the embedded salary tables and returns each company's source.
