@@ -82,8 +82,9 @@
 //! the MPC engine. The "(other)" cell of a GROUP BY column holds every value
 //! outside the declared domain (and NULL) and never names them. Thresholds
 //! do not stop differencing: two released queries whose WHERE clauses differ
-//! by one row reveal that row's contribution; a deployment limits the queries
-//! it accepts (query budgets are future work).
+//! by one row reveal that row's contribution. A query with differential
+//! privacy ([`dp`]) does: one engine round, noise generated inside the MPC
+//! engine, every client charging its table's budget before it answers.
 //!
 //! # Never
 //!
