@@ -570,6 +570,7 @@ pub fn csv_plan() -> &'static sealroom_analytics::query::QueryPlan {
             .into(),
             min_rows: 5,
             min_clients: 2,
+            dp: None,
         };
         sealroom_analytics::query::plan(&spec).expect("the fixed query plans")
     })

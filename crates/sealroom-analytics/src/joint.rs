@@ -27,6 +27,13 @@
 //! the number of contributing clients and the capped row count), the same
 //! thing the coordinator and the admin learn.
 //!
+//! A query whose spec carries `dp` runs instead as **one** engine round,
+//! [`QueryPhase::Noised`]: every cell's statistics summed and noised inside
+//! the MPC engine ([`crate::query::dp`]); each client refuses any other
+//! phase of such a spec, checks the round's quantization and length against
+//! the noise plan, and charges the query's `(ε, δ)` to its table's budget
+//! ([`crate::budget`]) before it shares.
+//!
 //! Each client checks the spec's thresholds against its own floor before it
 //! computes anything, and evaluates its part where its data lives (CSV,
 //! SQLite or PostgreSQL) with the database's own SQL.
@@ -127,7 +134,8 @@ fn parse_params(params: &[u8]) -> Result<(QueryParams, QueryPlan), String> {
 struct QueryPlanner;
 
 impl TaskPlanner for QueryPlanner {
-    /// What an admin may ask for: the counts phase only.
+    /// What an admin may ask for: the counts phase of an exact query, or
+    /// the noised phase of a differentially private one.
     fn plan(&self, params: &[u8]) -> Result<TaskShape, String> {
         let (p, plan) = parse_params(params)?;
         match (&p.phase, &p.spec.dp) {
