@@ -121,6 +121,41 @@ def test_query_returns_a_dataframe_matching_pandas_over_the_pooled_rows(federati
     assert legal["reason"].startswith("suppressed: ")
 
 
+def test_a_dp_query_is_noised_and_charged_to_every_clients_budget(federation, salaries):
+    # Each client may spend ε = 1.5 on its salaries table: one ε = 1 query
+    # fits, a second does not.
+    for i in range(3):
+        with open(federation.client_config(i), "a") as f:
+            f.write("\n[privacy_budget.salaries]\nepsilon = 1.5\ndelta = 1e-5\n")
+    admin = sealroom.Admin(federation.admin_config)
+    clients = [sealroom.Client(federation.client_config(i)).start() for i in range(3)]
+    try:
+        query = dict(
+            domains={"dept": ["eng", "sales", "ops", "hr", "legal"]},
+            bounds={"salary": (0, 200_000)},
+            dp=(1.0, 1e-6),
+            timeout=60,
+        )
+        df = admin.query("SELECT dept, COUNT(*) AS n FROM salaries GROUP BY dept", **query)
+        with pytest.raises(sealroom.RoundAborted) as refused:
+            admin.query("SELECT dept, COUNT(*) AS n FROM salaries GROUP BY dept", **query)
+    finally:
+        for c in clients:
+            c.stop()
+    assert df.attrs["privacy"]["epsilon"] == 1.0 and df.attrs["privacy"]["delta"] == 1e-6
+    assert "privacy budget exhausted" in str(refused.value)
+    expected = pooled_salaries(salaries).groupby("dept").size()
+    # COUNT(*) noise: σ ≈ 9 rows (ε = 1 over a cell's 2 values); 100 rows
+    # is over 10σ. A cell is released on its noised count, so a small one
+    # may be suppressed; eng (121 rows) always passes.
+    released = df[df["dept"].isin(expected.index) & df["n"].notna()]
+    assert "eng" in set(released["dept"])
+    diffs = [abs(row["n"] - expected[row["dept"]]) for _, row in released.iterrows()]
+    assert all(d <= 100 for d in diffs), diffs
+    # Noised: every released count exact has probability below 1e-4.
+    assert any(d > 0 for d in diffs), diffs
+
+
 def test_errors_are_typed_with_reason_codes(federation, tmp_path):
     with pytest.raises(sealroom.ConfigError) as e:
         sealroom.Admin(federation.client_config(0))

@@ -523,9 +523,10 @@ impl QueryInput {
             ));
         }
         if p.spec.dp.is_none() && self.privacy.as_ref().is_some_and(|p| p.require_dp) {
+            // The subject reaches the admin in the abort's detail.
             return Err(InputError::new(
                 SitOutReason::BelowClientFloor,
-                "",
+                "require_dp",
                 "this federation requires differential privacy ([privacy] require_dp): the query carries no `dp` parameters; ask again with --dp-epsilon and --dp-delta",
             ));
         }

@@ -7,6 +7,8 @@
 //! `WHERE NOT (<one row>)` — recovers the row from two exact answers (shown
 //! first, on the same federation) and fails on two DP answers.
 
+mod query_support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -276,11 +278,9 @@ async fn grouped_dp_query_noises_every_cell_and_thresholds_the_noised_counts() {
 /// before it reads a row, and every helper refuses to build the program.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_cannot_weaken_the_noise() {
-    use prost::Message as _;
     use sealroom_analytics::joint::{QueryParams, QueryPhase, SqlDpProgram};
-    use sealroom_node::directory::Directory;
     use sealroom_node::tasks::EngineProgram;
-    use sealroom_protocol::{VerifiedDescriptor, pb};
+    use sealroom_protocol::pb;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (fed, sources) = start(dir.path()).await;
@@ -290,39 +290,9 @@ async fn a_coordinator_cannot_weaken_the_noise() {
     };
     let q = spec("SELECT COUNT(*) AS n FROM staff", Some(dp));
     let run = run_query(&fed, &q, &names()).await.expect("dp query");
-    let helper = &fed.configs["helper-0"];
-    let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
-        .await
-        .expect("helper store");
-    let envelope = store
-        .helper_state()
-        .await
-        .expect("helper state")
-        .rounds
-        .into_iter()
-        .map(|r| r.descriptor)
-        .find(|d| {
-            pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id)
-                == Ok(run.counts_round)
-        })
-        .expect("the helper holds the DP round");
-    let keys = Directory::new(&helper.federation)
-        .expect("directory")
-        .keys();
-    let coordinator_key = fed.configs["coordinator"]
-        .signing_key
-        .clone()
-        .expect("coordinator key");
-    let body = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
-    let params: QueryParams =
-        serde_json::from_slice(&body.task.as_ref().expect("task").params).expect("params");
-    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| {
-        let (mut p, mut d) = (params.clone(), body.clone());
-        edit(&mut p, &mut d);
-        d.task.as_mut().expect("task").params = serde_json::to_vec(&p).expect("json");
-        let env = coordinator_key.sign(&d);
-        VerifiedDescriptor::verify(&env, &keys.trust).expect("the coordinator's key signs it")
-    };
+    let forger = query_support::Forger::of_round(&fed, run.counts_round).await;
+    let keys = forger.keys.clone();
+    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| forger.resign(edit);
     let input = Arc::new(
         QueryInput::new(
             BTreeMap::from([("staff".to_string(), sources[0].clone())]),
@@ -330,14 +300,7 @@ async fn a_coordinator_cannot_weaken_the_noise() {
         )
         .with_privacy(privacy(&dir.path().join("forged"), 0, 10.0)),
     );
-    let ask = |descriptor: VerifiedDescriptor| {
-        let (input, keys) = (input.clone(), keys.clone());
-        async move {
-            tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
-                .await
-                .expect("the computation ran")
-        }
-    };
+    let ask = |descriptor| forger.ask(&input, descriptor);
     let honest = forged(&|_, _| {});
     ask(honest.clone())
         .await
@@ -407,12 +370,13 @@ async fn a_coordinator_cannot_weaken_the_noise() {
         p.spec.dp = None;
         p.phase = QueryPhase::Counts;
     });
-    let keys2 = keys.clone();
-    let refused = tokio::task::spawn_blocking(move || strict.input_with_keys(&exact, &keys2))
+    let refused = forger
+        .ask(&strict, exact)
         .await
-        .expect("ran")
         .expect_err("a query without DP is refused where DP is required");
     assert_eq!(refused.sit_out.reason, pb::SitOutReason::BelowClientFloor);
+    // The admin sees the subject in the abort's detail.
+    assert_eq!(refused.sit_out.subject, "require_dp");
     assert!(refused.detail.contains("require_dp"), "{}", refused.detail);
     fed.shutdown().await;
 }
@@ -425,9 +389,7 @@ async fn a_coordinator_cannot_weaken_the_noise() {
 /// accepts the round it already paid for without charging it twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_budget_query_is_refused_by_every_client_also_after_a_restart() {
-    use prost::Message as _;
-    use sealroom_node::directory::Directory;
-    use sealroom_protocol::{VerifiedDescriptor, pb};
+    use sealroom_protocol::pb;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (fed, sources) = start_with_budget(dir.path(), 1.5).await;
@@ -458,34 +420,9 @@ async fn an_over_budget_query_is_refused_by_every_client_also_after_a_restart() 
     }
 
     // A restarted client: a fresh input and ledger handle on the same file.
-    let helper = &fed.configs["helper-0"];
-    let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
-        .await
-        .expect("helper store");
-    let envelope = store
-        .helper_state()
-        .await
-        .expect("helper state")
-        .rounds
-        .into_iter()
-        .map(|r| r.descriptor)
-        .find(|d| {
-            pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id)
-                == Ok(first.counts_round)
-        })
-        .expect("the helper holds the first DP round");
-    let keys = Directory::new(&helper.federation)
-        .expect("directory")
-        .keys();
-    let real = VerifiedDescriptor::verify(&envelope, &keys.trust).expect("verifies");
-    let coordinator_key = fed.configs["coordinator"]
-        .signing_key
-        .clone()
-        .expect("coordinator key");
-    let mut later = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
-    later.round_id += 1_000;
-    let later = VerifiedDescriptor::verify(&coordinator_key.sign(&later), &keys.trust)
-        .expect("a later round");
+    let forger = query_support::Forger::of_round(&fed, first.counts_round).await;
+    let real = forger.resign(&|_, _| {});
+    let later = forger.resign(&|_, d| d.round_id += 1_000);
     let restarted = Arc::new(
         QueryInput::new(
             BTreeMap::from([("staff".to_string(), sources[0].clone())]),
@@ -493,14 +430,7 @@ async fn an_over_budget_query_is_refused_by_every_client_also_after_a_restart() 
         )
         .with_privacy(privacy(dir.path(), 0, 1.5)),
     );
-    let ask = |descriptor: VerifiedDescriptor| {
-        let (input, keys) = (restarted.clone(), keys.clone());
-        async move {
-            tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
-                .await
-                .expect("the computation ran")
-        }
-    };
+    let ask = |descriptor| forger.ask(&restarted, descriptor);
     let refused = ask(later).await.expect_err("over budget after a restart");
     assert_eq!(refused.sit_out.reason, pb::SitOutReason::BudgetExhausted);
     assert!(

@@ -104,10 +104,8 @@ async fn an_admin_cannot_release_a_suppressed_cell() {
 /// counts round gets a refusal from the client, before any row is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_cannot_change_the_released_cells() {
-    use prost::Message as _;
     use sealroom_analytics::joint::{QueryParams, QueryPhase};
-    use sealroom_node::directory::Directory;
-    use sealroom_protocol::{VerifiedDescriptor, pb};
+    use sealroom_protocol::pb;
 
     let fx = Fixture::new().await;
     let (_dir, fed) = start(&fx).await;
@@ -125,55 +123,13 @@ async fn a_coordinator_cannot_change_the_released_cells() {
         })
         .expect("a suppressed cell");
     // The real stats descriptor, as helper-0 stored it.
-    let helper = &fed.configs["helper-0"];
-    let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
-        .await
-        .expect("helper store");
-    let envelope = store
-        .helper_state()
-        .await
-        .expect("helper state")
-        .rounds
-        .into_iter()
-        .map(|r| r.descriptor)
-        .find(|d| {
-            pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id) == Ok(stats_round)
-        })
-        .expect("the helper holds the stats round");
-    let keys = Directory::new(&helper.federation)
-        .expect("directory")
-        .keys();
-    let coordinator_key = fed.configs["coordinator"]
-        .signing_key
-        .clone()
-        .expect("coordinator key");
-    let input = QueryInput::new(
+    let forger = query_support::Forger::of_round(&fed, stats_round).await;
+    let input = Arc::new(QueryInput::new(
         BTreeMap::from([("salaries".to_string(), fx.sources[0].clone())]),
         Policy::new(1, 2).expect("policy"),
-    );
-    let body = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
-    let params: QueryParams =
-        serde_json::from_slice(&body.task.as_ref().expect("task").params).expect("params");
-    // Re-signs the real descriptor with `edit` applied to its parameters
-    // and fields, as a coordinator holding the key could.
-    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| {
-        let (mut p, mut d) = (params.clone(), body.clone());
-        edit(&mut p, &mut d);
-        d.task.as_mut().expect("task").params = serde_json::to_vec(&p).expect("json");
-        let env = coordinator_key.sign(&d);
-        VerifiedDescriptor::verify(&env, &keys.trust).expect("the coordinator's key signs it")
-    };
-    // Runs the client's input computation as its node does: on a blocking
-    // thread of the runtime.
-    let input = Arc::new(input);
-    let ask = |descriptor: VerifiedDescriptor| {
-        let (input, keys) = (input.clone(), keys.clone());
-        async move {
-            tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
-                .await
-                .expect("the computation ran")
-        }
-    };
+    ));
+    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| forger.resign(edit);
+    let ask = |descriptor| forger.ask(&input, descriptor);
 
     // The honest round, re-signed unchanged, is accepted.
     ask(forged(&|_, _| {}))

@@ -418,6 +418,18 @@ impl ProgramBuilder {
 }
 
 impl ProgramBuilder {
+    /// The element-wise sum of `clients` client-major vectors of `len`
+    /// elements in `x` (as [`ProgramBuilder::client_inputs`] returns them):
+    /// local additions, no round.
+    pub fn client_sum(&mut self, x: Secret, clients: usize, len: usize) -> Secret {
+        let mut sum = self.slice(x, 0, len);
+        for c in 1..clients {
+            let part = self.slice(x, c * len, len);
+            sum = self.add(sum, part);
+        }
+        sum
+    }
+
     /// Declares `clients` client uploads of `len` elements each over
     /// Z_2^`ring_bits` and returns their converted signed values (client-major:
     /// client c's element j at `c·len + j`). Runs the conversion and the

@@ -128,11 +128,7 @@ impl EngineProgram for SyntheticNoised {
         let len = descriptor.vector_len();
         let mut p = ProgramBuilder::new(SYNTHETIC_NOISED, self.version());
         let x = p.client_inputs(clients, len, ring_bits);
-        let mut sum = p.slice(x, 0, len);
-        for c in 1..clients {
-            let part = p.slice(x, c * len, len);
-            sum = p.add(sum, part);
-        }
+        let sum = p.client_sum(x, clients, len);
         let noise = p.binomial_noise(len, Self::coins());
         let noised = p.add(sum, noise);
         p.output(noised);

@@ -71,6 +71,57 @@ fn plaintext_max(round: u64, included: &[u32], len: usize) -> Vec<i128> {
     max
 }
 
+/// A `synthetic-noised` round (issue #15): the verified outputs are the
+/// included clients' quantized sums plus one binomial sample each of
+/// `SyntheticNoised::coins()` coins — within 8σ of the sums (a binomial
+/// exceeds that with probability below 10⁻¹⁴) and not all equal to them
+/// (probability below 10⁻⁹ over 16 elements for σ ≈ 4.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noised_round_releases_the_sum_plus_engine_noise() {
+    use sealroom_node::tasks::{SYNTHETIC_NOISED, SyntheticNoised};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = federation(dir.path(), 3).await;
+    let len = 16;
+    let outcome = tokio::time::timeout(DEADLINE, fed.run_round(SYNTHETIC_NOISED, len))
+        .await
+        .expect("round finishes in time")
+        .expect("round runs");
+    assert_eq!(
+        outcome.status, "completed",
+        "{}: {}",
+        outcome.reason, outcome.detail
+    );
+    let spec = SyntheticMax::spec();
+    let mut sum = vec![0i128; len as usize];
+    for &c in &outcome.included_clients {
+        let v = synthetic_vector(
+            &format!("client-{c}"),
+            outcome.round_id,
+            len as usize,
+            spec.clip(),
+        );
+        for (s, x) in sum
+            .iter_mut()
+            .zip(&spec.quantize(&v).expect("finite").values)
+        {
+            *s += i128::from(*x);
+        }
+    }
+    let noise: Vec<i128> = outputs(&outcome.outputs)
+        .iter()
+        .zip(&sum)
+        .map(|(o, s)| o - s)
+        .collect();
+    let sigma = (SyntheticNoised::coins() as f64).sqrt() / 2.0;
+    assert!(
+        noise.iter().all(|n| (*n as f64).abs() <= 8.0 * sigma),
+        "noise {noise:?} beyond 8σ = {}",
+        8.0 * sigma
+    );
+    assert!(noise.iter().any(|n| *n != 0), "no noise was added");
+    fed.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_round_releases_only_the_verified_maximum() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -154,6 +154,7 @@ class Admin:
         clients: Sequence[str] | None = None,
         timeout: float | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
+        dp: tuple[float, float] | None = None,
     ):
         """Asks a joint SQL question; returns a pandas DataFrame with one row
         per group. A suppressed (or undefined) cell is a missing value, and
@@ -163,7 +164,15 @@ class Admin:
 
         ``bounds`` maps every column used in arithmetic or inside an
         aggregate to its ``(lo, hi)``: each client clamps its values to them,
-        so no single row dominates a statistic (required by the planner)."""
+        so no single row dominates a statistic (required by the planner).
+
+        ``dp=(epsilon, delta)`` makes the answer differentially private: one
+        MPC engine round whose every value carries binomial noise the helpers
+        generate inside the engine, ``(epsilon, delta)``-DP per row of a
+        client's table. Each client charges it to its table's privacy budget
+        (``[privacy_budget.<table>]`` in its config) before it answers and
+        refuses when that would overspend. ``df.attrs["privacy"]`` then holds
+        ``epsilon``, ``delta`` and the mechanism; the values are estimates."""
         import pandas as pd
 
         spec = {
@@ -173,6 +182,9 @@ class Admin:
             "min_clients": min_clients if min_clients is not None else self._native.min_clients,
             "bounds": {k: [float(lo), float(hi)] for k, (lo, hi) in (bounds or {}).items()},
         }
+        if dp is not None:
+            epsilon, delta = dp
+            spec["dp"] = {"epsilon": float(epsilon), "delta": float(delta)}
         run = json.loads(
             self._native.query(json.dumps(spec), list(clients) if clients else None, timeout)
         )
@@ -206,6 +218,7 @@ class Admin:
             included=run["included"],
             durations_ms=run["durations_ms"],
             bounds={b["column"]: (b["lo"], b["hi"]) for b in result.get("bounds", [])},
+            privacy=result.get("privacy"),
         )
         return frame
 

@@ -84,8 +84,8 @@ use sealroom_mpc::program::{Program, ProgramBuilder};
 
 use super::bounds;
 use super::error::QueryError;
-use super::finish::evaluate;
-use super::result::{Cell, ColumnBounds, GroupKey, QueryResult, ResultRow, SuppressReason};
+use super::finish::{evaluate, result_bounds};
+use super::result::{Cell, GroupKey, QueryResult, ResultRow, SuppressReason};
 use super::source::LocalTable;
 use super::spec::{Policy, QueryPlan};
 use super::{MAX_CLIENTS, WireVector};
@@ -319,11 +319,7 @@ pub fn noised_program(
     let (cells, k, len) = (noise.cells, noise.per_cell(), noise.len());
     let mut b = ProgramBuilder::new(DP_PROGRAM, DP_PROGRAM_VERSION);
     let x = b.client_inputs(clients, len, ring_bits);
-    let mut sum = b.slice(x, 0, len);
-    for c in 1..clients {
-        let part = b.slice(x, c * len, len);
-        sum = b.add(sum, part);
-    }
+    let sum = b.client_sum(x, clients, len);
     // Noise per value kind (all cells at once), then reordered to the
     // vector's cell-major layout.
     let parts: Vec<_> = noise
@@ -397,15 +393,7 @@ pub fn finish_noised(
         group_columns: plan.group_columns(),
         columns: plan.columns(),
         rows: rows_out,
-        bounds: plan
-            .bounds()
-            .into_iter()
-            .map(|(column, b)| ColumnBounds {
-                column,
-                lo: b.lo,
-                hi: b.hi,
-            })
-            .collect(),
+        bounds: result_bounds(plan),
         privacy: Some(super::result::PrivacyNote {
             epsilon: noise.dp.epsilon,
             delta: noise.dp.delta,

@@ -129,16 +129,20 @@ pub fn finish(
         columns: plan.columns(),
         rows: out_rows,
         privacy: None,
-        bounds: plan
-            .bounds()
-            .into_iter()
-            .map(|(column, b)| ColumnBounds {
-                column,
-                lo: b.lo,
-                hi: b.hi,
-            })
-            .collect(),
+        bounds: result_bounds(plan),
     })
+}
+
+/// The declared bounds a result states (each client clamped to them).
+pub(crate) fn result_bounds(plan: &QueryPlan) -> Vec<ColumnBounds> {
+    plan.bounds()
+        .into_iter()
+        .map(|(column, b)| ColumnBounds {
+            column,
+            lo: b.lo,
+            hi: b.hi,
+        })
+        .collect()
 }
 
 /// One released cell's decoded phase-2 sums.

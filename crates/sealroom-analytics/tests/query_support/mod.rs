@@ -508,3 +508,82 @@ pub fn lstsq(x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
     }
     beta
 }
+
+/// A round's real descriptor as helper-0 stored it, with what a test needs
+/// to act as a malicious coordinator holding the signing key: re-sign the
+/// descriptor with edited parameters or fields.
+pub struct Forger {
+    pub body: sealroom_protocol::pb::RoundDescriptor,
+    pub params: sealroom_analytics::joint::QueryParams,
+    pub keys: sealroom_protocol::evidence::FederationKeys,
+    coordinator: sealroom_protocol::SigningKey,
+}
+
+impl Forger {
+    /// Round `round` of `fed`, as helper-0 stored it.
+    pub async fn of_round(fed: &sealroom_node::local::LocalFederation, round: u64) -> Forger {
+        use prost::Message as _;
+        use sealroom_protocol::pb;
+        let helper = &fed.configs["helper-0"];
+        let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
+            .await
+            .expect("helper store");
+        let envelope = store
+            .helper_state()
+            .await
+            .expect("helper state")
+            .rounds
+            .into_iter()
+            .map(|r| r.descriptor)
+            .find(|d| {
+                pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id) == Ok(round)
+            })
+            .expect("the helper holds the round");
+        let keys = sealroom_node::directory::Directory::new(&helper.federation)
+            .expect("directory")
+            .keys();
+        let body = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
+        let params = serde_json::from_slice(&body.task.as_ref().expect("task").params)
+            .expect("query parameters");
+        Forger {
+            body,
+            params,
+            keys,
+            coordinator: fed.configs["coordinator"]
+                .signing_key
+                .clone()
+                .expect("coordinator key"),
+        }
+    }
+
+    /// The descriptor re-signed with `edit` applied to its parameters and
+    /// fields, as a coordinator holding the key could.
+    pub fn resign(
+        &self,
+        edit: &dyn Fn(
+            &mut sealroom_analytics::joint::QueryParams,
+            &mut sealroom_protocol::pb::RoundDescriptor,
+        ),
+    ) -> sealroom_protocol::VerifiedDescriptor {
+        let (mut p, mut d) = (self.params.clone(), self.body.clone());
+        edit(&mut p, &mut d);
+        d.task.as_mut().expect("task").params = serde_json::to_vec(&p).expect("json");
+        let envelope = self.coordinator.sign(&d);
+        sealroom_protocol::VerifiedDescriptor::verify(&envelope, &self.keys.trust)
+            .expect("the coordinator's key signs it")
+    }
+
+    /// Runs `input`'s computation for `descriptor` as a client node does:
+    /// on a blocking thread of the runtime.
+    pub async fn ask(
+        &self,
+        input: &std::sync::Arc<sealroom_analytics::joint::QueryInput>,
+        descriptor: sealroom_protocol::VerifiedDescriptor,
+    ) -> Result<Vec<f64>, sealroom_node::tasks::InputError> {
+        use sealroom_node::tasks::InputSource as _;
+        let (input, keys) = (input.clone(), self.keys.clone());
+        tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
+            .await
+            .expect("the computation ran")
+    }
+}
