@@ -689,12 +689,13 @@ async fn differencing_attack(
         cell(&dp[0], "n")?,
         cell(&dp[1], "n")?,
         if dp_recovers {
-            "the noise happened to land on the value (probability about 1e-4)"
+            "the noise happened to land on the value (probability about 3e-4)"
         } else {
             "the difference is noise, not the patient"
         }
     );
-    let ledger = Ledger::open(&out.join("ledgers").join(format!("{}.db", names[0]))).await?;
+    let ledger_path = out.join("ledgers").join(format!("{}.db", names[0]));
+    let ledger = Ledger::open(&ledger_path).await?;
     let spent = ledger
         .spent()
         .await?
@@ -703,8 +704,11 @@ async fn differencing_attack(
         .map_or(0.0, |s| s.epsilon);
     ledger.close().await;
     println!(
-        "   each client charged ε = {} to its diabetes table per DP query before answering: {} has spent ε = {spent} of {} (sealroom audit budget)",
-        DEMO_DP.epsilon, names[0], DEMO_BUDGET.epsilon
+        "   each client charged ε = {} to its diabetes table per DP query before answering: {} has spent ε = {spent} of {} (its ledger: {}; on a deployed client, `sealroom audit budget --config CLIENT.toml`)",
+        DEMO_DP.epsilon,
+        names[0],
+        DEMO_BUDGET.epsilon,
+        ledger_path.display()
     );
     let rounds = exact
         .iter()
