@@ -287,11 +287,9 @@ async fn unbounded_training_parameters_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_cannot_change_an_order_round() {
     use base64::Engine as _;
-    use prost::Message as _;
     use sealroom_analytics::joint::{QueryParams, QueryPhase, SqlOrderProgram};
-    use sealroom_node::directory::Directory;
     use sealroom_node::tasks::EngineProgram as _;
-    use sealroom_protocol::{VerifiedDescriptor, pb};
+    use sealroom_protocol::pb;
 
     let fx = Fixture::new().await;
     let (_dir, fed) = start(&fx).await;
@@ -299,50 +297,14 @@ async fn a_coordinator_cannot_change_an_order_round() {
     spec.max_rows_per_client = Some(32);
     let run = run_query(&fed, &spec, &names()).await.expect("query runs");
     let order_round = run.order_round.expect("an order round ran");
-    let helper = &fed.configs["helper-0"];
-    let store = sealroom_store::Store::open_sqlite(&helper.data_dir.join("sealroom.db"))
-        .await
-        .expect("helper store");
-    let envelope = store
-        .helper_state()
-        .await
-        .expect("helper state")
-        .rounds
-        .into_iter()
-        .map(|r| r.descriptor)
-        .find(|d| {
-            pb::RoundDescriptor::decode(d.body.as_slice()).map(|d| d.round_id) == Ok(order_round)
-        })
-        .expect("the helper holds the order round");
-    let keys = Directory::new(&helper.federation)
-        .expect("directory")
-        .keys();
-    let coordinator_key = fed.configs["coordinator"]
-        .signing_key
-        .clone()
-        .expect("coordinator key");
-    let body = pb::RoundDescriptor::decode(envelope.body.as_slice()).expect("descriptor");
-    let params: QueryParams =
-        serde_json::from_slice(&body.task.as_ref().expect("task").params).expect("params");
-    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| {
-        let (mut p, mut d) = (params.clone(), body.clone());
-        edit(&mut p, &mut d);
-        d.task.as_mut().expect("task").params = serde_json::to_vec(&p).expect("json");
-        let env = coordinator_key.sign(&d);
-        VerifiedDescriptor::verify(&env, &keys.trust).expect("the coordinator's key signs it")
-    };
+    let forger = query_support::Forger::of_round(&fed, order_round).await;
+    let keys = forger.keys.clone();
+    let forged = |edit: &dyn Fn(&mut QueryParams, &mut pb::RoundDescriptor)| forger.resign(edit);
     let input = Arc::new(QueryInput::new(
         BTreeMap::from([("salaries".to_string(), fx.sources[0].clone())]),
         Policy::new(1, 2).expect("policy"),
     ));
-    let ask = |descriptor: VerifiedDescriptor| {
-        let (input, keys) = (input.clone(), keys.clone());
-        async move {
-            tokio::task::spawn_blocking(move || input.input_with_keys(&descriptor, &keys))
-                .await
-                .expect("the computation ran")
-        }
-    };
+    let ask = |descriptor| forger.ask(&input, descriptor);
     let honest = forged(&|_, _| {});
     ask(honest.clone())
         .await
