@@ -56,19 +56,43 @@ fn outputs(bytes: &[u8]) -> Vec<i128> {
         .collect()
 }
 
+/// Client `c`'s quantized synthetic vector in `round` (the engine tasks'
+/// 16-bit quantization).
+fn quantized(round: u64, c: u32, len: usize) -> Vec<i128> {
+    let spec = SyntheticMax::spec();
+    let v = synthetic_vector(&format!("client-{c}"), round, len, spec.clip());
+    let q = spec.quantize(&v).expect("finite");
+    q.values.iter().map(|&x| i128::from(x)).collect()
+}
+
 /// The plaintext twin: the element-wise maximum of the included clients'
 /// quantized synthetic vectors.
 fn plaintext_max(round: u64, included: &[u32], len: usize) -> Vec<i128> {
-    let spec = SyntheticMax::spec();
     let mut max = vec![i128::MIN; len];
     for &c in included {
-        let v = synthetic_vector(&format!("client-{c}"), round, len, spec.clip());
-        let q = spec.quantize(&v).expect("finite");
-        for (m, x) in max.iter_mut().zip(&q.values) {
-            *m = (*m).max(i128::from(*x));
+        for (m, x) in max.iter_mut().zip(quantized(round, c, len)) {
+            *m = (*m).max(x);
         }
     }
     max
+}
+
+/// A round of `task` over `len` elements, which must complete in time.
+async fn completed_round(
+    fed: &LocalFederation,
+    task: &str,
+    len: u64,
+) -> sealroom_node::grpc::pb::RoundOutcome {
+    let outcome = tokio::time::timeout(DEADLINE, fed.run_round(task, len))
+        .await
+        .expect("round finishes in time")
+        .expect("round runs");
+    assert_eq!(
+        outcome.status, "completed",
+        "{}: {}",
+        outcome.reason, outcome.detail
+    );
+    outcome
 }
 
 /// A `synthetic-noised` round (issue #15): the verified outputs are the
@@ -82,29 +106,14 @@ async fn a_noised_round_releases_the_sum_plus_engine_noise() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = federation(dir.path(), 3).await;
     let len = 16;
-    let outcome = tokio::time::timeout(DEADLINE, fed.run_round(SYNTHETIC_NOISED, len))
-        .await
-        .expect("round finishes in time")
-        .expect("round runs");
-    assert_eq!(
-        outcome.status, "completed",
-        "{}: {}",
-        outcome.reason, outcome.detail
-    );
-    let spec = SyntheticMax::spec();
+    let outcome = completed_round(&fed, SYNTHETIC_NOISED, len).await;
     let mut sum = vec![0i128; len as usize];
     for &c in &outcome.included_clients {
-        let v = synthetic_vector(
-            &format!("client-{c}"),
-            outcome.round_id,
-            len as usize,
-            spec.clip(),
-        );
         for (s, x) in sum
             .iter_mut()
-            .zip(&spec.quantize(&v).expect("finite").values)
+            .zip(quantized(outcome.round_id, c, len as usize))
         {
-            *s += i128::from(*x);
+            *s += x;
         }
     }
     let noise: Vec<i128> = outputs(&outcome.outputs)
@@ -201,15 +210,7 @@ async fn wait_for_pool(fed: &LocalFederation, batches: u64) {
 /// An engine round of `synthetic-max` over `len` elements: completed, its
 /// outputs exactly the plaintext maximum of the included clients' vectors.
 async fn max_round(fed: &LocalFederation, len: u64) -> sealroom_node::grpc::pb::RoundOutcome {
-    let outcome = tokio::time::timeout(DEADLINE, fed.run_round(SYNTHETIC_MAX, len))
-        .await
-        .expect("round finishes in time")
-        .expect("round runs");
-    assert_eq!(
-        outcome.status, "completed",
-        "{}: {}",
-        outcome.reason, outcome.detail
-    );
+    let outcome = completed_round(fed, SYNTHETIC_MAX, len).await;
     assert_eq!(
         outputs(&outcome.outputs),
         plaintext_max(outcome.round_id, &outcome.included_clients, len as usize)

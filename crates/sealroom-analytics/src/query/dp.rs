@@ -84,8 +84,8 @@ use sealroom_mpc::program::{Program, ProgramBuilder};
 
 use super::bounds;
 use super::error::QueryError;
-use super::finish::{evaluate, result_bounds};
-use super::result::{Cell, GroupKey, QueryResult, ResultRow, SuppressReason};
+use super::finish::{assemble, evaluate};
+use super::result::{Cell, PrivacyNote, QueryResult, SuppressReason};
 use super::source::LocalTable;
 use super::spec::{Policy, QueryPlan};
 use super::{MAX_CLIENTS, WireVector};
@@ -356,20 +356,14 @@ pub fn finish_noised(
         });
     }
     let width_out = plan.columns().len();
-    let mut rows_out = Vec::with_capacity(noise.cells);
-    for (cell, values) in outputs.chunks_exact(noise.per_cell()).enumerate() {
-        let group = plan
-            .cell_labels(cell)
-            .into_iter()
-            .map(|l| l.map_or(GroupKey::Other, GroupKey::value))
-            .collect();
+    let cells = outputs.chunks_exact(noise.per_cell()).map(|values| {
         let scaled: Vec<f64> = values
             .iter()
             .zip(&noise.values)
             .map(|(&q, v)| q as f64 * v.step)
             .collect();
         let (rows, adjusted) = (values[0], values[1]);
-        let (cells, adjusted) = if rows < i128::from(policy.min_rows) {
+        if rows < i128::from(policy.min_rows) {
             let reason = SuppressReason::TooFewRows {
                 min_rows: policy.min_rows,
             };
@@ -382,24 +376,14 @@ pub fn finish_noised(
                     .collect(),
                 Some(u64::try_from(adjusted.max(0)).unwrap_or(u64::MAX)),
             )
-        };
-        rows_out.push(ResultRow {
-            group,
-            cells,
-            adjusted,
-        });
-    }
-    Ok(QueryResult {
-        group_columns: plan.group_columns(),
-        columns: plan.columns(),
-        rows: rows_out,
-        bounds: result_bounds(plan),
-        privacy: Some(super::result::PrivacyNote {
-            epsilon: noise.dp.epsilon,
-            delta: noise.dp.delta,
-            mechanism: MECHANISM.into(),
-        }),
-    })
+        }
+    });
+    let privacy = PrivacyNote {
+        epsilon: noise.dp.epsilon,
+        delta: noise.dp.delta,
+        mechanism: MECHANISM.into(),
+    };
+    Ok(assemble(plan, cells, Some(privacy)))
 }
 
 /// The noiseless twin of a DP round (demos and tests only: it sees every

@@ -12,7 +12,7 @@ use super::encode::{FRAC_BITS, LIMBS, from_fixed, from_limbs, integers};
 use super::error::{Phase, QueryError};
 use super::ols::solve_spd;
 use super::result::{
-    Cell, ColumnBounds, GroupKey, NullReason, QueryResult, ResultRow, SuppressReason,
+    Cell, ColumnBounds, GroupKey, NullReason, PrivacyNote, QueryResult, ResultRow, SuppressReason,
 };
 use super::spec::{Policy, QueryPlan};
 
@@ -85,16 +85,10 @@ pub fn finish(
     }
     let decoded = decode_stats(plan, released, stats_sum)?;
 
-    let mut out_rows = Vec::with_capacity(plan.cells());
     let mut next = released.iter().zip(decoded).peekable();
     let width_out = plan.columns().len();
-    for (cell, &(clients, rows)) in counts.iter().enumerate() {
-        let group = plan
-            .cell_labels(cell)
-            .into_iter()
-            .map(|l| l.map_or(GroupKey::Other, GroupKey::value))
-            .collect();
-        let (cells, adjusted) = match next.next_if(|(c, _)| **c == cell) {
+    let cells = counts.iter().enumerate().map(|(cell, &(clients, rows))| {
+        match next.next_if(|(c, _)| **c == cell) {
             Some((_, d)) => {
                 // Float-to-integer casts saturate; counts beyond i64 pass anyway.
                 match threshold(&policy, d.clients as i64, d.rows as i64) {
@@ -117,32 +111,46 @@ pub fn finish(
                     });
                 (vec![Cell::Suppressed { reason }; width_out], None)
             }
-        };
-        out_rows.push(ResultRow {
-            group,
-            cells,
-            adjusted,
-        });
-    }
-    Ok(QueryResult {
-        group_columns: plan.group_columns(),
-        columns: plan.columns(),
-        rows: out_rows,
-        privacy: None,
-        bounds: result_bounds(plan),
-    })
+        }
+    });
+    Ok(assemble(plan, cells, None))
 }
 
-/// The declared bounds a result states (each client clamped to them).
-pub(crate) fn result_bounds(plan: &QueryPlan) -> Vec<ColumnBounds> {
-    plan.bounds()
-        .into_iter()
-        .map(|(column, b)| ColumnBounds {
-            column,
-            lo: b.lo,
-            hi: b.hi,
+/// The published result of `plan` from each cell's values and adjusted
+/// count, in cell order: group keys, columns and the declared bounds (each
+/// client clamped to them), and the DP guarantee if the values are noised.
+pub(crate) fn assemble(
+    plan: &QueryPlan,
+    cells: impl Iterator<Item = (Vec<Cell>, Option<u64>)>,
+    privacy: Option<PrivacyNote>,
+) -> QueryResult {
+    let rows = cells
+        .enumerate()
+        .map(|(cell, (cells, adjusted))| ResultRow {
+            group: plan
+                .cell_labels(cell)
+                .into_iter()
+                .map(|l| l.map_or(GroupKey::Other, GroupKey::value))
+                .collect(),
+            cells,
+            adjusted,
         })
-        .collect()
+        .collect();
+    QueryResult {
+        group_columns: plan.group_columns(),
+        columns: plan.columns(),
+        rows,
+        bounds: plan
+            .bounds()
+            .into_iter()
+            .map(|(column, b)| ColumnBounds {
+                column,
+                lo: b.lo,
+                hi: b.hi,
+            })
+            .collect(),
+        privacy,
+    }
 }
 
 /// One released cell's decoded phase-2 sums.
