@@ -24,7 +24,14 @@ use std::sync::{Arc, Mutex};
 use ndarray::Array2;
 use sealroom_core::QuantSpec;
 use sealroom_core::quant::ErrorFeedback;
+use sealroom_mpc::krum::{
+    KrumParams, MULTI_KRUM, MULTI_KRUM_VERSION, multi_krum, multi_krum_plain,
+};
 use sealroom_mpc::program::Program;
+use sealroom_mpc::robust::{
+    CLIPPED_SUM, CLIPPED_SUM_VERSION, ClipBounds, TRIMMED_SUM, TRIMMED_SUM_VERSION,
+    clipped_weighted_sum, clipped_weighted_sum_plain, trimmed_sum, trimmed_sum_plain,
+};
 use sealroom_mpc::validity::{
     UpdateBounds, WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION,
     weighted_norm_bounded_sum,
@@ -41,7 +48,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::fl::{
     Dataset, DatasetKind, EncodedUpdate, FeatureMoments, FedAvgSpec, FlError, Model, ModelKind,
-    Standardizer, TrainConfig, derive_seed, dirichlet_split, encode_update, load, train_test_split,
+    RobustAggregation, Standardizer, TrainConfig, derive_seed, dirichlet_split,
+    encode_unweighted_update, encode_update, load, train_test_split,
 };
 use crate::round::{RoundFailure, completed_round};
 
@@ -159,9 +167,83 @@ pub struct FedAvgParams {
     /// makes the round an engine round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linf_bound: Option<f64>,
+    /// Robust aggregation inside the engine (clipping, trimmed mean,
+    /// median): clients then upload their unweighted quantized delta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
+}
+
+/// What the helpers compute in a FedAvg round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Aggregator {
+    /// The plain secure sum of weighted updates.
+    Sum,
+    /// The sum of the weighted updates within the bounds.
+    Bounded(UpdateBounds),
+    /// The clipped weighted sum of the updates within the hard bounds.
+    Clipped(ClipBounds),
+    /// The coordinate-wise trimmed sum (trimmed mean or median).
+    Trimmed(RobustAggregation),
+    /// The sum of the updates multi-Krum selects.
+    Krum(KrumParams),
 }
 
 impl FedAvgParams {
+    /// What the helpers compute, from the signed parameters.
+    fn aggregator(&self) -> Result<Aggregator, String> {
+        let Some(robust) = self.robust else {
+            return Ok(self.bounds()?.map_or(Aggregator::Sum, Aggregator::Bounded));
+        };
+        robust.check().map_err(|e| e.to_string())?;
+        match robust {
+            RobustAggregation::Clip { norm } => {
+                let l2 = self.l2_bound.ok_or(
+                    "clipping needs an l2_bound (at least the clip norm): updates above it are \
+                     left out, those between the clip norm and it are scaled down",
+                )?;
+                let bounds = ClipBounds {
+                    clip_sq: self.quanta_sq(norm, "the clip norm")?,
+                    l2_sq: self.quanta_sq(l2, "l2_bound")?,
+                    linf_sq: self
+                        .linf_bound
+                        .map(|b| self.quanta_sq(b, "linf_bound"))
+                        .transpose()?,
+                    max_weight: self.fedavg.max_weight,
+                };
+                bounds.check().map_err(|e| e.to_string())?;
+                Ok(Aggregator::Clipped(bounds))
+            }
+            RobustAggregation::MultiKrum {
+                byzantine,
+                selected,
+            } => {
+                if self.linf_bound.is_some() {
+                    return Err(format!("{robust} takes no linf_bound"));
+                }
+                let l2 = self.l2_bound.ok_or(
+                    "multi-Krum needs an l2_bound: updates above it enter the selection as zero",
+                )?;
+                let l2_sq = self.quanta_sq(l2, "l2_bound")?;
+                if l2_sq >= 1 << 50 {
+                    return Err("l2_bound must be below 2^25 delta steps for multi-Krum".into());
+                }
+                Ok(Aggregator::Krum(KrumParams {
+                    byzantine,
+                    selected,
+                    l2_sq,
+                }))
+            }
+            RobustAggregation::TrimmedMean { .. } | RobustAggregation::Median => {
+                if self.l2_bound.is_some() || self.linf_bound.is_some() {
+                    return Err(format!(
+                        "the {robust} takes no l2_bound or linf_bound: it is robust by ranks"
+                    ));
+                }
+                Ok(Aggregator::Trimmed(robust))
+            }
+        }
+    }
+
     /// A bound in delta quanta, squared: `⌊(bound / step)²⌋`.
     fn quanta_sq(&self, bound: f64, what: &str) -> Result<u128, String> {
         let step = self.fedavg.delta_spec().map_err(|e| e.to_string())?.step();
@@ -193,16 +275,71 @@ impl FedAvgParams {
     }
 }
 
-/// The engine program of a FedAvg round with an L2 bound.
-struct FedAvgBounded;
+/// The engine programs of FedAvg rounds, one per [`Aggregator`] that runs
+/// in the engine: each builds its program from the signed parameters and
+/// refuses a round whose parameters choose another.
+struct FedAvgEngine {
+    name: &'static str,
+    version: u32,
+}
 
-impl EngineProgram for FedAvgBounded {
+impl FedAvgEngine {
+    const ALL: [FedAvgEngine; 4] = [
+        FedAvgEngine {
+            name: WEIGHTED_NORM_BOUNDED_SUM,
+            version: WEIGHTED_NORM_BOUNDED_SUM_VERSION,
+        },
+        FedAvgEngine {
+            name: CLIPPED_SUM,
+            version: CLIPPED_SUM_VERSION,
+        },
+        FedAvgEngine {
+            name: TRIMMED_SUM,
+            version: TRIMMED_SUM_VERSION,
+        },
+        FedAvgEngine {
+            name: MULTI_KRUM,
+            version: MULTI_KRUM_VERSION,
+        },
+    ];
+}
+
+impl Aggregator {
+    /// The engine program this aggregator runs, if any.
+    fn program_name(&self) -> Option<&'static str> {
+        match self {
+            Aggregator::Sum => None,
+            Aggregator::Bounded(_) => Some(WEIGHTED_NORM_BOUNDED_SUM),
+            Aggregator::Clipped(_) => Some(CLIPPED_SUM),
+            Aggregator::Trimmed(_) => Some(TRIMMED_SUM),
+            Aggregator::Krum(_) => Some(MULTI_KRUM),
+        }
+    }
+
+    /// Its program for `clients` uploads of `len` elements.
+    fn program(&self, clients: usize, len: usize) -> Result<Program, String> {
+        match *self {
+            Aggregator::Sum => Err(sealroom_mpc::program::ProgramError::Unsupported(
+                "a plain FedAvg round runs no engine program",
+            )),
+            Aggregator::Bounded(bounds) => weighted_norm_bounded_sum(clients, len, bounds),
+            Aggregator::Clipped(bounds) => clipped_weighted_sum(clients, len, bounds),
+            Aggregator::Trimmed(robust) => {
+                trimmed_sum(clients, len, len.saturating_sub(1), robust.trim(clients))
+            }
+            Aggregator::Krum(params) => multi_krum(clients, len, params),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl EngineProgram for FedAvgEngine {
     fn name(&self) -> &str {
-        WEIGHTED_NORM_BOUNDED_SUM
+        self.name
     }
 
     fn version(&self) -> u32 {
-        WEIGHTED_NORM_BOUNDED_SUM_VERSION
+        self.version
     }
 
     fn program(
@@ -211,17 +348,25 @@ impl EngineProgram for FedAvgBounded {
         _keys: &FederationKeys,
         clients: usize,
     ) -> Result<Program, String> {
-        if descriptor.task_name() != FEDAVG_TASK {
-            return Err(format!("not a FedAvg round: {:?}", descriptor.task_name()));
+        let aggregator = fedavg_params(descriptor)?.aggregator()?;
+        if aggregator.program_name() != Some(self.name) {
+            return Err(format!(
+                "the round's parameters choose {:?}, not {}",
+                aggregator.program_name(),
+                self.name
+            ));
         }
-        sealroom_node::tasks::require_z32(descriptor)?;
-        let p: FedAvgParams = parse(descriptor.task_params(), "FedAvg")?;
-        let bounds = p
-            .bounds()?
-            .ok_or("a FedAvg round without an l2_bound or a linf_bound runs no engine program")?;
-        weighted_norm_bounded_sum(clients, descriptor.vector_len(), bounds)
-            .map_err(|e| e.to_string())
+        aggregator.program(clients, descriptor.vector_len())
     }
+}
+
+/// The signed parameters of a FedAvg engine round over Z_2^32.
+fn fedavg_params(descriptor: &VerifiedDescriptor) -> Result<FedAvgParams, String> {
+    if descriptor.task_name() != FEDAVG_TASK {
+        return Err(format!("not a FedAvg round: {:?}", descriptor.task_name()));
+    }
+    sealroom_node::tasks::require_z32(descriptor)?;
+    parse(descriptor.task_params(), "FedAvg")
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(params: &[u8], what: &str) -> Result<T, String> {
@@ -261,7 +406,7 @@ impl TaskPlanner for FedAvgPlanner {
             ));
         }
         let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
-        let engine = p.bounds()?.map(|_| WEIGHTED_NORM_BOUNDED_SUM.to_string());
+        let engine = p.aggregator()?.program_name().map(str::to_string);
         Ok(TaskShape {
             engine,
             vector_len: FedAvgSpec::wire_len(n_params) as u64,
@@ -272,7 +417,9 @@ impl TaskPlanner for FedAvgPlanner {
 
 /// Registers the training tasks with a coordinator's catalog.
 pub fn register_tasks(catalog: &mut TaskCatalog) {
-    catalog.register_program(Arc::new(FedAvgBounded));
+    for engine in FedAvgEngine::ALL {
+        catalog.register_program(Arc::new(engine));
+    }
     catalog.register(TaskDef {
         engine: None,
         name: MOMENTS_TASK.into(),
@@ -438,6 +585,12 @@ impl TrainingInput {
         let local = global
             .train_local(&rows.x, &rows.y, &train)
             .map_err(|e| failed(format!("local training: {e}")))?;
+        // Robust aggregation clips or ranks the unweighted deltas.
+        let encode = if p.robust.is_some() {
+            encode_unweighted_update
+        } else {
+            encode_update
+        };
         let update = if p.error_feedback {
             let mut feedback = self
                 .feedback
@@ -449,9 +602,9 @@ impl TrainingInput {
             if residual.len() != global.n_params() {
                 *residual = ErrorFeedback::new(global.n_params());
             }
-            encode_update(&p.fedavg, &global, &local, rows.n_rows(), Some(residual))
+            encode(&p.fedavg, &global, &local, rows.n_rows(), Some(residual))
         } else {
-            encode_update(&p.fedavg, &global, &local, rows.n_rows(), None)
+            encode(&p.fedavg, &global, &local, rows.n_rows(), None)
         }
         .map_err(|e| failed(format!("encoding the update: {e}")))?;
         let values = update.values().to_vec();
@@ -549,6 +702,10 @@ pub struct TrainingPlan {
     /// [`FedAvgParams::linf_bound`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linf_bound: Option<f64>,
+    /// Robust aggregation inside the engine (see
+    /// [`FedAvgParams::robust`]); `None` averages every (valid) update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
 }
 
 /// One FedAvg round as the driver saw it.
@@ -568,7 +725,9 @@ pub struct TrainingRound {
     /// `"linf"`, `"weight"`): all the round reveals about it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected_checks: BTreeMap<String, Vec<String>>,
-    /// Total weight (samples, capped per client) of the included updates.
+    /// Total weight (samples, capped per client) of the updates averaged;
+    /// with a trimmed mean or median (unweighted), the number of values
+    /// averaged per parameter.
     pub total_weight: u64,
     /// Test accuracy of the new global model.
     pub accuracy: f64,
@@ -756,8 +915,9 @@ impl Trainer {
             error_feedback: self.plan.error_feedback,
             l2_bound: self.plan.l2_bound,
             linf_bound: self.plan.linf_bound,
+            robust: self.plan.robust,
         };
-        let mut outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
+        let outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
         let included: Vec<String> = outcome
             .included_clients
             .iter()
@@ -768,21 +928,18 @@ impl Trainer {
                 detail: "an included client index is outside the invited list".into(),
             })?;
         let spec = self.plan.fedavg;
-        let (rejected, rejected_checks) =
-            match params.bounds().map_err(|detail| TrainingError::Result {
-                round_id: outcome.round_id,
-                detail,
-            })? {
-                Some(bounds) => validated_sum(&spec, &mut outcome, &included, &bounds.checks())?,
-                None => (Vec::new(), BTreeMap::new()),
-            };
-        let next = crate::fl::apply_sum(&spec, &self.global, &outcome.values)?;
+        let round_id = outcome.round_id;
+        let aggregator = params
+            .aggregator()
+            .map_err(|detail| TrainingError::Result { round_id, detail })?;
+        let aggregate = Aggregate::of(&spec, aggregator, &outcome, &included, &self.global)?;
+        let next = aggregate.apply(&spec, &self.global)?;
         let mut clipped = None;
         let plaintext_identical = match tap {
-            Some(tap) => Some(match tap.take(outcome.round_id, &included) {
+            Some(tap) => Some(match tap.take(round_id, &included) {
                 Some(updates) => {
                     clipped = Some(updates.iter().map(|u| u.clipped).sum());
-                    let twin = crate::fl::plaintext_fedavg(&spec, &self.global, &updates)?;
+                    let twin = twin_model(&spec, aggregator, &self.global, &updates)?;
                     twin.params().len() == next.params().len()
                         && twin
                             .params()
@@ -794,8 +951,12 @@ impl Trainer {
             }),
             None => None,
         };
-        let step = spec.wire_spec()?.step();
-        let total_weight = outcome.values.last().map_or(0.0, |w| w / step) as u64;
+        let Aggregate {
+            rejected,
+            rejected_checks,
+            total_weight,
+            ..
+        } = aggregate;
         self.global = next;
         let (accuracy, loss) = evaluate(&self.global, &self.test.x, &self.test.y);
         let report = TrainingRound {
@@ -831,18 +992,228 @@ impl Trainer {
 /// Per rejected client, the checks its update failed.
 type FailedChecks = BTreeMap<String, Vec<String>>;
 
+/// A FedAvg round's revealed aggregate, as the driver applies it.
+struct Aggregate {
+    /// The wire sum ([`crate::fl::apply_sum`]) or a robust numerator and
+    /// denominator ([`crate::fl::apply_robust_to`]).
+    values: AggregateValues,
+    rejected: Vec<String>,
+    rejected_checks: FailedChecks,
+    total_weight: u64,
+}
+
+enum AggregateValues {
+    Sum(Vec<f64>),
+    Robust { numer: Vec<i128>, denom: u128 },
+}
+
+impl Aggregate {
+    /// Reads a completed round's outputs for `aggregator`.
+    fn of(
+        spec: &FedAvgSpec,
+        aggregator: Aggregator,
+        outcome: &RoundOutcome,
+        included: &[String],
+        global: &Model,
+    ) -> Result<Aggregate, TrainingError> {
+        let round_id = outcome.round_id;
+        let bad = |detail: String| TrainingError::Result { round_id, detail };
+        let wire = spec.wire_spec()?;
+        let n_params = global.n_params();
+        let dequantize = |sums: &[i128]| {
+            sums.iter()
+                .map(|&q| {
+                    i64::try_from(q)
+                        .map(|q| wire.dequantize(q))
+                        .map_err(|_| bad("an engine output does not fit 64 bits".into()))
+                })
+                .collect::<Result<Vec<f64>, _>>()
+        };
+        let weight_of = |values: &[f64]| values.last().map_or(0.0, |w| w / wire.step()) as u64;
+        Ok(match aggregator {
+            Aggregator::Sum => Aggregate {
+                total_weight: weight_of(&outcome.values),
+                values: AggregateValues::Sum(outcome.values.clone()),
+                rejected: Vec::new(),
+                rejected_checks: BTreeMap::new(),
+            },
+            Aggregator::Bounded(bounds) => {
+                let (sums, rejected, rejected_checks) =
+                    engine_verdicts(outcome, included, &bounds.checks())?;
+                let values = dequantize(&sums)?;
+                Aggregate {
+                    total_weight: weight_of(&values),
+                    values: AggregateValues::Sum(values),
+                    rejected,
+                    rejected_checks,
+                }
+            }
+            Aggregator::Clipped(bounds) => {
+                let (mut sums, rejected, rejected_checks) =
+                    engine_verdicts(outcome, included, &bounds.checks())?;
+                if sums.len() != n_params + 1 {
+                    return Err(bad(format!(
+                        "{} clipped sums for {n_params} parameters and the weight",
+                        sums.len()
+                    )));
+                }
+                let weight = sums.pop().unwrap_or(0);
+                let weight = u64::try_from(weight)
+                    .map_err(|_| bad(format!("total weight {weight} is negative")))?;
+                Aggregate {
+                    values: AggregateValues::Robust {
+                        numer: sums,
+                        denom: u128::from(weight) << SCALE_BITS,
+                    },
+                    rejected,
+                    rejected_checks,
+                    total_weight: weight,
+                }
+            }
+            Aggregator::Krum(params) => {
+                let (sums, rejected, rejected_checks) =
+                    engine_verdicts(outcome, included, &["l2"])?;
+                if sums.len() != n_params {
+                    return Err(bad(format!(
+                        "{} multi-Krum sums for {n_params} parameters",
+                        sums.len()
+                    )));
+                }
+                Aggregate {
+                    values: AggregateValues::Robust {
+                        numer: sums,
+                        denom: params.selected as u128,
+                    },
+                    // Beyond the hard bound: entered the selection as zero.
+                    rejected,
+                    rejected_checks,
+                    total_weight: params.selected as u64,
+                }
+            }
+            Aggregator::Trimmed(robust) => {
+                let sums = sealroom_protocol::machine::unpack_outputs(&outcome.outputs)
+                    .ok_or_else(|| bad("the engine outputs are not whole 16-byte values".into()))?;
+                if sums.len() != n_params {
+                    return Err(bad(format!(
+                        "{} trimmed sums for {n_params} parameters",
+                        sums.len()
+                    )));
+                }
+                let n = included.len();
+                let kept = (n - 2 * robust.trim(n).min(n / 2)) as u64;
+                Aggregate {
+                    values: AggregateValues::Robust {
+                        numer: sums,
+                        denom: u128::from(kept),
+                    },
+                    rejected: Vec::new(),
+                    rejected_checks: BTreeMap::new(),
+                    total_weight: kept,
+                }
+            }
+        })
+    }
+
+    /// The next global model.
+    fn apply(&self, spec: &FedAvgSpec, global: &Model) -> Result<Model, TrainingError> {
+        Ok(match &self.values {
+            AggregateValues::Sum(sum) => crate::fl::apply_sum(spec, global, sum)?,
+            AggregateValues::Robust { numer, denom } => Model::from_params(
+                global.kind(),
+                global.n_features(),
+                global.n_classes(),
+                crate::fl::apply_robust_to(spec, global.params(), numer, *denom)?,
+            )?,
+        })
+    }
+}
+
+/// Fractional bits of the engine's clipping factor.
+const SCALE_BITS: u32 = sealroom_mpc::robust::SCALE_BITS;
+
+/// The plaintext twin of a FedAvg round over `updates` (the included
+/// clients' uploads, from the demo's tap): the same integers through the
+/// engine program's plaintext reference, applied the same way.
+fn twin_model(
+    spec: &FedAvgSpec,
+    aggregator: Aggregator,
+    global: &Model,
+    updates: &[EncodedUpdate],
+) -> Result<Model, TrainingError> {
+    let n_params = global.n_params();
+    let robust = |numer: Vec<i128>, denom: u128| -> Result<Model, TrainingError> {
+        Ok(Model::from_params(
+            global.kind(),
+            global.n_features(),
+            global.n_classes(),
+            crate::fl::apply_robust_to(spec, global.params(), &numer, denom)?,
+        )?)
+    };
+    match aggregator {
+        Aggregator::Sum => Ok(crate::fl::plaintext_fedavg(spec, global, updates)?),
+        Aggregator::Bounded(bounds) => {
+            let ints = crate::fl::wire_integers(spec, n_params, updates)?;
+            let mut sum = vec![0i128; n_params + 1];
+            for u in ints.iter().filter(|u| bounded_ok(u, &bounds)) {
+                for (s, &q) in sum.iter_mut().zip(u) {
+                    *s += i128::from(q);
+                }
+            }
+            // |Σ| ≤ clients · 2^31: fits i64.
+            let wire = spec.wire_spec()?;
+            let sum: Vec<f64> = sum.iter().map(|&q| wire.dequantize(q as i64)).collect();
+            Ok(crate::fl::apply_sum(spec, global, &sum)?)
+        }
+        Aggregator::Clipped(bounds) => {
+            let ints = crate::fl::wire_integers(spec, n_params, updates)?;
+            let (mut out, _, _) = clipped_weighted_sum_plain(&ints, &bounds);
+            let weight = out.pop().unwrap_or(0).max(0) as u128;
+            robust(out, weight << SCALE_BITS)
+        }
+        Aggregator::Krum(params) => {
+            let ints = crate::fl::wire_integers(spec, n_params, updates)?;
+            let (sums, _, _) = multi_krum_plain(&ints, &params);
+            robust(sums, params.selected as u128)
+        }
+        Aggregator::Trimmed(r) => {
+            let ints = crate::fl::wire_integers(spec, n_params, updates)?;
+            let n = ints.len();
+            let trim = r.trim(n).min(n / 2);
+            robust(
+                trimmed_sum_plain(&ints, n_params, trim),
+                (n - 2 * trim) as u128,
+            )
+        }
+    }
+}
+
+/// Whether a weighted update `[w·q…, w]` passes `bounds` (plaintext).
+fn bounded_ok(u: &[i64], bounds: &UpdateBounds) -> bool {
+    let Some((&w, wq)) = u.split_last() else {
+        return false;
+    };
+    let w2 = (i128::from(w) * i128::from(w)) as u128;
+    let sq = |v: i64| (i128::from(v) * i128::from(v)) as u128;
+    let l2 = bounds
+        .l2_sq
+        .is_none_or(|b| wq.iter().map(|&v| sq(v)).sum::<u128>() <= w2 * b);
+    let linf = bounds
+        .linf_sq
+        .is_none_or(|b| wq.iter().all(|&v| sq(v) <= w2 * b));
+    l2 && linf && (0..=i64::from(bounds.max_weight)).contains(&w)
+}
+
 /// An engine round's outputs (the sums over the updates within the
 /// bounds, one verdict per included client, then each client's verdict per
-/// check in `checks` order) as the sum FedAvg applies: the dequantized
-/// sums go into `outcome.values`; returns the rejected clients and the
-/// checks each failed. A verdict that is not a bit, or that contradicts
-/// its checks, is an error (the helpers signed the same outputs).
-fn validated_sum(
-    spec: &FedAvgSpec,
-    outcome: &mut RoundOutcome,
+/// check in `checks` order): returns the sums as signed integers, the
+/// rejected clients and the checks each failed. A verdict that is not a
+/// bit, or that contradicts its checks, is an error (the helpers signed the
+/// same outputs).
+fn engine_verdicts(
+    outcome: &RoundOutcome,
     included: &[String],
     checks: &[&str],
-) -> Result<(Vec<String>, FailedChecks), TrainingError> {
+) -> Result<(Vec<i128>, Vec<String>, FailedChecks), TrainingError> {
     let round_id = outcome.round_id;
     let bad = |detail: String| TrainingError::Result { round_id, detail };
     let outputs = sealroom_protocol::machine::unpack_outputs(&outcome.outputs)
@@ -853,15 +1224,6 @@ fn validated_sum(
         .checked_sub(included.len() * (1 + checks.len()))
         .ok_or_else(|| bad("fewer engine outputs than the clients' verdicts".into()))?;
     let per_check = &outputs[n + included.len()..];
-    let wire = spec.wire_spec()?;
-    let values = outputs[..n]
-        .iter()
-        .map(|&q| {
-            i64::try_from(q)
-                .map(|q| wire.dequantize(q))
-                .map_err(|_| bad("an engine output does not fit 64 bits".into()))
-        })
-        .collect::<Result<Vec<f64>, _>>()?;
     let mut rejected = Vec::new();
     let mut failed_checks = BTreeMap::new();
     for (c, (name, &verdict)) in included.iter().zip(&outputs[n..]).enumerate() {
@@ -886,8 +1248,7 @@ fn validated_sum(
             }
         }
     }
-    outcome.values = values;
-    Ok((rejected, failed_checks))
+    Ok((outputs[..n].to_vec(), rejected, failed_checks))
 }
 
 /// Runs a whole training: [`Trainer::start`], then `plan.rounds` rounds,

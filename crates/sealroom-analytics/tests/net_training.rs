@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, TrainConfig};
+use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, RobustAggregation, TrainConfig};
 use sealroom_analytics::training::{
     FEDAVG_TASK, SplitSpec, Trainer, TrainingData, TrainingInput, TrainingPlan, UpdateTap,
     register_tasks,
 };
+use sealroom_mpc::krum::{KrumParams, multi_krum_plain};
+use sealroom_mpc::robust::{ClipBounds, clipped_weighted_sum_plain, trimmed_sum_plain};
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
 use sealroom_node::tasks::{InputSource, TaskCatalog};
@@ -21,6 +23,7 @@ fn plan(model: ModelKind, bits: u8, error_feedback: bool) -> TrainingPlan {
     TrainingPlan {
         l2_bound: None,
         linf_bound: None,
+        robust: None,
         table: "wine".into(),
         split: SplitSpec {
             dataset: DatasetKind::Wine,
@@ -71,19 +74,33 @@ impl InputSource for Replacer {
         if descriptor.task_name() != FEDAVG_TASK {
             return Ok(honest);
         }
-        let spec = descriptor.encoding().spec();
-        let n = honest.len() - 1;
-        // One delta quantum is one wire step; the delta clip is its max_abs.
         let p: sealroom_analytics::training::FedAvgParams =
             serde_json::from_slice(descriptor.task_params()).expect("FedAvg parameters");
-        let clip_quanta = p.fedavg.delta_spec().expect("delta spec").max_abs() as f64;
-        let shift = self.1 * clip_quanta * spec.step();
-        let mut evil: Vec<f64> = (0..n)
-            .map(|j| if j % 2 == 0 { shift } else { -shift })
-            .collect();
-        evil.push(spec.step());
-        Ok(evil)
+        Ok(evil_update(&p.fedavg, honest.len() - 1, self.1))
     }
+}
+
+/// The replacement update for `n` parameters: `±scale` delta clips per
+/// parameter, weight 1.
+fn evil_update(fedavg: &FedAvgSpec, n: usize, scale: f64) -> Vec<f64> {
+    // One delta quantum is one wire step; the delta clip is its max_abs.
+    let step = fedavg.wire_spec().expect("wire spec").step();
+    let clip_quanta = fedavg.delta_spec().expect("delta spec").max_abs() as f64;
+    let shift = scale * clip_quanta * step;
+    let mut evil: Vec<f64> = (0..n)
+        .map(|j| if j % 2 == 0 { shift } else { -shift })
+        .collect();
+    evil.push(step);
+    evil
+}
+
+/// The honest clients' total weight (their training rows: the split is
+/// public and deterministic).
+fn honest_weight() -> f64 {
+    let split = plan(ModelKind::Logistic, 12, false).split;
+    (0..CLIENTS - 1)
+        .map(|i| split.client_part(i, CLIENTS).expect("part").x.nrows() as f64)
+        .sum()
 }
 
 async fn start_with(
@@ -93,12 +110,7 @@ async fn start_with(
 ) -> (tempfile::TempDir, LocalFederation) {
     sealroom_node::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
-    // The honest clients' total weight (their training rows: the split is
-    // public and deterministic).
-    let split = plan(ModelKind::Logistic, 12, false).split;
-    let honest_weight: f64 = (0..CLIENTS - 1)
-        .map(|i| split.client_part(i, CLIENTS).expect("part").x.nrows() as f64)
-        .sum();
+    let honest_weight = honest_weight();
     let inputs: Vec<Arc<dyn InputSource>> = (0..CLIENTS)
         .map(|i| {
             let tables = BTreeMap::from([(
@@ -266,6 +278,109 @@ async fn a_model_replacement_update_is_left_out_inside_the_engine() {
         );
         eprintln!(
             "l2 {l2:?}, linf {linf:?}: test accuracy after one round {} (without a bound {}, initial {initial})",
+            round.accuracy, poisoned.accuracy
+        );
+    }
+
+    // Robust aggregation inside the engine, against the plaintext twin of
+    // the same integers (the honest clients' tapped uploads and the
+    // attacker's known one): clipping with the attacker below the hard
+    // bound (scaled down to the clip norm), clipping with it above (left
+    // out, "l2"), the trimmed mean (its values trimmed) and multi-Krum (it
+    // is never selected).
+    let wire = open.fedavg.wire_spec().expect("wire spec");
+    let n_params = trainer.global().n_params();
+    let evil = wire
+        .quantize(&evil_update(&open.fedavg, n_params, honest_weight() / 2.0))
+        .expect("on the grid")
+        .values
+        .clone();
+    let evil_norm = evil[..n_params]
+        .iter()
+        .map(|&q| (q as f64 * wire.step()).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    for (robust, l2, attacker_kept) in [
+        (
+            RobustAggregation::Clip { norm: 0.1 },
+            Some(evil_norm * 1.01),
+            true,
+        ),
+        (
+            RobustAggregation::Clip { norm: 0.1 },
+            Some(evil_norm * 0.99),
+            false,
+        ),
+        (RobustAggregation::TrimmedMean { beta: 0.25 }, None, true),
+        (
+            RobustAggregation::MultiKrum {
+                byzantine: 0,
+                selected: 3,
+            },
+            Some(evil_norm * 1.01),
+            true,
+        ),
+    ] {
+        let mut robust_plan = open.clone();
+        robust_plan.robust = Some(robust);
+        robust_plan.l2_bound = l2;
+        let mut trainer = Trainer::start(&fed, &robust_plan, &names)
+            .await
+            .expect("moments");
+        let before = trainer.global().clone();
+        let round = trainer.round(&fed, None).await.expect("a robust round");
+        assert_eq!(round.included, names, "{robust}: the attacker uploaded");
+        let updates = tap.take(round.round_id, honest).expect("honest updates");
+        let mut ints = sealroom_analytics::fl::wire_integers(&open.fedavg, n_params, &updates)
+            .expect("wire integers")
+            .to_vec();
+        ints.push(evil.clone());
+        let (numer, denom) = match robust {
+            RobustAggregation::Clip { norm } => {
+                assert_eq!(
+                    round.rejected.is_empty(),
+                    attacker_kept,
+                    "{robust}, l2 {l2:?}"
+                );
+                if !attacker_kept {
+                    assert_eq!(round.rejected_checks[&names[CLIENTS - 1]], vec!["l2"]);
+                }
+                let q = |b: f64| ((b / wire.step()).powi(2)).floor() as u128;
+                let bounds = ClipBounds {
+                    clip_sq: q(norm),
+                    l2_sq: q(l2.expect("a hard bound")),
+                    linf_sq: None,
+                    max_weight: open.fedavg.max_weight,
+                };
+                let (mut out, verdicts, _) = clipped_weighted_sum_plain(&ints, &bounds);
+                assert_eq!(verdicts, vec![true, true, true, attacker_kept]);
+                let w = out.pop().expect("the weight") as u128;
+                (out, w << 16)
+            }
+            RobustAggregation::MultiKrum { selected, .. } => {
+                let q = |b: f64| ((b / wire.step()).powi(2)).floor() as u128;
+                let params = KrumParams {
+                    byzantine: 0,
+                    selected,
+                    l2_sq: q(l2.expect("a hard bound")),
+                };
+                let (sums, _, chosen) = multi_krum_plain(&ints, &params);
+                assert_eq!(chosen, vec![0, 1, 2], "the attacker is never selected");
+                (sums, selected as u128)
+            }
+            _ => (trimmed_sum_plain(&ints, n_params, 1), 2),
+        };
+        let twin =
+            sealroom_analytics::fl::apply_robust_to(&open.fedavg, before.params(), &numer, denom)
+                .expect("twin");
+        assert!(
+            twin.iter()
+                .zip(trainer.global().params())
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{robust}, l2 {l2:?}: the model is the plaintext twin's, bit for bit"
+        );
+        eprintln!(
+            "{robust}, l2 {l2:?}: test accuracy after one round {} (without a defence {}, initial {initial})",
             round.accuracy, poisoned.accuracy
         );
     }

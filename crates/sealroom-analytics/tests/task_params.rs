@@ -2,7 +2,7 @@
 //! malformed or inconsistent parameters with a message naming the problem,
 //! and plan valid ones.
 
-use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, TrainConfig};
+use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, RobustAggregation, TrainConfig};
 use sealroom_analytics::joint::{QUERY_TASK, QueryParams, QueryPhase};
 use sealroom_analytics::query::QuerySpec;
 use sealroom_analytics::training::{
@@ -43,6 +43,7 @@ fn fedavg(global: Vec<f64>) -> FedAvgParams {
     FedAvgParams {
         l2_bound: None,
         linf_bound: None,
+        robust: None,
         table: "iris".into(),
         split: split(),
         training_round: 1,
@@ -148,4 +149,74 @@ fn malformed_parameters_are_refused_with_the_reason() {
     };
     let err = plan(QUERY_TASK, serde_json::to_vec(&stats).expect("json")).expect_err("stats");
     assert!(err.contains("started by the coordinator"), "{err}");
+}
+
+/// Robust aggregation is planned on its engine program; parameters it
+/// cannot honour are refused with the reason (issue #15).
+#[test]
+fn robust_aggregation_parameters_are_planned_or_refused_with_the_reason() {
+    let with = |robust: RobustAggregation, l2: Option<f64>, linf: Option<f64>| {
+        let mut p = fedavg(vec![0.0; 15]);
+        p.robust = Some(robust);
+        p.l2_bound = l2;
+        p.linf_bound = linf;
+        plan(FEDAVG_TASK, serde_json::to_vec(&p).expect("json"))
+    };
+    let engine = |task: sealroom_protocol::coordinator::Task| {
+        task.engine.map(|e| e.program).expect("an engine round")
+    };
+    let clip = RobustAggregation::Clip { norm: 0.5 };
+    assert_eq!(
+        engine(with(clip, Some(5.0), None).expect("plans")),
+        "clipped-weighted-sum"
+    );
+    assert_eq!(
+        engine(with(clip, Some(5.0), Some(1.0)).expect("plans")),
+        "clipped-weighted-sum"
+    );
+    for trimmed in [
+        RobustAggregation::TrimmedMean { beta: 0.2 },
+        RobustAggregation::Median,
+    ] {
+        assert_eq!(
+            engine(with(trimmed, None, None).expect("plans")),
+            "trimmed-sum"
+        );
+        let err = with(trimmed, Some(5.0), None).expect_err("bounds");
+        assert!(err.contains("robust by ranks"), "{err}");
+    }
+    let err = with(clip, None, None).expect_err("no hard bound");
+    assert!(err.contains("needs an l2_bound"), "{err}");
+    let err = with(clip, Some(0.25), None).expect_err("bound below the clip");
+    assert!(err.contains("at most the hard L2 bound"), "{err}");
+    let err = with(RobustAggregation::Clip { norm: 1e-3 }, Some(100.0), None)
+        .expect_err("a bound 10^5 times the clip");
+    assert!(err.contains("2^16 times the clip norm"), "{err}");
+    let err = with(RobustAggregation::Clip { norm: -1.0 }, Some(5.0), None).expect_err("negative");
+    assert!(err.contains("clip norm"), "{err}");
+    let err = with(RobustAggregation::TrimmedMean { beta: 0.5 }, None, None).expect_err("beta");
+    assert!(err.contains("beta"), "{err}");
+    let krum = RobustAggregation::MultiKrum {
+        byzantine: 1,
+        selected: 2,
+    };
+    assert_eq!(
+        engine(with(krum, Some(5.0), None).expect("plans")),
+        "multi-krum"
+    );
+    let err = with(krum, None, None).expect_err("no hard bound");
+    assert!(err.contains("needs an l2_bound"), "{err}");
+    let err = with(krum, Some(5.0), Some(1.0)).expect_err("linf");
+    assert!(err.contains("no linf_bound"), "{err}");
+    let none = RobustAggregation::MultiKrum {
+        byzantine: 1,
+        selected: 0,
+    };
+    let err = with(none, Some(5.0), None).expect_err("selects nothing");
+    assert!(err.contains("selected"), "{err}");
+    // An unknown kind is malformed JSON for the planner.
+    let mut json: serde_json::Value = serde_json::to_value(fedavg(vec![0.0; 15])).expect("json");
+    json["robust"] = serde_json::json!({"kind": "bulyan", "f": 1});
+    let err = plan(FEDAVG_TASK, serde_json::to_vec(&json).expect("json")).expect_err("krum");
+    assert!(err.contains("malformed"), "{err}");
 }

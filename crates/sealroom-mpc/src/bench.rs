@@ -361,9 +361,105 @@ pub fn run(config: &BenchConfig) -> BenchReport {
     }
 }
 
+/// What one client's update costs the helpers in the FedAvg validity
+/// program (`weighted_norm_bounded_sum`, L2 bound), measured in-process:
+/// the material it needs, the time to make it (actively secure, the three
+/// helpers on one thread) and to run the program on it (each helper on
+/// its own thread).
+#[derive(Clone, Debug)]
+pub struct ClientCost {
+    /// Parameters of the update.
+    pub elements: usize,
+    /// Material the program needs per client.
+    pub needs: Counts,
+    /// Preprocessing seconds (three helpers, one thread).
+    pub preprocessing_s: f64,
+    /// Preprocessing bytes each helper sent.
+    pub preprocessing_bytes: u64,
+    /// Online seconds (one thread per helper).
+    pub online_s: f64,
+    /// Whether the program completed with the expected verdict.
+    pub ok: bool,
+}
+
+/// [`ClientCost`] for one client's update of `elements` parameters.
+pub fn validity_client_cost(elements: usize) -> Result<ClientCost, ProgramError> {
+    use crate::client::{UploadRing, share_upload};
+    use crate::validity::{UpdateBounds, weighted_norm_bounded_sum};
+    let bounds = UpdateBounds {
+        l2_sq: Some(1 << 40),
+        linf_sq: None,
+        max_weight: 128,
+    };
+    let program = Arc::new(weighted_norm_bounded_sum(1, elements + 1, bounds)?);
+    let needs = program.needs();
+    let keys = keys();
+    let (batches, preprocessing_s, preprocessing_bytes, _) =
+        preprocess(&keys, 10, needs, Mode::Malicious);
+    let Some(batches) = batches else {
+        return Err(ProgramError::Unsupported("preprocessing failed"));
+    };
+    // An in-bound update: small values, weight 3.
+    let mut update: Vec<i64> = (0..elements).map(|j| (j % 7) as i64 - 3).collect();
+    update.push(3);
+    let context = [17u8; 32];
+    let mut rng = <rand::rngs::ChaCha20Rng as rand::SeedableRng>::from_seed([4; 32]);
+    let uploads = share_upload(&update, UploadRing::Z32, 0, context, &mut rng)
+        .map_err(|_| ProgramError::Unsupported("the update does not fit Z_2^32"))?;
+    let mut inputs: [SessionInputs; 3] = Default::default();
+    for (h, u) in uploads.into_iter().enumerate() {
+        inputs[h].clients.push(u);
+        inputs[h].client_context = context;
+    }
+    let mut it = batches.into_iter();
+    let sessions: Vec<Session> = (0..3)
+        .filter_map(|i| {
+            let config = SessionConfig {
+                session_id: [5; 32],
+                round_timeout_ms: 600_000,
+            };
+            Session::new(
+                program.clone(),
+                &keys[i],
+                vec![it.next()?],
+                std::mem::take(&mut inputs[i]),
+                config,
+                Seed::from_bytes([30 + i as u8; 32]),
+            )
+            .ok()
+        })
+        .collect();
+    let Ok(sessions) = <[Session; 3]>::try_from(sessions) else {
+        return Err(ProgramError::Unsupported("sessions did not start"));
+    };
+    let start = Instant::now();
+    let (outcomes, _) = sim::run_threaded(sessions);
+    let online_s = start.elapsed().as_secs_f64();
+    // Kept: output 1 is the client's verdict.
+    let ok = outcomes.iter().all(|o| match o {
+        Some(Outcome::Completed { outputs }) => outputs.get(1).is_some_and(|v| v.signed() == [1]),
+        _ => false,
+    });
+    Ok(ClientCost {
+        elements,
+        needs,
+        preprocessing_s,
+        preprocessing_bytes,
+        online_s,
+        ok,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_cost_of_a_small_update_is_measured_and_it_is_kept() {
+        let c = validity_client_cost(8).expect("measures");
+        assert!(c.ok, "{c:?}");
+        assert!(c.needs.triples > 8 && c.needs.bits > 8, "{c:?}");
+    }
 
     /// The bench runs end to end on tiny sizes and every figure is present.
     #[test]

@@ -21,7 +21,9 @@
 //! * [`sim`] — in-memory three-helper harness with corruption hooks;
 //!   [`mod@bench`] — in-process measurements; [`validity`] — the
 //!   norm-bounded sum (input validity inside the engine); [`noise`] — binomial
-//!   differential-privacy noise from shared random bits, known to nobody.
+//!   differential-privacy noise from shared random bits, known to nobody;
+//!   [`robust`] — norm clipping and the coordinate-wise trimmed mean and
+//!   median of the clients' updates; [`krum`] — Krum and multi-Krum.
 //!
 //! ## What this crate must never do
 //!
@@ -41,6 +43,7 @@ pub mod bench;
 pub mod client;
 pub mod error;
 pub mod field;
+pub mod krum;
 pub mod machine;
 pub mod material;
 pub mod noise;
@@ -49,6 +52,7 @@ pub mod preproc;
 pub mod program;
 pub mod prss;
 pub mod rng;
+pub mod robust;
 pub mod session;
 pub mod share;
 pub mod sim;

@@ -337,9 +337,26 @@ impl ProgramBuilder {
 
     /// Sorts `x` (signed k-bit values) ascending with Batcher's odd–even merge sort.
     pub fn sort(&mut self, x: Secret, k: u32) -> Secret {
+        self.sort_segments(x, x.len(), k)
+    }
+
+    /// Sorts each segment of `seg` consecutive elements of `x` (signed
+    /// k-bit values) ascending: every layer of the network is one
+    /// comparison and one product over all segments at once.
+    pub fn sort_segments(&mut self, x: Secret, seg: usize, k: u32) -> Secret {
         let n = x.len();
+        if n == 0 {
+            return x;
+        }
+        if seg == 0 || !n.is_multiple_of(seg) {
+            self.fail_unsupported("sort segments must divide the vector");
+            return x;
+        }
         let mut x = x;
-        for layer in batcher_layers(n) {
+        for base in batcher_layers(seg) {
+            let layer: Vec<(usize, usize)> = (0..n / seg)
+                .flat_map(|s| base.iter().map(move |&(i, j)| (s * seg + i, s * seg + j)))
+                .collect();
             let a_idx: Vec<u32> = layer.iter().map(|&(i, _)| i as u32).collect();
             let b_idx: Vec<u32> = layer.iter().map(|&(_, j)| j as u32).collect();
             let a = self.gather(x, &a_idx);

@@ -85,8 +85,6 @@ pub const WEIGHTED_NORM_BOUNDED_SUM: &str = "weighted-norm-bounded-sum";
 /// Its version (2: an optional L∞ bound, and the per-check verdicts as a
 /// third output).
 pub const WEIGHTED_NORM_BOUNDED_SUM_VERSION: u32 = 2;
-/// Bits of the weight range checks (a converted Z_2^32 element).
-const WEIGHT_BITS: u32 = 33;
 /// Bits of the count of an update's elements above the L∞ bound (at most
 /// 2^20, so below 2^21 in magnitude after subtracting 1).
 const COUNT_BITS: u32 = 22;
@@ -163,12 +161,7 @@ pub fn weighted_norm_bounded_sum(
     let d = len - 1;
     let mut p = ProgramBuilder::new(WEIGHTED_NORM_BOUNDED_SUM, WEIGHTED_NORM_BOUNDED_SUM_VERSION);
     let x = p.client_inputs(clients, len, 32);
-    let delta_idx: Vec<u32> = (0..clients)
-        .flat_map(|c| (0..d).map(move |j| (c * len + j) as u32))
-        .collect();
-    let weight_idx: Vec<u32> = (0..clients).map(|c| (c * len + d) as u32).collect();
-    let deltas = p.gather(x, &delta_idx);
-    let w = p.gather(x, &weight_idx);
+    let (deltas, w) = crate::robust::split_weight(&mut p, x, clients, len);
     let squares = p.mul(deltas, deltas);
     let w2 = p.mul(w, w);
     let mut checks = Vec::new();
@@ -190,45 +183,40 @@ pub fn weighted_norm_bounded_sum(
         let allowed = p.gather(allowed, &spread);
         let excess = p.sub(squares, allowed);
         let excess = p.add_const(excess, F127::ONE.neg());
-        let within = p.ltz(excess, NORM_BITS);
-        let failed = p.one_minus(within);
-        let failures = p.segment_sum(failed, d);
-        let failures = p.add_const(failures, F127::ONE.neg());
-        checks.push(p.ltz(failures, COUNT_BITS));
+        checks.push(p.none_positive(excess, d));
     }
     // [w ≥ 0]·[max − w ≥ 0].
-    let negative = p.ltz(w, WEIGHT_BITS);
-    let above = p.public_sub_const(w, u64::from(bounds.max_weight));
-    let too_heavy = p.ltz(above, WEIGHT_BITS);
-    let not_negative = p.one_minus(negative);
-    let not_heavy = p.one_minus(too_heavy);
-    let weight_ok = p.mul(not_negative, not_heavy);
-    checks.push(weight_ok);
+    checks.push(p.weight_in_range(w, bounds.max_weight));
     let mut ok = checks[0];
     for &c in &checks[1..] {
         ok = p.mul(ok, c);
     }
     output_kept_sum(&mut p, x, ok, clients, len);
     // Per client, its checks' verdicts in order.
-    let all = p.concat(&checks);
-    let k = checks.len() as u32;
-    let per_client: Vec<u32> = (0..clients as u32)
-        .flat_map(|c| (0..k).map(move |i| i * clients as u32 + c))
-        .collect();
-    let verdicts = p.gather(all, &per_client);
-    p.output(verdicts);
+    p.output_per_client_checks(&checks, clients);
     p.build()
 }
 
 impl ProgramBuilder {
+    /// Per segment of `d` elements of `excess` (each `value − bound − 1`,
+    /// signed 84-bit), whether none is non-negative — every value within
+    /// its bound: `[#failures − 1 < 0]`.
+    pub(crate) fn none_positive(&mut self, excess: Secret, d: usize) -> Secret {
+        let within = self.ltz(excess, NORM_BITS);
+        let failed = self.one_minus(within);
+        let failures = self.segment_sum(failed, d);
+        let failures = self.add_const(failures, F127::ONE.neg());
+        self.ltz(failures, COUNT_BITS)
+    }
+
     /// `max − a` for a public constant `max`.
-    fn public_sub_const(&mut self, a: Secret, max: u64) -> Secret {
+    pub(crate) fn public_sub_const(&mut self, a: Secret, max: u64) -> Secret {
         let neg = self.mul_const(a, F127::ONE.neg());
         self.add_const(neg, F127::from_u64(max))
     }
 
     /// `1 − a`.
-    fn one_minus(&mut self, a: Secret) -> Secret {
+    pub(crate) fn one_minus(&mut self, a: Secret) -> Secret {
         self.public_sub_const(a, 1)
     }
 }

@@ -6,24 +6,13 @@
 mod common;
 
 use common::*;
-use rand::SeedableRng;
-use sealroom_mpc::client::{UploadRing, share_upload};
 use sealroom_mpc::session::SessionInputs;
 use sealroom_mpc::validity::norm_bounded_sum;
 
 const CTX: [u8; 32] = [21; 32];
 
 fn uploads(data: &[Vec<i64>]) -> [SessionInputs; 3] {
-    let mut rng = rand::rngs::ChaCha20Rng::from_seed([5; 32]);
-    let mut ins: [SessionInputs; 3] = Default::default();
-    for (c, x) in data.iter().enumerate() {
-        let ups = share_upload(x, UploadRing::Z32, c as u32, CTX, &mut rng).expect("in range");
-        for (h, u) in ups.into_iter().enumerate() {
-            ins[h].clients.push(u);
-            ins[h].client_context = CTX;
-        }
-    }
-    ins
+    client_uploads(data, CTX, 5)
 }
 
 fn plain(data: &[Vec<i64>], bound_sq: u128) -> (Vec<i128>, Vec<i128>) {

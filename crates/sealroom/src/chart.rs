@@ -104,9 +104,139 @@ pub fn training_chart(
     Ok(())
 }
 
+/// One panel of a grouped bar chart: per group (x), one bar per series.
+#[derive(Clone, Debug)]
+pub struct BarPanel {
+    /// The panel's caption.
+    pub title: String,
+    /// Group labels along x.
+    pub groups: Vec<String>,
+    /// Series labels (the legend), one bar per group each.
+    pub series: Vec<String>,
+    /// `values[group][series]`, accuracies in [0, 1].
+    pub values: Vec<Vec<f64>>,
+    /// A labelled horizontal reference line.
+    pub reference: Option<(String, f64)>,
+}
+
+/// Writes `sealroom bench --poisoning`'s chart to `path`: one panel per
+/// cohort, final test accuracy per attack (groups) and defence (bars),
+/// and the clean run's accuracy less 2 points as a dashed line.
+pub fn poisoning_chart(path: &Path, panels: &[BarPanel]) -> Result<()> {
+    if panels.is_empty() {
+        return Err(anyhow!("no panels to chart"));
+    }
+    let width = 560 * panels.len() as u32;
+    let root = SVGBackend::new(path, (width, 440)).into_drawing_area();
+    let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the chart: {e}");
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(
+            "final test accuracy under poisoning (defences inside the MPC engine)",
+            ("sans-serif", 18),
+        )
+        .map_err(err)?;
+    let areas = root.split_evenly((1, panels.len()));
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    for (area, panel) in areas.iter().zip(panels) {
+        let groups = panel.groups.len().max(1);
+        let per = panel.series.len().max(1);
+        // Each group is `per` one-unit bars plus one unit of space; its
+        // label sits under its middle bar.
+        let slots = (groups * (per + 1)) as i32;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 15))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0..slots, 0.0..1.0)
+            .map_err(err)?;
+        let labels = panel.groups.clone();
+        let label_of = move |x: &i32| {
+            let x = *x as usize;
+            let (g, pos) = (x / (per + 1), x % (per + 1));
+            if pos == per / 2 {
+                labels.get(g).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(slots as usize + 1)
+            .x_label_formatter(&label_of)
+            .y_labels(11)
+            .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+            .draw()
+            .map_err(err)?;
+        for (s, name) in panel.series.iter().enumerate() {
+            let color = colors[s % colors.len()];
+            chart
+                .draw_series(panel.values.iter().enumerate().map(|(g, row)| {
+                    let x0 = (g * (per + 1) + s) as i32;
+                    let v = row.get(s).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+                    Rectangle::new([(x0, 0.0), (x0 + 1, v)], color.filled())
+                }))
+                .map_err(err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        if let Some((name, v)) = &panel.reference {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0, *v), (slots, *v)],
+                    6,
+                    4,
+                    BLACK.into(),
+                ))
+                .map_err(err)?
+                .label(name.as_str())
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(err)?;
+    }
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_a_grouped_bar_chart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bars.svg");
+        let panel = BarPanel {
+            title: "1 of 5".into(),
+            groups: vec!["clean".into(), "flip".into()],
+            series: vec!["none".into(), "clip".into()],
+            values: vec![vec![0.9, 0.88], vec![0.1, 0.87]],
+            reference: Some(("clean − 2".into(), 0.88)),
+        };
+        poisoning_chart(&path, &[panel.clone(), panel]).expect("chart");
+        let svg = std::fs::read_to_string(&path).expect("read");
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("1 of 5") && svg.contains("clean − 2"));
+        assert!(
+            svg.contains(">\nflip\n<") || svg.contains(">flip<"),
+            "group labels"
+        );
+        // Four bars per panel plus two legend swatches, two panels.
+        assert!(svg.matches("<rect").count() >= 12, "{svg}");
+        assert!(poisoning_chart(&path, &[]).is_err());
+    }
 
     #[test]
     fn writes_an_svg_with_both_series() {

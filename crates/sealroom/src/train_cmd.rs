@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, TrainConfig};
+use sealroom_analytics::fl::{DatasetKind, FedAvgSpec, ModelKind, RobustAggregation, TrainConfig};
 use sealroom_analytics::model_export;
 use sealroom_analytics::query::DataSource;
 use sealroom_analytics::table_training::{self, Metrics, TableRound, TableTrainingReport};
@@ -74,6 +74,32 @@ pub struct TrainingArgs {
     /// the report names which bound an update failed.
     #[arg(long, value_name = "BOUND")]
     pub linf_bound: Option<f64>,
+    /// Robust aggregation: the helpers scale every update to an L2 norm
+    /// of at most NORM inside the MPC engine (min(1, NORM/‖Δ‖), on a grid
+    /// within 4.4 % below NORM) before averaging. Needs --l2-bound (at
+    /// least NORM, at most 65,536 × NORM): updates above it are left out.
+    #[arg(long, value_name = "NORM", requires = "l2_bound", conflicts_with_all = ["trimmed_mean", "median"])]
+    pub clip_norm: Option<f64>,
+    /// Robust aggregation: per parameter, the helpers average the clients'
+    /// values after dropping the ⌊BETA·n⌋ smallest and largest, inside the
+    /// MPC engine (unweighted; BETA in [0, 0.5)). Takes no bounds.
+    #[arg(long, value_name = "BETA", conflicts_with_all = ["median", "l2_bound", "linf_bound"])]
+    pub trimmed_mean: Option<f64>,
+    /// Robust aggregation: per parameter, the clients' median (the mean of
+    /// the two middle values for an even cohort), inside the MPC engine.
+    #[arg(long, conflicts_with_all = ["l2_bound", "linf_bound"])]
+    pub median: bool,
+    /// Robust aggregation: multi-Krum tolerating F Byzantine clients,
+    /// inside the MPC engine: the mean of the --krum-select updates whose
+    /// summed squared distances to their n − F − 2 nearest others are
+    /// lowest (unweighted; every round needs n > 2F + 2 clients). Needs
+    /// --l2-bound (updates beyond it enter the selection as zero).
+    #[arg(long, value_name = "F", requires = "l2_bound", conflicts_with_all = ["clip_norm", "trimmed_mean", "median", "linf_bound"])]
+    pub multi_krum: Option<usize>,
+    /// Updates multi-Krum averages (1 = Krum, which releases one client's
+    /// whole update, though not whose).
+    #[arg(long, value_name = "M", default_value_t = 1, requires = "multi_krum")]
+    pub krum_select: usize,
     /// Local SGD learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub learning_rate: f64,
@@ -140,7 +166,34 @@ impl TrainingArgs {
             error_feedback: self.error_feedback,
             init_seed: self.seed,
             clients: Vec::new(),
+            robust: self.robust()?,
         })
+    }
+
+    /// The robust aggregation chosen, if any.
+    fn robust(&self) -> Result<Option<RobustAggregation>> {
+        let robust = match (
+            self.clip_norm,
+            self.trimmed_mean,
+            self.median,
+            self.multi_krum,
+        ) {
+            (Some(norm), None, false, None) => Some(RobustAggregation::Clip { norm }),
+            (None, Some(beta), false, None) => Some(RobustAggregation::TrimmedMean { beta }),
+            (None, None, true, None) => Some(RobustAggregation::Median),
+            (None, None, false, Some(byzantine)) => Some(RobustAggregation::MultiKrum {
+                byzantine,
+                selected: self.krum_select,
+            }),
+            (None, None, false, None) => None,
+            _ => bail!(
+                "choose at most one of --clip-norm, --trimmed-mean, --median and --multi-krum"
+            ),
+        };
+        if let Some(r) = robust {
+            r.check().with_context(|| format!("{r}"))?;
+        }
+        Ok(robust)
     }
 
     /// The data set.
@@ -425,4 +478,72 @@ fn print_table_report(report: &TableTrainingReport, invited: usize) {
             ""
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        training: TrainingArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TrainingArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("train").chain(args.iter().copied()))
+            .map(|c| c.training)
+    }
+
+    #[test]
+    fn robust_aggregation_flags_make_the_plan_or_are_refused() {
+        let robust = |args: &[&str]| {
+            parse(args)
+                .expect("parses")
+                .plan("wine")
+                .expect("plans")
+                .robust
+        };
+        assert_eq!(robust(&[]), None);
+        assert_eq!(
+            robust(&["--clip-norm", "0.5", "--l2-bound", "5"]),
+            Some(RobustAggregation::Clip { norm: 0.5 })
+        );
+        assert_eq!(
+            robust(&["--trimmed-mean", "0.2"]),
+            Some(RobustAggregation::TrimmedMean { beta: 0.2 })
+        );
+        assert_eq!(robust(&["--median"]), Some(RobustAggregation::Median));
+        assert_eq!(
+            robust(&["--multi-krum", "1", "--krum-select", "3", "--l2-bound", "5"]),
+            Some(RobustAggregation::MultiKrum {
+                byzantine: 1,
+                selected: 3
+            })
+        );
+        // Refused by clap: a clip or Krum without a hard bound, two robust
+        // rules, a bound with a rank-based rule, --krum-select alone.
+        for args in [
+            &["--clip-norm", "0.5"][..],
+            &["--multi-krum", "1"],
+            &["--median", "--trimmed-mean", "0.1"],
+            &["--median", "--l2-bound", "5"],
+            &["--clip-norm", "0.5", "--l2-bound", "5", "--median"],
+            &["--krum-select", "2"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} must be refused");
+        }
+        // Refused by the plan, naming the setting.
+        let err = parse(&["--trimmed-mean", "0.5"])
+            .expect("parses")
+            .plan("wine")
+            .expect_err("beta 0.5");
+        assert!(format!("{err:#}").contains("beta"), "{err:#}");
+        let err = parse(&["--clip-norm=-1", "--l2-bound", "5"])
+            .expect("parses")
+            .plan("wine")
+            .expect_err("negative clip");
+        assert!(format!("{err:#}").contains("clip norm"), "{err:#}");
+    }
 }

@@ -88,6 +88,92 @@ impl FedAvgSpec {
     }
 }
 
+/// Robust aggregation of FedAvg updates, computed by the helpers inside
+/// the MPC engine on the unweighted quantized deltas
+/// ([`sealroom_mpc::robust`]); chosen per training and signed in every
+/// round's descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RobustAggregation {
+    /// Each update is scaled by `min(1, norm/‖Δ‖)` (to within 4.4 % below
+    /// `norm`, never above) before the weighted average; needs a hard
+    /// `l2_bound ≥ norm` (updates above it are left out).
+    Clip {
+        /// The clip norm, in parameter units.
+        norm: f64,
+    },
+    /// Per parameter, the unweighted mean of the clients' values after
+    /// dropping the `⌊beta·n⌋` smallest and largest (Yin et al., ICML 2018).
+    TrimmedMean {
+        /// Fraction trimmed at each end, in `[0, 0.5)`.
+        beta: f64,
+    },
+    /// Per parameter, the median of the clients' values (the mean of the
+    /// two middle values for an even cohort).
+    Median,
+    /// Multi-Krum (Blanchard et al., NeurIPS 2017): the mean of the
+    /// `selected` updates whose summed squared distances to their `n −
+    /// byzantine − 2` nearest others are lowest (`selected = 1`: Krum).
+    /// Needs a hard `l2_bound`; unweighted.
+    MultiKrum {
+        /// Byzantine clients tolerated (`n > 2·byzantine + 2`).
+        byzantine: usize,
+        /// Updates averaged, at least 1.
+        selected: usize,
+    },
+}
+
+impl RobustAggregation {
+    /// Values dropped at each end for a cohort of `clients` (0 for clipping).
+    pub fn trim(&self, clients: usize) -> usize {
+        match *self {
+            RobustAggregation::Clip { .. } | RobustAggregation::MultiKrum { .. } => 0,
+            RobustAggregation::TrimmedMean { beta } => (beta * clients as f64).floor() as usize,
+            RobustAggregation::Median => clients.saturating_sub(1) / 2,
+        }
+    }
+
+    /// Refuses parameters outside their range.
+    pub fn check(&self) -> Result<(), FlError> {
+        match *self {
+            RobustAggregation::Clip { norm } if !(norm.is_finite() && norm > 0.0) => {
+                Err(FlError::InvalidParameter {
+                    name: "clip norm",
+                    value: norm,
+                    expected: "positive and finite",
+                })
+            }
+            RobustAggregation::TrimmedMean { beta } if !(0.0..0.5).contains(&beta) => {
+                Err(FlError::InvalidParameter {
+                    name: "trimmed-mean beta",
+                    value: beta,
+                    expected: "in [0, 0.5)",
+                })
+            }
+            RobustAggregation::MultiKrum { selected: 0, .. } => Err(FlError::InvalidParameter {
+                name: "multi-Krum selected",
+                value: 0.0,
+                expected: "at least 1",
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for RobustAggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RobustAggregation::Clip { norm } => write!(f, "clipping to L2 norm {norm}"),
+            RobustAggregation::TrimmedMean { beta } => write!(f, "trimmed mean (beta {beta})"),
+            RobustAggregation::Median => f.write_str("coordinate-wise median"),
+            RobustAggregation::MultiKrum {
+                byzantine,
+                selected,
+            } => write!(f, "multi-Krum (f {byzantine}, m {selected})"),
+        }
+    }
+}
+
 /// One client's update, ready for the secure sum.
 ///
 /// `values` derive from private data: zeroized on drop, never printed.
@@ -156,6 +242,39 @@ pub fn encode_delta(
     n_samples: usize,
     feedback: Option<&mut ErrorFeedback>,
 ) -> Result<EncodedUpdate, FlError> {
+    encode(spec, global, local, n_samples, feedback, true)
+}
+
+/// [`encode_update`] for robust aggregation inside the engine (clipping,
+/// trimmed mean, median): the wire vector `[q_0·step, …, q_{n−1}·step,
+/// w·step]` carries the **unweighted** quantized delta, which the helpers
+/// clip or rank before they weight it. Same wire spec, same length.
+pub fn encode_unweighted_update(
+    spec: &FedAvgSpec,
+    global: &Model,
+    local: &Model,
+    n_samples: usize,
+    feedback: Option<&mut ErrorFeedback>,
+) -> Result<EncodedUpdate, FlError> {
+    check_same_shape(global, local)?;
+    encode(
+        spec,
+        global.params(),
+        local.params(),
+        n_samples,
+        feedback,
+        false,
+    )
+}
+
+fn encode(
+    spec: &FedAvgSpec,
+    global: &[f64],
+    local: &[f64],
+    n_samples: usize,
+    feedback: Option<&mut ErrorFeedback>,
+    weighted: bool,
+) -> Result<EncodedUpdate, FlError> {
     let (delta_spec, _) = spec.check()?;
     if local.len() != global.len() {
         return Err(FlError::ShapeMismatch {
@@ -195,11 +314,12 @@ pub fn encode_delta(
         n_samples as u32
     };
     let w = i64::from(weight);
+    let factor = if weighted { w } else { 1 };
     let step = delta_spec.step();
     let mut values = Vec::with_capacity(FedAvgSpec::wire_len(quantized.values.len()));
     // |w·q| ≤ max_weight·max_abs < 2^52 (checked by wire_spec): exact in
     // i64 and in f64, and scaling by the power of two `step` is exact.
-    values.extend(quantized.values.iter().map(|&q| (w * q) as f64 * step));
+    values.extend(quantized.values.iter().map(|&q| (factor * q) as f64 * step));
     values.push(w as f64 * step);
     Ok(EncodedUpdate {
         values,
@@ -252,18 +372,85 @@ pub fn apply_sum_to(spec: &FedAvgSpec, global: &[f64], sum: &[f64]) -> Result<Ve
             return Err(FlError::InconsistentSum { index });
         }
     }
-    let params: Vec<f64> = global
-        .iter()
-        .zip(&sum[..n])
-        .map(|(g, s)| g + s / total_weight)
-        .collect();
-    if let Some(index) = params.iter().position(|p| !p.is_finite()) {
-        return Err(FlError::NonFinite {
+    finite(
+        global
+            .iter()
+            .zip(&sum[..n])
+            .map(|(g, s)| g + s / total_weight)
+            .collect(),
+    )
+}
+
+/// `params`, if every one is finite.
+fn finite(params: Vec<f64>) -> Result<Vec<f64>, FlError> {
+    match params.iter().position(|p| !p.is_finite()) {
+        Some(index) => Err(FlError::NonFinite {
             what: "aggregated parameters",
             index,
+        }),
+        None => Ok(params),
+    }
+}
+
+/// Applies a robust aggregate to a flat parameter vector: each parameter
+/// becomes `global[k] + (numer[k]·step) / denom` — the integer numerator
+/// (quanta, or 2^−16 quanta after clipping) converted once, one
+/// multiplication by the power of two `step`, one division, one addition.
+/// The secure path and its plaintext twin call this on the same integers
+/// and so agree bit for bit.
+pub fn apply_robust_to(
+    spec: &FedAvgSpec,
+    global: &[f64],
+    numer: &[i128],
+    denom: u128,
+) -> Result<Vec<f64>, FlError> {
+    let (delta_spec, _) = spec.check()?;
+    if numer.len() != global.len() {
+        return Err(FlError::ShapeMismatch {
+            what: "values in the robust aggregate vs model parameters",
+            expected: global.len(),
+            actual: numer.len(),
         });
     }
-    Ok(params)
+    if denom == 0 {
+        return Err(FlError::InvalidTotalWeight { quanta: 0.0 });
+    }
+    let step = delta_spec.step();
+    let denom = denom as f64;
+    finite(
+        global
+            .iter()
+            .zip(numer)
+            .map(|(g, &n)| g + (n as f64 * step) / denom)
+            .collect(),
+    )
+}
+
+/// The integers the secure layer sees for `updates` (each value divided by
+/// the wire step: exact, as the values lie on the wire grid), for the
+/// plaintext twins of the engine's robust programs. Tests and simulations
+/// only.
+pub fn wire_integers(
+    spec: &FedAvgSpec,
+    n_params: usize,
+    updates: &[EncodedUpdate],
+) -> Result<Zeroizing<Vec<Vec<i64>>>, FlError> {
+    let (_, wire) = spec.check()?;
+    let len = FedAvgSpec::wire_len(n_params);
+    let ints: Result<Vec<Vec<i64>>, FlError> = updates
+        .iter()
+        .map(|u| {
+            if u.values.len() != len {
+                return Err(FlError::ShapeMismatch {
+                    what: "values in an update vs model parameters + 1",
+                    expected: len,
+                    actual: u.values.len(),
+                });
+            }
+            Ok(wire.quantize(&u.values)?.values.clone())
+        })
+        .collect();
+    Ok(Zeroizing::new(ints?))
 }
 
 /// The plaintext twin of a secure FedAvg round: quantizes each update's

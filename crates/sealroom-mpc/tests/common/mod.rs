@@ -106,3 +106,20 @@ pub fn outputs(report: Report<Outcome>) -> Vec<Vec<i128>> {
 pub fn no_slots() -> BTreeMap<u32, Vec<F127>> {
     BTreeMap::new()
 }
+
+/// Each helper's inputs for client uploads of `data` over Z_2^32 (client
+/// c's vector `data[c]`), shared with a PRG seeded by `seed` under `ctx`.
+pub fn client_uploads(data: &[Vec<i64>], ctx: [u8; 32], seed: u8) -> [SessionInputs; 3] {
+    use rand::SeedableRng;
+    use sealroom_mpc::client::{UploadRing, share_upload};
+    let mut rng = rand::rngs::ChaCha20Rng::from_seed([seed; 32]);
+    let mut ins: [SessionInputs; 3] = Default::default();
+    for (c, x) in data.iter().enumerate() {
+        let ups = share_upload(x, UploadRing::Z32, c as u32, ctx, &mut rng).expect("in range");
+        for (h, u) in ups.into_iter().enumerate() {
+            ins[h].clients.push(u);
+            ins[h].client_context = ctx;
+        }
+    }
+    ins
+}

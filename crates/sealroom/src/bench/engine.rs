@@ -95,6 +95,18 @@ struct JsonReport {
     figures: Vec<JsonFigure>,
     verdicts: Vec<JsonVerdict>,
     engine_round: Option<RoundFigure>,
+    validity_per_client: ValidityCost,
+}
+
+/// [`sealroom_mpc::bench::ClientCost`] in the JSON report.
+#[derive(Serialize)]
+struct ValidityCost {
+    elements: usize,
+    triples: usize,
+    bits: usize,
+    preprocessing_s: f64,
+    preprocessing_bytes_per_helper: u64,
+    online_s: f64,
 }
 
 /// Engine rounds end to end beside sum rounds of the same shape, all
@@ -313,6 +325,30 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
             r.later_engine_rounds,
         );
     }
+    // What one client's update costs the helpers with validity on (issue
+    // #15), at 100k parameters (1k with --quick), measured in-process.
+    let elements = if sizes.triples <= 1 << 12 {
+        1_000
+    } else {
+        100_000
+    };
+    eprintln!("the validity program for one client of {elements} parameters, in-process…");
+    let cost = sealroom_mpc::bench::validity_client_cost(elements)
+        .map_err(|e| anyhow::anyhow!("the validity program: {e}"))?;
+    if !cost.ok {
+        bail!("the in-bound update of the validity cost run was not kept");
+    }
+    println!(
+        "input validity per client at {} parameters: {} triples and {} random bits ({:.0} and {:.0} per parameter); actively secure preprocessing {:.1} s (three helpers on one thread, {:.1} MB sent per helper), the program {:.2} s (a thread per helper)",
+        cost.elements,
+        cost.needs.triples,
+        cost.needs.bits,
+        cost.needs.triples as f64 / cost.elements as f64,
+        cost.needs.bits as f64 / cost.elements as f64,
+        cost.preprocessing_s,
+        cost.preprocessing_bytes as f64 / 1e6,
+        cost.online_s,
+    );
     let verdicts = verdicts(&report);
     for v in &verdicts {
         println!(
@@ -347,6 +383,14 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
             .collect(),
         verdicts,
         engine_round: rounds,
+        validity_per_client: ValidityCost {
+            elements: cost.elements,
+            triples: cost.needs.triples,
+            bits: cost.needs.bits,
+            preprocessing_s: cost.preprocessing_s,
+            preprocessing_bytes_per_helper: cost.preprocessing_bytes,
+            online_s: cost.online_s,
+        },
     };
     std::fs::write(json, serde_json::to_vec_pretty(&out)?)
         .with_context(|| format!("writing {}", json.display()))?;
