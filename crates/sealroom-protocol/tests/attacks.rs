@@ -1184,3 +1184,30 @@ fn engine_round_outputs_need_three_identical_signed_answers() {
     };
     assert_eq!(s.outputs, max_of(&sim, &run, &s.included));
 }
+
+/// Issue #15's upload target: with input validity on (an engine round over
+/// Z_2^32, as every FedAvg validity, clipping or robust round is), a
+/// client's upload at 100,000 parameters stays within 1.1× a plaintext f32
+/// update — one helper gets the 4-byte-per-element correction vector, the
+/// other two a 32-byte seed, each 32 bytes of sketch shares. The bytes are
+/// the encoded `Upload` messages the client sends.
+#[test]
+fn a_validity_round_upload_at_100k_parameters_stays_within_1_1x_plaintext_f32() {
+    let mut s = engine_setup();
+    s.vector_len = 100_000;
+    s.ring = RingKind::Z2_32;
+    s.clients = 3;
+    let f = fixture(s);
+    let plain = 4 * 100_000;
+    for (c, uploads) in f.uploads.iter().enumerate() {
+        assert_eq!(uploads.len(), 3, "one upload per helper");
+        let total: usize = uploads.iter().map(Vec::len).sum();
+        let ratio = total as f64 / plain as f64;
+        assert!(
+            ratio <= 1.1,
+            "client {c}: {total} bytes against {plain} for f32 ({ratio:.4}x)"
+        );
+        assert!(ratio > 1.0, "the vector itself is sent: {ratio}");
+        eprintln!("client {c}: {total} bytes against {plain} for f32 ({ratio:.5}x)");
+    }
+}

@@ -37,6 +37,8 @@ pub struct EngineSizes {
     pub comparisons: usize,
     /// Bits of the compared values.
     pub compare_bits: u32,
+    /// Parameters of the update whose validity cost is measured.
+    pub validity_elements: usize,
 }
 
 impl EngineSizes {
@@ -49,6 +51,7 @@ impl EngineSizes {
                 triples: 1 << 12,
                 comparisons: 256,
                 compare_bits: 32,
+                validity_elements: 1_000,
             }
         } else {
             EngineSizes {
@@ -57,6 +60,7 @@ impl EngineSizes {
                 triples: 1 << 18,
                 comparisons: 4096,
                 compare_bits: 32,
+                validity_elements: 100_000,
             }
         }
     }
@@ -326,12 +330,8 @@ pub async fn run(sizes: EngineSizes, out_dir: &Path, json: &Path) -> Result<()> 
         );
     }
     // What one client's update costs the helpers with validity on (issue
-    // #15), at 100k parameters (1k with --quick), measured in-process.
-    let elements = if sizes.triples <= 1 << 12 {
-        1_000
-    } else {
-        100_000
-    };
+    // #15), at 100k parameters by default, measured in-process.
+    let elements = sizes.validity_elements;
     eprintln!("the validity program for one client of {elements} parameters, in-process…");
     let cost = sealroom_mpc::bench::validity_client_cost(elements)
         .map_err(|e| anyhow::anyhow!("the validity program: {e}"))?;

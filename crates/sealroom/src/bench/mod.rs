@@ -93,7 +93,11 @@ pub struct BenchArgs {
     /// measure actively secure preprocessing (triples/s), verified online
     /// multiplications and LT comparisons, each beside the semi-honest
     /// variant of the same code in the same run, against issue #14's
-    /// targets. Writes OUT_DIR/engine.json (or --json). With --quick: small
+    /// targets; then what one client's update costs the helpers with input
+    /// validity (material, preprocessing and program time) at the first
+    /// --dims parameters (default 100,000: about 14 GB of memory, as the
+    /// three helpers' material is held in this one process; 1,000 with
+    /// --quick). Writes OUT_DIR/engine.json (or --json). With --quick: small
     /// sizes.
     #[arg(long, conflicts_with = "simulate")]
     pub engine: bool,
@@ -288,11 +292,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.engine {
         let json = prepare_out(args, "engine.json")?;
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-        return runtime.block_on(engine::run(
-            engine::EngineSizes::new(args.quick),
-            &args.out_dir,
-            &json,
-        ));
+        let mut sizes = engine::EngineSizes::new(args.quick);
+        if let Some(&d) = args.dims.first() {
+            if !(1..=1 << 20).contains(&d) {
+                bail!("--dims {d}: the validity cost takes 1 to 2^20 parameters");
+            }
+            sizes.validity_elements = d;
+        }
+        return runtime.block_on(engine::run(sizes, &args.out_dir, &json));
     }
     let clients = match (args.clients.is_empty(), args.quick) {
         (false, _) => args.clients.clone(),
