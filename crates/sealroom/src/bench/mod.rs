@@ -95,9 +95,9 @@ pub struct BenchArgs {
     /// variant of the same code in the same run, against issue #14's
     /// targets; then what one client's update costs the helpers with input
     /// validity (material, preprocessing and program time) at the first
-    /// --dims parameters (default 100,000: about 14 GB of memory, as the
-    /// three helpers' material is held in this one process; 1,000 with
-    /// --quick). Writes OUT_DIR/engine.json (or --json). With --quick: small
+    /// --dims parameters (default 10,000, 1,000 with --quick; 100,000
+    /// takes about two minutes and 14 GB of memory, as the three helpers'
+    /// material is held in this one process). Writes OUT_DIR/engine.json (or --json). With --quick: small
     /// sizes.
     #[arg(long, conflicts_with = "simulate")]
     pub engine: bool,
