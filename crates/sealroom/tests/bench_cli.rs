@@ -197,6 +197,20 @@ fn quick_engine_bench_writes_every_figure_and_verdict() {
         assert!(round[key].as_f64().is_some_and(|v| v > 0.0), "{round}");
     }
     assert!(stdout.contains("engine round ("), "{stdout}");
+    // What one client's update costs the helpers with validity on (issue
+    // #15), at --quick's 1,000 parameters.
+    let cost = &report["validity_per_client"];
+    assert_eq!(cost["elements"], 1000, "{cost}");
+    for key in ["triples", "bits"] {
+        assert!(cost[key].as_u64().is_some_and(|v| v > 1000), "{cost}");
+    }
+    for key in ["preprocessing_s", "online_s"] {
+        assert!(cost[key].as_f64().is_some_and(|v| v > 0.0), "{cost}");
+    }
+    assert!(
+        stdout.contains("input validity per client at 1000 parameters"),
+        "{stdout}"
+    );
     let verdicts = report["verdicts"].as_array().expect("verdicts");
     assert_eq!(verdicts.len(), 3, "{verdicts:?}");
     for v in verdicts {
