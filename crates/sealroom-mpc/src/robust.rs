@@ -14,9 +14,11 @@
 //! (Catrina & de Hoogh's LTZ, [`crate::ops`]), and `S = Σ_k [pass_k]·(S_k −
 //! S_{k−1})` is a public linear combination of the verdicts because the
 //! passing grid points form a prefix. So the clipped update's norm is
-//! **never above C** (exact integer comparison), and at least
-//! `min(‖q‖, C)·2^(−1/16)·(1 − 2^(−16)·…)`: an over-norm update lands within
-//! 4.4 % below C, an in-norm update is never scaled (`S = 2^16` passes).
+//! **never above C** (exact integer comparison); an in-norm update is never
+//! scaled (`S = 2^16` passes), and an over-norm one lands at most one grid
+//! step below C: within 4.4 % (`2^(−1/16)`) plus the grid's integer
+//! resolution, `2^(−16)/s` relative at factor `s` (0.015 % at `B = 10·C`,
+//! but 100 % at the extreme `B = 2^16·C`, where the lowest point is 1).
 //!
 //! The output is `Σ_c ok_c·w_c·S_c·q_c` per element and `Σ_c ok_c·w_c`:
 //! the clipped, weighted FedAvg numerator (in units of 2^−16 quanta) and

@@ -76,7 +76,7 @@ pub struct TrainingArgs {
     pub linf_bound: Option<f64>,
     /// Robust aggregation: the helpers scale every update to an L2 norm
     /// of at most NORM inside the MPC engine (min(1, NORM/‖Δ‖), on a grid
-    /// within 4.4 % below NORM) before averaging. Needs --l2-bound (at
+    /// about 4.4 % below NORM) before averaging. Needs --l2-bound (at
     /// least NORM, at most 65,536 × NORM): updates above it are left out.
     #[arg(long, value_name = "NORM", requires = "l2_bound", conflicts_with_all = ["trimmed_mean", "median"])]
     pub clip_norm: Option<f64>,

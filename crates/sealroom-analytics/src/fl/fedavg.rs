@@ -95,7 +95,7 @@ impl FedAvgSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RobustAggregation {
-    /// Each update is scaled by `min(1, norm/‖Δ‖)` (to within 4.4 % below
+    /// Each update is scaled by `min(1, norm/‖Δ‖)` (to about 4.4 % below
     /// `norm`, never above) before the weighted average; needs a hard
     /// `l2_bound ≥ norm` (updates above it are left out).
     Clip {
