@@ -30,15 +30,37 @@ fn node(config: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-/// Runs a helper until it serves on `port`, then stops it.
-fn serve_once(config: &Path, extra: &[&str], port: u16) {
+/// Runs a helper until it serves on `port` and its audit log at `db` holds
+/// `entries` entries, then stops it. Waiting for the entries (not only the
+/// port, which another process on a loaded machine may hold for a moment)
+/// and checking that this node is still running make the test fail with
+/// the node's own words rather than race its startup.
+fn serve_once(config: &Path, extra: &[&str], port: u16, db: &Path, entries: usize) {
     let child = node(config, extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("node starts");
-    let _node = Node(child);
+    let mut node = Node(child);
     wait_for_port(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = node.0.try_wait().expect("waits") {
+            let mut said = String::new();
+            if let Some(mut err) = node.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut said);
+            }
+            panic!("the node exited ({status}) before serving: {said}");
+        }
+        if db.exists() && audit_count(db).is_some_and(|n| n >= entries) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node serves but its audit log has fewer than {entries} entries"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Runs a node that is expected to exit on its own (within 30 s).
@@ -86,6 +108,26 @@ fn audit_entries(db: &Path) -> Vec<(i64, String)> {
     })
 }
 
+/// The number of audit entries, if the log can be read yet (the node may
+/// still be creating its tables).
+fn audit_count(db: &Path) -> Option<usize> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .ok()?;
+        let count: Option<(i64,)> = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&pool)
+            .await
+            .ok();
+        pool.close().await;
+        count.map(|(n,)| n as usize)
+    })
+}
+
 /// What an attacker (or a botched restore) with the database's rights does:
 /// drops the append-only trigger and edits the helper's key entry.
 fn tamper(db: &Path) {
@@ -126,7 +168,7 @@ fn a_node_refuses_a_broken_audit_chain_unless_the_operator_overrides_it() {
     let db = dir.path().join("data/helper-0/sealroom.db");
 
     // A first start enters the helper's key: entry 0.
-    serve_once(&config, &[], helper_port);
+    serve_once(&config, &[], helper_port, &db, 1);
     assert_eq!(audit_entries(&db), vec![(0, "key".to_string())]);
     tamper(&db);
 
@@ -142,7 +184,13 @@ fn a_node_refuses_a_broken_audit_chain_unless_the_operator_overrides_it() {
     assert_eq!(audit_entries(&db).len(), 1, "nothing was appended");
 
     // The operator's override: it starts, and the decision is entry 1.
-    serve_once(&config, &["--accept-broken-audit-chain"], helper_port);
+    serve_once(
+        &config,
+        &["--accept-broken-audit-chain"],
+        helper_port,
+        &db,
+        2,
+    );
     assert_eq!(
         audit_entries(&db),
         vec![(0, "key".to_string()), (1, "override".to_string())]
@@ -168,6 +216,6 @@ fn a_node_refuses_a_broken_audit_chain_unless_the_operator_overrides_it() {
     );
 
     // Acknowledged: the next start needs no flag and appends no override.
-    serve_once(&config, &[], helper_port);
+    serve_once(&config, &[], helper_port, &db, 2);
     assert_eq!(audit_entries(&db).len(), 2);
 }
