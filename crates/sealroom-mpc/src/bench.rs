@@ -190,6 +190,7 @@ fn sessions(
     program: &Arc<Program>,
     batches: [Batch; 3],
     malicious: bool,
+    mut inputs: [SessionInputs; 3],
 ) -> Option<[Session; 3]> {
     let mut it = batches.into_iter();
     let list: Vec<Session> = (0..3)
@@ -200,7 +201,7 @@ fn sessions(
                 round_timeout_ms: 600_000,
             };
             let seed = Seed::from_bytes([20 + i as u8; 32]);
-            let inputs = SessionInputs::default();
+            let inputs = std::mem::take(&mut inputs[i]);
             if malicious {
                 Session::new(program.clone(), &keys[i], vec![b], inputs, config, seed).ok()
             } else {
@@ -218,7 +219,7 @@ fn run_program_threaded(
     batches: [Batch; 3],
     malicious: bool,
 ) -> (f64, bool) {
-    let Some(s) = sessions(keys, program, batches, malicious) else {
+    let Some(s) = sessions(keys, program, batches, malicious, Default::default()) else {
         return (0.0, false);
     };
     let start = Instant::now();
@@ -239,7 +240,7 @@ fn run_program(
     batches: [Batch; 3],
     malicious: bool,
 ) -> (f64, u64, u64, bool) {
-    let Some(sessions) = sessions(keys, program, batches, malicious) else {
+    let Some(sessions) = sessions(keys, program, batches, malicious, Default::default()) else {
         return (0.0, 0, 0, false);
     };
     let start = Instant::now();
@@ -411,25 +412,7 @@ pub fn validity_client_cost(elements: usize) -> Result<ClientCost, ProgramError>
         inputs[h].clients.push(u);
         inputs[h].client_context = context;
     }
-    let mut it = batches.into_iter();
-    let sessions: Vec<Session> = (0..3)
-        .filter_map(|i| {
-            let config = SessionConfig {
-                session_id: [5; 32],
-                round_timeout_ms: 600_000,
-            };
-            Session::new(
-                program.clone(),
-                &keys[i],
-                vec![it.next()?],
-                std::mem::take(&mut inputs[i]),
-                config,
-                Seed::from_bytes([30 + i as u8; 32]),
-            )
-            .ok()
-        })
-        .collect();
-    let Ok(sessions) = <[Session; 3]>::try_from(sessions) else {
+    let Some(sessions) = sessions(&keys, &program, batches, true, inputs) else {
         return Err(ProgramError::Unsupported("sessions did not start"));
     };
     let start = Instant::now();

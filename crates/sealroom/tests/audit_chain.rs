@@ -52,7 +52,7 @@ fn serve_once(config: &Path, extra: &[&str], port: u16, db: &Path, entries: usiz
             }
             panic!("the node exited ({status}) before serving: {said}");
         }
-        if db.exists() && audit_count(db).is_some_and(|n| n >= entries) {
+        if db.exists() && read_audit_log(db).is_some_and(|rows| rows.len() >= entries) {
             return;
         }
         assert!(
@@ -90,27 +90,12 @@ fn text(out: &Output) -> String {
 }
 
 fn audit_entries(db: &Path) -> Vec<(i64, String)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("opens");
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, kind FROM audit_log ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .expect("reads");
-        pool.close().await;
-        rows
-    })
+    read_audit_log(db).expect("the audit log reads")
 }
 
-/// The number of audit entries, if the log can be read yet (the node may
-/// still be creating its tables).
-fn audit_count(db: &Path) -> Option<usize> {
+/// The audit entries (sequence, kind), if the log can be read yet (the
+/// node may still be creating its tables).
+fn read_audit_log(db: &Path) -> Option<Vec<(i64, String)>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,12 +104,12 @@ fn audit_count(db: &Path) -> Option<usize> {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
             .await
             .ok()?;
-        let count: Option<(i64,)> = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
-            .fetch_one(&pool)
+        let rows = sqlx::query_as("SELECT seq, kind FROM audit_log ORDER BY seq")
+            .fetch_all(&pool)
             .await
             .ok();
         pool.close().await;
-        count.map(|(n,)| n as usize)
+        rows
     })
 }
 
