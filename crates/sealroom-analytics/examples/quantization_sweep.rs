@@ -107,8 +107,10 @@ fn main() -> Result<(), FlError> {
 /// The quantization step of each (clip, bits) pair and the width of the
 /// resulting wire values.
 fn print_wire_widths() -> Result<(), FlError> {
-    println!("| delta clip | bits | step | wire bits | clients a Z_2^32 round admits |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| delta clip | bits | step | wire bits | clients a Z_2^32 round admits | share bits at 10 / 256 clients | upload / f32 at 10 / 256 clients |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for delta_clip in DELTA_CLIPS {
         for bits in BITS {
             let spec = FedAvgSpec {
@@ -122,14 +124,50 @@ fn print_wire_widths() -> Result<(), FlError> {
             if admits > 0 {
                 spec.round_encoding(RingKind::Z2_32, admits)?;
             }
+            let (narrow_10, ratio_10) = narrowed(&spec, 10)?;
+            let (narrow_256, ratio_256) = narrowed(&spec, 256)?;
             println!(
-                "| ±{delta_clip} | {bits} | 2^{} | {} | {admits} |",
+                "| ±{delta_clip} | {bits} | 2^{} | {} | {admits} | {narrow_10} / {narrow_256} | {ratio_10:.3}× / {ratio_256:.3}× |",
                 -i32::from(wire.scale_bits()),
                 wire.bits(),
             );
         }
     }
+    println!(
+        "\nUniform weights (`max_weight` = 1: each client's delta counts once, the wire value is the delta itself):\n"
+    );
+    println!("| bits | share bits at 10 / 256 clients | upload / f32 at 10 / 256 clients |");
+    println!("|---|---|---|");
+    for bits in [4, 8, 12, 16] {
+        let spec = FedAvgSpec {
+            bits,
+            delta_clip: 1.0,
+            max_weight: 1,
+        };
+        let (narrow_10, ratio_10) = narrowed(&spec, 10)?;
+        let (narrow_256, ratio_256) = narrowed(&spec, 256)?;
+        println!("| {bits} | {narrow_10} / {narrow_256} | {ratio_10:.3}× / {ratio_256:.3}× |");
+    }
     Ok(())
+}
+
+/// The share width a Z_2^32 sum of `clients` updates travels at (the
+/// narrowest the headroom check admits, as the coordinator picks it) and the
+/// share vector's size against an f32 update (`—` if the round does not fit).
+fn narrowed(spec: &FedAvgSpec, clients: u64) -> Result<(String, f64), FlError> {
+    const LEN: usize = 100_000;
+    match spec.round_encoding(RingKind::Z2_32, clients) {
+        Ok(encoding) => {
+            let narrow = encoding.narrowest();
+            let bits = narrow.share_bits().map_or(32, u32::from);
+            Ok((
+                bits.to_string(),
+                narrow.vector_bytes(LEN) as f64 / (4 * LEN) as f64,
+            ))
+        }
+        Err(FlError::Quantization(_)) => Ok(("—".into(), f64::NAN)),
+        Err(e) => Err(e),
+    }
 }
 
 fn run(

@@ -146,11 +146,17 @@ async fn start_with(
     (dir, fed)
 }
 
-async fn rounds_match_plaintext(threshold: Option<usize>, model: ModelKind, bits: u8) {
+async fn rounds_match_plaintext(
+    threshold: Option<usize>,
+    model: ModelKind,
+    bits: u8,
+    max_weight: u32,
+) {
     let tap = UpdateTap::default();
     let (_dir, mut fed) = start(threshold, &tap).await;
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("client-{i}")).collect();
-    let plan = plan(model, bits, true);
+    let mut plan = plan(model, bits, true);
+    plan.fedavg.max_weight = max_weight;
     let mut trainer = Trainer::start(&fed, &plan, &names)
         .await
         .expect("moments round");
@@ -185,12 +191,30 @@ async fn rounds_match_plaintext(threshold: Option<usize>, model: ModelKind, bits
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn additive_fedavg_is_bit_identical_to_plaintext_with_a_dropout() {
-    rounds_match_plaintext(None, ModelKind::Logistic, 12).await;
+    rounds_match_plaintext(None, ModelKind::Logistic, 12, 4096).await;
+}
+
+/// Bandwidth below plaintext (issue #17): 8-bit deltas with uniform weights
+/// are summed from shares narrowed to 10 bits (4 clients × 127 fits 10
+/// signed bits; the coordinator picks the width, docs/protocol.md "Narrow
+/// shares"), and the model is still plaintext FedAvg bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrow_8_bit_fedavg_is_bit_identical_to_plaintext() {
+    let spec = FedAvgSpec {
+        bits: 8,
+        delta_clip: 1.0,
+        max_weight: 1,
+    };
+    let encoding = spec
+        .round_encoding(sealroom_core::RingKind::Z2_32, CLIENTS as u64)
+        .expect("fits");
+    assert_eq!(encoding.narrowest().share_bits(), Some(10));
+    rounds_match_plaintext(None, ModelKind::Logistic, 8, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threshold_mlp_fedavg_is_bit_identical_to_plaintext_with_a_dropout() {
-    rounds_match_plaintext(Some(2), ModelKind::Mlp { hidden: 8 }, 8).await;
+    rounds_match_plaintext(Some(2), ModelKind::Mlp { hidden: 8 }, 8, 4096).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

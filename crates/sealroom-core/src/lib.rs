@@ -37,5 +37,5 @@ pub mod vector;
 pub use error::{InconsistencyReport, SharingError};
 pub use field::Fp;
 pub use quant::{QuantError, QuantSpec, RoundEncoding, fits};
-pub use ring::{Ring, RingKind};
+pub use ring::{Ring, RingKind, WrappingRing};
 pub use secret::{Seed, ShareVec};

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::ring::{Ring, RingKind};
+use crate::vector::Packing;
 
 /// Largest magnitude an `f64` represents exactly with all integers below it.
 pub const F64_EXACT_MAX: u64 = 1 << 53;
@@ -118,6 +119,17 @@ pub enum QuantError {
     /// Zero contributions make no round.
     #[error("a round needs at least one contribution")]
     NoClients,
+    /// A share width that is not narrower than the ring, or a ring whose
+    /// shares cannot be narrowed (F_p).
+    #[error(
+        "shares of ring {ring} cannot be narrowed to {bits} bits (Z_2^k rings only, 2 <= bits < k)"
+    )]
+    ShareBits {
+        /// The round's ring.
+        ring: RingKind,
+        /// The width requested.
+        bits: u8,
+    },
     /// Values were encoded for a ring other than the round's.
     #[error("round encodes into {expected}, not {actual}")]
     RingMismatch {
@@ -300,6 +312,8 @@ pub struct RoundEncoding {
     ring: RingKind,
     n_clients: u64,
     spec: QuantSpec,
+    /// Z_2^k only: shares are reduced mod 2^bits (see [`RoundEncoding::narrowed`]).
+    share_bits: Option<u8>,
 }
 
 impl RoundEncoding {
@@ -308,23 +322,89 @@ impl RoundEncoding {
         if n_clients == 0 {
             return Err(QuantError::NoClients);
         }
-        let max_abs = spec.max_abs();
-        let worst_case = u128::from(n_clients) * u128::from(max_abs);
-        let limit = ring.signed_max().min(F64_EXACT_MAX);
+        let encoding = RoundEncoding {
+            ring,
+            n_clients,
+            spec,
+            share_bits: None,
+        };
+        encoding.check_headroom(ring.signed_max())?;
+        Ok(encoding)
+    }
+
+    /// The worst-case magnitude of the sum: `n_clients × max_abs`.
+    fn worst_case(&self) -> u128 {
+        u128::from(self.n_clients) * u128::from(self.spec.max_abs())
+    }
+
+    fn check_headroom(&self, signed_max: u64) -> Result<(), QuantError> {
+        let limit = signed_max.min(F64_EXACT_MAX);
+        let worst_case = self.worst_case();
         if worst_case > u128::from(limit) {
             return Err(QuantError::Overflow {
-                ring,
-                n_clients,
-                max_abs,
+                ring: self.ring,
+                n_clients: self.n_clients,
+                max_abs: self.spec.max_abs(),
                 worst_case,
                 limit,
             });
         }
-        Ok(RoundEncoding {
-            ring,
-            n_clients,
-            spec,
-        })
+        Ok(())
+    }
+
+    /// The same round with every share reduced mod 2^`bits` (Z_2^k rings,
+    /// 2 ≤ `bits` < k): reduction is a ring homomorphism, so the narrowed
+    /// shares add up to the sum mod 2^`bits`, which is the sum itself when
+    /// its worst case fits `bits` signed bits — checked here exactly as
+    /// [`fits`] checks the ring. Shares then travel bit-packed
+    /// ([`RoundEncoding::packing`]): the bandwidth of `bits`, not of k.
+    /// Privacy is unchanged: a share reduced mod 2^`bits` is uniform in
+    /// Z_2^`bits`, as the full share was in Z_2^k.
+    pub fn narrowed(mut self, bits: u8) -> Result<Self, QuantError> {
+        match self.ring.wrapping_bits() {
+            Some(k) if (2..k).contains(&u32::from(bits)) => {}
+            _ => {
+                return Err(QuantError::ShareBits {
+                    ring: self.ring,
+                    bits,
+                });
+            }
+        }
+        self.check_headroom((1u64 << (bits - 1)) - 1)?;
+        self.share_bits = Some(bits);
+        Ok(self)
+    }
+
+    /// The narrowest share width the headroom check admits: the smallest
+    /// `w` with `n_clients × max_abs ≤ 2^(w−1) − 1`, or the ring itself when
+    /// no narrower width would hold the sum (and always for F_p).
+    pub fn narrowest(self) -> Self {
+        // Bits of the worst-case magnitude plus the sign bit; at least 2.
+        let magnitude_bits = 128 - self.worst_case().leading_zeros();
+        let bits = (magnitude_bits + 1).max(2);
+        match u8::try_from(bits) {
+            Ok(bits) => self.narrowed(bits).unwrap_or(self),
+            Err(_) => self,
+        }
+    }
+
+    /// The width shares are reduced to, if narrower than the ring.
+    pub fn share_bits(&self) -> Option<u8> {
+        self.share_bits
+    }
+
+    /// How share vectors of this round travel on the wire.
+    pub fn packing(&self) -> Packing {
+        self.share_bits.map_or(Packing::Full, Packing::Bits)
+    }
+
+    /// Bytes of one share vector of `len` elements.
+    pub fn vector_bytes(&self, len: usize) -> usize {
+        let bits = match self.share_bits {
+            Some(b) => usize::from(b),
+            None => self.ring.element_bytes() * 8,
+        };
+        len.saturating_mul(bits).div_ceil(8)
     }
 
     /// The ring of the round.
@@ -358,7 +438,19 @@ impl RoundEncoding {
     /// Reads a reconstructed sum back as exact integers.
     pub fn decode_sum_integers<R: Ring>(&self, sum: &[R]) -> Result<Vec<i64>, QuantError> {
         self.check_ring::<R>()?;
-        Ok(sum.iter().map(|&v| v.to_i64()).collect())
+        Ok(match self.share_bits {
+            None => sum.iter().map(|&v| v.to_i64()).collect(),
+            // Narrowed (Z_2^k only): the sum is the low `bits` bits, read
+            // as a signed integer. `to_i64` of a Z_2^k element agrees with
+            // it mod 2^k, hence mod 2^bits, so sign-extending its low bits
+            // is exact.
+            Some(bits) => {
+                let shift = 64 - u32::from(bits);
+                sum.iter()
+                    .map(|&v| (v.to_i64() << shift) >> shift)
+                    .collect()
+            }
+        })
     }
 
     /// Reads a reconstructed sum back as floats, exactly.
@@ -497,6 +589,14 @@ mod tests {
                         _ => sum_in_ring::<Fp>(&enc, q, n),
                     };
                     prop_assert_eq!(i128::from(decoded), worst);
+                    // The narrowest width the check admits holds the same sum.
+                    let narrow = enc.narrowest();
+                    let narrow_decoded = match ring {
+                        RingKind::Z2_32 => sum_narrowed::<u32>(&narrow, q, n),
+                        RingKind::Z2_64 => sum_narrowed::<u64>(&narrow, q, n),
+                        RingKind::Fp61 => decoded,
+                    };
+                    prop_assert_eq!(i128::from(narrow_decoded), worst);
                     prop_assert!(worst.unsigned_abs() <= u128::from(F64_EXACT_MAX));
                     prop_assert_eq!(spec.dequantize(decoded), worst as f64 * spec.step());
                 }
@@ -529,6 +629,21 @@ mod tests {
     }
 
     /// Sums `n` copies of `q` by repeated doubling in the ring (n can be 2^32).
+    /// [`sum_in_ring`] with the sum reduced to the encoding's share width,
+    /// as the helpers' narrowed shares add up to it.
+    fn sum_narrowed<R: crate::ring::WrappingRing>(enc: &RoundEncoding, q: i64, n: u64) -> i64 {
+        let full = RoundEncoding {
+            share_bits: None,
+            ..*enc
+        };
+        let sum = R::from_i64(sum_in_ring::<R>(&full, q, n));
+        let reduced = match enc.share_bits() {
+            Some(bits) => R::from_low_bits(sum.low_bits() & ((1u64 << bits) - 1)),
+            None => sum,
+        };
+        enc.decode_sum_integers(&[reduced]).expect("ring matches")[0]
+    }
+
     fn sum_in_ring<R: Ring>(enc: &RoundEncoding, q: i64, n: u64) -> i64 {
         let quantized = Quantized {
             values: vec![q],
@@ -642,6 +757,77 @@ mod tests {
             enc.encode::<u32>(&[1.0]),
             Err(QuantError::RingMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn narrowest_share_width_is_the_headroom_check_at_fewer_bits() {
+        // 8-bit quantization (|q| ≤ 127): 256 contributions need 16 bits,
+        // 10 need 12, one needs 8.
+        let spec = QuantSpec::new(0, 127.0, 8).expect("valid");
+        assert_eq!(spec.max_abs(), 127);
+        let width = |n| {
+            fits(RingKind::Z2_32, n, spec)
+                .expect("fits")
+                .narrowest()
+                .share_bits()
+        };
+        assert_eq!(width(256), Some(16));
+        assert_eq!(width(258), Some(16));
+        assert_eq!(width(259), Some(17));
+        assert_eq!(width(10), Some(12));
+        assert_eq!(width(1), Some(8));
+        let enc = fits(RingKind::Z2_32, 256, spec).expect("fits");
+        assert!(enc.narrowed(16).is_ok());
+        assert!(matches!(
+            enc.narrowed(15),
+            Err(QuantError::Overflow { limit: 16383, .. })
+        ));
+        for bits in [0, 1, 32, 40] {
+            assert_eq!(
+                enc.narrowed(bits),
+                Err(QuantError::ShareBits {
+                    ring: RingKind::Z2_32,
+                    bits
+                })
+            );
+        }
+        // F_p shares are never narrowed; a sum that needs the whole ring
+        // keeps it.
+        let fp = fits(RingKind::Fp61, 256, spec).expect("fits");
+        assert_eq!(fp.narrowest().share_bits(), None);
+        assert!(matches!(fp.narrowed(16), Err(QuantError::ShareBits { .. })));
+        let wide = QuantSpec::for_bits(25, 1.0).expect("valid");
+        let full = fits(RingKind::Z2_32, 128, wide).expect("fits");
+        assert_eq!(full.narrowest().share_bits(), None);
+        assert_eq!(full.narrowest().vector_bytes(3), 12);
+        assert_eq!(enc.narrowest().vector_bytes(3), 6);
+        assert_eq!(
+            fits(RingKind::Z2_32, 10, spec)
+                .expect("fits")
+                .narrowest()
+                .vector_bytes(3),
+            5
+        );
+    }
+
+    #[test]
+    fn a_narrowed_sum_is_read_back_signed_from_its_low_bits() {
+        let spec = QuantSpec::new(0, 127.0, 8).expect("valid");
+        let enc = fits(RingKind::Z2_32, 256, spec)
+            .expect("fits")
+            .narrowed(16)
+            .expect("fits 16 bits");
+        // -32512 and +32512 (the worst cases) plus high garbage that the
+        // reduction discards.
+        let sum = [
+            (-32512i32 as u32 & 0xffff) | 0xabcd_0000,
+            32512 | 0x1234_0000,
+            0xffff,
+        ];
+        assert_eq!(
+            enc.decode_sum_integers(&sum).expect("ring matches"),
+            vec![-32512, 32512, -1]
+        );
     }
 
     #[test]

@@ -53,6 +53,16 @@ impl RingKind {
         }
     }
 
+    /// Width of an element in bits for Z_2^k (`Some(k)`); `None` for F_p,
+    /// whose shares cannot be narrowed.
+    pub const fn wrapping_bits(self) -> Option<u32> {
+        match self {
+            RingKind::Z2_32 => Some(32),
+            RingKind::Z2_64 => Some(64),
+            RingKind::Fp61 => None,
+        }
+    }
+
     /// Stable lower-case name, used in configs and reports.
     pub const fn name(self) -> &'static str {
         match self {
@@ -128,6 +138,20 @@ pub trait Ring:
     const WORD_BYTES: usize;
 }
 
+/// A ring Z_2^k. Reducing mod 2^w (w ≤ k) is a ring homomorphism onto
+/// Z_2^w, so shares cut to their low w bits still add up to the low w bits
+/// of the sum; sealroom narrows a round's shares this way when the headroom
+/// check proves that w bits hold the sum ([`crate::RoundEncoding::narrowest`],
+/// docs/protocol.md "Narrow shares").
+pub trait WrappingRing: Ring {
+    /// k.
+    const BITS: u32;
+    /// The element as an unsigned integer below 2^k.
+    fn low_bits(self) -> u64;
+    /// The element of an unsigned integer, reduced mod 2^k.
+    fn from_low_bits(v: u64) -> Self;
+}
+
 macro_rules! impl_wrapping_ring {
     ($t:ty, $kind:expr, $signed:ty) => {
         impl Ring for $t {
@@ -185,6 +209,26 @@ macro_rules! impl_wrapping_ring {
 
 impl_wrapping_ring!(u32, RingKind::Z2_32, i32);
 impl_wrapping_ring!(u64, RingKind::Z2_64, i64);
+
+macro_rules! impl_z2k {
+    ($t:ty) => {
+        impl WrappingRing for $t {
+            const BITS: u32 = <$t>::BITS;
+            #[inline(always)]
+            fn low_bits(self) -> u64 {
+                u64::from(self)
+            }
+            #[inline(always)]
+            fn from_low_bits(v: u64) -> Self {
+                // Truncation is the reduction mod 2^k.
+                v as $t
+            }
+        }
+    };
+}
+
+impl_z2k!(u32);
+impl_z2k!(u64);
 
 #[cfg(test)]
 mod tests {

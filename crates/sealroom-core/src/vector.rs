@@ -6,7 +6,7 @@
 //! once, up front, and a mismatch is a typed error rather than a silent
 //! truncation.
 
-use crate::ring::Ring;
+use crate::ring::{Ring, WrappingRing};
 
 /// Two vectors that had to be the same length were not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +111,10 @@ pub enum DecodeError {
         /// Position of the offending element.
         index: usize,
     },
+    /// A bit-packed vector's padding bits (after its last element) are not
+    /// zero: not the canonical encoding.
+    #[error("the padding bits after the last packed element are not zero")]
+    NonZeroPadding,
 }
 
 /// Decodes exactly `len` packed little-endian elements, refusing wrong lengths
@@ -180,6 +184,153 @@ pub fn check_le<R: Ring>(bytes: &[u8], len: usize) -> Result<(), DecodeError> {
         Some(index) => Err(DecodeError::NonCanonical { index }),
         None => Ok(()),
     }
+}
+
+/// How a vector over Z_2^k travels: each element in its ring's full
+/// little-endian encoding ([`encode_le`]), or only its low `bits` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Packing {
+    /// `len × k/8` bytes, exactly [`encode_le`].
+    Full,
+    /// Each element reduced mod 2^bits, the elements' bits concatenated
+    /// least significant first, the last byte zero-padded: ⌈len·bits/8⌉
+    /// bytes. At `bits` = k this is [`encode_le`] again; a width of 0 or
+    /// above k is read as k.
+    Bits(u8),
+}
+
+impl Packing {
+    /// The width an element of `R` travels at.
+    fn width<R: WrappingRing>(self) -> u32 {
+        match self {
+            Packing::Full => R::BITS,
+            Packing::Bits(b) if b == 0 || u32::from(b) > R::BITS => R::BITS,
+            Packing::Bits(b) => u32::from(b),
+        }
+    }
+
+    /// Bytes of a packed vector of `len` elements of `R` (`None` if that
+    /// overflows `usize`).
+    pub fn bytes<R: WrappingRing>(self, len: usize) -> Option<usize> {
+        let bits = len.checked_mul(self.width::<R>() as usize)?;
+        Some(bits.div_ceil(8))
+    }
+}
+
+/// Encodes a vector over Z_2^k with `packing` (the wire format of narrowed
+/// shares, docs/protocol.md "Narrow shares").
+pub fn encode_packed<R: WrappingRing>(x: &[R], packing: Packing) -> Vec<u8> {
+    let bits = packing.width::<R>();
+    if bits == R::BITS {
+        return encode_le(x);
+    }
+    let mask = (1u128 << bits) - 1;
+    let mut out = Vec::with_capacity(x.len().saturating_mul(bits as usize).div_ceil(8));
+    let (mut acc, mut have) = (0u128, 0u32);
+    for &v in x {
+        acc |= (u128::from(v.low_bits()) & mask) << have;
+        have += bits;
+        while have >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if have > 0 {
+        out.push(acc as u8);
+    }
+    out
+}
+
+/// Reads `len` packed elements, calling `each(index, element)` in order;
+/// refuses a wrong length or non-zero padding. Nothing is allocated.
+fn unpack<R: WrappingRing>(
+    bytes: &[u8],
+    len: usize,
+    packing: Packing,
+    mut each: impl FnMut(R),
+) -> Result<(), DecodeError> {
+    let bits = packing.width::<R>();
+    let expected_bytes = packing.bytes::<R>(len).ok_or(DecodeError::Length {
+        expected_bytes: usize::MAX,
+        actual_bytes: bytes.len(),
+    })?;
+    if bytes.len() != expected_bytes {
+        return Err(DecodeError::Length {
+            expected_bytes,
+            actual_bytes: bytes.len(),
+        });
+    }
+    let mask = (1u128 << bits) - 1;
+    let (mut acc, mut have) = (0u128, 0u32);
+    let mut next = bytes.iter();
+    for _ in 0..len {
+        while have < bits {
+            // The length check above guarantees the bytes are there.
+            let Some(&b) = next.next() else {
+                return Err(DecodeError::Length {
+                    expected_bytes,
+                    actual_bytes: bytes.len(),
+                });
+            };
+            acc |= u128::from(b) << have;
+            have += 8;
+        }
+        each(R::from_low_bits((acc & mask) as u64));
+        acc >>= bits;
+        have -= bits;
+    }
+    if acc == 0 {
+        Ok(())
+    } else {
+        Err(DecodeError::NonZeroPadding)
+    }
+}
+
+/// Decodes exactly `len` elements packed with `packing`.
+pub fn decode_packed<R: WrappingRing>(
+    bytes: &[u8],
+    len: usize,
+    packing: Packing,
+) -> Result<Vec<R>, DecodeError> {
+    if packing.width::<R>() == R::BITS {
+        return decode_le(bytes, len);
+    }
+    let mut out = Vec::with_capacity(len.min(bytes.len().saturating_mul(8)));
+    unpack(bytes, len, packing, |v| out.push(v))?;
+    Ok(out)
+}
+
+/// `acc[i] += decode(bytes)[i]` for a vector packed with `packing`, in one
+/// pass; refuses a wrong length or non-zero padding (leaving `acc`
+/// unspecified only for bad padding: the caller discards it).
+pub fn add_packed_assign<R: WrappingRing>(
+    acc: &mut [R],
+    bytes: &[u8],
+    packing: Packing,
+) -> Result<(), DecodeError> {
+    if packing.width::<R>() == R::BITS {
+        return add_le_bytes_assign(acc, bytes);
+    }
+    let mut slots = acc.iter_mut();
+    let len = slots.len();
+    unpack(bytes, len, packing, |v: R| {
+        if let Some(a) = slots.next() {
+            *a = a.add(v);
+        }
+    })
+}
+
+/// Checks that `bytes` is exactly `len` elements packed with `packing`.
+pub fn check_packed<R: WrappingRing>(
+    bytes: &[u8],
+    len: usize,
+    packing: Packing,
+) -> Result<(), DecodeError> {
+    if packing.width::<R>() == R::BITS {
+        return check_le::<R>(bytes, len);
+    }
+    unpack::<R>(bytes, len, packing, |_| {})
 }
 
 #[cfg(test)]
@@ -262,6 +413,89 @@ mod tests {
             Err(DecodeError::NonCanonical { index: 2 })
         );
         assert!(add_le_bytes_assign(&mut acc, &bytes[..8]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn packed_round_trip_keeps_the_low_bits(
+            a in proptest::collection::vec(any::<u32>(), 0..80),
+            bits in 1u8..=40,
+        ) {
+            let packing = Packing::Bits(bits);
+            let bytes = encode_packed(&a, packing);
+            let width = u32::from(bits).min(32);
+            prop_assert_eq!(bytes.len(), (a.len() * width as usize).div_ceil(8));
+            prop_assert_eq!(Some(bytes.len()), packing.bytes::<u32>(a.len()));
+            let mask = if width == 32 { u32::MAX } else { (1u32 << width) - 1 };
+            let low: Vec<u32> = a.iter().map(|v| v & mask).collect();
+            prop_assert_eq!(decode_packed::<u32>(&bytes, a.len(), packing).expect("valid"), low.clone());
+            prop_assert!(check_packed::<u32>(&bytes, a.len(), packing).is_ok());
+            let mut acc = vec![1u32; a.len()];
+            add_packed_assign(&mut acc, &bytes, packing).expect("valid");
+            let plus_one: Vec<u32> = low.iter().map(|v| v.wrapping_add(1)).collect();
+            prop_assert_eq!(acc, plus_one);
+        }
+
+        #[test]
+        fn narrowed_shares_sum_to_the_low_bits_of_the_sum(
+            a in proptest::collection::vec(any::<u64>(), 1..20),
+            b in proptest::collection::vec(any::<u64>(), 1..20),
+            bits in 2u8..64,
+        ) {
+            // Reduction mod 2^bits is a ring homomorphism: packing each
+            // share and adding the unpacked values gives the low bits of
+            // the sum.
+            let n = a.len().min(b.len());
+            let packing = Packing::Bits(bits);
+            let mut acc = vec![0u64; n];
+            add_packed_assign(&mut acc, &encode_packed(&a[..n], packing), packing).expect("valid");
+            add_packed_assign(&mut acc, &encode_packed(&b[..n], packing), packing).expect("valid");
+            let mask = (1u64 << bits) - 1;
+            for i in 0..n {
+                prop_assert_eq!(acc[i] & mask, a[i].wrapping_add(b[i]) & mask);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_decoding_refuses_wrong_lengths_and_padding() {
+        let packing = Packing::Bits(12);
+        let bytes = encode_packed(&[0xfffu32, 0x123, 0x456], packing);
+        assert_eq!(bytes.len(), 5, "36 bits in 5 bytes");
+        assert_eq!(
+            decode_packed::<u32>(&bytes, 3, packing),
+            Ok(vec![0xfff, 0x123, 0x456])
+        );
+        assert_eq!(
+            decode_packed::<u32>(&bytes[..4], 3, packing),
+            Err(DecodeError::Length {
+                expected_bytes: 5,
+                actual_bytes: 4
+            })
+        );
+        let mut padded = bytes.clone();
+        padded[4] |= 0x80;
+        assert_eq!(
+            decode_packed::<u32>(&padded, 3, packing),
+            Err(DecodeError::NonZeroPadding)
+        );
+        assert_eq!(
+            check_packed::<u32>(&padded, 3, packing),
+            Err(DecodeError::NonZeroPadding)
+        );
+        let mut acc = vec![0u32; 3];
+        assert_eq!(
+            add_packed_assign(&mut acc, &padded, packing),
+            Err(DecodeError::NonZeroPadding)
+        );
+        assert!(add_packed_assign(&mut [0u32; 2], &bytes, packing).is_err());
+        assert!(decode_packed::<u64>(&[], usize::MAX, packing).is_err());
+        // Full width is exactly the little-endian encoding.
+        assert_eq!(
+            encode_packed(&[7u32, 9], Packing::Bits(32)),
+            encode_le(&[7u32, 9])
+        );
+        assert_eq!(encode_packed(&[7u64], Packing::Full), encode_le(&[7u64]));
     }
 
     #[test]

@@ -294,6 +294,7 @@ fn share_input(
     let encoding = descriptor.encoding();
     let embed_err = |source| ClientError::Quantization { round, source };
     let share_err = |source| ClientError::Sharing { round, source };
+    let packing = encoding.packing();
     let shares: Vec<ShareBytes> = match (descriptor.mode(), encoding.ring()) {
         (Mode::Additive, RingKind::Z2_32) => additive_bytes::<u32>(
             secret(encoding.embed(&quantized).map_err(embed_err)?).expose(),
@@ -301,6 +302,7 @@ fn share_input(
             index,
             context,
             &mut rng,
+            |v| sealroom_core::vector::encode_packed(v, packing),
         )
         .map_err(share_err)?,
         (Mode::Additive, RingKind::Z2_64) => additive_bytes::<u64>(
@@ -309,6 +311,7 @@ fn share_input(
             index,
             context,
             &mut rng,
+            |v| sealroom_core::vector::encode_packed(v, packing),
         )
         .map_err(share_err)?,
         (Mode::Additive, RingKind::Fp61) => additive_bytes::<Fp>(
@@ -317,6 +320,7 @@ fn share_input(
             index,
             context,
             &mut rng,
+            sealroom_core::vector::encode_le,
         )
         .map_err(share_err)?,
         (Mode::Threshold(params), _) => shamir::share(
@@ -404,20 +408,23 @@ enum ShareBytes {
     Vector(SecretBytes),
 }
 
+/// Additive shares of `input`, the correction vector encoded by `encode`
+/// (at the round's share width).
 fn additive_bytes<R: Ring>(
     input: &[R],
     helpers: usize,
     index: u32,
     context: [u8; 32],
     rng: &mut ChaCha20Rng,
+    encode: impl Fn(&[R]) -> Vec<u8>,
 ) -> Result<Vec<ShareBytes>, SharingError> {
     Ok(additive::share(input, helpers, index, context, rng)?
         .into_iter()
         .map(|s| match s {
             AdditiveShare::Seed(seed) => ShareBytes::Seed(seed),
-            AdditiveShare::Correction(v) => ShareBytes::Vector(SecretBytes::new(
-                sealroom_core::vector::encode_le(v.expose()),
-            )),
+            AdditiveShare::Correction(v) => {
+                ShareBytes::Vector(SecretBytes::new(encode(v.expose())))
+            }
         })
         .collect())
 }

@@ -231,6 +231,14 @@ impl Coordinator {
         }
         let round_id = self.next_round_id;
         let task = start.task;
+        // A sum travels at the narrowest width its headroom check admits
+        // for these clients (docs/protocol.md, "Narrow shares").
+        let share_bits = match (&task.engine, self.config.threshold) {
+            (None, None) => {
+                DescriptorParams::narrowest_share_bits(task.ring, start.clients.len(), task.spec)
+            }
+            _ => None,
+        };
         let descriptor = DescriptorParams {
             federation_id: self.config.federation_id.clone(),
             round_id,
@@ -257,6 +265,7 @@ impl Coordinator {
             },
             nonce: start.nonce,
             engine: task.engine,
+            share_bits,
         }
         .sign(self.config.signer.as_ref())
         .map_err(|e| refuse(e.into()))?;
@@ -1077,9 +1086,10 @@ impl CoordinatorRound {
                 },
             ));
         }
+        let packing = self.descriptor.encoding().packing();
         let valid = match self.descriptor.encoding().ring() {
-            RingKind::Z2_32 => vector::check_le::<u32>(vector.expose(), len),
-            RingKind::Z2_64 => vector::check_le::<u64>(vector.expose(), len),
+            RingKind::Z2_32 => vector::check_packed::<u32>(vector.expose(), len, packing),
+            RingKind::Z2_64 => vector::check_packed::<u64>(vector.expose(), len, packing),
             RingKind::Fp61 => vector::check_le::<Fp>(vector.expose(), len),
         };
         valid.map_err(|e| CoordinatorError::MalformedMessage {

@@ -183,9 +183,24 @@ pub struct DescriptorParams {
     /// An engine round's program (additive mode, three helpers); `None` for
     /// a sum.
     pub engine: Option<EngineRef>,
+    /// Narrow shares (a Z_2^k sum only): reduce every share mod 2^bits and
+    /// pack it at that width; `None` keeps the ring's width. See
+    /// [`DescriptorParams::narrowest_share_bits`].
+    pub share_bits: Option<u8>,
 }
 
 impl DescriptorParams {
+    /// The narrowest share width a sum of `clients` contributions in `ring`
+    /// with `spec` admits (`None`: no narrower width holds the sum, or the
+    /// ring is F_p). Only a sum narrows: an engine round converts its
+    /// uploads at the ring's full width, and a threshold round shares in F_p.
+    pub fn narrowest_share_bits(ring: RingKind, clients: usize, spec: QuantSpec) -> Option<u8> {
+        sealroom_core::fits(ring, clients as u64, spec)
+            .ok()?
+            .narrowest()
+            .share_bits()
+    }
+
     /// Encodes, signs, and verifies the result exactly as a receiver would —
     /// so a coordinator cannot issue a descriptor its parties would refuse.
     pub fn sign(self, key: &dyn Signer) -> Result<VerifiedDescriptor, DescriptorError> {
@@ -204,6 +219,7 @@ impl DescriptorParams {
                     bits: u32::from(self.spec.bits()),
                 }),
                 params: self.task_params,
+                share_bits: self.share_bits.map_or(0, u32::from),
             }),
             mode: if self.threshold.is_some() {
                 pb::Mode::Threshold
@@ -457,6 +473,25 @@ impl VerifiedDescriptor {
         };
         let encoding = sealroom_core::fits(ring, holders, spec)
             .map_err(|source| DescriptorError::Quantization { round, source })?;
+        // Narrow shares: a plain additive sum in Z_2^k only, and only to a
+        // width the headroom check admits for every listed client.
+        let encoding = match task.share_bits {
+            0 => encoding,
+            bits => {
+                if d.engine.is_some() || !matches!(mode, Mode::Additive) {
+                    return Err(invalid(
+                        "task.share_bits",
+                        "only an additive sum narrows its shares (not an engine or threshold round)"
+                            .into(),
+                    ));
+                }
+                let bits = u8::try_from(bits)
+                    .map_err(|_| invalid("task.share_bits", format!("{bits} out of range")))?;
+                encoding
+                    .narrowed(bits)
+                    .map_err(|source| DescriptorError::Quantization { round, source })?
+            }
+        };
         let engine = match &d.engine {
             None => None,
             Some(b) => {
@@ -601,9 +636,10 @@ impl VerifiedDescriptor {
     pub fn helper_index(&self, id: &PartyId) -> Option<usize> {
         self.helpers.iter().position(|h| h == id)
     }
-    /// Bytes of one packed share vector.
+    /// Bytes of one share vector as it travels (at the narrowed width, if
+    /// the round narrows its shares).
     pub fn vector_bytes(&self) -> usize {
-        self.vector_len * self.encoding.ring().element_bytes()
+        self.encoding.vector_bytes(self.vector_len)
     }
 }
 

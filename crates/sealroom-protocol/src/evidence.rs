@@ -319,23 +319,28 @@ pub(crate) fn reconstruct(
     let sum = match descriptor.mode() {
         Mode::Additive => {
             let h = descriptor.helpers().len();
+            let packing = encoding.packing();
             match encoding.ring() {
                 RingKind::Z2_32 => encoding.decode_sum_integers(&additive::reconstruct(
-                    &refs(&decoded::<u32>(descriptor, answers)?),
+                    &refs(&decoded(descriptor, answers, |b, len| {
+                        vector::decode_packed::<u32>(b, len, packing)
+                    })?),
                     h,
                 )?),
                 RingKind::Z2_64 => encoding.decode_sum_integers(&additive::reconstruct(
-                    &refs(&decoded::<u64>(descriptor, answers)?),
+                    &refs(&decoded(descriptor, answers, |b, len| {
+                        vector::decode_packed::<u64>(b, len, packing)
+                    })?),
                     h,
                 )?),
                 RingKind::Fp61 => encoding.decode_sum_integers(&additive::reconstruct(
-                    &refs(&decoded::<Fp>(descriptor, answers)?),
+                    &refs(&decoded(descriptor, answers, vector::decode_le::<Fp>)?),
                     h,
                 )?),
             }
         }
         Mode::Threshold(params) => {
-            let shares = decoded::<Fp>(descriptor, answers)?;
+            let shares = decoded(descriptor, answers, vector::decode_le::<Fp>)?;
             let indexed: Vec<(usize, &[Fp])> =
                 shares.iter().map(|(j, v)| (*j, v.expose())).collect();
             encoding.decode_sum_integers(&shamir::reconstruct_checked(params, &indexed)?)
@@ -353,18 +358,24 @@ fn refs<R: Ring>(shares: &[(usize, ShareVec<R>)]) -> Vec<&[R]> {
 fn decoded<R: Ring>(
     descriptor: &VerifiedDescriptor,
     answers: &BTreeMap<usize, &[u8]>,
+    decode: impl Fn(&[u8], usize) -> Result<Vec<R>, vector::DecodeError>,
 ) -> Result<Vec<(usize, ShareVec<R>)>, SharingError> {
     let len = descriptor.vector_len();
+    let expected_bytes = descriptor.vector_bytes();
     answers
         .iter()
         .map(|(&helper, bytes)| {
-            vector::decode_le::<R>(bytes, len)
+            decode(bytes, len)
                 .map(|v| (helper, ShareVec::new(v)))
                 .map_err(|_| SharingError::ShareLength {
                     helper,
                     source: vector::LengthMismatch {
                         expected: len,
-                        actual: bytes.len() / R::BYTES,
+                        actual: bytes
+                            .len()
+                            .saturating_mul(len)
+                            .checked_div(expected_bytes)
+                            .unwrap_or(0),
                     },
                 })
         })

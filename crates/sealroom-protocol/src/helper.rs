@@ -848,9 +848,10 @@ impl HelperRound {
             }
             (Some(pb::upload::Share::Vector(v)), false) => {
                 let len = self.descriptor.vector_len();
+                let packing = self.descriptor.encoding().packing();
                 let check = match self.descriptor.encoding().ring() {
-                    RingKind::Z2_32 => vector::check_le::<u32>(v, len),
-                    RingKind::Z2_64 => vector::check_le::<u64>(v, len),
+                    RingKind::Z2_32 => vector::check_packed::<u32>(v, len, packing),
+                    RingKind::Z2_64 => vector::check_packed::<u64>(v, len, packing),
                     RingKind::Fp61 => vector::check_le::<Fp>(v, len),
                 };
                 match check {
@@ -983,22 +984,45 @@ impl HelperRound {
     /// Σ over `clients` of this helper's shares, packed little-endian (wiped
     /// when dropped).
     fn aggregate(&self, clients: &[u32]) -> Result<SecretBytes, HelperError> {
+        let packing = self.descriptor.encoding().packing();
         match (self.descriptor.mode(), self.descriptor.encoding().ring()) {
-            (Mode::Threshold(_), _) => self.aggregate_in::<Fp>(clients, shamir::domain),
-            (Mode::Additive, RingKind::Z2_32) => {
-                self.aggregate_in::<u32>(clients, additive::domain)
-            }
-            (Mode::Additive, RingKind::Z2_64) => {
-                self.aggregate_in::<u64>(clients, additive::domain)
-            }
-            (Mode::Additive, RingKind::Fp61) => self.aggregate_in::<Fp>(clients, additive::domain),
+            (Mode::Threshold(_), _) => self.aggregate_in::<Fp>(
+                clients,
+                shamir::domain,
+                vector::add_le_bytes_assign,
+                vector::encode_le,
+            ),
+            (Mode::Additive, RingKind::Z2_32) => self.aggregate_in::<u32>(
+                clients,
+                additive::domain,
+                |acc, bytes| vector::add_packed_assign(acc, bytes, packing),
+                |acc| vector::encode_packed(acc, packing),
+            ),
+            (Mode::Additive, RingKind::Z2_64) => self.aggregate_in::<u64>(
+                clients,
+                additive::domain,
+                |acc, bytes| vector::add_packed_assign(acc, bytes, packing),
+                |acc| vector::encode_packed(acc, packing),
+            ),
+            (Mode::Additive, RingKind::Fp61) => self.aggregate_in::<Fp>(
+                clients,
+                additive::domain,
+                vector::add_le_bytes_assign,
+                vector::encode_le,
+            ),
         }
     }
 
+    /// Σ of the shares in `R`: seeds expanded at the ring's full width,
+    /// vectors decoded with `add`; `encode` writes the sum at the round's
+    /// share width (a narrowed round sends only the low bits, which is
+    /// all the sum needs).
     fn aggregate_in<R: Ring>(
         &self,
         clients: &[u32],
         domain: fn([u8; 32], u32, usize) -> PrgDomain,
+        add: impl Fn(&mut [R], &[u8]) -> Result<(), vector::DecodeError>,
+        encode: impl Fn(&[R]) -> Vec<u8>,
     ) -> Result<SecretBytes, HelperError> {
         let round = self.descriptor.round_id();
         let context = self.descriptor.hash().0;
@@ -1010,14 +1034,12 @@ impl HelperRound {
                     &domain(context, client, self.index),
                     acc.expose_mut(),
                 ),
-                Some(StoredShare::Vector(bytes)) => {
-                    vector::add_le_bytes_assign(acc.expose_mut(), bytes.expose())
-                        .map_err(|_| HelperError::NonCanonicalShare { round, client })?
-                }
+                Some(StoredShare::Vector(bytes)) => add(acc.expose_mut(), bytes.expose())
+                    .map_err(|_| HelperError::NonCanonicalShare { round, client })?,
                 None => return Err(HelperError::UnreceivedClient { round, client }),
             }
         }
-        Ok(SecretBytes::new(vector::encode_le(acc.expose())))
+        Ok(SecretBytes::new(encode(acc.expose())))
     }
 }
 

@@ -93,6 +93,7 @@ fn issue_task(
 ) -> Result<VerifiedDescriptor, DescriptorError> {
     DescriptorParams {
         engine: None,
+        share_bits: None,
         federation_id: support::FEDERATION.into(),
         round_id,
         epoch: 0,
@@ -469,15 +470,17 @@ fn wrong_vector_length_is_refused() {
     let Some(pb::upload::Share::Vector(v)) = &mut upload.share else {
         panic!("helper 1 holds the correction")
     };
-    v.truncate(v.len() - 8);
+    let full = v.len();
+    assert_eq!(full, f.descriptor.vector_bytes());
+    v.truncate(full - 8);
     let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
     assert_eq!(
         err,
         HelperError::ShareLength {
             round: 1,
             client: 1,
-            expected: 128,
-            actual: 120
+            expected: full,
+            actual: full - 8
         }
     );
     // A seed of the wrong size, and a vector where a seed is due.
@@ -495,7 +498,7 @@ fn wrong_vector_length_is_refused() {
         ),
         "{err}"
     );
-    upload.share = Some(pb::upload::Share::Vector(vec![0; 128]));
+    upload.share = Some(pb::upload::Share::Vector(vec![0; full]));
     let err = f.upload(0, START, id, &upload.encode_to_vec()).unwrap_err();
     assert_eq!(
         err,
@@ -509,6 +512,111 @@ fn wrong_vector_length_is_refused() {
     let bytes = f.uploads[1][0].clone();
     f.upload(0, START, id, &bytes)
         .expect("genuine upload still accepted");
+}
+
+/// Narrow shares: a sum's correction vector travels bit-packed at the
+/// descriptor's share width, the narrowest the headroom check admits for
+/// the listed clients. A share one byte long or short, or with a padding
+/// bit set, is refused like any malformed share; a descriptor whose width
+/// could not hold the sum, or that narrows a threshold or engine round, is
+/// refused by every receiver (`sign` verifies as they do).
+#[test]
+fn narrowed_shares_are_exactly_sized_and_canonical() {
+    let mut narrow = setup();
+    narrow.ring = RingKind::Z2_32;
+    narrow.spec = QuantSpec::new(0, 127.0, 8).expect("valid");
+    narrow.vector_len = 15;
+    let mut f = fixture(narrow);
+    // 5 clients × 127 = 635 needs 11 signed bits: 15 × 11 = 165 bits, 21
+    // bytes with 3 padding bits (the plaintext f32 vector is 60 bytes).
+    assert_eq!(f.descriptor.encoding().share_bits(), Some(11));
+    assert_eq!(f.descriptor.vector_bytes(), 21);
+    let id = f.client_id(1);
+    let genuine = f.uploads[1][1].clone();
+    let mut upload = pb::Upload::decode(genuine.as_slice()).expect("decodes");
+    let Some(pb::upload::Share::Vector(v)) = &mut upload.share else {
+        panic!("helper 1 holds the correction")
+    };
+    assert_eq!(v.len(), 21);
+    v[20] |= 0x80;
+    let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
+    assert_eq!(
+        err,
+        HelperError::NonCanonicalShare {
+            round: 1,
+            client: 1
+        }
+    );
+    for len in [20, 22, 60] {
+        upload.share = Some(pb::upload::Share::Vector(vec![0; len]));
+        let err = f.upload(1, START, id, &upload.encode_to_vec()).unwrap_err();
+        assert_eq!(
+            err,
+            HelperError::ShareLength {
+                round: 1,
+                client: 1,
+                expected: 21,
+                actual: len
+            }
+        );
+    }
+    f.upload(1, START, id, &genuine)
+        .expect("the genuine narrow upload is accepted");
+
+    let ids: Vec<PartyId> = f.sim.clients.iter().map(|c| c.id).collect();
+    let params = |share_bits: Option<u8>, threshold: Option<usize>| DescriptorParams {
+        engine: None,
+        share_bits,
+        federation_id: support::FEDERATION.into(),
+        round_id: 10,
+        epoch: 0,
+        task_name: "x".into(),
+        task_params: Vec::new(),
+        vector_len: 4,
+        ring: if threshold.is_some() {
+            RingKind::Fp61
+        } else {
+            RingKind::Z2_32
+        },
+        spec: QuantSpec::new(0, 127.0, 8).expect("valid"),
+        threshold,
+        clients: ids.clone(),
+        helpers: f.sim.helpers.iter().map(|h| h.id).collect(),
+        min_clients: 3,
+        issued_at: Millis(0),
+        upload_window_ms: 1,
+        aggregation_window_ms: 1,
+        nonce: [0; 32],
+    };
+    let sign = |p: DescriptorParams| p.sign(&f.sim.coordinator_key);
+    assert_eq!(
+        DescriptorParams::narrowest_share_bits(
+            RingKind::Z2_32,
+            ids.len(),
+            QuantSpec::new(0, 127.0, 8).expect("valid")
+        ),
+        Some(11)
+    );
+    sign(params(Some(11), None)).expect("11 bits hold 5 × 127");
+    sign(params(Some(20), None)).expect("any width that holds the sum");
+    for bits in [10, 32, 1] {
+        let err = sign(params(Some(bits), None)).unwrap_err();
+        assert!(
+            matches!(err, DescriptorError::Quantization { .. }),
+            "{bits} bits: {err}"
+        );
+    }
+    let err = sign(params(Some(20), Some(2))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::Invalid {
+                field: "task.share_bits",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -836,6 +944,7 @@ fn overflowing_quantization_is_refused_at_issue() {
     // min_clients of 1 would release single inputs: refused too.
     let params = DescriptorParams {
         engine: None,
+        share_bits: None,
         federation_id: support::FEDERATION.into(),
         round_id: 10,
         epoch: 0,
@@ -1048,6 +1157,7 @@ fn engine_descriptors_are_checked() {
                 program: program.into(),
                 version: 1,
             }),
+            share_bits: None,
             federation_id: support::FEDERATION.into(),
             round_id: 1,
             epoch: 0,
@@ -1209,5 +1319,79 @@ fn a_validity_round_upload_at_100k_parameters_stays_within_1_1x_plaintext_f32() 
         );
         assert!(ratio > 1.0, "the vector itself is sent: {ratio}");
         eprintln!("client {c}: {total} bytes against {plain} for f32 ({ratio:.5}x)");
+    }
+}
+
+/// Bandwidth below plaintext (issue #17): at 8-bit quantization and 256
+/// listed clients the coordinator narrows the sum's shares to 16 bits, so
+/// the correction vector is exactly half an f32 update and a client's whole
+/// upload (the vector, two seeds, each message's descriptor hash and ids)
+/// is 0.5× plus framing; at 10 clients 12 bits suffice (0.375×).
+#[test]
+fn an_8_bit_upload_is_half_of_plaintext_f32_at_256_clients() {
+    for (clients, bits) in [(256usize, 16u8), (10, 12)] {
+        let mut s = setup();
+        s.clients = clients;
+        s.ring = RingKind::Z2_32;
+        s.spec = QuantSpec::new(0, 127.0, 8).expect("valid");
+        s.vector_len = 100_000;
+        let mut sim = Sim::new(s.clone(), Network::default(), 256);
+        let ids: Vec<PartyId> = sim.clients.iter().map(|c| c.id).collect();
+        let task = sim.task();
+        sim.coordinator
+            .handle(
+                START,
+                Input::Start(Start {
+                    task,
+                    clients: ids,
+                    nonce: [3; 32],
+                }),
+            )
+            .expect("starts");
+        let descriptor = sim
+            .coordinator
+            .round()
+            .expect("running")
+            .descriptor()
+            .clone();
+        assert_eq!(descriptor.encoding().share_bits(), Some(bits));
+        let plain = 4 * s.vector_len;
+        let inputs = random_inputs(&mut ChaCha20Rng::seed_from_u64(9), 3, s.vector_len, 127.0);
+        for (c, input) in inputs.iter().enumerate() {
+            let step = participate(
+                &mut sim.clients[c].client,
+                START,
+                descriptor.envelope(),
+                input,
+                [c as u8; 32],
+            )
+            .expect("participates");
+            let sizes: Vec<usize> = step
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send {
+                        message: Message::Upload(b),
+                        ..
+                    } => Some(b.expose().len()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sizes.len(), 3, "one upload per helper");
+            let vector = s.vector_len * usize::from(bits) / 8;
+            let total: usize = sizes.iter().sum();
+            assert!(
+                sizes.iter().any(|&n| n >= vector && n < vector + 64),
+                "one upload carries the {vector}-byte packed correction: {sizes:?}"
+            );
+            let ratio = total as f64 / plain as f64;
+            assert!(
+                total <= vector + 256,
+                "{clients} clients, client {c}: {total} bytes against {plain} for f32 ({ratio:.5}x)"
+            );
+            eprintln!(
+                "{clients} clients at {bits} bits, client {c}: {total} bytes against {plain} for f32 ({ratio:.5}x)"
+            );
+        }
     }
 }

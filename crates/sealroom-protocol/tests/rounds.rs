@@ -70,6 +70,49 @@ fn honest_threshold_rounds_match_plaintext_bit_for_bit() {
     }
 }
 
+/// Narrow shares hold the worst case exactly: every client at +clip, at
+/// −clip, and mixed, in a round whose shares the coordinator narrowed to
+/// the tightest width the headroom check admits (8-bit values, 256 clients:
+/// 16 bits; 7 clients: 11 bits, with padding bits in the packed vector).
+#[test]
+fn narrowed_rounds_sum_the_worst_case_exactly() {
+    use prost::Message as _;
+    use sealroom_protocol::pb;
+    for (clients, len, bits) in [(256usize, 3usize, 16u32), (7, 13, 11)] {
+        let mut setup = Setup::additive(3, clients);
+        setup.ring = sealroom_core::RingKind::Z2_32;
+        setup.spec = sealroom_core::QuantSpec::new(0, 127.0, 8).expect("valid");
+        setup.vector_len = len;
+        setup.min_clients = clients;
+        let mut sim = Sim::new(setup.clone(), Network::default(), 21);
+        for sign in [1.0, -1.0, 0.0] {
+            let inputs: Vec<Vec<f64>> = (0..clients)
+                .map(|c| {
+                    let v = if sign == 0.0 {
+                        if c % 2 == 0 { 127.0 } else { -127.0 }
+                    } else {
+                        sign * 127.0
+                    };
+                    vec![v; len]
+                })
+                .collect();
+            let run = sim.run_round(inputs, &Faults::default());
+            assert_eq!(check_outcome(&sim, &run), None, "{clients} clients, {sign}");
+            let Outcome::Completed(s) = &run.outcome else {
+                panic!("completed")
+            };
+            let expected = match sign {
+                0.0 => (clients as i64).rem_euclid(2) * 127,
+                _ => sign as i64 * 127 * clients as i64,
+            };
+            assert_eq!(s.sum, vec![expected; len]);
+            let descriptor =
+                pb::RoundDescriptor::decode(s.descriptor.body.as_slice()).expect("a descriptor");
+            assert_eq!(descriptor.task.expect("a task").share_bits, bits);
+        }
+    }
+}
+
 #[test]
 fn long_vectors_cross_prg_block_boundaries() {
     let mut setup = Setup::threshold(2, 3, 6);

@@ -17,6 +17,7 @@ fn key() -> SigningKey {
 fn descriptor() -> VerifiedDescriptor {
     DescriptorParams {
         engine: None,
+        share_bits: None,
         federation_id: "vectors".into(),
         round_id: 7,
         epoch: 1,

@@ -101,11 +101,28 @@ fn reps_for(dims: usize, clients: usize) -> usize {
 /// Times the kernels of `shape` (inputs drawn like the synthetic task's).
 pub fn measure(shape: &Shape, clip: f64) -> Result<KernelTimes> {
     let input = sealroom_node::tasks::synthetic_vector("client-0", 1, shape.dims, clip);
+    // Vectors travel at the round's share width, as the nodes send them.
+    let packing = shape.encoding.packing();
     match (shape.threshold, shape.encoding.ring()) {
         (Some(t), _) => measure_threshold(shape, t, &input),
-        (None, RingKind::Z2_32) => measure_additive::<u32>(shape, &input),
-        (None, RingKind::Z2_64) => measure_additive::<u64>(shape, &input),
-        (None, _) => measure_additive::<Fp>(shape, &input),
+        (None, RingKind::Z2_32) => measure_additive::<u32>(
+            shape,
+            &input,
+            |v| vector::encode_packed(v, packing),
+            |acc, b| vector::add_packed_assign(acc, b, packing),
+        ),
+        (None, RingKind::Z2_64) => measure_additive::<u64>(
+            shape,
+            &input,
+            |v| vector::encode_packed(v, packing),
+            |acc, b| vector::add_packed_assign(acc, b, packing),
+        ),
+        (None, RingKind::Fp61) => measure_additive::<Fp>(
+            shape,
+            &input,
+            vector::encode_le,
+            vector::add_le_bytes_assign,
+        ),
     }
 }
 
@@ -116,15 +133,23 @@ fn seed_of(i: usize) -> Seed {
     Seed::from_bytes(b)
 }
 
-/// A canonical share vector's bytes (values below every ring's modulus).
-fn vector_bytes<R: Ring>(dims: usize, salt: u64) -> Vec<u8> {
+/// A canonical share vector's bytes (values below every ring's modulus),
+/// written by `encode`.
+fn vector_bytes<R: Ring>(dims: usize, salt: u64, encode: impl Fn(&[R]) -> Vec<u8>) -> Vec<u8> {
     let values: Vec<R> = (0..dims as u64)
         .map(|i| R::from_i64(((i ^ salt).wrapping_mul(0x9e37_79b9) & 0x7fff_ffff) as i64))
         .collect();
-    vector::encode_le(&values)
+    encode(&values)
 }
 
-fn measure_additive<R: Ring>(shape: &Shape, input: &[f64]) -> Result<KernelTimes> {
+/// The additive kernels, with vectors written by `encode` and added by
+/// `add` (the round's share width).
+fn measure_additive<R: Ring>(
+    shape: &Shape,
+    input: &[f64],
+    encode: impl Fn(&[R]) -> Vec<u8>,
+    add: impl Fn(&mut [R], &[u8]) -> Result<(), vector::DecodeError>,
+) -> Result<KernelTimes> {
     let context = [7u8; 32];
     let encoding = shape.encoding;
     let client_share_s = time_median(reps_for(shape.dims, 1), || -> Result<usize> {
@@ -135,7 +160,7 @@ fn measure_additive<R: Ring>(shape: &Shape, input: &[f64]) -> Result<KernelTimes
         let mut bytes = 0;
         for s in &shares {
             if let AdditiveShare::Correction(v) = s {
-                bytes += vector::encode_le(v.expose()).len();
+                bytes += encode(v.expose()).len();
             }
         }
         Ok(bytes)
@@ -146,7 +171,7 @@ fn measure_additive<R: Ring>(shape: &Shape, input: &[f64]) -> Result<KernelTimes
     let mut vectors = Vec::new();
     for c in 0..shape.clients as u32 {
         if additive::correction_holder(c, shape.helpers) == helper {
-            vectors.push((c, vector_bytes::<R>(shape.dims, u64::from(c))));
+            vectors.push((c, vector_bytes::<R>(shape.dims, u64::from(c), &encode)));
         } else {
             seeds.push((c, seed_of(c as usize)));
         }
@@ -159,11 +184,11 @@ fn measure_additive<R: Ring>(shape: &Shape, input: &[f64]) -> Result<KernelTimes
             prg::expand_add_into(seed, &additive::domain(context, *c, helper), &mut acc);
         }
         for (_, bytes) in &vectors {
-            if let Err(e) = vector::add_le_bytes_assign(&mut acc, bytes) {
+            if let Err(e) = add(&mut acc, bytes) {
                 failed = Some(e.to_string());
             }
         }
-        vector::encode_le(&acc)
+        encode(&acc)
     });
     if let Some(e) = failed {
         return Err(anyhow!("helper kernel: {e}"));
@@ -214,7 +239,10 @@ fn measure_threshold(shape: &Shape, t: usize, input: &[f64]) -> Result<KernelTim
         if params.seeded_helpers(c).any(|h| h == helper) {
             seeds.push((c, seed_of(c as usize)));
         } else {
-            vectors.push((c, vector_bytes::<Fp>(shape.dims, u64::from(c))));
+            vectors.push((
+                c,
+                vector_bytes::<Fp>(shape.dims, u64::from(c), vector::encode_le),
+            ));
         }
     }
     let reps = reps_for(shape.dims, shape.clients);

@@ -593,7 +593,9 @@ async fn run_federation(
     } else {
         federation_ring
     };
-    let encoding = RoundEncoding::new(ring, clients as u64, spec)?;
+    // As the coordinator does: a sum's shares travel at the narrowest width
+    // its headroom check admits (F_p: its own width).
+    let encoding = RoundEncoding::new(ring, clients as u64, spec)?.narrowest();
 
     let material = |name: &str| -> Result<sealroom_node::tls::TlsMaterial> {
         Ok(fed
@@ -824,6 +826,7 @@ async fn run_federation(
             mode: config.mode.clone(),
             threshold: config.threshold,
             ring: ring.name().into(),
+            share_bits: encoding.share_bits(),
             rounds: config.rounds,
             secure: Side {
                 latency_ms: Summary::of(&secure_ms),

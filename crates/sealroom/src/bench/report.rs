@@ -106,6 +106,9 @@ pub struct ConfigResult {
     pub threshold: Option<usize>,
     /// The rounds' ring.
     pub ring: String,
+    /// The width the sum's shares travel at when narrower than the ring
+    /// (docs/protocol.md "Narrow shares"); `None`: the ring's own.
+    pub share_bits: Option<u8>,
     /// Measured rounds per side.
     pub rounds: usize,
     /// The secure rounds.
@@ -337,10 +340,16 @@ impl ConfigResult {
         }
         let mode = match self.threshold {
             Some(t) => format!("Shamir {t}-of-{} over F_p", self.helpers),
-            None => format!(
-                "additive {}-of-{} over {}",
-                self.helpers, self.helpers, self.ring
-            ),
+            None => match self.share_bits {
+                Some(bits) => format!(
+                    "additive {}-of-{} over {}, shares narrowed to {bits} bits",
+                    self.helpers, self.helpers, self.ring
+                ),
+                None => format!(
+                    "additive {}-of-{} over {}",
+                    self.helpers, self.helpers, self.ring
+                ),
+            },
         };
         let mut notes = String::new();
         if self.oversize_outcomes > 0 {
@@ -559,6 +568,7 @@ mod tests {
             mode: "additive".into(),
             threshold: None,
             ring: "z2_32".into(),
+            share_bits: None,
             rounds: 3,
             secure: side(secure_p95, 4010.0),
             baseline: side(baseline_p95, 4000.0),
