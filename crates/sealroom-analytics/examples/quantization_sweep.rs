@@ -100,6 +100,34 @@ fn main() -> Result<(), FlError> {
                 );
             }
         }
+        // Uniform weights: the narrowest uploads (8-bit deltas from up to
+        // 256 clients travel as 16-bit shares).
+        for error_feedback in [false, true] {
+            let mut cells = Vec::new();
+            let mut clipped = Vec::new();
+            for bits in BITS {
+                let config = SimConfig {
+                    aggregation: Aggregation::Quantized {
+                        spec: FedAvgSpec {
+                            bits,
+                            delta_clip: 1.0,
+                            max_weight: 1,
+                        },
+                        error_feedback,
+                    },
+                    ..base
+                };
+                let reports = run(&config, simulate)?;
+                cells.push(cell(&reports));
+                clipped.push(format!("{:.1}", clipped_per_round(&reports)));
+            }
+            println!(
+                "| FedAvg, quantized, uniform weights | ±1 | {} | {} | {} |",
+                if error_feedback { "on" } else { "off" },
+                cells.join(" | "),
+                clipped.join(" / ")
+            );
+        }
     }
     Ok(())
 }
@@ -127,7 +155,7 @@ fn print_wire_widths() -> Result<(), FlError> {
             let (narrow_10, ratio_10) = narrowed(&spec, 10)?;
             let (narrow_256, ratio_256) = narrowed(&spec, 256)?;
             println!(
-                "| ±{delta_clip} | {bits} | 2^{} | {} | {admits} | {narrow_10} / {narrow_256} | {ratio_10:.3}× / {ratio_256:.3}× |",
+                "| ±{delta_clip} | {bits} | 2^{} | {} | {admits} | {narrow_10} / {narrow_256} | {ratio_10} / {ratio_256} |",
                 -i32::from(wire.scale_bits()),
                 wire.bits(),
             );
@@ -146,7 +174,7 @@ fn print_wire_widths() -> Result<(), FlError> {
         };
         let (narrow_10, ratio_10) = narrowed(&spec, 10)?;
         let (narrow_256, ratio_256) = narrowed(&spec, 256)?;
-        println!("| {bits} | {narrow_10} / {narrow_256} | {ratio_10:.3}× / {ratio_256:.3}× |");
+        println!("| {bits} | {narrow_10} / {narrow_256} | {ratio_10} / {ratio_256} |");
     }
     Ok(())
 }
@@ -154,18 +182,16 @@ fn print_wire_widths() -> Result<(), FlError> {
 /// The share width a Z_2^32 sum of `clients` updates travels at (the
 /// narrowest the headroom check admits, as the coordinator picks it) and the
 /// share vector's size against an f32 update (`—` if the round does not fit).
-fn narrowed(spec: &FedAvgSpec, clients: u64) -> Result<(String, f64), FlError> {
+fn narrowed(spec: &FedAvgSpec, clients: u64) -> Result<(String, String), FlError> {
     const LEN: usize = 100_000;
     match spec.round_encoding(RingKind::Z2_32, clients) {
         Ok(encoding) => {
             let narrow = encoding.narrowest();
             let bits = narrow.share_bits().map_or(32, u32::from);
-            Ok((
-                bits.to_string(),
-                narrow.vector_bytes(LEN) as f64 / (4 * LEN) as f64,
-            ))
+            let ratio = narrow.vector_bytes(LEN) as f64 / (4 * LEN) as f64;
+            Ok((bits.to_string(), format!("{ratio:.3}×")))
         }
-        Err(FlError::Quantization(_)) => Ok(("—".into(), f64::NAN)),
+        Err(FlError::Quantization(_)) => Ok(("—".into(), "—".into())),
         Err(e) => Err(e),
     }
 }

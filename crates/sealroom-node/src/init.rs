@@ -80,6 +80,12 @@ pub struct InitOptions {
     /// Lifetime of an MPC engine key epoch of the preprocessing pool,
     /// seconds (`federation.toml`'s `engine_key_epoch_s`).
     pub engine_key_epoch_s: u64,
+    /// 0: peers reach each serving node at its listen port. Otherwise at
+    /// listen port + this offset, where something relays to the node (the
+    /// latency proxies of `sealroom bench --rtt-ms`). Must leave the relay
+    /// ports between the nodes' ports and the metrics ports:
+    /// `1 + helpers ≤ offset ≤ 99 − helpers`.
+    pub relay_port_offset: u16,
 }
 
 impl Default for InitOptions {
@@ -99,6 +105,7 @@ impl Default for InitOptions {
             validity_days: pki::DEFAULT_LEAF_DAYS,
             allow_unverified_threshold_release: false,
             engine_key_epoch_s: crate::config::DEFAULT_ENGINE_KEY_EPOCH_S,
+            relay_port_offset: 0,
         }
     }
 }
@@ -490,6 +497,17 @@ fn plan(opts: &InitOptions) -> Result<Vec<Plan>, InitError> {
             ),
         ));
     }
+    let offset = usize::from(opts.relay_port_offset);
+    if offset != 0 && !(1 + h..=99 - h).contains(&offset) {
+        return Err(bad(
+            "relay_port_offset",
+            format!(
+                "{offset} would put a relay port on a node's or a metrics port (1 + helpers ..= 99 − helpers, here {}..={})",
+                1 + h,
+                99 - h
+            ),
+        ));
+    }
     let host = opts.host.trim_start_matches('[').trim_end_matches(']');
     let ip = host.parse::<IpAddr>().ok();
     let endpoint_host = match ip {
@@ -512,7 +530,7 @@ fn plan(opts: &InitOptions) -> Result<Vec<Plan>, InitError> {
         name: "coordinator".into(),
         listen: Some(SocketAddr::new(bind_ip, port(0))),
         metrics_listen: metrics(0),
-        endpoint: Some(format!("{endpoint_host}:{}", port(0))),
+        endpoint: Some(format!("{endpoint_host}:{}", port(offset))),
         data: None,
     }];
     for i in 0..h {
@@ -521,7 +539,7 @@ fn plan(opts: &InitOptions) -> Result<Vec<Plan>, InitError> {
             name: format!("helper-{i}"),
             listen: Some(SocketAddr::new(bind_ip, port(1 + i))),
             metrics_listen: metrics(1 + i),
-            endpoint: Some(format!("{endpoint_host}:{}", port(1 + i))),
+            endpoint: Some(format!("{endpoint_host}:{}", port(offset + 1 + i))),
             data: None,
         });
     }
@@ -632,7 +650,7 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused_before_anything_is_written() {
-        let cases: [(InitOptions, &str); 6] = [
+        let cases: [(InitOptions, &str); 7] = [
             (
                 InitOptions {
                     helpers: 1,
@@ -674,6 +692,13 @@ mod tests {
                     ..InitOptions::default()
                 },
                 "base_port",
+            ),
+            (
+                InitOptions {
+                    relay_port_offset: 2,
+                    ..InitOptions::default()
+                },
+                "relay_port_offset",
             ),
         ];
         for (opts, expected) in cases {

@@ -308,7 +308,7 @@ impl LocalFederation {
     /// client i's data; `catalog` the tasks the coordinator offers.
     pub async fn start(
         dir: &Path,
-        mut options: InitOptions,
+        options: InitOptions,
         catalog: TaskCatalog,
         inputs: Vec<Arc<dyn InputSource>>,
     ) -> Result<
@@ -318,6 +318,32 @@ impl LocalFederation {
         ),
         NodeError,
     > {
+        Self::start_relayed(dir, options, catalog, inputs, |_| async { Ok(()) }).await
+    }
+
+    /// [`LocalFederation::start`] for a federation whose peers reach each
+    /// serving node through a relay (`options.relay_port_offset` > 0):
+    /// once the configs are written, `relay` is given every
+    /// `(relay port, node listen address)` pair, the relay ports are free
+    /// to bind on 127.0.0.1, and the nodes start only after `relay`
+    /// returns (so their first connections already go through it).
+    pub async fn start_relayed<F, Fut>(
+        dir: &Path,
+        mut options: InitOptions,
+        catalog: TaskCatalog,
+        inputs: Vec<Arc<dyn InputSource>>,
+        relay: F,
+    ) -> Result<
+        (
+            LocalFederation,
+            mpsc::UnboundedReceiver<(usize, ClientEvent)>,
+        ),
+        NodeError,
+    >
+    where
+        F: FnOnce(Vec<(u16, std::net::SocketAddr)>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), NodeError>>,
+    {
         if inputs.len() != options.clients {
             return Err(NodeError::Config(format!(
                 "{} inputs for {} clients",
@@ -367,6 +393,18 @@ impl LocalFederation {
             events,
             ports,
         };
+        let mut relays = Vec::new();
+        if options.relay_port_offset > 0 {
+            for config in fed.configs.values() {
+                if let Some(listen) = config.listen {
+                    let port = listen.port() + options.relay_port_offset;
+                    // Held with the block until now: free for the relay.
+                    drop(fed.ports.take(port));
+                    relays.push((port, listen));
+                }
+            }
+        }
+        relay(relays).await?;
         for h in 0..options.helpers {
             fed.start_helper(h).await?;
         }

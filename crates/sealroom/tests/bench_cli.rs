@@ -263,6 +263,52 @@ fn small_load_bench_completes_every_round_and_reports_each_node() {
 
 /// Runs `sealroom bench ARGS` with its report and federations under `dir`;
 /// asserts it succeeded; its stdout and JSON report.
+/// `--rtt-ms`: both sides' every connection goes through a latency relay.
+/// The check is that the relays are in the path — no round can finish in
+/// less than the one round trip its request alone needs — and that the
+/// report states the RTT and the round trips each side needs; it makes no
+/// claim about speed.
+#[test]
+fn emulated_rtt_bench_routes_both_sides_through_the_latency_relays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stdout, report) = bench(
+        dir.path(),
+        &[
+            "--quick",
+            "--clients",
+            "3",
+            "--dims",
+            "100",
+            "--rounds",
+            "2",
+            "--rtt-ms",
+            "40",
+        ],
+    );
+    assert!(
+        stdout.contains("emulated round-trip time 40 ms"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a secure round needs 3.5 sequential round trips"),
+        "{stdout}"
+    );
+    assert_eq!(report["config"]["rtt_ms"], 40);
+    let r = &report["results"][0];
+    assert_eq!(r["rtt_ms"], 40);
+    for side in ["secure", "baseline"] {
+        let p50 = r[side]["latency_ms"]["p50"].as_f64().expect("p50");
+        assert!(
+            p50 >= 40.0,
+            "{side}: a round through the relays took {p50} ms, less than one 40 ms round trip"
+        );
+    }
+    assert!(
+        report["transport"].is_null(),
+        "no transport probe at an emulated RTT"
+    );
+}
+
 fn bench(dir: &std::path::Path, args: &[&str]) -> (String, Value) {
     let json = dir.join("report.json");
     let out = sealroom()

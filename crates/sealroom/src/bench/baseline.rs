@@ -71,17 +71,24 @@ impl Baseline {
     /// coordinator's TLS material) and one baseline client per entry of
     /// `clients` (name, TLS material); `admin` is the identity the bench
     /// driver uses to start rounds. Values are drawn like the synthetic
-    /// task's, within ±`clip`/2.
+    /// task's, within ±`clip`/2. With `relays`, the clients and the driver
+    /// reach the aggregator through a latency relay, as the secure side's
+    /// parties reach its nodes.
     pub async fn start(
         server: &TlsMaterial,
         admin: TlsMaterial,
         clients: Vec<(String, TlsMaterial)>,
         clip: f64,
+        relays: Option<&super::relay::Relays>,
     ) -> Result<Baseline> {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .context("binding the baseline aggregator")?;
-        let endpoint = format!("127.0.0.1:{}", listener.local_addr()?.port());
+        let port = match relays {
+            Some(relays) => relays.add_any(listener.local_addr()?).await?,
+            None => listener.local_addr()?.port(),
+        };
+        let endpoint = format!("127.0.0.1:{port}");
         let server_id = server.id();
         let (trigger, shutdown) = shutdown::channel();
         let (announce, _) = broadcast::channel(16);

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod kernels;
 pub mod load;
 pub mod poisoning;
+pub mod relay;
 pub mod report;
 pub mod stats;
 pub mod transport;
@@ -139,7 +140,26 @@ pub struct BenchArgs {
     /// skew (default 0.5, strongly non-IID; 100 is close to IID).
     #[arg(long, value_name = "ALPHA", requires = "poisoning")]
     pub alpha: Option<f64>,
+    /// Emulated round-trip time: every connection of both sides (clients,
+    /// helpers, coordinator, the baseline's aggregator, the bench driver)
+    /// goes through a latency proxy adding MS per round trip, half each way
+    /// (noxious, a Rust port of Toxiproxy, on loopback). Reports secure vs
+    /// plaintext round latency at that RTT next to the sequential round
+    /// trips each side needs. The proxy delays each 32 KiB read in turn, so
+    /// one connection moves at most 32 KiB per half-RTT: figures above a
+    /// few KiB per message are upper bounds. Default --dims 1000.
+    #[arg(long, value_name = "MS", conflicts_with_all = ["simulate", "engine", "load", "poisoning"])]
+    pub rtt_ms: Option<u64>,
 }
+
+/// Sequential network round trips of a secure round with warm connections
+/// (docs/performance.md, "How many sequential round trips a round needs"):
+/// descriptor to the helpers 1, to the clients ½, upload ½, report ½,
+/// inclusion set and answer 1.
+pub const SECURE_ROUND_TRIPS: f64 = 3.5;
+/// The same for a baseline round: the driver's request and its announcement
+/// to the clients ½ + ½, the upload ½, the sum back to the driver ½.
+pub const BASELINE_ROUND_TRIPS: f64 = 2.0;
 
 /// `sealroom bench --simulate N`.
 fn simulate(args: &BenchArgs, clients: usize) -> Result<()> {
@@ -216,6 +236,8 @@ struct RunConfig {
     rounds: usize,
     warmup: usize,
     quick: bool,
+    /// Emulated round-trip time (`--rtt-ms`), if any.
+    rtt_ms: Option<u64>,
     profile: &'static str,
 }
 
@@ -306,10 +328,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         (true, true) => vec![3],
         (true, false) => vec![5, 10],
     };
-    let dims = match (args.dims.is_empty(), args.quick) {
-        (false, _) => args.dims.clone(),
-        (true, true) => vec![100, 1000],
-        (true, false) => vec![1000, 100_000, 1_000_000],
+    let dims = match (args.dims.is_empty(), args.quick, args.rtt_ms.is_some()) {
+        (false, _, _) => args.dims.clone(),
+        (true, true, _) => vec![100, 1000],
+        (true, false, true) => vec![1000],
+        (true, false, false) => vec![1000, 100_000, 1_000_000],
     };
     let rounds = args
         .rounds
@@ -345,6 +368,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         rounds,
         warmup,
         quick: args.quick,
+        rtt_ms: args.rtt_ms,
         profile: if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -407,6 +431,12 @@ async fn run_async(args: &BenchArgs, config: RunConfig) -> Result<()> {
         config.rounds,
         config.warmup
     );
+    if let Some(rtt) = config.rtt_ms {
+        println!(
+            "emulated round-trip time {rtt} ms on every connection of both sides (latency relays); \
+             the transport-limit probe is skipped"
+        );
+    }
     if cfg!(debug_assertions) {
         println!("note: a debug build; figures are only meaningful from `cargo run --release`");
     }
@@ -438,7 +468,7 @@ async fn run_async(args: &BenchArgs, config: RunConfig) -> Result<()> {
             clients,
             &references,
             &progress,
-            transport.is_none(),
+            transport.is_none() && config.rtt_ms.is_none(),
         )
         .await?;
         transport = transport.or(probe);
@@ -481,6 +511,28 @@ async fn run_async(args: &BenchArgs, config: RunConfig) -> Result<()> {
                 if met { "MET" } else { "MISSED" }
             );
             baseline_vs_transport.push((r.clients, r.dims, rate, behind, met));
+        }
+    }
+    if let Some(rtt) = config.rtt_ms {
+        let rtt = rtt as f64;
+        println!(
+            "\nat an emulated RTT of {rtt} ms: a secure round needs {SECURE_ROUND_TRIPS} sequential round trips ({:.0} ms), \
+             a baseline round {BASELINE_ROUND_TRIPS} ({:.0} ms); the upload and report windows bound a round from above",
+            SECURE_ROUND_TRIPS * rtt,
+            BASELINE_ROUND_TRIPS * rtt
+        );
+        for r in &results {
+            println!(
+                "  {} clients × {}: secure p50 {:.0} ms ({:.1} RTT), baseline p50 {:.0} ms ({:.1} RTT), p95 ratio {}",
+                r.clients,
+                r.dims,
+                r.secure.latency_ms.p50,
+                r.secure.latency_ms.p50 / rtt,
+                r.baseline.latency_ms.p50,
+                r.baseline.latency_ms.p50 / rtt,
+                r.latency_ratio_p95
+                    .map_or("—".into(), |x| format!("{x:.2}×"))
+            );
         }
     }
     println!("\nsummary against DESIGN.md §9");
@@ -558,6 +610,7 @@ async fn run_federation(
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("replacing {}", dir.display()))?;
     }
+    let relays = config.rtt_ms.map(|rtt| Arc::new(relay::Relays::new(rtt)));
     let options = InitOptions {
         helpers: config.helpers,
         clients,
@@ -567,6 +620,8 @@ async fn run_federation(
         force: true,
         upload_window_ms: 60_000,
         aggregation_window_ms: 60_000,
+        // Peers reach each serving node through its relay, 50 ports up.
+        relay_port_offset: if relays.is_some() { 50 } else { 0 },
         ..InitOptions::default()
     };
     let names: Vec<String> = (0..clients).map(|i| format!("client-{i}")).collect();
@@ -574,10 +629,26 @@ async fn run_federation(
         .iter()
         .map(|n| Arc::new(SyntheticInput { client: n.clone() }) as Arc<dyn InputSource>)
         .collect();
-    let (fed, mut events) =
-        LocalFederation::start(&dir, options, TaskCatalog::with_builtins(), inputs)
-            .await
-            .context("starting the local federation")?;
+    let node_relays = relays.clone();
+    let (fed, mut events) = LocalFederation::start_relayed(
+        &dir,
+        options,
+        TaskCatalog::with_builtins(),
+        inputs,
+        |pairs| async move {
+            if let Some(relays) = node_relays {
+                for (port, upstream) in pairs {
+                    relays
+                        .add(port, upstream)
+                        .await
+                        .map_err(|e| sealroom_node::NodeError::Config(format!("{e:#}")))?;
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+    .context("starting the local federation")?;
     let q = fed.summary.federation.quantization.clone();
     let spec = QuantSpec::new(q.scale_bits, q.clip, q.bits)?;
     let federation_ring = match q.ring.as_str() {
@@ -614,6 +685,7 @@ async fn run_federation(
         fed.admin()?.tls.clone(),
         baseline_clients,
         q.clip,
+        relays.as_deref(),
     )
     .await?;
     let mut driver = baseline.driver()?;
@@ -827,6 +899,7 @@ async fn run_federation(
             threshold: config.threshold,
             ring: ring.name().into(),
             share_bits: encoding.share_bits(),
+            rtt_ms: config.rtt_ms,
             rounds: config.rounds,
             secure: Side {
                 latency_ms: Summary::of(&secure_ms),

@@ -109,6 +109,8 @@ pub struct ConfigResult {
     /// The width the sum's shares travel at when narrower than the ring
     /// (docs/protocol.md "Narrow shares"); `None`: the ring's own.
     pub share_bits: Option<u8>,
+    /// The emulated round-trip time every connection had (`--rtt-ms`).
+    pub rtt_ms: Option<u64>,
     /// Measured rounds per side.
     pub rounds: usize,
     /// The secure rounds.
@@ -365,8 +367,11 @@ impl ConfigResult {
                 "check: secure sum vs plaintext sum of the same inputs, largest difference {d:.2e} (quantization)\n"
             ));
         }
+        let network = self
+            .rtt_ms
+            .map_or(String::new(), |rtt| format!(", emulated RTT {rtt} ms"));
         format!(
-            "\n{} clients × {} dims — {mode}, {} rounds each (secure, and the plaintext baseline)\n{}\n{}\n{}{}",
+            "\n{} clients × {} dims — {mode}{network}, {} rounds each (secure, and the plaintext baseline)\n{}\n{}\n{}{}",
             self.clients,
             self.dims,
             self.rounds,
@@ -569,6 +574,7 @@ mod tests {
             threshold: None,
             ring: "z2_32".into(),
             share_bits: None,
+            rtt_ms: None,
             rounds: 3,
             secure: side(secure_p95, 4010.0),
             baseline: side(baseline_p95, 4000.0),
