@@ -290,7 +290,7 @@ fn emulated_rtt_bench_routes_both_sides_through_the_latency_relays() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("a secure round needs 3.5 sequential round trips"),
+        stdout.contains("a secure round needs 4.5 sequential round trips"),
         "{stdout}"
     );
     assert_eq!(report["config"]["rtt_ms"], 40);

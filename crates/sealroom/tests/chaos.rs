@@ -7,7 +7,12 @@
 //! the plaintext sum when enough shares survive, otherwise aborted with the
 //! right signed reason; the round after a fault completes again; and
 //! afterwards `sealroom audit verify --federation` passes on every node's
-//! store.
+//! store. After each fault, the faulted helper's own store is read
+//! directly (issue #17's durability check): it still holds the share of
+//! every client the round included (every one of them was acknowledged by
+//! every helper that reported it), it recorded its answer for a completed
+//! additive round, and no answer for a round that ended while it was down; `sealroom audit cross-check` at the end finds no helper
+//! that signed two answers for one round.
 //!
 //! The short version (helper-1, each fault at each step, both modes) runs
 //! under `cargo test`. The full one, every helper and several repetitions:
@@ -71,6 +76,7 @@ struct Federation {
     helpers: Vec<Node>,
     others: Vec<Node>,
     spec: QuantSpec,
+    threshold: Option<usize>,
 }
 
 impl Drop for Federation {
@@ -127,6 +133,7 @@ impl Federation {
             helpers,
             others,
             spec,
+            threshold,
         };
         // Clients connect to the coordinator's watch stream; a round
         // started before they do goes on without them.
@@ -297,6 +304,72 @@ impl Federation {
         );
     }
 
+    /// The durability check on helper `h`'s store after `outcome` (its
+    /// round and the next): the shares of every included client are there
+    /// (additive: every helper holds every included client's share; 2-of-3:
+    /// a helper that answered does), and an answer is recorded for a
+    /// completed additive round; with `missed_report` (the helper was down
+    /// from the upload window until the round ended) no answer is.
+    fn check_helper_store(&self, h: usize, outcome: &Outcome, case: &str, missed_report: bool) {
+        let config = sealroom_node::config::load_node_config(&self.helpers[h].config)
+            .expect("the helper's config loads");
+        let db = config.data_dir.join("sealroom.db");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let state = runtime.block_on(async {
+            let store = sealroom_store::Store::open_sqlite(&db)
+                .await
+                .expect("the helper's store opens");
+            store
+                .helper_state()
+                .await
+                .expect("the helper's state loads")
+        });
+        let round_id = outcome.round_id();
+        let round = state.rounds.iter().find(|r| {
+            <sealroom_protocol::pb::RoundDescriptor as prost::Message>::decode(
+                r.descriptor.body.as_slice(),
+            )
+            .is_ok_and(|d| d.round_id == round_id)
+        });
+        let additive = self.threshold.is_none();
+        match (outcome.status(), round) {
+            ("completed", Some(round)) => {
+                let held: std::collections::BTreeSet<u64> =
+                    round.uploads.iter().map(|(c, _)| u64::from(*c)).collect();
+                if additive || round.answered.is_some() {
+                    for c in self.included(outcome) {
+                        assert!(
+                            held.contains(&c),
+                            "{case}: helper-{h} lost the acknowledged share of client {c} in round {round_id} (holds {held:?})"
+                        );
+                    }
+                }
+                if additive {
+                    assert!(
+                        round.answered.is_some(),
+                        "{case}: helper-{h} has no answer recorded for completed round {round_id}"
+                    );
+                }
+            }
+            ("completed", None) => assert!(
+                !additive,
+                "{case}: helper-{h} has no record of completed additive round {round_id}"
+            ),
+            // Back after the round ended, it may report it late (the
+            // coordinator has moved on), but it can have answered nothing.
+            (_, Some(round)) if missed_report => assert!(
+                round.answered.is_none(),
+                "{case}: helper-{h} recorded an answer for round {round_id}, which ended while it was down"
+            ),
+            // Aborted otherwise: a helper may have answered a set whose
+            // round then ran out of time; it answered that set only.
+            _ => {}
+        }
+    }
+
     fn logs(&self) -> String {
         log_tails(
             self.helpers
@@ -368,6 +441,7 @@ fn chaos(threshold: Option<usize>) {
                             fed.check_sum(&outcome);
                         }
                     }
+                    fed.check_helper_store(h, &outcome, &case, matches!(step, Step::AcrossReport));
                     // And the federation is whole again: the next round
                     // completes with every online client.
                     let next = fed.round_start();
@@ -380,6 +454,7 @@ fn chaos(threshold: Option<usize>) {
                     );
                     assert_eq!(fed.included(&next).len(), CLIENTS - 1, "{}", next.text);
                     fed.check_sum(&next);
+                    fed.check_helper_store(h, &next, &format!("after {case}"), false);
                 }
             }
         }
