@@ -263,6 +263,13 @@ impl HelperService for HelperSvc {
         let mut bytes = zeroize::Zeroizing::new(Vec::new());
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
+            // Sized once, at the first chunk, from the verified round (never
+            // from the peer): a growing buffer would hold up to twice the
+            // upload while it reallocates, and leave unwiped copies of the
+            // share behind.
+            if bytes.capacity() == 0 {
+                bytes.reserve_exact(limit);
+            }
             if let Err(status) = grpc::append(&mut bytes, &chunk.data, limit) {
                 self.ctx.metrics.upload(false, "too_large");
                 return Err(if expected.is_none() {

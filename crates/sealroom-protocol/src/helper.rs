@@ -189,7 +189,7 @@ impl Helper {
             helper.check_new_round(&descriptor)?;
             let mut round = helper.round_for(descriptor);
             for (client_index, bytes) in persisted.uploads {
-                let upload = decode_upload(bytes.expose(), round.max_upload_bytes())?;
+                let mut upload = decode_upload(bytes.expose(), round.max_upload_bytes())?;
                 let from = *round
                     .descriptor
                     .clients()
@@ -197,7 +197,7 @@ impl Helper {
                     .ok_or(HelperError::MalformedUpload {
                         reason: "client index out of range".into(),
                     })?;
-                let (client, share, sketch) = round.check(from, &upload)?;
+                let (client, share, sketch) = round.check(from, &mut upload)?;
                 zeroize_upload(upload);
                 round.shares.insert(client, share);
                 if let Some(sketch) = sketch {
@@ -389,7 +389,7 @@ impl Helper {
             // sender then retries in vain until its deadline).
             return Err(refuse(None, HelperError::NotYetKnown));
         }
-        let upload = decode_upload(bytes.expose(), limit).map_err(|e| refuse(None, e))?;
+        let mut upload = decode_upload(bytes.expose(), limit).map_err(|e| refuse(None, e))?;
         let Some(hash) = Digest::from_slice(&upload.descriptor_hash) else {
             zeroize_upload(upload);
             return Err(refuse(
@@ -413,7 +413,7 @@ impl Helper {
             return Err(refuse(None, error));
         };
         let round_id = round.descriptor.round_id();
-        let outcome = round.accept(now, from, &upload);
+        let outcome = round.accept(now, from, &mut upload);
         zeroize_upload(upload);
         let (client_index, share, sketch) = outcome.map_err(|e| refuse(Some(round_id), e))?;
         let receipt = pb::Receipt {
@@ -768,7 +768,7 @@ impl HelperRound {
         &self,
         now: Millis,
         from: PartyId,
-        upload: &pb::Upload,
+        upload: &mut pb::Upload,
     ) -> Result<(u32, StoredShare, Option<SecretBytes>), HelperError> {
         let round = self.descriptor.round_id();
         if now >= self.descriptor.upload_deadline() || !matches!(self.phase, Phase::Collecting) {
@@ -815,10 +815,12 @@ impl HelperRound {
         }
     }
 
+    /// A vector share is moved out of `upload` (not copied): the caller
+    /// wipes what is left.
     fn check(
         &self,
         from: PartyId,
-        upload: &pb::Upload,
+        upload: &mut pb::Upload,
     ) -> Result<(u32, StoredShare, Option<SecretBytes>), HelperError> {
         let round = self.descriptor.round_id();
         if upload.round_id != round {
@@ -837,7 +839,7 @@ impl HelperRound {
         }
         let sketch = self.check_sketch(client, upload)?;
         let expects_seed = self.expects_seed(client);
-        let share = match (&upload.share, expects_seed) {
+        let share = match (&mut upload.share, expects_seed) {
             (Some(pb::upload::Share::Seed(seed)), true) => {
                 StoredShare::Seed(Seed::try_from_slice(seed).ok_or(HelperError::ShareLength {
                     round,
@@ -855,7 +857,7 @@ impl HelperRound {
                     RingKind::Fp61 => vector::check_le::<Fp>(v, len),
                 };
                 match check {
-                    Ok(()) => StoredShare::Vector(SecretBytes::new(v.clone())),
+                    Ok(()) => StoredShare::Vector(SecretBytes::new(std::mem::take(v))),
                     Err(DecodeError::Length {
                         expected_bytes,
                         actual_bytes,

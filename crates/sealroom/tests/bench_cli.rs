@@ -258,11 +258,20 @@ fn small_load_bench_completes_every_round_and_reports_each_node() {
     for n in nodes {
         assert!(n["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0), "{n}");
         assert!(n["open_fds"].as_u64().is_some_and(|f| f > 0), "{n}");
+        assert!(n["idle_rss_bytes"].as_u64().is_some_and(|b| b > 0), "{n}");
     }
+    // Each helper's round memory against what it held: its six uploads
+    // (a packed vector from each client whose correction it holds, a seed
+    // from the others) and the 16-element aggregate, read back from its
+    // store.
+    for n in &nodes[1..] {
+        let held = n["round_bytes_held"].as_u64().expect("bytes held");
+        assert!(held >= 16 * 4 + 6 * 32, "{n}");
+        assert!(n["peak_over_held"].as_f64().is_some(), "{n}");
+    }
+    assert!(nodes[0]["round_bytes_held"].is_null(), "not a helper");
 }
 
-/// Runs `sealroom bench ARGS` with its report and federations under `dir`;
-/// asserts it succeeded; its stdout and JSON report.
 /// `--rtt-ms`: both sides' every connection goes through a latency relay.
 /// The check is that the relays are in the path — no round can finish in
 /// less than the one round trip its request alone needs — and that the
@@ -309,6 +318,8 @@ fn emulated_rtt_bench_routes_both_sides_through_the_latency_relays() {
     );
 }
 
+/// Runs `sealroom bench ARGS` with its report and federations under `dir`;
+/// asserts it succeeded; its stdout and JSON report.
 fn bench(dir: &std::path::Path, args: &[&str]) -> (String, Value) {
     let json = dir.join("report.json");
     let out = sealroom()

@@ -54,6 +54,7 @@ pub struct LoadConfig {
 /// One node process, killed when dropped.
 struct NodeProcess {
     name: String,
+    config: PathBuf,
     child: Child,
 }
 
@@ -92,6 +93,53 @@ struct NodeUsage {
     name: String,
     peak_rss_bytes: u64,
     open_fds: usize,
+    /// Resident memory once started, before the first round.
+    idle_rss_bytes: Option<u64>,
+    /// Helpers: the most bytes of shares it held for one round (every
+    /// upload it stored, read back from its store after the run) plus that
+    /// round's aggregate vector.
+    round_bytes_held: Option<u64>,
+    /// Helpers: (peak − idle) / round_bytes_held, issue #17's memory
+    /// target (≤ 2).
+    peak_over_held: Option<f64>,
+}
+
+/// Resident memory now (VmRSS, bytes) of the process with `/proc` dir
+/// `proc_dir`.
+fn rss_of(proc_dir: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("{proc_dir}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// The most bytes a helper held for one round: the uploads in its store
+/// (what it keeps, seeds and packed vectors alike) plus the round's
+/// aggregate in the ring (4 or 8 bytes per element).
+async fn round_bytes_held(config: &Path) -> Result<u64> {
+    let node = load_node_config(config)?;
+    let store = sealroom_store::Store::open_sqlite(&node.data_dir.join("sealroom.db")).await?;
+    let state = store.helper_state().await?;
+    let mut most = 0u64;
+    for round in &state.rounds {
+        let descriptor = <sealroom_protocol::pb::RoundDescriptor as prost::Message>::decode(
+            round.descriptor.body.as_slice(),
+        )?;
+        let task = descriptor.task.unwrap_or_default();
+        let element = match sealroom_protocol::descriptor::ring_of_pb(task.encoding) {
+            Some(ring) => ring.element_bytes() as u64,
+            None => 8,
+        };
+        let uploads: u64 = round.uploads.iter().map(|(_, b)| b.len() as u64).sum();
+        most = most.max(uploads + task.vector_length * element);
+    }
+    Ok(most)
 }
 
 #[derive(Serialize)]
@@ -162,6 +210,7 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
             .with_context(|| format!("starting {}", node.name))?;
         servers.push(NodeProcess {
             name: node.name.clone(),
+            config: node.config.clone(),
             child,
         });
         wait_for_port(port).await?;
@@ -187,6 +236,10 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
     for path in &client_configs {
         clients.push(Some(start_client(path).await?));
     }
+    let idle: Vec<Option<u64>> = servers
+        .iter()
+        .map(|n| rss_of(&format!("/proc/{}", n.child.id())))
+        .collect();
     let mut rng = rand::rng();
     let mut latencies = Vec::new();
     let mut included_per_round = Vec::new();
@@ -242,22 +295,44 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
         }
     }
     let wall = started.elapsed();
-    let nodes = servers
+    let mut nodes = servers
         .iter()
-        .filter_map(|n| {
+        .zip(&idle)
+        .filter_map(|(n, idle)| {
             n.usage().map(|(rss, fds)| NodeUsage {
                 name: n.name.clone(),
                 peak_rss_bytes: rss,
                 open_fds: fds,
+                idle_rss_bytes: *idle,
+                round_bytes_held: None,
+                peak_over_held: None,
             })
         })
         .collect::<Vec<_>>();
+    let helper_configs: Vec<(String, PathBuf)> = servers
+        .iter()
+        .filter(|n| n.name.starts_with("helper-"))
+        .map(|n| (n.name.clone(), n.config.clone()))
+        .collect();
     let own = usage_of("/proc/self");
     for (trigger, handle) in clients.iter_mut().filter_map(Option::take) {
         trigger.trigger();
         let _ = handle.join.await;
     }
     drop(servers);
+    // The helpers are stopped: read what each held back from its store.
+    for (name, config) in &helper_configs {
+        let held = round_bytes_held(config)
+            .await
+            .with_context(|| format!("reading {name}'s store"))?;
+        if let Some(n) = nodes.iter_mut().find(|n| &n.name == name) {
+            n.round_bytes_held = Some(held);
+            n.peak_over_held = n
+                .idle_rss_bytes
+                .filter(|_| held > 0)
+                .map(|idle| n.peak_rss_bytes.saturating_sub(idle) as f64 / held as f64);
+        }
+    }
     let latency = Summary::of(&latencies);
     let report = LoadReport {
         tool: "sealroom bench --load",
@@ -300,13 +375,25 @@ fn print_report(r: &LoadReport) {
         "  every round completed with the exact sum of its included clients; {:.3} rounds/s; latency p50 {:.0} ms, p95 {:.0} ms (upload window {} ms)",
         r.rounds_per_second, r.latency_ms.p50, r.latency_ms.p95, r.config.upload_window_ms
     );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for n in &r.nodes {
         println!(
             "  {:<12} peak memory {:>8.1} MiB, {:>5} open file descriptors",
             n.name,
-            n.peak_rss_bytes as f64 / (1 << 20) as f64,
+            mib(n.peak_rss_bytes),
             n.open_fds
         );
+        if let (Some(idle), Some(held), Some(ratio)) =
+            (n.idle_rss_bytes, n.round_bytes_held, n.peak_over_held)
+        {
+            println!(
+                "  {:<12} round memory: peak − idle {:.1} MiB for {:.1} MiB of shares and aggregate held = {ratio:.2}× (target ≤ 2×): {}",
+                "",
+                mib(n.peak_rss_bytes.saturating_sub(idle)),
+                mib(held),
+                if ratio <= 2.0 { "MET" } else { "MISSED" }
+            );
+        }
     }
     if let (Some(rss), Some(fds)) = (r.clients_process_peak_rss_bytes, r.clients_process_open_fds) {
         println!(
