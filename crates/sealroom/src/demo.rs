@@ -543,7 +543,9 @@ async fn run_async(
     match threshold {
         None => println!(
             "(a small model's upload is dominated by fixed costs — a 32-byte seed for every helper \
-             but one, message framing; at 100k parameters it is 1.00x, see docs/performance.md)"
+             but one, message framing; the share vector itself travels at the narrowest width the \
+             sum needs, at most 1.00x of f32 and 0.50x for 8-bit values from up to 256 clients, \
+             see docs/performance.md)"
         ),
         Some(t) => println!(
             "(threshold mode: {} helper(s) get a seed, the others a full share vector of 8-byte \
