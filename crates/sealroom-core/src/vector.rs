@@ -117,19 +117,22 @@ pub enum DecodeError {
     NonZeroPadding,
 }
 
+/// Refuses `bytes` unless it is exactly `expected` bytes long (`None`: a
+/// length that overflows `usize`); the expected length.
+fn check_length(bytes: &[u8], expected: Option<usize>) -> Result<usize, DecodeError> {
+    match expected {
+        Some(expected_bytes) if bytes.len() == expected_bytes => Ok(expected_bytes),
+        expected => Err(DecodeError::Length {
+            expected_bytes: expected.unwrap_or(usize::MAX),
+            actual_bytes: bytes.len(),
+        }),
+    }
+}
+
 /// Decodes exactly `len` packed little-endian elements, refusing wrong lengths
 /// and non-canonical field elements.
 pub fn decode_le<R: Ring>(bytes: &[u8], len: usize) -> Result<Vec<R>, DecodeError> {
-    let expected_bytes = len.checked_mul(R::BYTES).ok_or(DecodeError::Length {
-        expected_bytes: usize::MAX,
-        actual_bytes: bytes.len(),
-    })?;
-    if bytes.len() != expected_bytes {
-        return Err(DecodeError::Length {
-            expected_bytes,
-            actual_bytes: bytes.len(),
-        });
-    }
+    check_length(bytes, len.checked_mul(R::BYTES))?;
     bytes
         .chunks_exact(R::BYTES)
         .enumerate()
@@ -251,16 +254,7 @@ fn unpack<R: WrappingRing>(
     mut each: impl FnMut(R),
 ) -> Result<(), DecodeError> {
     let bits = packing.width::<R>();
-    let expected_bytes = packing.bytes::<R>(len).ok_or(DecodeError::Length {
-        expected_bytes: usize::MAX,
-        actual_bytes: bytes.len(),
-    })?;
-    if bytes.len() != expected_bytes {
-        return Err(DecodeError::Length {
-            expected_bytes,
-            actual_bytes: bytes.len(),
-        });
-    }
+    let expected_bytes = check_length(bytes, packing.bytes::<R>(len))?;
     let mask = (1u128 << bits) - 1;
     let (mut acc, mut have) = (0u128, 0u32);
     let mut next = bytes.iter();

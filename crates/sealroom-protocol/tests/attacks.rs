@@ -114,8 +114,9 @@ fn issue_task(
     .sign(&sim.coordinator_key)
 }
 
-fn fixture(setup: Setup) -> Fixture {
-    let mut sim = Sim::new(setup.clone(), Network::default(), 77);
+/// Starts a round of the sim's task over all its clients at the sim's
+/// coordinator; its descriptor.
+fn start_round(sim: &mut Sim, nonce: u8) -> VerifiedDescriptor {
     let ids: Vec<PartyId> = sim.clients.iter().map(|c| c.id).collect();
     let task = sim.task();
     sim.coordinator
@@ -124,16 +125,20 @@ fn fixture(setup: Setup) -> Fixture {
             Input::Start(Start {
                 task,
                 clients: ids,
-                nonce: [1; 32],
+                nonce: [nonce; 32],
             }),
         )
         .expect("starts");
-    let descriptor = sim
-        .coordinator
+    sim.coordinator
         .round()
         .expect("running")
         .descriptor()
-        .clone();
+        .clone()
+}
+
+fn fixture(setup: Setup) -> Fixture {
+    let mut sim = Sim::new(setup.clone(), Network::default(), 77);
+    let descriptor = start_round(&mut sim, 1);
     let coordinator = sim.coordinator_id;
     for h in &mut sim.helpers {
         h.helper
@@ -1336,24 +1341,7 @@ fn an_8_bit_upload_is_half_of_plaintext_f32_at_256_clients() {
         s.spec = QuantSpec::new(0, 127.0, 8).expect("valid");
         s.vector_len = 100_000;
         let mut sim = Sim::new(s.clone(), Network::default(), 256);
-        let ids: Vec<PartyId> = sim.clients.iter().map(|c| c.id).collect();
-        let task = sim.task();
-        sim.coordinator
-            .handle(
-                START,
-                Input::Start(Start {
-                    task,
-                    clients: ids,
-                    nonce: [3; 32],
-                }),
-            )
-            .expect("starts");
-        let descriptor = sim
-            .coordinator
-            .round()
-            .expect("running")
-            .descriptor()
-            .clone();
+        let descriptor = start_round(&mut sim, 3);
         assert_eq!(descriptor.encoding().share_bits(), Some(bits));
         let plain = 4 * s.vector_len;
         let inputs = random_inputs(&mut ChaCha20Rng::seed_from_u64(9), 3, s.vector_len, 127.0);
