@@ -85,9 +85,12 @@ def test_resident_clients_across_processes_match_numpy(fed):
                                                     BITS, CLIP, MAX_WEIGHT, True, 60.0)
                     assert skipped.value.reason == "skipped"
                 total, included, _, total_weight = pending.result()
-                # Every upload is one 2-byte element per parameter plus the
-                # weight and seeds (16-bit deltas in a 32-bit ring: 4 bytes).
-                assert all(4 * N_PARAMS <= u.result() <= 4 * N_PARAMS * 1.5 for u in uploads.values())
+                # Every upload is one share per parameter plus the weight, and
+                # seeds: the shares travel narrowed to the bits the sum needs
+                # (docs/protocol.md "Narrow shares"; 27 here), at least the
+                # 16-bit deltas' own width and at most the 32-bit ring's.
+                narrowest, widest = (N_PARAMS + 1) * BITS // 8, 4 * (N_PARAMS + 1)
+                assert all(narrowest <= u.result() <= widest * 1.5 for u in uploads.values())
                 assert included == [f"client-{i}" for i in ids]
                 assert total_weight == sum(20 + 7 * i for i in ids)
                 secure = sealroom.apply_sum(global_params, total, BITS, CLIP, MAX_WEIGHT)
