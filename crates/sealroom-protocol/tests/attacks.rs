@@ -136,6 +136,20 @@ fn start_round(sim: &mut Sim, nonce: u8) -> VerifiedDescriptor {
         .clone()
 }
 
+/// The encoded uploads a participation step sends, in helper order.
+fn uploads_of(step: Step) -> Vec<Vec<u8>> {
+    step.actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                message: Message::Upload(b),
+                ..
+            } => Some(b.expose().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn fixture(setup: Setup) -> Fixture {
     let mut sim = Sim::new(setup.clone(), Network::default(), 77);
     let descriptor = start_round(&mut sim, 1);
@@ -169,18 +183,7 @@ fn fixture(setup: Setup) -> Fixture {
             [c as u8; 32],
         )
         .expect("participates");
-        uploads.push(
-            step.actions
-                .into_iter()
-                .filter_map(|a| match a {
-                    Action::Send {
-                        message: Message::Upload(b),
-                        ..
-                    } => Some(b.expose().to_vec()),
-                    _ => None,
-                })
-                .collect(),
-        );
+        uploads.push(uploads_of(step));
     }
     Fixture {
         sim,
@@ -1354,17 +1357,7 @@ fn an_8_bit_upload_is_half_of_plaintext_f32_at_256_clients() {
                 [c as u8; 32],
             )
             .expect("participates");
-            let sizes: Vec<usize> = step
-                .actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Send {
-                        message: Message::Upload(b),
-                        ..
-                    } => Some(b.expose().len()),
-                    _ => None,
-                })
-                .collect();
+            let sizes: Vec<usize> = uploads_of(step).iter().map(Vec::len).collect();
             assert_eq!(sizes.len(), 3, "one upload per helper");
             let vector = s.vector_len * usize::from(bits) / 8;
             let total: usize = sizes.iter().sum();
