@@ -66,69 +66,71 @@ fn main() -> Result<(), FlError> {
         println!("| FedAvg, f64 | – | – | {} | | | – |", cell(&plain));
         for delta_clip in DELTA_CLIPS {
             for error_feedback in [false, true] {
-                let mut cells = Vec::new();
-                let mut clipped = Vec::new();
-                for bits in BITS {
-                    let spec = FedAvgSpec {
-                        bits,
-                        delta_clip,
-                        max_weight: MAX_WEIGHT,
-                    };
-                    let config = SimConfig {
-                        aggregation: Aggregation::Quantized {
-                            spec,
-                            error_feedback,
-                        },
-                        ..base
-                    };
-                    let reports = run(&config, simulate)?;
-                    if reports
-                        .iter()
-                        .flat_map(|r| &r.rounds)
-                        .any(|r| r.weights_capped > 0)
-                    {
-                        println!("(note: weights were capped at {MAX_WEIGHT})");
-                    }
-                    cells.push(cell(&reports));
-                    clipped.push(format!("{:.1}", clipped_per_round(&reports)));
-                }
-                println!(
-                    "| FedAvg, quantized | ±{delta_clip} | {} | {} | {} |",
-                    if error_feedback { "on" } else { "off" },
-                    cells.join(" | "),
-                    clipped.join(" / ")
-                );
+                quantized_row(
+                    &base,
+                    "FedAvg, quantized",
+                    delta_clip,
+                    MAX_WEIGHT,
+                    error_feedback,
+                )?;
             }
         }
         // Uniform weights: the narrowest uploads (8-bit deltas from up to
         // 256 clients travel as 16-bit shares).
         for error_feedback in [false, true] {
-            let mut cells = Vec::new();
-            let mut clipped = Vec::new();
-            for bits in BITS {
-                let config = SimConfig {
-                    aggregation: Aggregation::Quantized {
-                        spec: FedAvgSpec {
-                            bits,
-                            delta_clip: 1.0,
-                            max_weight: 1,
-                        },
-                        error_feedback,
-                    },
-                    ..base
-                };
-                let reports = run(&config, simulate)?;
-                cells.push(cell(&reports));
-                clipped.push(format!("{:.1}", clipped_per_round(&reports)));
-            }
-            println!(
-                "| FedAvg, quantized, uniform weights | ±1 | {} | {} | {} |",
-                if error_feedback { "on" } else { "off" },
-                cells.join(" | "),
-                clipped.join(" / ")
-            );
+            quantized_row(
+                &base,
+                "FedAvg, quantized, uniform weights",
+                1.0,
+                1,
+                error_feedback,
+            )?;
         }
     }
+    Ok(())
+}
+
+/// One table row: quantized FedAvg at every width of [`BITS`].
+fn quantized_row(
+    base: &SimConfig,
+    label: &str,
+    delta_clip: f64,
+    max_weight: u32,
+    error_feedback: bool,
+) -> Result<(), FlError> {
+    let mut cells = Vec::new();
+    let mut clipped = Vec::new();
+    for bits in BITS {
+        let config = SimConfig {
+            aggregation: Aggregation::Quantized {
+                spec: FedAvgSpec {
+                    bits,
+                    delta_clip,
+                    max_weight,
+                },
+                error_feedback,
+            },
+            ..*base
+        };
+        let reports = run(&config, simulate)?;
+        // Uniform weights cap every client on purpose.
+        if max_weight > 1
+            && reports
+                .iter()
+                .flat_map(|r| &r.rounds)
+                .any(|r| r.weights_capped > 0)
+        {
+            println!("(note: weights were capped at {max_weight})");
+        }
+        cells.push(cell(&reports));
+        clipped.push(format!("{:.1}", clipped_per_round(&reports)));
+    }
+    println!(
+        "| {label} | ±{delta_clip} | {} | {} | {} |",
+        if error_feedback { "on" } else { "off" },
+        cells.join(" | "),
+        clipped.join(" / ")
+    );
     Ok(())
 }
 

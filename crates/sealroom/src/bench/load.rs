@@ -75,17 +75,23 @@ impl NodeProcess {
 /// Peak resident memory (VmHWM, bytes) and open file descriptors of the
 /// process whose `/proc` directory is `proc_dir`.
 fn usage_of(proc_dir: &str) -> Option<(u64, usize)> {
+    let hwm = status_bytes(proc_dir, "VmHWM:")?;
+    let fds = std::fs::read_dir(format!("{proc_dir}/fd")).ok()?.count();
+    Some((hwm, fds))
+}
+
+/// A memory figure (`field`, e.g. `VmRSS:`) of `proc_dir/status`, in bytes.
+fn status_bytes(proc_dir: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("{proc_dir}/status")).ok()?;
-    let hwm = status
+    let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse::<u64>()
         .ok()?;
-    let fds = std::fs::read_dir(format!("{proc_dir}/fd")).ok()?.count();
-    Some((hwm * 1024, fds))
+    Some(kb * 1024)
 }
 
 #[derive(Serialize)]
@@ -102,21 +108,6 @@ struct NodeUsage {
     /// Helpers: (peak − idle) / round_bytes_held, issue #17's memory
     /// target (≤ 2).
     peak_over_held: Option<f64>,
-}
-
-/// Resident memory now (VmRSS, bytes) of the process with `/proc` dir
-/// `proc_dir`.
-fn rss_of(proc_dir: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("{proc_dir}/status")).ok()?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 /// The most bytes a helper held for one round: the uploads in its store
@@ -238,7 +229,7 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
     }
     let idle: Vec<Option<u64>> = servers
         .iter()
-        .map(|n| rss_of(&format!("/proc/{}", n.child.id())))
+        .map(|n| status_bytes(&format!("/proc/{}", n.child.id()), "VmRSS:"))
         .collect();
     let mut rng = rand::rng();
     let mut latencies = Vec::new();

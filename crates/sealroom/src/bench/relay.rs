@@ -92,10 +92,9 @@ impl Relays {
 
     /// A relay on a free loopback port in front of `upstream`; its port.
     pub async fn add_any(&self, upstream: SocketAddr) -> Result<u16> {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .context("finding a free port for a latency relay")?
-            .port();
+        // Below the ephemeral range, as the federation's own ports.
+        let port = sealroom_node::local::free_port_block(1)
+            .context("finding a free port for a latency relay")?;
         self.add(port, upstream).await?;
         Ok(port)
     }
