@@ -38,6 +38,13 @@ pub trait NodeMachine: Machine + Send + 'static {
     /// Forgets all but the newest `keep` rounds held in memory.
     fn prune(&mut self, _keep: usize) {}
 
+    /// Bytes of secret material the machine holds in memory, for the
+    /// helper's `sealroom_helper_share_memory_bytes` gauge (`None` for the
+    /// other roles).
+    fn memory_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Takes the keys of a reloaded federation (a coordinator's or a
     /// helper's key rotation or retirement; on the rotating node itself, its
     /// new signer).
@@ -48,6 +55,9 @@ impl NodeMachine for sealroom_protocol::helper::Helper {
     const ROLE: Role = Role::Helper;
     fn prune(&mut self, keep: usize) {
         sealroom_protocol::helper::Helper::prune(self, keep);
+    }
+    fn memory_bytes(&self) -> Option<usize> {
+        Some(self.bytes_in_memory())
     }
     fn rekey(&mut self, update: &KeyUpdate) {
         self.set_trust(update.directory.trust());
@@ -166,6 +176,9 @@ impl<M: NodeMachine> Driver<M> {
                 self.ctx
                     .metrics
                     .step(role, name, "accepted", started.elapsed());
+                if let Some(bytes) = self.machine.memory_bytes() {
+                    self.ctx.metrics.share_memory(bytes);
+                }
                 Ok(Ok(step))
             }
             Err(refusal) if refusal.code == RefusalCode::SigningFailed => {

@@ -53,7 +53,8 @@ pub async fn spawn(
     crate::audit_keys::register_key(&ctx).await?;
     let state = ctx.store.helper_state().await?;
     let restored_rounds = state.rounds.len();
-    let helper = Helper::restore(config, state)?;
+    let helper = Helper::restore(config, state, now())?;
+    ctx.metrics.share_memory(helper.bytes_in_memory());
     let left_out = helper.left_out();
     let restored_rounds = restored_rounds - left_out;
     tracing::info!(name = %ctx.name, restored_rounds, backend = ctx.store.backend(), "helper state restored");

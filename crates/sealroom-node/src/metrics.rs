@@ -79,6 +79,7 @@ pub struct Metrics {
     engine_sessions: Family<Labels, Counter>,
     engine_round_need: Family<Labels, Gauge>,
     engine_rounds: Family<Labels, Counter>,
+    share_memory: Gauge,
 }
 
 fn count_histogram() -> Histogram {
@@ -133,6 +134,7 @@ impl Metrics {
             engine_sessions: Family::default(),
             engine_round_need: Family::default(),
             engine_rounds: Family::default(),
+            share_memory: Gauge::default(),
         };
         registry.register(
             "rounds",
@@ -239,6 +241,11 @@ impl Metrics {
             "engine_sessions",
             "MPC engine sessions this helper finished, by protocol (keys, preprocessing, online), outcome and abort reason",
             m.engine_sessions.clone(),
+        );
+        registry.register(
+            "helper_share_memory_bytes",
+            "Bytes of shares and kept answers a helper holds in memory over all its rounds: a round's shares until it answers, then its answer until it closes",
+            m.share_memory.clone(),
         );
         registry.register(
             "steps",
@@ -349,6 +356,12 @@ impl Metrics {
             .get();
         self.reconstruction_ratio
             .set(ok as f64 / (ok + failed).max(1) as f64);
+    }
+
+    /// What a helper's state machine holds in memory (shares and answers).
+    pub fn share_memory(&self, bytes: usize) {
+        self.share_memory
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The unconsumed preprocessing material of the current key epoch.

@@ -330,6 +330,74 @@ async fn a_coordinators_metrics_endpoint_serves_both_formats() {
     fed.shutdown().await;
 }
 
+/// The value of the unlabelled or labelled sample `name` (its whole name
+/// and labels as printed) in an exposition.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// A helper of a real federation, after a completed round, holds only its
+/// answer in memory, not the round's shares: its share-memory gauge equals
+/// the aggregate share it sent and is below the uploads it received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_holds_only_its_answer_after_a_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = InitOptions {
+        helpers: 3,
+        clients: 5,
+        threshold: None,
+        min_clients: Some(5),
+        upload_window_ms: 3000,
+        aggregation_window_ms: 3000,
+        ..InitOptions::default()
+    };
+    let (fed, _events) = LocalFederation::start(
+        dir.path(),
+        options,
+        TaskCatalog::with_builtins(),
+        synthetic_inputs(5),
+    )
+    .await
+    .expect("federation starts");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), fed.run_round(SYNTHETIC, 4096))
+        .await
+        .expect("in time")
+        .expect("round runs");
+    assert_eq!(outcome.status, "completed", "{}", outcome.detail);
+    // Helper 0 holds the correction vectors of clients 0 and 3. (Only the
+    // coordinator of a local federation serves `/metrics`; the helper's
+    // registry is read directly.)
+    let metrics = &fed.metrics["helper-0"];
+    let text = loop {
+        let text = metrics.render();
+        // The answer is counted once it is streamed back.
+        if text.contains("sealroom_bytes_total{direction=\"out\",kind=\"aggregate_share\"}") {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let held = sample(&text, "sealroom_helper_share_memory_bytes");
+    let answer = sample(
+        &text,
+        "sealroom_bytes_total{direction=\"out\",kind=\"aggregate_share\"}",
+    );
+    let uploads = sample(
+        &text,
+        "sealroom_bytes_total{direction=\"in\",kind=\"upload\"}",
+    );
+    assert_eq!(held, answer, "only the answer is held:\n{text}");
+    assert!(
+        held > 4096.0 && held * 1.5 < uploads,
+        "the answer ({held} B) is one vector, the uploads ({uploads} B) two and three seeds"
+    );
+    fed.shutdown().await;
+}
+
 /// Every metric recorded at least once, served by [`Metrics::serve`]: each
 /// family is shown with HELP and TYPE, in both formats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,6 +427,7 @@ async fn every_metric_family_has_help_and_type_in_both_formats() {
     m.engine_session("online", "aborted", "mac_check_failed");
     m.engine_round_need(5, 2, 0, 1);
     m.engine_round_material("pool");
+    m.share_memory(4096);
     let (trigger, stop) = shutdown::channel();
     let addr = m
         .clone()

@@ -387,6 +387,7 @@ impl RoundFixture {
         let mut helper = Helper::restore(
             self.federation.helpers[TIMED_HELPER].clone(),
             self.timed_helper_state.clone(),
+            START,
         )
         .expect("helper restores");
         let step = helper

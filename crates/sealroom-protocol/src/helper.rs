@@ -12,6 +12,14 @@
 //! byte the answer it already gave): that is how a round survives a lost
 //! answer or a helper restart after answering, and it reveals nothing new.
 //!
+//! **What a round holds in memory, and for how long.** The shares of a
+//! round while it collects and until it answers; then only the signed
+//! answer it sent (to send again), and nothing once the round closes,
+//! [`ANSWER_GRACE_MS`] after its aggregation deadline: a round closed that
+//! way refuses every inclusion set ([`HelperError::AggregationClosed`]).
+//! The shares stay in the store until pruned, so a retained round costs a
+//! helper disk, not memory.
+//!
 //! An upload names its round by the descriptor's hash; it is matched only
 //! against descriptors this helper verified. A round id an upload *claims*
 //! is compared with verified state but never keys anything: an upload for a
@@ -38,6 +46,14 @@ use crate::pb;
 
 /// Bytes of an upload beyond its share vector (hash, ids, framing).
 pub const UPLOAD_OVERHEAD: usize = 128;
+
+/// How long after a round's aggregation deadline, by this helper's clock,
+/// it still answers (or answers again) the round's inclusion set: the
+/// tolerance for the coordinator's clock running behind this helper's. The
+/// coordinator stops waiting for answers at the aggregation deadline by its
+/// own clock, so an answer later than that is of no use to it; after the
+/// grace the helper drops the round's shares and its answer from memory.
+pub const ANSWER_GRACE_MS: u64 = 120_000;
 
 /// A helper's fixed configuration.
 #[derive(Clone, Debug)]
@@ -86,22 +102,27 @@ pub struct Helper {
 struct HelperRound {
     descriptor: VerifiedDescriptor,
     index: usize,
+    /// Emptied once the round has answered (or handed its engine job
+    /// over) and when it closes.
     shares: BTreeMap<u32, StoredShare>,
     /// Engine rounds: each client's sketch shares (κ_i ‖ τ_i).
     sketches: BTreeMap<u32, SecretBytes>,
     phase: Phase,
-    /// Engine rounds: the program is running (an inclusion set repeated
-    /// meanwhile is told to retry), or its signed answer (sent again, byte
-    /// for byte, for the same set).
-    engine: EngineState,
+    /// The answer to the round's one inclusion set, once made.
+    answer: AnswerState,
 }
 
 #[derive(Debug, Default)]
-enum EngineState {
+enum AnswerState {
+    /// No answer in memory: none made yet, or made before a restart (then
+    /// made again, byte for byte, from the shares restored with the round).
     #[default]
     Idle,
+    /// Engine rounds: the program is running (an inclusion set repeated
+    /// meanwhile is told to retry).
     Running,
-    Answered(SecretBytes),
+    /// The signed answer, sent again for the same set.
+    Sent(SecretBytes),
 }
 
 /// Where a round stands for this helper.
@@ -113,6 +134,9 @@ enum Phase {
     Reported(pb::SignedEnvelope),
     /// Answered this inclusion set; nothing more is accepted.
     Answered(Digest),
+    /// [`ANSWER_GRACE_MS`] past the aggregation deadline: shares and answer
+    /// dropped; nothing is accepted or answered.
+    Closed,
 }
 
 #[derive(Debug)]
@@ -137,11 +161,17 @@ impl Machine for Helper {
     }
 
     fn next_deadline(&self) -> Option<Millis> {
-        self.rounds
+        let reports = self
+            .rounds
             .values()
             .filter(|r| matches!(r.phase, Phase::Collecting))
-            .map(|r| r.descriptor.upload_deadline())
-            .min()
+            .map(|r| r.descriptor.upload_deadline());
+        let closes = self
+            .rounds
+            .values()
+            .filter(|r| r.closable())
+            .map(HelperRound::closes_at);
+        reports.chain(closes).min()
     }
 }
 
@@ -164,10 +194,16 @@ impl Helper {
         }
     }
 
-    /// Rebuilds a helper from what it persisted: every descriptor and upload
-    /// is verified again; rounds it reported stay reported and rounds it
-    /// answered stay answered.
-    pub fn restore(config: HelperConfig, state: HelperState) -> Result<Helper, HelperError> {
+    /// Rebuilds a helper from what it persisted at `now`: every descriptor
+    /// and upload is verified again; rounds it reported stay reported and
+    /// rounds it answered stay answered. A round already closed at `now`
+    /// ([`ANSWER_GRACE_MS`] past its aggregation deadline) is restored
+    /// closed, its uploads left in the store and not decoded.
+    pub fn restore(
+        config: HelperConfig,
+        state: HelperState,
+        now: Millis,
+    ) -> Result<Helper, HelperError> {
         let mut helper = Helper::new(config);
         for persisted in state.rounds {
             let descriptor = match helper.verify_descriptor(&persisted.descriptor) {
@@ -188,6 +224,12 @@ impl Helper {
             let round_id = descriptor.round_id();
             helper.check_new_round(&descriptor)?;
             let mut round = helper.round_for(descriptor);
+            if now >= round.closes_at() {
+                round.phase = Phase::Closed;
+                helper.last_round = Some(round_id);
+                helper.rounds.insert(round_id, round);
+                continue;
+            }
             for (client_index, bytes) in persisted.uploads {
                 let mut upload = decode_upload(bytes.expose(), round.max_upload_bytes())?;
                 let from = *round
@@ -277,6 +319,13 @@ impl Helper {
         self.config.signer = signer;
     }
 
+    /// Bytes of shares, sketch shares and kept answers this helper holds in
+    /// memory, over all its rounds: what a round costs it in memory until
+    /// it answers, then only its answer until it closes.
+    pub fn bytes_in_memory(&self) -> usize {
+        self.rounds.values().map(HelperRound::bytes_in_memory).sum()
+    }
+
     /// Forgets all but the `keep` most recent rounds.
     pub fn prune(&mut self, keep: usize) {
         while self.rounds.len() > keep {
@@ -317,7 +366,7 @@ impl Helper {
             shares: BTreeMap::new(),
             sketches: BTreeMap::new(),
             phase: Phase::Collecting,
-            engine: EngineState::Idle,
+            answer: AnswerState::Idle,
         }
     }
 
@@ -477,6 +526,11 @@ impl Helper {
                 .map_err(|e| refuse(Some(round_id), e.into()))?;
             actions.extend(round.reported(&self.config, report));
         }
+        for round in self.rounds.values_mut() {
+            if round.closable() && now >= round.closes_at() {
+                round.close();
+            }
+        }
         Ok(Step::new(None, actions))
     }
 
@@ -527,6 +581,16 @@ impl Helper {
         if round.descriptor.engine().is_some() {
             return round.engine_job(envelope, set, inclusion_hash, repeat, &self.config);
         }
+        let coordinator = self.config.coordinator;
+        let send = |encoded: SecretBytes| Action::Send {
+            to: coordinator,
+            round: round_id,
+            message: Message::AggregateShare(encoded),
+        };
+        if let AnswerState::Sent(encoded) = &round.answer {
+            // `repeat` holds: an answered round accepts only its own set.
+            return Ok(Step::new(Some(round_id), vec![send(encoded.clone())]));
+        }
 
         let vector = round.aggregate(&set.clients).map_err(fail)?;
         let header = pb::AggregateShareHeader {
@@ -548,15 +612,13 @@ impl Helper {
         };
         let encoded = SecretBytes::new(message.encode_to_vec());
         message.vector.zeroize();
-        let answer = Action::Send {
-            to: self.config.coordinator,
-            round: round_id,
-            message: Message::AggregateShare(encoded),
-        };
         // The same set again (the coordinator lost the answer, or this
         // helper restarted before it left): the same sum, byte for byte,
-        // with nothing new to record. A *different* set is refused.
-        Ok(round.answer(envelope, inclusion_hash, repeat, answer, true))
+        // with nothing new to record. A *different* set is refused. The
+        // answer is kept for that and the shares are no longer needed.
+        round.answer = AnswerState::Sent(encoded.clone());
+        round.shares.clear();
+        Ok(round.record_answer(envelope, inclusion_hash, repeat, send(encoded), true))
     }
 }
 
@@ -570,7 +632,7 @@ impl Helper {
             return Err(refuse(None, HelperError::UnknownRound));
         };
         let fail = |e: HelperError| refuse(Some(round_id), e);
-        let (Phase::Answered(inclusion_hash), EngineState::Running) = (&round.phase, &round.engine)
+        let (Phase::Answered(inclusion_hash), AnswerState::Running) = (&round.phase, &round.answer)
         else {
             return Err(fail(HelperError::NoEngineComputation { round: round_id }));
         };
@@ -597,7 +659,7 @@ impl Helper {
             }
             .encode_to_vec(),
         );
-        round.engine = EngineState::Answered(encoded.clone());
+        round.answer = AnswerState::Sent(encoded.clone());
         Ok(Step {
             ends_round: true,
             ..Step::new(
@@ -628,8 +690,8 @@ impl HelperRound {
         config: &HelperConfig,
     ) -> Result<Step, Refusal> {
         let round_id = self.descriptor.round_id();
-        match &self.engine {
-            EngineState::Answered(answer) => {
+        match &self.answer {
+            AnswerState::Sent(answer) => {
                 return Ok(Step::new(
                     Some(round_id),
                     vec![Action::Send {
@@ -639,13 +701,13 @@ impl HelperRound {
                     }],
                 ));
             }
-            EngineState::Running => {
+            AnswerState::Running => {
                 return Err(refuse(
                     Some(round_id),
                     HelperError::EngineRunning { round: round_id },
                 ));
             }
-            EngineState::Idle => {}
+            AnswerState::Idle => {}
         }
         let mut uploads = Vec::with_capacity(set.clients.len());
         for &client in &set.clients {
@@ -680,21 +742,24 @@ impl HelperRound {
                 sketch,
             });
         }
-        self.engine = EngineState::Running;
+        // The job holds what the program needs; the round keeps no shares.
+        self.answer = AnswerState::Running;
+        self.shares.clear();
+        self.sketches.clear();
         let job = Action::Engine(Box::new(EngineJob {
             descriptor: self.descriptor.clone(),
             inclusion_hash,
             uploads,
         }));
         // The round ends with the program's answer (`Helper::on_engine`).
-        Ok(self.answer(envelope, inclusion_hash, repeat, job, false))
+        Ok(self.record_answer(envelope, inclusion_hash, repeat, job, false))
     }
 
     /// The step that answers inclusion set `inclusion_hash` with `action`
     /// (the aggregate share, or the engine job that makes the answer): the
     /// first time, the set becomes the round's one answer, recorded durably
     /// before `action`; again (`repeat`), `action` alone.
-    fn answer(
+    fn record_answer(
         &mut self,
         envelope: &pb::SignedEnvelope,
         inclusion_hash: Digest,
@@ -739,6 +804,44 @@ fn strictly_increasing(v: &[u32]) -> bool {
 }
 
 impl HelperRound {
+    fn bytes_in_memory(&self) -> usize {
+        let shares: usize = self
+            .shares
+            .values()
+            .map(|s| match s {
+                StoredShare::Seed(_) => Seed::LEN,
+                StoredShare::Vector(bytes) => bytes.len(),
+            })
+            .sum();
+        let sketches: usize = self.sketches.values().map(SecretBytes::len).sum();
+        let answer = match &self.answer {
+            AnswerState::Sent(bytes) => bytes.len(),
+            AnswerState::Idle | AnswerState::Running => 0,
+        };
+        shares + sketches + answer
+    }
+
+    /// When the round closes ([`Phase::Closed`]).
+    fn closes_at(&self) -> Millis {
+        self.descriptor.aggregation_deadline().plus(ANSWER_GRACE_MS)
+    }
+
+    /// Whether the round can close now that its time has come: not closed
+    /// yet, and no engine program running on its inputs (it closes once the
+    /// program's answer is in).
+    fn closable(&self) -> bool {
+        !matches!(self.phase, Phase::Closed) && !matches!(self.answer, AnswerState::Running)
+    }
+
+    /// Drops the round's shares and answer from memory: it answers nothing
+    /// more.
+    fn close(&mut self) {
+        self.phase = Phase::Closed;
+        self.shares.clear();
+        self.sketches.clear();
+        self.answer = AnswerState::Idle;
+    }
+
     /// The largest upload any client may send this helper in this round.
     fn max_upload_bytes(&self) -> usize {
         self.descriptor.vector_bytes() + UPLOAD_OVERHEAD
@@ -944,6 +1047,7 @@ impl HelperRound {
                 });
             }
             Phase::Collecting => return Err(HelperError::NotReported { round }),
+            Phase::Closed => return Err(HelperError::AggregationClosed { round }),
             Phase::Reported(_) => {}
         }
         let malformed = |reason: &str| HelperError::MalformedInclusionSet {
@@ -1212,6 +1316,15 @@ pub enum HelperError {
         /// Whether the new set is identical to the answered one.
         same_set: bool,
     },
+    /// An inclusion set after the round closed, [`ANSWER_GRACE_MS`] past its
+    /// aggregation deadline (the coordinator no longer waits for answers).
+    #[error(
+        "round {round}: the aggregation window has closed; this helper answers no inclusion set for it"
+    )]
+    AggregationClosed {
+        /// Round id.
+        round: u64,
+    },
     /// An inclusion set before this helper reported its received set.
     #[error("round {round}: inclusion set arrived before this helper reported")]
     NotReported {
@@ -1246,6 +1359,7 @@ impl HelperError {
             HelperError::NotSelected { .. } => RefusalCode::NotSelected,
             HelperError::AlreadyAnswered { .. } => RefusalCode::AlreadyAnswered,
             HelperError::NotReported { .. } => RefusalCode::NotReported,
+            HelperError::AggregationClosed { .. } => RefusalCode::Late,
             HelperError::EngineRunning { .. } => RefusalCode::RoundRunning,
             HelperError::NoEngineComputation { .. } => RefusalCode::Unexpected,
         }

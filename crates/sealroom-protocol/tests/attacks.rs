@@ -826,7 +826,7 @@ fn second_inclusion_set_is_refused_even_after_restart() {
     // Crash and restart from the persisted state: still refused.
     drop(fresh);
     let mut restarted =
-        Helper::restore(f.sim.helpers[0].config.clone(), disk.state()).expect("restores");
+        Helper::restore(f.sim.helpers[0].config.clone(), disk.state(), START).expect("restores");
     assert_eq!(
         feed(&mut restarted, START, set(&minus_one)).unwrap_err(),
         HelperError::AlreadyAnswered {
@@ -844,7 +844,7 @@ fn second_inclusion_set_is_refused_even_after_restart() {
         valid_until_epoch: None,
     }];
     let mut after_retirement =
-        Helper::restore(retired, disk.state()).expect("restores without the round");
+        Helper::restore(retired, disk.state(), START).expect("restores without the round");
     assert_eq!(after_retirement.left_out(), 1);
     assert!(after_retirement.rounds().is_empty());
     assert!(feed(&mut after_retirement, START, set(&all)).is_err());
@@ -852,9 +852,138 @@ fn second_inclusion_set_is_refused_even_after_restart() {
     // answer: the record is what protects the client.
     let mut forgetful = disk.clone();
     forgetful.rounds[0].answered = None;
-    let mut careless =
-        Helper::restore(f.sim.helpers[0].config.clone(), forgetful.state()).expect("restores");
+    let mut careless = Helper::restore(f.sim.helpers[0].config.clone(), forgetful.state(), START)
+        .expect("restores");
     assert!(feed(&mut careless, START, set(&minus_one)).is_ok());
+}
+
+/// A round costs a helper memory only while it can still be answered: the
+/// shares until the one answer, then that answer (sent again, byte for
+/// byte, for the same set) until `ANSWER_GRACE_MS` past the aggregation
+/// deadline, then nothing — and an inclusion set after that, the same or
+/// another, is refused. A round never answered (the coordinator aborted it)
+/// closes the same way, and a helper restarted after the close restores the
+/// round closed without decoding its shares.
+#[test]
+fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
+    let f = fixture(setup());
+    let mut disk = support::Disk::default();
+    let coordinator = f.sim.coordinator_id;
+    let config = f.sim.helpers[0].config.clone();
+    let mut helper = Helper::new(config.clone());
+    let mut run =
+        |helper: &mut Helper, now: Millis, input: Input| -> Result<Vec<Action>, HelperError> {
+            let step = feed(helper, now, input)?;
+            for action in &step.actions {
+                if let Action::Persist(p) = action {
+                    disk.apply_public(p);
+                }
+            }
+            Ok(step.actions)
+        };
+    let descriptor = Input::Inbound {
+        from: coordinator,
+        msg: Inbound::Descriptor(f.descriptor.envelope().clone()),
+    };
+    run(&mut helper, START, descriptor).expect("valid");
+    assert_eq!(helper.bytes_in_memory(), 0);
+    for c in 0..5 {
+        let id = f.client_id(c);
+        run(&mut helper, START, upload_input(id, &f.uploads[c][0])).expect("valid");
+    }
+    let collected = helper.bytes_in_memory();
+    // Helper 0 holds the correction vector of clients 0 and 3 (8 elements
+    // of Z_2^64 narrowed to the round's share width) and a seed of the rest.
+    let vector = f.descriptor.vector_bytes();
+    assert_eq!(collected, 2 * vector + 3 * 32);
+    let after_uploads = START.plus(support::UPLOAD_WINDOW_MS);
+    run(&mut helper, after_uploads, Input::Timer).expect("timer");
+    let closes = f
+        .descriptor
+        .aggregation_deadline()
+        .plus(sealroom_protocol::helper::ANSWER_GRACE_MS);
+    assert_eq!(helper.next_deadline(), Some(closes));
+
+    let key = f.sim.coordinator_key.clone();
+    let all = f.inclusion(vec![0, 1, 2, 3, 4], vec![0, 1, 2], &key);
+    let minus_one = f.inclusion(vec![0, 1, 2, 3], vec![0, 1, 2], &key);
+    let set = |env: &pb::SignedEnvelope| Input::Inbound {
+        from: coordinator,
+        msg: Inbound::InclusionSet(env.clone()),
+    };
+    let answer_bytes = |actions: &[Action]| -> Vec<u8> {
+        let answers: Vec<Vec<u8>> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::AggregateShare(b),
+                    ..
+                } => Some(b.expose().to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "one answer in {actions:?}");
+        answers.into_iter().next().expect("one")
+    };
+    let answer = answer_bytes(&run(&mut helper, START, set(&all)).expect("answered"));
+    // Only the answer is left: the five shares are gone.
+    assert_eq!(helper.bytes_in_memory(), answer.len());
+    // The same set, up to the last moment of the grace, gets the same bytes.
+    let last_moment = Millis(closes.0 - 1);
+    let again = run(&mut helper, last_moment, set(&all)).expect("the same set again");
+    assert_eq!(answer_bytes(&again), answer);
+    assert_eq!(
+        run(&mut helper, last_moment, set(&minus_one)).unwrap_err(),
+        HelperError::AlreadyAnswered {
+            round: 1,
+            same_set: false
+        }
+    );
+    // A timer before the close changes nothing; at the close the answer goes.
+    run(&mut helper, last_moment, Input::Timer).expect("timer");
+    assert_eq!(helper.bytes_in_memory(), answer.len());
+    run(&mut helper, closes, Input::Timer).expect("timer");
+    assert_eq!(helper.bytes_in_memory(), 0);
+    assert_eq!(helper.next_deadline(), None);
+    for late in [&all, &minus_one] {
+        assert_eq!(
+            run(&mut helper, closes, set(late)).unwrap_err(),
+            HelperError::AggregationClosed { round: 1 }
+        );
+    }
+
+    // Restarted before the close: the shares come back, and the answer made
+    // from them again is the same, byte for byte; then only it is held.
+    let mut restarted = Helper::restore(config.clone(), disk.state(), START).expect("restores");
+    assert_eq!(restarted.bytes_in_memory(), collected);
+    let remade = answer_bytes(
+        &feed(&mut restarted, START, set(&all))
+            .expect("answered")
+            .actions,
+    );
+    assert_eq!(remade, answer);
+    assert_eq!(restarted.bytes_in_memory(), answer.len());
+    // Restarted after the close: closed, nothing decoded, nothing answered.
+    let mut late = Helper::restore(config.clone(), disk.state(), closes).expect("restores");
+    assert_eq!(late.rounds(), vec![1]);
+    assert_eq!(late.bytes_in_memory(), 0);
+    assert_eq!(late.next_deadline(), None);
+    assert_eq!(
+        feed(&mut late, closes, set(&all)).unwrap_err(),
+        HelperError::AggregationClosed { round: 1 }
+    );
+    // A round that was never answered (no inclusion set came) closes too.
+    let mut unanswered = disk.clone();
+    unanswered.rounds[0].answered = None;
+    let mut aborted = Helper::restore(config, unanswered.state(), START).expect("restores");
+    assert_eq!(aborted.bytes_in_memory(), collected);
+    assert_eq!(aborted.next_deadline(), Some(closes));
+    feed(&mut aborted, closes, Input::Timer).expect("timer");
+    assert_eq!(aborted.bytes_in_memory(), 0);
+    assert_eq!(
+        feed(&mut aborted, closes, set(&all)).unwrap_err(),
+        HelperError::AggregationClosed { round: 1 }
+    );
 }
 
 /// A helper returns a wrong aggregate share in threshold mode with h ≥ t + 1:

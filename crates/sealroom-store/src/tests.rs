@@ -929,7 +929,7 @@ async fn helper_restore_round_trip(db: TestDb) {
     assert!(state.rounds[0].answered.is_some());
 
     let mut restored =
-        Helper::restore(run.helper_config.clone(), state.clone()).expect("helper restores");
+        Helper::restore(run.helper_config.clone(), state.clone(), START).expect("helper restores");
     assert_eq!(restored.last_round(), Some(run.round_id));
     // The differencing attack after a restart: a second, smaller set.
     let second = run.coordinator_key.sign(&pb::InclusionSet {
@@ -957,7 +957,7 @@ async fn helper_restore_round_trip(db: TestDb) {
     // The stored answer is what refuses: without it the same helper answers.
     let mut forgetful = state;
     forgetful.rounds[0].answered = None;
-    let mut careless = Helper::restore(run.helper_config, forgetful).expect("restores");
+    let mut careless = Helper::restore(run.helper_config, forgetful, START).expect("restores");
     assert!(inclusion(&mut careless, run.coordinator_id, &second).is_ok());
 
     assert_eq!(store.coordinator_next_round_id().await.ok(), Some(2));

@@ -438,7 +438,7 @@ impl Sim {
                 .collect();
             restart_at.retain(|(t, _)| *t > self.now);
             for h in due {
-                self.restart_helper(h);
+                self.restart_helper(h, self.now);
             }
             // Timers.
             if self
@@ -482,7 +482,7 @@ impl Sim {
         // helpers still down for a scheduled restart come back before the next round.
         self.queue.clear();
         for (_, h) in restart_at {
-            self.restart_helper(h);
+            self.restart_helper(h, self.now);
         }
         RoundRun {
             outcome: outcome.expect("finished"),
@@ -533,11 +533,11 @@ impl Sim {
         }
     }
 
-    /// Restarts helper `h` from what it persisted.
-    pub fn restart_helper(&mut self, h: usize) {
+    /// Restarts helper `h` at `now` from what it persisted.
+    pub fn restart_helper(&mut self, h: usize, now: Millis) {
         let node = &mut self.helpers[h];
         node.helper =
-            Some(Helper::restore(node.config.clone(), node.disk.state()).expect("restore"));
+            Some(Helper::restore(node.config.clone(), node.disk.state(), now).expect("restore"));
     }
 
     fn next_timer(&self, restarts: &[(Millis, usize)]) -> Option<Millis> {
