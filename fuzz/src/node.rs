@@ -475,7 +475,7 @@ impl Federation {
         let archive_rounds = ctx.archive_rounds;
         let config = helper_node::helper_config(&ctx).expect("a helper has a signing key");
         let state = store.helper_state().await.expect("a fresh store reads");
-        let helper = Helper::restore(config, state).expect("an empty state restores");
+        let helper = Helper::restore(config, state, START).expect("an empty state restores");
         let mut node = Node::new(Driver::new(ctx, helper), data_dir);
 
         let me = self.helper.id;
@@ -682,7 +682,8 @@ impl Federation {
                 answered: None,
             }],
         };
-        Helper::restore(self.helper_configs[j].clone(), state).expect("a reported helper restores")
+        Helper::restore(self.helper_configs[j].clone(), state, START)
+            .expect("a reported helper restores")
     }
 
     /// The input `op` makes for the coordinator; `None` if it makes none.

@@ -7,7 +7,11 @@
 //! [`Router`], the only role-specific part: where messages go.
 //!
 //! [`run`] is the actor loop around it: requests from the RPC services and
-//! the router's own tasks, the machine's timer, and shutdown. If the driver
+//! the router's own tasks, the machine's timer, and shutdown. Inputs a role
+//! marks batchable (a helper's uploads) that are already waiting when the
+//! loop takes one are fed together and their steps made durable in one
+//! transaction — a group commit: one fsync for many uploads — and only then
+//! is anything they produced sent or answered. If the driver
 //! cannot make a step durable (or the signer fails), the loop ends with the
 //! error and the node's server stops with it: a node never keeps serving
 //! "shutting down" while alive, and a supervisor restarts it.
@@ -15,10 +19,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use sealroom_protocol::action::{Action, Persist};
+use sealroom_protocol::action::Action;
 use sealroom_protocol::machine::{Input, Machine, Refusal, RefusalCode, Step};
 use sealroom_protocol::{Millis, Role};
-use sealroom_store::ArchiveWrite;
+use sealroom_store::{ArchiveWrite, StepWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -30,6 +34,9 @@ use crate::shutdown::Shutdown;
 /// Refusals archived per round at most (more are counted, not recorded).
 pub const MAX_RECORDED_REFUSALS_PER_ROUND: u32 = 64;
 
+/// Batchable inputs fed and committed together at most (a group commit).
+pub const MAX_BATCH: usize = 64;
+
 /// A role's state machine, as the node runs it.
 pub trait NodeMachine: Machine + Send + 'static {
     /// The role.
@@ -37,6 +44,14 @@ pub trait NodeMachine: Machine + Send + 'static {
 
     /// Forgets all but the newest `keep` rounds held in memory.
     fn prune(&mut self, _keep: usize) {}
+
+    /// Whether `input` may be fed in a batch with other waiting batchable
+    /// inputs and committed with them in one transaction: only inputs
+    /// whose steps the router routes from the step alone, never from the
+    /// machine's state (which is, by then, that after the whole batch).
+    fn batchable(_input: &Input) -> bool {
+        false
+    }
 
     /// Bytes of secret material the machine holds in memory, for the
     /// helper's `sealroom_helper_share_memory_bytes` gauge (`None` for the
@@ -58,6 +73,17 @@ impl NodeMachine for sealroom_protocol::helper::Helper {
     }
     fn memory_bytes(&self) -> Option<usize> {
         Some(self.bytes_in_memory())
+    }
+    /// Uploads: their receipts answer their RPCs, and a report goes to the
+    /// coordinator as the step says.
+    fn batchable(input: &Input) -> bool {
+        matches!(
+            input,
+            Input::Inbound {
+                msg: sealroom_protocol::machine::Inbound::Upload(_),
+                ..
+            }
+        )
     }
     fn rekey(&mut self, update: &KeyUpdate) {
         self.set_trust(update.directory.trust());
@@ -83,6 +109,15 @@ impl NodeMachine for sealroom_protocol::client::Client {
         self.set_trust(update.directory.trust());
         self.set_helper_keys(update.directory.helper_keys());
     }
+}
+
+/// An input the machine accepted, its step not yet durable.
+struct Taken {
+    archived: Archived,
+    at: Millis,
+    name: &'static str,
+    span: tracing::Span,
+    started: Instant,
 }
 
 /// Drives one state machine against the node's store.
@@ -161,92 +196,141 @@ impl<M: NodeMachine> Driver<M> {
         at: Millis,
         input: Input,
     ) -> Result<Result<Step, Refusal>, NodeError> {
-        let archived = record::archived_input(&input);
-        let name = input.name();
-        let role = M::ROLE.as_str();
-        let span = step_span(M::ROLE, name);
-        let started = Instant::now();
-        let outcome = span.in_scope(|| self.machine.handle(at, input));
-        match outcome {
-            Ok(step) => {
-                if let Some(round) = step.round {
-                    span.record("round", round);
-                }
-                self.commit(&archived, at, &step).instrument(span).await?;
-                self.ctx
-                    .metrics
-                    .step(role, name, "accepted", started.elapsed());
-                if let Some(bytes) = self.machine.memory_bytes() {
-                    self.ctx.metrics.share_memory(bytes);
-                }
-                Ok(Ok(step))
-            }
-            Err(refusal) if refusal.code == RefusalCode::SigningFailed => {
-                tracing::error!(error = %refusal, "the signer failed; stopping");
-                Err(NodeError::Signer(refusal.to_string()))
-            }
-            Err(refusal) => {
-                self.ctx
-                    .metrics
-                    .step(role, name, refusal.code_name(), started.elapsed());
-                self.record_refusal(&archived, at, &refusal)
-                    .instrument(span)
-                    .await;
-                Ok(Err(refusal))
-            }
-        }
+        let mut outcomes = self.handle_batch_at(vec![(at, input)]).await?;
+        Ok(outcomes.pop().expect("one outcome per input"))
     }
 
-    /// Makes an accepted step durable: per round it touches, that round's
-    /// state, archive row and audit entries in one transaction.
-    async fn commit(
+    /// Feeds `inputs` in order, then makes every accepted step durable in
+    /// one transaction (a group commit), in the same order: the outcome of
+    /// each, as [`Driver::handle`] gives it. Nothing a step produced may
+    /// leave before this returns. `Err` as for [`Driver::handle`]: none of
+    /// the steps is then durable, and the node stops.
+    pub async fn handle_batch(
         &mut self,
-        archived: &Archived,
-        at: Millis,
-        step: &Step,
-    ) -> Result<(), NodeError> {
+        inputs: Vec<Input>,
+    ) -> Result<Vec<Result<Step, Refusal>>, NodeError> {
+        let at = now();
+        self.handle_batch_at(inputs.into_iter().map(|i| (at, i)).collect())
+            .await
+    }
+
+    async fn handle_batch_at(
+        &mut self,
+        inputs: Vec<(Millis, Input)>,
+    ) -> Result<Vec<Result<Step, Refusal>>, NodeError> {
+        let role = M::ROLE.as_str();
+        let mut taken = Vec::with_capacity(inputs.len());
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        for (at, input) in inputs {
+            let archived = record::archived_input(&input);
+            let name = input.name();
+            let span = step_span(M::ROLE, name);
+            let started = Instant::now();
+            match span.in_scope(|| self.machine.handle(at, input)) {
+                Ok(step) => {
+                    if let Some(round) = step.round {
+                        span.record("round", round);
+                    }
+                    taken.push(Taken {
+                        archived,
+                        at,
+                        name,
+                        span,
+                        started,
+                    });
+                    outcomes.push(Ok(step));
+                }
+                Err(refusal) if refusal.code == RefusalCode::SigningFailed => {
+                    tracing::error!(error = %refusal, "the signer failed; stopping");
+                    return Err(NodeError::Signer(refusal.to_string()));
+                }
+                Err(refusal) => {
+                    self.ctx
+                        .metrics
+                        .step(role, name, refusal.code_name(), started.elapsed());
+                    self.record_refusal(&archived, at, &refusal)
+                        .instrument(span)
+                        .await;
+                    outcomes.push(Err(refusal));
+                }
+            }
+        }
+        if taken.is_empty() {
+            return Ok(outcomes);
+        }
+        let steps: Vec<&Step> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        let span = taken[0].span.clone();
+        self.commit(&taken, &steps).instrument(span).await?;
+        for t in &taken {
+            self.ctx
+                .metrics
+                .step(role, t.name, "accepted", t.started.elapsed());
+        }
+        if let Some(bytes) = self.machine.memory_bytes() {
+            self.ctx.metrics.share_memory(bytes);
+        }
+        Ok(outcomes)
+    }
+
+    /// Makes accepted steps durable in one transaction: per step and per
+    /// round it touches, that round's state, archive row and audit entries.
+    async fn commit(&mut self, taken: &[Taken], steps: &[&Step]) -> Result<(), NodeError> {
         let signer = self.ctx.audit_signer();
         let role = M::ROLE.as_str();
-        for round in step.rounds() {
-            let persists: Vec<&Persist> = step
-                .actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Persist(p) if p.round_id() == round => Some(p),
-                    _ => None,
-                })
-                .collect();
-            let archive = record::archived_step(archived, round, at.0, &step.actions, None);
-            // Nodes that sign keep an audit log; clients keep none.
-            let audit = if signer.is_some() {
-                record::audit_records(&step.accepted, &step.actions, round)
-            } else {
-                Vec::new()
-            };
-            let ends = (step.ends_round && step.round == Some(round)).then_some(round);
+        let mut archives = Vec::new();
+        for (t, step) in taken.iter().zip(steps) {
+            for round in step.rounds() {
+                let archive =
+                    record::archived_step(&t.archived, round, t.at.0, &step.actions, None);
+                archives.push((round, archive));
+            }
+        }
+        let mut archive_rows = archives.iter();
+        let mut writes = Vec::with_capacity(archives.len());
+        for step in steps {
+            for round in step.rounds() {
+                let (archived_round, archive) = archive_rows.next().expect("one row per round");
+                debug_assert_eq!(*archived_round, round);
+                // Nodes that sign keep an audit log; clients keep none.
+                let audit = if signer.is_some() {
+                    record::audit_records(&step.accepted, &step.actions, round)
+                } else {
+                    Vec::new()
+                };
+                writes.push(StepWrite {
+                    persists: step
+                        .actions
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Persist(p) if p.round_id() == round => Some(p),
+                            _ => None,
+                        })
+                        .collect(),
+                    archive: Some(ArchiveWrite {
+                        round_id: round,
+                        role,
+                        step: archive,
+                    }),
+                    audit,
+                    end_of_round: (step.ends_round && step.round == Some(round)).then_some(round),
+                });
+            }
+        }
+        if !writes.is_empty() {
             let appended = self
                 .ctx
                 .store
-                .commit(
-                    &persists,
-                    Some(ArchiveWrite {
-                        round_id: round,
-                        role,
-                        step: &archive,
-                    }),
-                    &audit,
-                    signer.as_ref(),
-                    ends,
-                )
+                .commit_steps(&writes, signer.as_ref())
                 .await
                 .inspect_err(|e| {
-                    tracing::error!(error = %e, round, "could not make a step durable; stopping");
+                    tracing::error!(error = %e, steps = steps.len(), "could not make a step durable; stopping");
                 })?;
             self.ctx
                 .metrics
                 .audit_appended(appended.entries, appended.checkpoint_at_ms);
+            self.ctx.metrics.commit_steps(steps.len());
         }
-        if step.ends_round {
+        if steps.iter().any(|s| s.ends_round) {
             self.prune().await;
         }
         Ok(())
@@ -432,6 +516,31 @@ pub async fn run<M: NodeMachine, R: Router<M>>(
         };
         tokio::select! {
             request = rx.recv() => match request {
+                Some(Request::Input { input, reply, tag }) if M::batchable(&input) => {
+                    // A group commit of what is already waiting.
+                    let mut batch = vec![(input, reply, tag)];
+                    let mut after = None;
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(Request::Input { input, reply, tag }) if M::batchable(&input) => {
+                                batch.push((input, reply, tag));
+                            }
+                            Ok(other) => {
+                                after = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    feed_batch(&mut driver, &mut router, batch, &mut queue).await?;
+                    match after {
+                        Some(Request::Input { input, reply, tag }) => {
+                            feed(&mut driver, &mut router, input, reply, tag, &mut queue).await?;
+                        }
+                        Some(Request::Inspect(look)) => look(&driver),
+                        None => {}
+                    }
+                }
                 Some(Request::Input { input, reply, tag }) => {
                     feed(&mut driver, &mut router, input, reply, tag, &mut queue).await?;
                 }
@@ -459,15 +568,38 @@ pub async fn run<M: NodeMachine, R: Router<M>>(
     }
 }
 
-async fn feed<M: NodeMachine, R: Router<M>>(
+type Waiter = Option<oneshot::Sender<Result<Step, Refusal>>>;
+
+/// Feeds a batch of inputs, made durable together, then routes and answers
+/// each step in order.
+async fn feed_batch<M: NodeMachine, R: Router<M>>(
     driver: &mut Driver<M>,
     router: &mut R,
-    input: Input,
-    reply: Option<oneshot::Sender<Result<Step, Refusal>>>,
-    tag: R::Tag,
+    batch: Vec<(Input, Waiter, R::Tag)>,
     queue: &mut std::collections::VecDeque<(Input, R::Tag)>,
 ) -> Result<(), NodeError> {
-    match driver.handle(input).await? {
+    let (inputs, waiters): (Vec<Input>, Vec<(Waiter, R::Tag)>) = batch
+        .into_iter()
+        .map(|(input, reply, tag)| (input, (reply, tag)))
+        .unzip();
+    let outcomes = driver.handle_batch(inputs).await?;
+    for (outcome, (reply, tag)) in outcomes.into_iter().zip(waiters) {
+        answer(driver, router, outcome, reply, tag, queue);
+    }
+    Ok(())
+}
+
+/// Routes an accepted step (or tells the router of a refusal) and answers
+/// whoever waits for it.
+fn answer<M: NodeMachine, R: Router<M>>(
+    driver: &Driver<M>,
+    router: &mut R,
+    outcome: Result<Step, Refusal>,
+    reply: Waiter,
+    tag: R::Tag,
+    queue: &mut std::collections::VecDeque<(Input, R::Tag)>,
+) {
+    match outcome {
         Ok(step) => {
             let next = router.route(driver, &step, tag);
             queue.extend(next);
@@ -482,5 +614,17 @@ async fn feed<M: NodeMachine, R: Router<M>>(
             }
         }
     }
+}
+
+async fn feed<M: NodeMachine, R: Router<M>>(
+    driver: &mut Driver<M>,
+    router: &mut R,
+    input: Input,
+    reply: Waiter,
+    tag: R::Tag,
+    queue: &mut std::collections::VecDeque<(Input, R::Tag)>,
+) -> Result<(), NodeError> {
+    let outcome = driver.handle(input).await?;
+    answer(driver, router, outcome, reply, tag, queue);
     Ok(())
 }

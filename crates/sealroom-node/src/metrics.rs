@@ -80,6 +80,7 @@ pub struct Metrics {
     engine_round_need: Family<Labels, Gauge>,
     engine_rounds: Family<Labels, Counter>,
     share_memory: Gauge,
+    commit_steps: Histogram,
 }
 
 fn count_histogram() -> Histogram {
@@ -135,6 +136,7 @@ impl Metrics {
             engine_round_need: Family::default(),
             engine_rounds: Family::default(),
             share_memory: Gauge::default(),
+            commit_steps: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
         };
         registry.register(
             "rounds",
@@ -248,6 +250,11 @@ impl Metrics {
             m.share_memory.clone(),
         );
         registry.register(
+            "store_commit_steps",
+            "State-machine steps made durable per store transaction (a group commit: a helper's uploads that wait while a commit runs share the next one)",
+            m.commit_steps.clone(),
+        );
+        registry.register(
             "steps",
             "Inputs a node's state machine consumed, by role, input kind and result (accepted or the refusal code)",
             m.steps.clone(),
@@ -356,6 +363,11 @@ impl Metrics {
             .get();
         self.reconstruction_ratio
             .set(ok as f64 / (ok + failed).max(1) as f64);
+    }
+
+    /// One store transaction made `steps` steps durable.
+    pub fn commit_steps(&self, steps: usize) {
+        self.commit_steps.observe(steps as f64);
     }
 
     /// What a helper's state machine holds in memory (shares and answers).

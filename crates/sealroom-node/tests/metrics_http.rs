@@ -428,6 +428,7 @@ async fn every_metric_family_has_help_and_type_in_both_formats() {
     m.engine_round_need(5, 2, 0, 1);
     m.engine_round_material("pool");
     m.share_memory(4096);
+    m.commit_steps(3);
     let (trigger, stop) = shutdown::channel();
     let addr = m
         .clone()

@@ -32,7 +32,7 @@ use prost::Message as _;
 use sealroom_core::prg::{self, PrgDomain};
 use sealroom_core::vector::{self, DecodeError};
 use sealroom_core::{Fp, Ring, RingKind, Seed, ShareVec, additive, shamir};
-use zeroize::Zeroize as _;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::action::{Action, EngineJob, EngineUpload, Message, MessageKind, Persist, SecretBytes};
 use crate::client::zeroize_upload;
@@ -592,13 +592,13 @@ impl Helper {
             return Ok(Step::new(Some(round_id), vec![send(encoded.clone())]));
         }
 
-        let vector = round.aggregate(&set.clients).map_err(fail)?;
+        let mut vector = round.aggregate(&set.clients).map_err(fail)?;
         let header = pb::AggregateShareHeader {
             descriptor_hash: hash_claim.0.to_vec(),
             round_id,
             helper_index: round.index as u32,
             inclusion_hash: inclusion_hash.0.to_vec(),
-            vector_digest: Digest::of(contexts::AGGREGATE, vector.expose()).0.to_vec(),
+            vector_digest: Digest::of(contexts::AGGREGATE, &vector).0.to_vec(),
             ..Default::default()
         };
         let header = self
@@ -606,18 +606,20 @@ impl Helper {
             .signer
             .sign(&header)
             .map_err(|e| fail(e.into()))?;
+        // The shares are no longer needed (before the answer is encoded, so
+        // that they and its copies are not in memory together).
+        round.shares.clear();
         let mut message = pb::AggregateShare {
             header: Some(header),
-            vector: vector.expose().to_vec(),
+            vector: std::mem::take(&mut *vector),
         };
         let encoded = SecretBytes::new(message.encode_to_vec());
         message.vector.zeroize();
         // The same set again (the coordinator lost the answer, or this
         // helper restarted before it left): the same sum, byte for byte,
         // with nothing new to record. A *different* set is refused. The
-        // answer is kept for that and the shares are no longer needed.
+        // answer is kept for that.
         round.answer = AnswerState::Sent(encoded.clone());
-        round.shares.clear();
         Ok(round.record_answer(envelope, inclusion_hash, repeat, send(encoded), true))
     }
 }
@@ -1089,7 +1091,7 @@ impl HelperRound {
 
     /// Σ over `clients` of this helper's shares, packed little-endian (wiped
     /// when dropped).
-    fn aggregate(&self, clients: &[u32]) -> Result<SecretBytes, HelperError> {
+    fn aggregate(&self, clients: &[u32]) -> Result<Zeroizing<Vec<u8>>, HelperError> {
         let packing = self.descriptor.encoding().packing();
         match (self.descriptor.mode(), self.descriptor.encoding().ring()) {
             (Mode::Threshold(_), _) => self.aggregate_in::<Fp>(
@@ -1129,7 +1131,7 @@ impl HelperRound {
         domain: fn([u8; 32], u32, usize) -> PrgDomain,
         add: impl Fn(&mut [R], &[u8]) -> Result<(), vector::DecodeError>,
         encode: impl Fn(&[R]) -> Vec<u8>,
-    ) -> Result<SecretBytes, HelperError> {
+    ) -> Result<Zeroizing<Vec<u8>>, HelperError> {
         let round = self.descriptor.round_id();
         let context = self.descriptor.hash().0;
         let mut acc = ShareVec::<R>::zeros(self.descriptor.vector_len());
@@ -1145,7 +1147,7 @@ impl HelperRound {
                 None => return Err(HelperError::UnreceivedClient { round, client }),
             }
         }
-        Ok(SecretBytes::new(encode(acc.expose())))
+        Ok(Zeroizing::new(encode(acc.expose())))
     }
 }
 

@@ -221,6 +221,20 @@ pub struct Appended {
     pub checkpoint_at_ms: Option<u64>,
 }
 
+/// One state-machine step for [`Store::commit_steps`]: what
+/// [`Store::commit`] takes for a single step.
+#[derive(Clone, Debug)]
+pub struct StepWrite<'a> {
+    /// Its [`Persist`] actions.
+    pub persists: Vec<&'a Persist>,
+    /// Its replay-archive row.
+    pub archive: Option<ArchiveWrite<'a>>,
+    /// Its audit entries.
+    pub audit: Vec<AuditRecord>,
+    /// The round it ends, if any (a signed checkpoint marks it).
+    pub end_of_round: Option<u64>,
+}
+
 /// One step for the replay archive.
 #[derive(Clone, Copy, Debug)]
 pub struct ArchiveWrite<'a> {
@@ -535,6 +549,36 @@ impl Store {
                 persist_in_tx!(tx, backend, operation, *persist);
             }
             record_in_tx!(tx, backend, operation, step)
+        });
+        Ok(appended)
+    }
+
+    /// Makes several steps durable in **one** transaction (one fsync, a
+    /// group commit): each as [`Store::commit`] would, in order, so the
+    /// audit chain and the archive are exactly what committing them one
+    /// by one would leave. All of them commit, or none does.
+    pub async fn commit_steps(
+        &self,
+        steps: &[StepWrite<'_>],
+        signer: Option<&AuditSigner>,
+    ) -> Result<Appended, StoreError> {
+        let backend = self.backend();
+        let operation = "commit steps (state, archive, audit log)";
+        let prepared = steps
+            .iter()
+            .map(|s| PreparedStep::new(s.archive, &s.audit, signer, s.end_of_round))
+            .collect::<Result<Vec<_>, _>>()?;
+        let appended = write_transaction!(self, operation, |tx| {
+            let mut total = Appended::default();
+            for (step, prepared) in steps.iter().zip(&prepared) {
+                for persist in &step.persists {
+                    persist_in_tx!(tx, backend, operation, *persist);
+                }
+                let appended: Appended = record_in_tx!(tx, backend, operation, prepared);
+                total.entries += appended.entries;
+                total.checkpoint_at_ms = appended.checkpoint_at_ms.or(total.checkpoint_at_ms);
+            }
+            total
         });
         Ok(appended)
     }

@@ -64,7 +64,7 @@ use sqlx::sqlite::{
 pub use audit::engine;
 pub use audit::{
     Appended, ArchiveWrite, AuditEntry, AuditKind, AuditRecord, AuditSigner, AuditSummary,
-    AuditViolation, OverrideSeen, unacknowledged, verify_chain,
+    AuditViolation, OverrideSeen, StepWrite, unacknowledged, verify_chain,
 };
 pub use error::StoreError;
 pub use sealroom_protocol::pb::SignedEnvelope;

@@ -488,6 +488,96 @@ async fn audit_log_and_archive_round_trip(db: TestDb) {
         "{err}"
     );
     assert_eq!(store.archived_steps(41).await.expect("reads").len(), 1);
+
+    // A group commit: several steps in one transaction, each as a commit of
+    // its own would leave it (archive rows, audit entries, the chain), or
+    // none of them when one fails.
+    let descriptor_of = |round: u64| AuditRecord {
+        kind: AuditKind::Descriptor,
+        round_id: Some(round),
+        // Not one of the descriptors above (a logged artifact is not
+        // appended again).
+        artifact: key.sign(&pb::RoundDescriptor {
+            round_id: round,
+            federation_id: "group commit".into(),
+            ..Default::default()
+        }),
+    };
+    fn step_write<'a>(
+        persist: &'a Persist,
+        step: &'a pb::ArchivedStep,
+        audit: AuditRecord,
+    ) -> crate::StepWrite<'a> {
+        crate::StepWrite {
+            persists: vec![persist],
+            archive: Some(ArchiveWrite {
+                round_id: persist.round_id(),
+                role: "client",
+                step,
+            }),
+            audit: vec![audit],
+            end_of_round: None,
+        }
+    }
+    let round_42 = Persist::ClientRound { round_id: 42 };
+    let round_43 = Persist::ClientRound { round_id: 43 };
+    let before = store.audit_entries(None).await.expect("reads").len();
+    let appended = store
+        .commit_steps(
+            &[
+                step_write(&round_42, &step, descriptor_of(42)),
+                step_write(&round_43, &step, descriptor_of(43)),
+            ],
+            Some(&signer),
+        )
+        .await
+        .expect("both commit");
+    assert_eq!(appended.entries, 2);
+    let entries = store.audit_entries(None).await.expect("reads");
+    assert_eq!(entries.len(), before + 2);
+    assert_eq!(
+        entries[before..]
+            .iter()
+            .map(|e| e.round_id)
+            .collect::<Vec<_>>(),
+        vec![Some(42), Some(43)],
+        "in the order given"
+    );
+    let (_, violations) = crate::verify_chain(&entries);
+    assert_eq!(
+        violations,
+        Vec::new(),
+        "the chain verifies across a group commit"
+    );
+    for round in [42, 43] {
+        assert_eq!(store.archived_steps(round).await.expect("reads").len(), 1);
+    }
+    // One failing step (an upload to a round never stored) takes the whole
+    // group down: round 44's counter and archive row are not written.
+    let round_44 = Persist::ClientRound { round_id: 44 };
+    let err = store
+        .commit_steps(
+            &[
+                step_write(&round_44, &step, descriptor_of(44)),
+                step_write(&upload, &step, descriptor_of(40)),
+            ],
+            Some(&signer),
+        )
+        .await
+        .expect_err("round 40 is not stored");
+    assert!(
+        matches!(err, StoreError::UnknownRound { round: 40 }),
+        "{err}"
+    );
+    assert!(store.archived_steps(44).await.expect("reads").is_empty());
+    assert_eq!(
+        store.audit_entries(None).await.expect("reads").len(),
+        before + 2
+    );
+    store
+        .commit(&[&round_44], None, &[], None, None)
+        .await
+        .expect("round 44's counter was not raised by the failed group");
     store.close().await;
 }
 
