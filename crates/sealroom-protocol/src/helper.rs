@@ -14,9 +14,11 @@
 //!
 //! **What a round holds in memory, and for how long.** The shares of a
 //! round while it collects and until it answers; then only the signed
-//! answer it sent (to send again), and nothing once the round closes,
-//! [`ANSWER_GRACE_MS`] after its aggregation deadline: a round closed that
-//! way refuses every inclusion set ([`HelperError::AggregationClosed`]).
+//! answer it sent (to send again), and nothing once the round closes —
+//! when the coordinator's descriptor of a later round arrives (it runs one
+//! round at a time, so the earlier one is over for it), or at the latest
+//! [`ANSWER_GRACE_MS`] after its aggregation deadline. A closed round
+//! refuses every inclusion set ([`HelperError::AggregationClosed`]).
 //! The shares stay in the store until pruned, so a retained round costs a
 //! helper disk, not memory.
 //!
@@ -400,6 +402,14 @@ impl Helper {
             .map_err(|e| refuse(None, e))?;
         let round = self.round_for(descriptor);
         self.last_round = Some(round_id);
+        // The coordinator runs one round at a time: its descriptor of a
+        // later round says every earlier one is over for it, so nothing
+        // they hold can still be asked for.
+        for earlier in self.rounds.values_mut() {
+            if earlier.closable() {
+                earlier.close();
+            }
+        }
         self.rounds.insert(round_id, round);
         Ok(Step {
             accepted: vec![Artifact {

@@ -975,7 +975,7 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
     // A round that was never answered (no inclusion set came) closes too.
     let mut unanswered = disk.clone();
     unanswered.rounds[0].answered = None;
-    let mut aborted = Helper::restore(config, unanswered.state(), START).expect("restores");
+    let mut aborted = Helper::restore(config.clone(), unanswered.state(), START).expect("restores");
     assert_eq!(aborted.bytes_in_memory(), collected);
     assert_eq!(aborted.next_deadline(), Some(closes));
     feed(&mut aborted, closes, Input::Timer).expect("timer");
@@ -984,6 +984,31 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
         feed(&mut aborted, closes, set(&all)).unwrap_err(),
         HelperError::AggregationClosed { round: 1 }
     );
+    // The coordinator's descriptor of the next round closes the earlier
+    // one at once, answered or not: the coordinator runs one round at a
+    // time, so round 1 is over for it.
+    let next = issue(&f.sim, 2, f.descriptor.clients().to_vec(), 9);
+    for answered in [true, false] {
+        let mut state = disk.clone();
+        if !answered {
+            state.rounds[0].answered = None;
+        }
+        let mut helper = Helper::restore(config.clone(), state.state(), START).expect("restores");
+        if answered {
+            feed(&mut helper, START, set(&all)).expect("answered");
+        }
+        assert!(helper.bytes_in_memory() > 0);
+        let descriptor = Input::Inbound {
+            from: coordinator,
+            msg: Inbound::Descriptor(next.envelope().clone()),
+        };
+        feed(&mut helper, START, descriptor).expect("the next round");
+        assert_eq!(helper.bytes_in_memory(), 0, "answered: {answered}");
+        assert_eq!(
+            feed(&mut helper, START, set(&all)).unwrap_err(),
+            HelperError::AggregationClosed { round: 1 }
+        );
+    }
 }
 
 /// A helper returns a wrong aggregate share in threshold mode with h ≥ t + 1:
