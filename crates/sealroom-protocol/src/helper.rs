@@ -199,15 +199,17 @@ impl Helper {
     /// Rebuilds a helper from what it persisted at `now`: every descriptor
     /// and upload is verified again; rounds it reported stay reported and
     /// rounds it answered stay answered. A round already closed at `now`
-    /// ([`ANSWER_GRACE_MS`] past its aggregation deadline) is restored
-    /// closed, its uploads left in the store and not decoded.
+    /// ([`ANSWER_GRACE_MS`] past its aggregation deadline) or by a later
+    /// round's descriptor (every round but the newest) is restored closed,
+    /// its uploads left in the store and not decoded.
     pub fn restore(
         config: HelperConfig,
         state: HelperState,
         now: Millis,
     ) -> Result<Helper, HelperError> {
         let mut helper = Helper::new(config);
-        for persisted in state.rounds {
+        let newest = state.rounds.len().saturating_sub(1);
+        for (position, persisted) in state.rounds.into_iter().enumerate() {
             let descriptor = match helper.verify_descriptor(&persisted.descriptor) {
                 Ok(descriptor) => descriptor,
                 // Signed by a coordinator key this helper no longer trusts
@@ -226,7 +228,7 @@ impl Helper {
             let round_id = descriptor.round_id();
             helper.check_new_round(&descriptor)?;
             let mut round = helper.round_for(descriptor);
-            if now >= round.closes_at() {
+            if position < newest || now >= round.closes_at() {
                 round.phase = Phase::Closed;
                 helper.last_round = Some(round_id);
                 helper.rounds.insert(round_id, round);

@@ -1002,10 +1002,25 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
             from: coordinator,
             msg: Inbound::Descriptor(next.envelope().clone()),
         };
-        feed(&mut helper, START, descriptor).expect("the next round");
+        let step = feed(&mut helper, START, descriptor).expect("the next round");
         assert_eq!(helper.bytes_in_memory(), 0, "answered: {answered}");
         assert_eq!(
             feed(&mut helper, START, set(&all)).unwrap_err(),
+            HelperError::AggregationClosed { round: 1 }
+        );
+        // Restarted with both rounds stored: round 1 is restored closed
+        // (not decoded), whatever the time.
+        for action in &step.actions {
+            if let Action::Persist(p) = action {
+                state.apply_public(p);
+            }
+        }
+        let mut restarted =
+            Helper::restore(config.clone(), state.state(), START).expect("restores");
+        assert_eq!(restarted.rounds(), vec![1, 2]);
+        assert_eq!(restarted.bytes_in_memory(), 0);
+        assert_eq!(
+            feed(&mut restarted, START, set(&all)).unwrap_err(),
             HelperError::AggregationClosed { round: 1 }
         );
     }
