@@ -203,6 +203,23 @@ fn feed(helper: &mut Helper, now: Millis, input: Input) -> Result<Step, HelperEr
     helper.handle(now, input).map_err(helper_error)
 }
 
+/// Feeds `input` to a helper and records what it persists on `disk`, as a
+/// runtime would; the step's actions.
+fn recorded(
+    helper: &mut Helper,
+    disk: &mut support::Disk,
+    now: Millis,
+    input: Input,
+) -> Result<Vec<Action>, HelperError> {
+    let step = feed(helper, now, input)?;
+    for action in &step.actions {
+        if let Action::Persist(p) = action {
+            disk.apply_public(p);
+        }
+    }
+    Ok(step.actions)
+}
+
 fn upload_input(from: PartyId, bytes: &[u8]) -> Input {
     Input::Inbound {
         from,
@@ -759,15 +776,7 @@ fn second_inclusion_set_is_refused_even_after_restart() {
     let coordinator = f.sim.coordinator_id;
     let mut fresh = Helper::new(f.sim.helpers[0].config.clone());
     let mut run =
-        |helper: &mut Helper, now: Millis, input: Input| -> Result<Vec<Action>, HelperError> {
-            let step = feed(helper, now, input)?;
-            for action in &step.actions {
-                if let Action::Persist(p) = action {
-                    disk.apply_public(p);
-                }
-            }
-            Ok(step.actions)
-        };
+        |helper: &mut Helper, now: Millis, input: Input| recorded(helper, &mut disk, now, input);
     let descriptor = Input::Inbound {
         from: coordinator,
         msg: Inbound::Descriptor(f.descriptor.envelope().clone()),
@@ -872,15 +881,7 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
     let config = f.sim.helpers[0].config.clone();
     let mut helper = Helper::new(config.clone());
     let mut run =
-        |helper: &mut Helper, now: Millis, input: Input| -> Result<Vec<Action>, HelperError> {
-            let step = feed(helper, now, input)?;
-            for action in &step.actions {
-                if let Action::Persist(p) = action {
-                    disk.apply_public(p);
-                }
-            }
-            Ok(step.actions)
-        };
+        |helper: &mut Helper, now: Millis, input: Input| recorded(helper, &mut disk, now, input);
     let descriptor = Input::Inbound {
         from: coordinator,
         msg: Inbound::Descriptor(f.descriptor.envelope().clone()),
@@ -1002,7 +1003,7 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
             from: coordinator,
             msg: Inbound::Descriptor(next.envelope().clone()),
         };
-        let step = feed(&mut helper, START, descriptor).expect("the next round");
+        recorded(&mut helper, &mut state, START, descriptor).expect("the next round");
         assert_eq!(helper.bytes_in_memory(), 0, "answered: {answered}");
         assert_eq!(
             feed(&mut helper, START, set(&all)).unwrap_err(),
@@ -1010,11 +1011,6 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
         );
         // Restarted with both rounds stored: round 1 is restored closed
         // (not decoded), whatever the time.
-        for action in &step.actions {
-            if let Action::Persist(p) = action {
-                state.apply_public(p);
-            }
-        }
         let mut restarted =
             Helper::restore(config.clone(), state.state(), START).expect("restores");
         assert_eq!(restarted.rounds(), vec![1, 2]);
