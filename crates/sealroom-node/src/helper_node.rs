@@ -51,7 +51,7 @@ pub async fn spawn(
     let config = helper_config(&ctx)?;
     crate::audit_keys::check_chain(&ctx).await?;
     crate::audit_keys::register_key(&ctx).await?;
-    let state = ctx.store.helper_state().await?;
+    let state = ctx.store.helper_restore_state().await?;
     let restored_rounds = state.rounds.len();
     let helper = Helper::restore(config, state, now())?;
     ctx.metrics.share_memory(helper.bytes_in_memory());

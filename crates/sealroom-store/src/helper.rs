@@ -26,6 +26,22 @@ impl Store {
     /// A stored row that does not decode, or a descriptor stored under
     /// another round's id, is a [`StoreError::CorruptRow`].
     pub async fn helper_state(&self) -> Result<HelperState, StoreError> {
+        self.read_helper_state(false).await
+    }
+
+    /// What a restarting helper needs: [`Store::helper_state`] with the
+    /// uploads of the newest round only. `Helper::restore` restores every
+    /// older round closed without looking at its uploads (a later
+    /// descriptor closed it), so they stay on disk instead of passing
+    /// through memory — up to `archive_rounds` rounds of shares.
+    pub async fn helper_restore_state(&self) -> Result<HelperState, StoreError> {
+        self.read_helper_state(true).await
+    }
+
+    async fn read_helper_state(
+        &self,
+        newest_uploads_only: bool,
+    ) -> Result<HelperState, StoreError> {
         let backend = self.backend();
         let operation = "read the helper state";
         let (round_rows, upload_rows) = read_transaction!(self, operation, |tx| {
@@ -47,10 +63,14 @@ impl Store {
                 round_rows.push((id, descriptor, report, answered));
             }
             drop(rounds);
-            let uploads = sqlx::query(
+            let uploads = sqlx::query(if newest_uploads_only {
+                "SELECT round_id, client_index, upload FROM helper_uploads \
+                 WHERE round_id = (SELECT MAX(round_id) FROM helper_rounds) \
+                 ORDER BY round_id, client_index"
+            } else {
                 "SELECT round_id, client_index, upload \
-                 FROM helper_uploads ORDER BY round_id, client_index",
-            )
+                 FROM helper_uploads ORDER BY round_id, client_index"
+            })
             .fetch_all(&mut *tx)
             .await
             .map_err(db(backend, operation))?;

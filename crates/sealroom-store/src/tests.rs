@@ -1331,6 +1331,16 @@ async fn pruning_keeps_the_newest_rounds(db: TestDb) {
         })
         .collect();
     assert_eq!(rounds, vec![3, 4]);
+    // A restarting helper reads every round but the uploads of the newest
+    // only (it restores the older ones closed).
+    let restore = summary(&store.helper_restore_state().await.expect("state"));
+    assert_eq!(
+        restore
+            .iter()
+            .map(|(round, clients, _)| (*round, clients.clone()))
+            .collect::<Vec<_>>(),
+        vec![(3, vec![]), (4, vec![0, 1, 2])]
+    );
     assert_eq!(
         raw_count(
             &store,
