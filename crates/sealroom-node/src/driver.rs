@@ -277,45 +277,43 @@ impl<M: NodeMachine> Driver<M> {
     async fn commit(&mut self, taken: &[Taken], steps: &[&Step]) -> Result<(), NodeError> {
         let signer = self.ctx.audit_signer();
         let role = M::ROLE.as_str();
-        let mut archives = Vec::new();
-        for (t, step) in taken.iter().zip(steps) {
-            for round in step.rounds() {
-                let archive =
-                    record::archived_step(&t.archived, round, t.at.0, &step.actions, None);
-                archives.push((round, archive));
-            }
-        }
-        let mut archive_rows = archives.iter();
-        let mut writes = Vec::with_capacity(archives.len());
-        for step in steps {
-            for round in step.rounds() {
-                let (archived_round, archive) = archive_rows.next().expect("one row per round");
-                debug_assert_eq!(*archived_round, round);
+        // One archive row per step and round it touches (the writes borrow them).
+        let archives: Vec<(&Step, u64, _)> = taken
+            .iter()
+            .zip(steps)
+            .flat_map(|(t, &step)| {
+                step.rounds().into_iter().map(move |round| {
+                    let row =
+                        record::archived_step(&t.archived, round, t.at.0, &step.actions, None);
+                    (step, round, row)
+                })
+            })
+            .collect();
+        let writes: Vec<StepWrite> = archives
+            .iter()
+            .map(|(step, round, archive)| StepWrite {
+                persists: step
+                    .actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Persist(p) if p.round_id() == *round => Some(p),
+                        _ => None,
+                    })
+                    .collect(),
+                archive: Some(ArchiveWrite {
+                    round_id: *round,
+                    role,
+                    step: archive,
+                }),
                 // Nodes that sign keep an audit log; clients keep none.
-                let audit = if signer.is_some() {
-                    record::audit_records(&step.accepted, &step.actions, round)
+                audit: if signer.is_some() {
+                    record::audit_records(&step.accepted, &step.actions, *round)
                 } else {
                     Vec::new()
-                };
-                writes.push(StepWrite {
-                    persists: step
-                        .actions
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Persist(p) if p.round_id() == round => Some(p),
-                            _ => None,
-                        })
-                        .collect(),
-                    archive: Some(ArchiveWrite {
-                        round_id: round,
-                        role,
-                        step: archive,
-                    }),
-                    audit,
-                    end_of_round: (step.ends_round && step.round == Some(round)).then_some(round),
-                });
-            }
-        }
+                },
+                end_of_round: (step.ends_round && step.round == Some(*round)).then_some(*round),
+            })
+            .collect();
         if !writes.is_empty() {
             let appended = self
                 .ctx

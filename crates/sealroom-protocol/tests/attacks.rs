@@ -136,6 +136,22 @@ fn start_round(sim: &mut Sim, nonce: u8) -> VerifiedDescriptor {
         .clone()
 }
 
+/// The one aggregate share among a helper's `actions` (exactly one).
+fn answer_of(actions: &[Action]) -> Vec<u8> {
+    let answers: Vec<Vec<u8>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                message: Message::AggregateShare(b),
+                ..
+            } => Some(b.expose().to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "one answer in {actions:?}");
+    answers.into_iter().next().expect("one")
+}
+
 /// The encoded uploads a participation step sends, in helper order.
 fn uploads_of(step: Step) -> Vec<Vec<u8>> {
     step.actions
@@ -824,14 +840,10 @@ fn second_inclusion_set_is_refused_even_after_restart() {
     // new is persisted (a lost answer or a restart must not lose the round).
     let again = run(&mut fresh, START, set(&all)).expect("the same set is answered again");
     assert_eq!(again.len(), 1, "no Persist: nothing new to record");
-    let bytes = |a: &Action| match a {
-        Action::Send {
-            message: Message::AggregateShare(b),
-            ..
-        } => b.expose().to_vec(),
-        other => panic!("not an answer: {other:?}"),
-    };
-    assert_eq!(bytes(&again[0]), bytes(&first_answer));
+    assert_eq!(
+        answer_of(&again),
+        answer_of(std::slice::from_ref(&first_answer))
+    );
     // Crash and restart from the persisted state: still refused.
     drop(fresh);
     let mut restarted =
@@ -912,27 +924,13 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
         from: coordinator,
         msg: Inbound::InclusionSet(env.clone()),
     };
-    let answer_bytes = |actions: &[Action]| -> Vec<u8> {
-        let answers: Vec<Vec<u8>> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Send {
-                    message: Message::AggregateShare(b),
-                    ..
-                } => Some(b.expose().to_vec()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(answers.len(), 1, "one answer in {actions:?}");
-        answers.into_iter().next().expect("one")
-    };
-    let answer = answer_bytes(&run(&mut helper, START, set(&all)).expect("answered"));
+    let answer = answer_of(&run(&mut helper, START, set(&all)).expect("answered"));
     // Only the answer is left: the five shares are gone.
     assert_eq!(helper.bytes_in_memory(), answer.len());
     // The same set, up to the last moment of the grace, gets the same bytes.
     let last_moment = Millis(closes.0 - 1);
     let again = run(&mut helper, last_moment, set(&all)).expect("the same set again");
-    assert_eq!(answer_bytes(&again), answer);
+    assert_eq!(answer_of(&again), answer);
     assert_eq!(
         run(&mut helper, last_moment, set(&minus_one)).unwrap_err(),
         HelperError::AlreadyAnswered {
@@ -957,7 +955,7 @@ fn a_helper_drops_a_rounds_shares_once_answered_and_everything_once_closed() {
     // from them again is the same, byte for byte; then only it is held.
     let mut restarted = Helper::restore(config.clone(), disk.state(), START).expect("restores");
     assert_eq!(restarted.bytes_in_memory(), collected);
-    let remade = answer_bytes(
+    let remade = answer_of(
         &feed(&mut restarted, START, set(&all))
             .expect("answered")
             .actions,
