@@ -308,6 +308,53 @@ fn specs_travel_as_json_and_have_a_stable_digest() {
     assert!(query::plan(&minimal).is_ok());
 }
 
+/// Finding (the unoptimised test build aborted on a stack overflow): a
+/// chain of operators is one tree level per operator, and converting it
+/// recursed without a bound, so a 400-fold product overflowed a test
+/// thread's 2 MiB stack and 64 KiB of SQL would do the same to a release
+/// node's task. A chain within [`query::MAX_OPERATORS`] but deeper than 64
+/// levels is refused by the converter, a longer one from its tokens before
+/// any tree exists; both say why, and a chain of 60 ORs still plans.
+#[test]
+fn a_deep_expression_is_refused_before_it_can_overflow_the_stack() {
+    let plan_of = |sql: &str| {
+        query::plan(&QuerySpec {
+            bounds: [("salary".to_owned(), [0.0, 500_000.0])].into(),
+            ..spec_without_domain(sql)
+        })
+    };
+    let refused = |sql: &str, needle: &str| match plan_of(sql) {
+        Ok(_) => panic!("planned a {}-byte query", sql.len()),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{msg}");
+            assert!(msg.len() < 400, "the message repeats the query: {msg}");
+        }
+    };
+    let product = vec!["salary"; 400].join(" * ");
+    refused(
+        &format!("SELECT SUM({product}) AS s FROM t"),
+        "nests deeper than 64 levels",
+    );
+    let ors = vec!["salary = 1"; 101].join(" OR ");
+    refused(
+        &format!("SELECT COUNT(*) FROM t WHERE {ors}"),
+        "nests deeper than 64 levels",
+    );
+    let long = vec!["1"; 30_000].join("*");
+    refused(
+        &format!("SELECT SUM({long}) AS s FROM t"),
+        "more than the 512 a query may hold",
+    );
+    let long_or = vec!["salary = 1"; 3_000].join(" OR ");
+    refused(
+        &format!("SELECT COUNT(*) FROM t WHERE {long_or}"),
+        "more than the 512 a query may hold",
+    );
+    let fine = vec!["salary = 1"; 60].join(" OR ");
+    plan_of(&format!("SELECT COUNT(*) FROM t WHERE {fine}")).expect("60 ORs plan");
+}
+
 /// Issue #12, finding 4: every column used as a number in arithmetic or an
 /// aggregate needs declared bounds, and every expression must stay bounded
 /// over them, so that local evaluation cannot fail on a row and no row can

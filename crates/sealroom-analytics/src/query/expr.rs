@@ -128,6 +128,13 @@ pub(crate) const SUBQUERY_WHY: &str =
 /// The longest literal string accepted (domains, IN lists, LIKE patterns).
 const MAX_TEXT: usize = 1024;
 
+/// The deepest expression accepted: a chain of 64 ANDs, ORs or arithmetic
+/// operators nests 64 levels. Converting recurses once per level, so the
+/// bound keeps a deep tree from overflowing the stack (an unoptimised build
+/// uses some 13 KiB of stack per level); arithmetic is held to a tighter
+/// bound afterwards (`bounds::MAX_DEPTH`).
+pub(crate) const MAX_NESTING: usize = 64;
+
 /// Converts `sqlparser` expressions, recording which columns are used and
 /// which of them must be numeric.
 #[derive(Default)]
@@ -136,6 +143,8 @@ pub(crate) struct Converter {
     pub(crate) qualifiers: Vec<String>,
     pub(crate) columns: BTreeSet<ColumnRef>,
     pub(crate) numeric: BTreeSet<ColumnRef>,
+    /// How deep the expression being converted is nested so far.
+    pub(crate) depth: usize,
 }
 
 impl Converter {
@@ -207,6 +216,22 @@ impl Converter {
     }
 
     fn convert(&mut self, e: &ast::Expr) -> Result<(Expr, Kind), QueryError> {
+        if self.depth >= MAX_NESTING {
+            // Not the expression itself in the message: it can be 64 KiB.
+            return Err(QueryError::unsupported(
+                "an expression",
+                format!(
+                    "it nests deeper than {MAX_NESTING} levels (each AND, OR and arithmetic operator of a chain is a level; a list of values goes in IN (...))"
+                ),
+            ));
+        }
+        self.depth += 1;
+        let converted = self.convert_node(e);
+        self.depth -= 1;
+        converted
+    }
+
+    fn convert_node(&mut self, e: &ast::Expr) -> Result<(Expr, Kind), QueryError> {
         if let Some(c) = self.column_ref(e) {
             self.columns.insert(c.clone());
             return Ok((Expr::Column(c), Kind::Column));

@@ -122,7 +122,9 @@ pub use result::{
     Cell, ColumnBounds, GroupKey, NullReason, PrivacyNote, QueryResult, ResultRow, SuppressReason,
 };
 pub use source::{DataSource, LocalTable};
-pub use spec::{MAX_CELLS, MAX_DOMAIN, MAX_VECTOR_LEN, Policy, QueryPlan, QuerySpec, plan};
+pub use spec::{
+    MAX_CELLS, MAX_DOMAIN, MAX_OPERATORS, MAX_VECTOR_LEN, Policy, QueryPlan, QuerySpec, plan,
+};
 
 use encode::push_saturating;
 use finish::check_released;

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{self, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor};
 use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer, Word};
 
 use super::aggregate::{Aggregate, Output, StatSet};
 use super::bounds::{self, Bounds, Interval};
@@ -23,6 +25,15 @@ pub(crate) use super::aggregate::{AGGREGATES, Stat};
 
 /// The longest SQL text accepted.
 const MAX_SQL_LEN: usize = 64 * 1024;
+/// The most operator tokens (every symbol and keyword other than commas,
+/// parentheses and the names and literals they join) a query may hold.
+/// `sqlparser` builds a chain such as `a * a * … * a` in a loop, but
+/// dropping, printing and converting that tree recurse once per level: a
+/// 64 KiB chain is some 30,000 levels, enough to overflow a thread's stack
+/// and abort the process. Bounding the operators bounds that depth before
+/// the tree exists; [`Converter`] then refuses anything deeper than
+/// `expr::MAX_NESTING` with a clear error.
+pub const MAX_OPERATORS: usize = 512;
 /// The most values one GROUP BY domain may declare.
 pub const MAX_DOMAIN: usize = 1024;
 /// The most cells (combinations of domain values, "other" included) a query
@@ -218,6 +229,15 @@ pub fn plan(spec: &QuerySpec) -> Result<QueryPlan, QueryError> {
             format!("longer than {MAX_SQL_LEN} bytes"),
         ));
     }
+    let operators = operator_count(&spec.sql)?;
+    if operators > MAX_OPERATORS {
+        return Err(QueryError::unsupported(
+            "the SQL text",
+            format!(
+                "it holds {operators} operators and keywords, more than the {MAX_OPERATORS} a query may hold (a list of values goes in IN (...))"
+            ),
+        ));
+    }
     let statements =
         Parser::parse_sql(&GenericDialect {}, &spec.sql).map_err(|e| QueryError::Parse {
             message: e.to_string(),
@@ -244,6 +264,38 @@ pub fn plan(spec: &QuerySpec) -> Result<QueryPlan, QueryError> {
         super::dp::noise_plan(&plan, dp)?;
     }
     Ok(plan)
+}
+
+/// How many tokens of `sql` are operators or keywords: everything but
+/// whitespace, commas, parentheses, periods, semicolons, literals and plain
+/// names. The tokenizer works in one pass without recursion.
+fn operator_count(sql: &str) -> Result<usize, QueryError> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Parse {
+            message: e.to_string(),
+        })?;
+    Ok(tokens
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t,
+                Token::Whitespace(_)
+                    | Token::Comma
+                    | Token::LParen
+                    | Token::RParen
+                    | Token::Period
+                    | Token::SemiColon
+                    | Token::EOF
+                    | Token::Number(..)
+                    | Token::SingleQuotedString(_)
+                    | Token::Word(Word {
+                        keyword: Keyword::NoKeyword,
+                        ..
+                    })
+            )
+        })
+        .count())
 }
 
 /// The single SELECT of a query, refusing everything around it.
