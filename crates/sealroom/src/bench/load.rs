@@ -101,6 +101,8 @@ struct NodeUsage {
     open_fds: usize,
     /// Resident memory once started, before the first round.
     idle_rss_bytes: Option<u64>,
+    /// Resident memory after the last round, before the node stops.
+    after_rss_bytes: Option<u64>,
     /// Helpers: the most bytes of shares it held for one round (every
     /// upload it stored, read back from its store after the run) plus that
     /// round's aggregate vector.
@@ -295,6 +297,7 @@ pub async fn run(config: LoadConfig, out_dir: &Path, json: &Path) -> Result<()> 
                 peak_rss_bytes: rss,
                 open_fds: fds,
                 idle_rss_bytes: *idle,
+                after_rss_bytes: status_bytes(&format!("/proc/{}", n.child.id()), "VmRSS:"),
                 round_bytes_held: None,
                 peak_over_held: None,
             })
@@ -384,6 +387,26 @@ fn print_report(r: &LoadReport) {
                 mib(held),
                 if ratio <= 2.0 { "MET" } else { "MISSED" }
             );
+            // The measured reason: a helper drops a round's shares once it
+            // answers, so what stays resident after the last round is
+            // memory the allocator kept, not data the helper holds.
+            if let (true, Some(after)) = (ratio > 2.0, n.after_rss_bytes) {
+                let kept = after.saturating_sub(idle);
+                let excess = n.peak_rss_bytes.saturating_sub(idle);
+                if 2 * kept >= excess {
+                    println!(
+                        "  {:<12} why: after the last round it is still {:.1} MiB above idle, though it dropped every round's shares on answering: memory a round freed stays with the allocator (glibc keeps it in its arenas), and the peak counts it",
+                        "",
+                        mib(kept),
+                    );
+                } else {
+                    println!(
+                        "  {:<12} why: the excess is transient (back to {:.1} MiB above idle after the last round): the round's working memory beyond the shares it keeps (docs/performance.md lists what a heap profile found at the peak)",
+                        "",
+                        mib(kept),
+                    );
+                }
+            }
         }
     }
     if let (Some(rss), Some(fds)) = (r.clients_process_peak_rss_bytes, r.clients_process_open_fds) {
