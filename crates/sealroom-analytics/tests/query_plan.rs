@@ -308,6 +308,17 @@ fn specs_travel_as_json_and_have_a_stable_digest() {
     assert!(query::plan(&minimal).is_ok());
 }
 
+/// Plans `sql` (no GROUP BY domain) with the declared column bounds.
+fn plan_with_bounds(
+    sql: &str,
+    bounds: &[(&str, [f64; 2])],
+) -> Result<query::QueryPlan, QueryError> {
+    query::plan(&QuerySpec {
+        bounds: bounds.iter().map(|(c, b)| (c.to_string(), *b)).collect(),
+        ..spec_without_domain(sql)
+    })
+}
+
 /// Finding (the unoptimised test build aborted on a stack overflow): a
 /// chain of operators is one tree level per operator, and converting it
 /// recursed without a bound, so a 400-fold product overflowed a test
@@ -317,12 +328,8 @@ fn specs_travel_as_json_and_have_a_stable_digest() {
 /// any tree exists; both say why, and a chain of 60 ORs still plans.
 #[test]
 fn a_deep_expression_is_refused_before_it_can_overflow_the_stack() {
-    let plan_of = |sql: &str| {
-        query::plan(&QuerySpec {
-            bounds: [("salary".to_owned(), [0.0, 500_000.0])].into(),
-            ..spec_without_domain(sql)
-        })
-    };
+    let salary = [("salary", [0.0, 500_000.0])];
+    let plan_of = |sql: &str| plan_with_bounds(sql, &salary);
     let refused = |sql: &str, needle: &str| match plan_of(sql) {
         Ok(_) => panic!("planned a {}-byte query", sql.len()),
         Err(e) => {
@@ -361,12 +368,7 @@ fn a_deep_expression_is_refused_before_it_can_overflow_the_stack() {
 /// dominate a sum.
 #[test]
 fn arithmetic_needs_bounds_and_stays_bounded() {
-    let plan_of = |sql: &str, bounds: &[(&str, [f64; 2])]| {
-        query::plan(&QuerySpec {
-            bounds: bounds.iter().map(|(c, b)| (c.to_string(), *b)).collect(),
-            ..spec_without_domain(sql)
-        })
-    };
+    let plan_of = plan_with_bounds;
     let refused = |sql: &str, bounds: &[(&str, [f64; 2])], needle: &str| match plan_of(sql, bounds)
     {
         Ok(_) => panic!("{sql}: planned"),
