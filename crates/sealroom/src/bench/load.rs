@@ -388,14 +388,15 @@ fn print_report(r: &LoadReport) {
                 if ratio <= 2.0 { "MET" } else { "MISSED" }
             );
             // The measured reason: a helper drops a round's shares once it
-            // answers, so what stays resident after the last round is
-            // memory the allocator kept, not data the helper holds.
+            // answers and keeps only that answer (aggregate-sized), so what
+            // stays resident after the last round beyond it is memory the
+            // allocator kept, not data the helper holds.
             if let (true, Some(after)) = (ratio > 2.0, n.after_rss_bytes) {
                 let kept = after.saturating_sub(idle);
                 let excess = n.peak_rss_bytes.saturating_sub(idle);
                 if 2 * kept >= excess {
                     println!(
-                        "  {:<12} why: after the last round it is still {:.1} MiB above idle, though it dropped every round's shares on answering: memory a round freed stays with the allocator (glibc keeps it in its arenas), and the peak counts it",
+                        "  {:<12} why: after the last round it is still {:.1} MiB above idle, though it dropped every round's shares on answering and keeps only the last answer: memory a round freed stays with the allocator (glibc keeps it in its arenas), and the peak counts it",
                         "",
                         mib(kept),
                     );
