@@ -1,6 +1,7 @@
-//! The red-team suite's query findings (issue #12, findings 3, 4 and 9),
-//! replayed against real nodes over loopback mutual TLS. Each test failed on
-//! the code before its fix.
+//! The red-team suite's query findings (issue #12, findings 3, 4 and 9, and
+//! a query deep enough to overflow a node's stack), replayed against real
+//! nodes over loopback mutual TLS. Each test failed on the code before its
+//! fix.
 
 use crate::query_support;
 
@@ -372,5 +373,86 @@ async fn a_coordinator_cannot_change_an_order_round() {
             "{what}: the helper's refusal says why: {err}"
         );
     }
+    fed.shutdown().await;
+}
+
+/// A query deep enough to overflow a thread's stack (a product of 30,000
+/// factors, 60 KB of SQL: the release `sealroom query` aborted on it before
+/// the planner bounded operators and nesting) cannot stop a node. The
+/// coordinator, asked directly for such a counts round, refuses it; a
+/// client, handed one that a coordinator signed, sits out naming the
+/// bound; and afterwards the same federation answers an honest query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_query_cannot_stop_a_node() {
+    use sealroom_analytics::joint::QueryPhase;
+    use sealroom_protocol::pb;
+
+    let fx = Fixture::new().await;
+    let (_dir, fed) = start(&fx).await;
+    let honest = spec("SELECT COUNT(*) AS n, SUM(salary) AS total FROM salaries");
+    // 60 KB: under the 64 KiB a query's text may hold.
+    let deep_sql = format!(
+        "SELECT COUNT(*) AS n, SUM(salary{}) AS total FROM salaries",
+        "*1".repeat(30_000)
+    );
+
+    // An admin's StartRound, past the admin tool's own planning.
+    let mut deep = honest.clone();
+    deep.sql = deep_sql.clone();
+    let request = TaskRequest {
+        name: "query".into(),
+        vector_len: 0,
+        params: serde_json::to_vec(&serde_json::json!({
+            "spec": deep,
+            "phase": {"phase": "counts"},
+        }))
+        .expect("json"),
+        min_clients: 3,
+    };
+    match fed.request_round(&request, names()).await {
+        Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}"),
+        Ok(outcome) => assert!(
+            outcome.status != "completed" && outcome.values.is_empty(),
+            "a query past the planner's bounds was computed: round {}",
+            outcome.round_id
+        ),
+    }
+
+    // A coordinator that signs one: the counts round of an honest query,
+    // re-signed with the deep SQL.
+    let run = run_query(&fed, &honest, &names())
+        .await
+        .expect("query runs");
+    let forger = query_support::Forger::of_round(&fed, run.counts_round).await;
+    assert!(matches!(forger.params.phase, QueryPhase::Counts));
+    let input = Arc::new(QueryInput::new(
+        BTreeMap::from([("salaries".to_string(), fx.sources[0].clone())]),
+        Policy::new(1, 2).expect("policy"),
+    ));
+    forger
+        .ask(&input, forger.resign(&|_, _| {}))
+        .await
+        .expect("the real counts round is accepted");
+    let refused = forger
+        .ask(&input, forger.resign(&|p, _| p.spec.sql = deep_sql.clone()))
+        .await
+        .expect_err("a counts round past the planner's bounds is refused");
+    assert_eq!(
+        refused.sit_out.reason,
+        pb::SitOutReason::InvalidParameters,
+        "{refused:?}"
+    );
+    assert!(
+        refused.detail.contains("operators"),
+        "the refusal names the bound: {}",
+        refused.detail
+    );
+
+    // Every node still serves: the honest query again, with every client.
+    let again = run_query(&fed, &honest, &names())
+        .await
+        .expect("query runs");
+    assert_eq!(again.included, names());
+    assert_eq!(again.result.rows, run.result.rows);
     fed.shutdown().await;
 }

@@ -1,4 +1,5 @@
-//! Fixtures shared by sealroom's fuzz targets (`fuzz_targets/`).
+//! Fixtures and harnesses shared by sealroom's fuzz targets
+//! (`fuzz/fuzz_targets/`, a cargo-fuzz crate outside the workspace).
 //!
 //! Every key comes from a fixed ChaCha20 seed and every round from fixed
 //! parameters, so a crashing input replays identically on any machine. The

@@ -74,7 +74,7 @@ fn coordinator_survives_an_early_timer() {
 /// machine accepted it, the store refused to persist it
 /// (`StoreError::RoundIdOutOfRange`), so `Driver::handle_at` returned `Err`
 /// and the helper node stopped. Verification now refuses such a round id.
-/// Reproducer: `artifacts/node_driver/crash-round-id-above-i64-max`.
+/// The fuzzer's input was the operation this test builds.
 #[test]
 fn helper_survives_a_round_id_the_store_cannot_hold() {
     // After the real descriptor, the coordinator's: the real one re-signed
