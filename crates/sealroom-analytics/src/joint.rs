@@ -283,6 +283,52 @@ fn order_round(
     }))
 }
 
+/// A differentially private release as its signed descriptor states it:
+/// what every client the descriptor lists charges to its table's budget
+/// (its ledger, [`crate::budget`]) if it takes part. A node's audit log
+/// holds every descriptor, signed by the coordinator, so the log is a
+/// public record of every release the federation asked for
+/// (`sealroom audit budget --config coordinator.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DpRelease {
+    /// The queried table.
+    pub table: String,
+    /// The mechanism, as each client's ledger records it.
+    pub mechanism: String,
+    /// The release's ε.
+    pub epsilon: f64,
+    /// The release's δ.
+    pub delta: f64,
+}
+
+/// The DP release a round's task asks for: `None` for a round that is not
+/// the noised phase of a query, `Some(Err)` (with the reason) for query
+/// parameters no client would accept: they do not parse, plan, or carry a
+/// valid `(ε, δ)`, so no client charged anything for them.
+pub fn dp_release(task: &sealroom_protocol::pb::Task) -> Option<Result<DpRelease, String>> {
+    if task.name != QUERY_TASK {
+        return None;
+    }
+    let params: QueryParams = match serde_json::from_slice(&task.params) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(format!("query parameters: {e}"))),
+    };
+    let (QueryPhase::Noised, Some(dp)) = (&params.phase, &params.spec.dp) else {
+        return None;
+    };
+    Some(
+        dp.check()
+            .and_then(|()| plan(&params.spec))
+            .map(|plan| DpRelease {
+                table: plan.table().to_string(),
+                mechanism: crate::query::dp::MECHANISM.into(),
+                epsilon: dp.epsilon,
+                delta: dp.delta,
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
 /// The order round's quantization: step 1 over ±2^51, so every element of
 /// an order vector (integers below 2^51 in magnitude) is carried exactly.
 pub fn order_spec() -> QuantSpec {

@@ -1,14 +1,19 @@
 //! `sealroom audit budget`: what each of a client's tables has spent of its
 //! differential-privacy budget, read from the client's ledger
-//! (`sealroom_analytics::budget`) against the budgets in its config.
+//! (`sealroom_analytics::budget`) against the budgets in its config; and,
+//! given the coordinator's or a helper's config, every DP release the
+//! federation asked for, read from the coordinator-signed descriptors in
+//! that node's audit log ([`federation_report`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use sealroom_analytics::budget::{Budget, ClientPrivacy, Ledger, Num, Release, Spend};
-use sealroom_node::config::{Role, load_node_config};
+use sealroom_analytics::joint::{DpRelease, dp_release};
+use sealroom_node::config::{NodeConfig, Role, load_node_config};
 use serde::Serialize;
 
 /// `sealroom audit budget`.
@@ -16,7 +21,8 @@ use serde::Serialize;
 pub struct BudgetArgs {
     /// The client's config file: its tables' budgets
     /// (`[privacy_budget.<table>]`) and its data directory, where the ledger
-    /// `privacy-ledger.db` lives.
+    /// `privacy-ledger.db` lives. Or the coordinator's or a helper's: the
+    /// releases recorded in its signed audit log.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Show only this table, and list each release charged against it
@@ -63,7 +69,18 @@ pub(crate) struct TableRow {
 
 /// Runs `sealroom audit budget`.
 pub async fn run(args: &BudgetArgs) -> anyhow::Result<()> {
-    let report = report(args).await?;
+    let config = load_node_config(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    if config.role != Role::Client {
+        let report = federation_report(args, &config).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", format_federation_report(&report));
+        }
+        return Ok(());
+    }
+    let report = report(args, config).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -72,16 +89,7 @@ pub async fn run(args: &BudgetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn report(args: &BudgetArgs) -> anyhow::Result<BudgetReport> {
-    let config = load_node_config(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    if config.role != Role::Client {
-        bail!(
-            "{} is a {}'s config: privacy budgets are kept by each client; give a client's config",
-            args.config.display(),
-            config.role.as_str()
-        );
-    }
+async fn report(args: &BudgetArgs, config: NodeConfig) -> anyhow::Result<BudgetReport> {
     let privacy = ClientPrivacy::from_config(&config)?;
     if let Some(table) = &args.table
         && !config.data.contains_key(table)
@@ -236,6 +244,279 @@ pub(crate) fn format_report(report: &BudgetReport) -> String {
     out
 }
 
+/// What `sealroom audit budget` shows for the coordinator or a helper: the
+/// DP releases in its signed audit log.
+#[derive(Debug, Serialize)]
+pub(crate) struct FederationBudgetReport {
+    /// The node's name.
+    pub node: String,
+    /// Its role.
+    pub role: String,
+    /// Audit entries read (all verified).
+    pub entries: u64,
+    /// One row per table some release queried, by name.
+    pub tables: Vec<FederationTableRow>,
+    /// With `--table`: its releases, by round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub releases: Option<Vec<LoggedRelease>>,
+    /// Query rounds asking for DP whose parameters no client would accept
+    /// (so nothing was charged for them): their rounds.
+    pub refused_rounds: Vec<u64>,
+}
+
+/// A table's releases in the log.
+#[derive(Debug, Serialize)]
+pub(crate) struct FederationTableRow {
+    /// The table.
+    pub table: String,
+    /// Releases asked for (one per DP round, whatever its outcome).
+    pub releases: u64,
+    /// Σε over them: what a client that took part in every one of them
+    /// charged to this table.
+    pub epsilon: f64,
+    /// Σδ over them, likewise.
+    pub delta: f64,
+}
+
+/// One release as the log records it.
+#[derive(Debug, Serialize)]
+pub(crate) struct LoggedRelease {
+    /// Its round.
+    pub round_id: u64,
+    /// When the node logged the descriptor (Unix milliseconds).
+    pub at_ms: u64,
+    /// The release as the descriptor states it.
+    #[serde(flatten)]
+    pub release: DpRelease,
+    /// Clients the descriptor lists (each charges it if it takes part).
+    pub clients: usize,
+    /// `released`, `aborted (<reason>)`, `no outcome recorded (unfinished)`
+    /// or, in a helper's log, `outcome in the coordinator's log`.
+    pub outcome: String,
+}
+
+/// The coordinator's or a helper's view: every DP release in its audit
+/// log. The chain and signatures are verified first (the same check as
+/// `sealroom audit verify`): an unverified log would be no record.
+async fn federation_report(
+    args: &BudgetArgs,
+    config: &NodeConfig,
+) -> anyhow::Result<FederationBudgetReport> {
+    use prost::Message as _;
+    use sealroom_protocol::pb;
+
+    if config.database.is_none() {
+        let db = config.data_dir.join("sealroom.db");
+        if !db.exists() {
+            bail!(
+                "{} {} has no store yet at {} (its audit log begins when the node first runs)",
+                config.role.as_str(),
+                config.name,
+                db.display()
+            );
+        }
+    }
+    let store = crate::audit_cmd::store_of_config(&args.config).await?;
+    let entries = store.audit_entries(None).await;
+    store.close().await;
+    let entries = entries.context("reading the audit log")?;
+    let (summary, violations) = sealroom_store::verify_chain(&entries);
+    if let Some(first) = sealroom_store::unacknowledged(&violations).first() {
+        bail!(
+            "the audit log of {} does not verify ({first}): run `sealroom audit verify --config {}`",
+            config.name,
+            args.config.display()
+        );
+    }
+    let envelope = |artifact: &[u8]| pb::SignedEnvelope::decode(artifact).unwrap_or_default();
+    let mut outcomes: BTreeMap<u64, String> = BTreeMap::new();
+    for e in &entries {
+        let Some(round) = e.round_id else { continue };
+        let env = envelope(&e.artifact);
+        match e.kind.as_str() {
+            "result" => {
+                outcomes.insert(round, "released".into());
+            }
+            "abort" => {
+                let reason = pb::AbortRecord::decode(env.body.as_slice())
+                    .map(|a| {
+                        a.reason()
+                            .as_str_name()
+                            .trim_start_matches("ABORT_REASON_")
+                            .to_lowercase()
+                    })
+                    .unwrap_or_else(|_| "unreadable record".into());
+                outcomes.insert(round, format!("aborted ({reason})"));
+            }
+            _ => {}
+        }
+    }
+    // A helper's log holds what it signed, not the round's end.
+    let no_outcome = if config.role == Role::Coordinator {
+        "no outcome recorded (unfinished)"
+    } else {
+        "outcome in the coordinator's log"
+    };
+    let mut releases: BTreeMap<u64, LoggedRelease> = BTreeMap::new();
+    let mut refused_rounds = Vec::new();
+    for e in entries.iter().filter(|e| e.kind == "descriptor") {
+        let Ok(descriptor) = pb::RoundDescriptor::decode(envelope(&e.artifact).body.as_slice())
+        else {
+            continue;
+        };
+        let Some(task) = &descriptor.task else {
+            continue;
+        };
+        match dp_release(task) {
+            None => {}
+            Some(Err(_)) => refused_rounds.push(descriptor.round_id),
+            Some(Ok(release)) => {
+                releases
+                    .entry(descriptor.round_id)
+                    .or_insert_with(|| LoggedRelease {
+                        round_id: descriptor.round_id,
+                        at_ms: e.at_ms,
+                        release,
+                        clients: descriptor.clients.len(),
+                        outcome: outcomes
+                            .get(&descriptor.round_id)
+                            .cloned()
+                            .unwrap_or_else(|| no_outcome.into()),
+                    });
+            }
+        }
+    }
+    refused_rounds.sort_unstable();
+    refused_rounds.dedup();
+    let mut tables: BTreeMap<&str, FederationTableRow> = BTreeMap::new();
+    for r in releases.values() {
+        let row = tables
+            .entry(&r.release.table)
+            .or_insert_with(|| FederationTableRow {
+                table: r.release.table.clone(),
+                releases: 0,
+                epsilon: 0.0,
+                delta: 0.0,
+            });
+        row.releases += 1;
+        row.epsilon += r.release.epsilon;
+        row.delta += r.release.delta;
+    }
+    if let Some(table) = &args.table
+        && !tables.contains_key(table.as_str())
+    {
+        bail!(
+            "the audit log of {} records no DP release over table {table:?} (its tables: {})",
+            config.name,
+            if tables.is_empty() {
+                "none".to_string()
+            } else {
+                tables.keys().copied().collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
+    let tables: Vec<FederationTableRow> = tables
+        .into_values()
+        .filter(|row| args.table.as_ref().is_none_or(|t| *t == row.table))
+        .collect();
+    let releases = args.table.as_ref().map(|table| {
+        releases
+            .into_values()
+            .filter(|r| r.release.table == *table)
+            .collect()
+    });
+    Ok(FederationBudgetReport {
+        node: config.name.clone(),
+        role: config.role.as_str().to_string(),
+        entries: summary.entries,
+        tables,
+        releases,
+        refused_rounds,
+    })
+}
+
+/// The federation view as text.
+pub(crate) fn format_federation_report(report: &FederationBudgetReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "DP releases in the signed audit log of {} {} ({} entries, chain and signatures verified)",
+        report.role, report.node, report.entries
+    );
+    let _ = writeln!(
+        out,
+        "each is charged by every client that takes part, to its own table's budget, before it \
+         shares (a client's spend: `sealroom audit budget --config <client>.toml` on its machine)"
+    );
+    if report.tables.is_empty() {
+        let _ = writeln!(out, "no differentially private query in this log");
+    } else {
+        let cells: Vec<[String; 4]> = report
+            .tables
+            .iter()
+            .map(|row| {
+                [
+                    row.table.clone(),
+                    row.releases.to_string(),
+                    Num(row.epsilon).to_string(),
+                    Num(row.delta).to_string(),
+                ]
+            })
+            .collect();
+        let header = [
+            "table".to_string(),
+            "releases".to_string(),
+            "ε per client (at most)".to_string(),
+            "δ per client (at most)".to_string(),
+        ];
+        let widths: Vec<usize> = (0..4)
+            .map(|i| {
+                std::iter::once(&header)
+                    .chain(&cells)
+                    .map(|c| c[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for line in std::iter::once(&header).chain(&cells) {
+            let padded: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+        }
+    }
+    if let Some(releases) = &report.releases {
+        for r in releases {
+            let _ = writeln!(
+                out,
+                "  {}  round {}  {}  ε = {}  δ = {}  {} clients listed  {}",
+                crate::audit_cmd::iso_time(r.at_ms),
+                r.round_id,
+                r.release.mechanism,
+                Num(r.release.epsilon),
+                Num(r.release.delta),
+                r.clients,
+                r.outcome
+            );
+        }
+    }
+    if !report.refused_rounds.is_empty() {
+        let _ = writeln!(
+            out,
+            "DP rounds whose parameters no client accepts (nothing charged): {}",
+            report
+                .refused_rounds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +557,74 @@ mod tests {
              table     ε spent                             δ spent       releases\n\
              patients  4.5 of 5                            4e-6 of 1e-5  3\n\
              old       1 (no budget: answers no DP query)  0             1\n"
+        );
+    }
+
+    #[test]
+    fn the_federation_view_reads_as_a_table_with_each_release() {
+        let release = |round_id, outcome: &str| LoggedRelease {
+            round_id,
+            at_ms: 1_796_543_807_123,
+            release: DpRelease {
+                table: "diabetes".into(),
+                mechanism: "binomial".into(),
+                epsilon: 0.5,
+                delta: 1e-6,
+            },
+            clients: 5,
+            outcome: outcome.into(),
+        };
+        let report = FederationBudgetReport {
+            node: "coordinator".into(),
+            role: "coordinator".into(),
+            entries: 42,
+            tables: vec![FederationTableRow {
+                table: "diabetes".into(),
+                releases: 2,
+                epsilon: 1.0,
+                delta: 2e-6,
+            }],
+            releases: Some(vec![
+                release(7, "released"),
+                release(9, "aborted (not_enough_clients)"),
+            ]),
+            refused_rounds: vec![11],
+        };
+        let text = format_federation_report(&report);
+        assert!(
+            text.starts_with(
+                "DP releases in the signed audit log of coordinator coordinator (42 entries, \
+                 chain and signatures verified)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "table     releases  ε per client (at most)  δ per client (at most)\n\
+                 diabetes  2         1                       2e-6\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  2026-12-06T07:56:47.123Z  round 9  binomial  ε = 0.5  δ = 1e-6  5 clients \
+                 listed  aborted (not_enough_clients)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("DP rounds whose parameters no client accepts (nothing charged): 11\n"),
+            "{text}"
+        );
+        let empty = FederationBudgetReport {
+            tables: Vec::new(),
+            releases: None,
+            refused_rounds: Vec::new(),
+            ..report
+        };
+        assert!(
+            format_federation_report(&empty)
+                .ends_with("no differentially private query in this log\n")
         );
     }
 

@@ -98,6 +98,12 @@ pub enum AuditCommand {
     /// A release is charged there before the client shares anything, so a
     /// round that aborted counts too. Without a ledger (no DP release yet)
     /// it shows zero spend.
+    ///
+    /// Given the coordinator's or a helper's config instead, the public
+    /// side: every DP release the federation asked for, read from the
+    /// descriptors in that node's signed audit log (the chain is verified
+    /// first): per table, releases and the ε and δ each client that took
+    /// part charged for them; with --table, each release and its outcome.
     Budget(crate::audit_budget::BudgetArgs),
 }
 

@@ -712,6 +712,10 @@ async fn differencing_attack(
         DEMO_BUDGET.epsilon,
         ledger_path.display()
     );
+    println!(
+        "   the public record: every DP release is in the coordinator's signed audit log (`sealroom audit budget --config {}`)",
+        out.join("federation").join("coordinator.toml").display()
+    );
     let rounds = exact
         .iter()
         .flat_map(|r| std::iter::once(r.counts_round).chain(r.stats_round))

@@ -318,3 +318,27 @@ pub fn three_by_three(dir: &Path) -> (Nodes, u16, u64) {
     };
     (nodes, base, first)
 }
+
+/// What an attacker (or a botched restore) with the database's rights does:
+/// drops the append-only trigger and edits the helper's key entry.
+pub fn tamper(db: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("opens");
+        for statement in [
+            "DROP TRIGGER audit_log_no_update",
+            "UPDATE audit_log SET at_ms = at_ms + 1 WHERE seq = 0",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect("tampers");
+        }
+        pool.close().await;
+    });
+}

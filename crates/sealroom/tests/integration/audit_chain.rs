@@ -113,30 +113,6 @@ fn read_audit_log(db: &Path) -> Option<Vec<(i64, String)>> {
     })
 }
 
-/// What an attacker (or a botched restore) with the database's rights does:
-/// drops the append-only trigger and edits the helper's key entry.
-fn tamper(db: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("opens");
-        for statement in [
-            "DROP TRIGGER audit_log_no_update",
-            "UPDATE audit_log SET at_ms = at_ms + 1 WHERE seq = 0",
-        ] {
-            sqlx::query(statement)
-                .execute(&pool)
-                .await
-                .expect("tampers");
-        }
-        pool.close().await;
-    });
-}
-
 #[test]
 fn a_node_refuses_a_broken_audit_chain_unless_the_operator_overrides_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -155,7 +131,7 @@ fn a_node_refuses_a_broken_audit_chain_unless_the_operator_overrides_it() {
     // A first start enters the helper's key: entry 0.
     serve_once(&config, &[], helper_port, &db, 1);
     assert_eq!(audit_entries(&db), vec![(0, "key".to_string())]);
-    tamper(&db);
+    common::tamper(&db);
 
     // Refused, naming the entry and the way out.
     let refused = run_to_exit(node(&config, &[]));

@@ -315,13 +315,24 @@ fn audit_budget_shows_what_each_table_spent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A helper keeps no budget.
+    // A helper keeps no budget: its config shows the releases in its audit
+    // log, once it has one (the demo's federation: otlp_nodes.rs).
     let out = sealroom()
         .args(["audit", "budget", "--config"])
         .arg(dir.path().join("helper-0.toml"))
         .output()
         .expect("runs");
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("helper helper-0 has no store yet at")
+            && err.contains("its audit log begins when the node first runs"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data/helper-0/sealroom.db").exists(),
+        "the view must not create a store"
+    );
 
     let out = sealroom()
         .args(["audit", "budget", "--help"])

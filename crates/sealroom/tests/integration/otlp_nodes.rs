@@ -225,7 +225,7 @@ fn nodes_export_their_protocol_steps_on_shutdown() {
 }
 
 #[test]
-fn the_demo_exports_every_roles_steps_as_one_service() {
+fn the_demo_exports_its_steps_and_its_audit_log_records_its_dp_releases() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (collector, collector_addr) = start_collector(&runtime);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -252,5 +252,54 @@ fn the_demo_exports_every_roles_steps_as_one_service() {
     assert_eq!(
         roles,
         BTreeSet::from(["client".into(), "coordinator".into(), "helper".into()])
+    );
+
+    // The same run (the suite's one demo) leaves its federation on disk: the
+    // coordinator's signed audit log is the public record of the demo's two
+    // DP queries over the diabetes table, each released, with the (ε, δ)
+    // every client that took part charged to its ledger.
+    let coordinator = dir.path().join("federation/coordinator.toml");
+    let budget = |extra: &[&str]| {
+        let out = sealroom()
+            .args(["audit", "budget", "--json", "--config"])
+            .arg(&coordinator)
+            .args(extra)
+            .output()
+            .expect("audit budget runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let all = budget(&[]);
+    assert_eq!(all["role"], "coordinator", "{all}");
+    assert_eq!(all["tables"].as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all["tables"][0]["table"], "diabetes", "{all}");
+    assert_eq!(all["tables"][0]["releases"], 2, "{all}");
+    let diabetes = budget(&["--table", "diabetes"]);
+    let releases = diabetes["releases"].as_array().expect("releases");
+    assert_eq!(releases.len(), 2, "{diabetes}");
+    let epsilon = releases[0]["epsilon"].as_f64().expect("ε");
+    assert!(epsilon > 0.0, "{diabetes}");
+    assert_eq!(all["tables"][0]["epsilon"].as_f64(), Some(2.0 * epsilon));
+    for r in releases {
+        assert_eq!(r["outcome"], "released", "{diabetes}");
+        assert_eq!(r["epsilon"], releases[0]["epsilon"], "{diabetes}");
+    }
+    // A log that does not verify is no record: refused, not summed.
+    common::tamper(&dir.path().join("federation/data/coordinator/sealroom.db"));
+    let out = sealroom()
+        .args(["audit", "budget", "--config"])
+        .arg(&coordinator)
+        .output()
+        .expect("audit budget runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the audit log of coordinator does not verify")
+            && err.contains("sealroom audit verify"),
+        "{err}"
     );
 }
