@@ -259,8 +259,8 @@ pub(crate) struct FederationBudgetReport {
     /// With `--table`: its releases, by round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub releases: Option<Vec<LoggedRelease>>,
-    /// Query rounds asking for DP whose parameters no client would accept
-    /// (so nothing was charged for them): their rounds.
+    /// Query rounds whose parameters do not parse, or ask for DP with
+    /// parameters no client accepts (nothing was charged for them).
     pub refused_rounds: Vec<u64>,
 }
 
@@ -505,7 +505,7 @@ pub(crate) fn format_federation_report(report: &FederationBudgetReport) -> Strin
     if !report.refused_rounds.is_empty() {
         let _ = writeln!(
             out,
-            "DP rounds whose parameters no client accepts (nothing charged): {}",
+            "query rounds whose parameters no client accepts (nothing charged): {}",
             report
                 .refused_rounds
                 .iter()
@@ -613,7 +613,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("DP rounds whose parameters no client accepts (nothing charged): 11\n"),
+            text.ends_with(
+                "query rounds whose parameters no client accepts (nothing charged): 11\n"
+            ),
             "{text}"
         );
         let empty = FederationBudgetReport {
