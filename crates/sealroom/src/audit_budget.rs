@@ -252,8 +252,12 @@ pub(crate) struct FederationBudgetReport {
     pub node: String,
     /// Its role.
     pub role: String,
-    /// Audit entries read (all verified).
+    /// Audit entries read.
     pub entries: u64,
+    /// Of them, bad entries an operator override acknowledged (the node was
+    /// started with `--accept-broken-audit-chain`); any other bad entry
+    /// refuses the view.
+    pub acknowledged_broken: usize,
     /// One row per table some release queried, by name.
     pub tables: Vec<FederationTableRow>,
     /// With `--table`: its releases, by round.
@@ -429,6 +433,7 @@ async fn federation_report(
         node: config.name.clone(),
         role: config.role.as_str().to_string(),
         entries: summary.entries,
+        acknowledged_broken: violations.len(),
         tables,
         releases,
         refused_rounds,
@@ -438,9 +443,16 @@ async fn federation_report(
 /// The federation view as text.
 pub(crate) fn format_federation_report(report: &FederationBudgetReport) -> String {
     let mut out = String::new();
+    let verified = match report.acknowledged_broken {
+        0 => "chain and signatures verified".to_string(),
+        n => format!(
+            "BROKEN: {n} bad entries named by an operator override, the rest verified; \
+             see `sealroom audit verify`"
+        ),
+    };
     let _ = writeln!(
         out,
-        "DP releases in the signed audit log of {} {} ({} entries, chain and signatures verified)",
+        "DP releases in the signed audit log of {} {} ({} entries, {verified})",
         report.role, report.node, report.entries
     );
     let _ = writeln!(
@@ -578,6 +590,7 @@ mod tests {
             node: "coordinator".into(),
             role: "coordinator".into(),
             entries: 42,
+            acknowledged_broken: 0,
             tables: vec![FederationTableRow {
                 table: "diabetes".into(),
                 releases: 2,
@@ -622,11 +635,17 @@ mod tests {
             tables: Vec::new(),
             releases: None,
             refused_rounds: Vec::new(),
+            acknowledged_broken: 1,
             ..report
         };
+        let text = format_federation_report(&empty);
         assert!(
-            format_federation_report(&empty)
-                .ends_with("no differentially private query in this log\n")
+            text.ends_with("no differentially private query in this log\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(42 entries, BROKEN: 1 bad entries named by an operator override"),
+            "{text}"
         );
     }
 
