@@ -198,29 +198,11 @@ pub(crate) fn format_report(report: &BudgetReport) -> String {
                 [row.table.clone(), epsilon, delta, row.releases.to_string()]
             })
             .collect();
-        let header = [
-            "table".to_string(),
-            "ε spent".to_string(),
-            "δ spent".to_string(),
-            "releases".to_string(),
-        ];
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                std::iter::once(&header)
-                    .chain(&cells)
-                    .map(|c| c[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for line in std::iter::once(&header).chain(&cells) {
-            let padded: Vec<String> = line
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            let _ = writeln!(out, "{}", padded.join("  ").trim_end());
-        }
+        write_table(
+            &mut out,
+            ["table", "ε spent", "δ spent", "releases"],
+            &cells,
+        );
     }
     if let (Some(releases), Some(row)) = (&report.releases, report.tables.first()) {
         if releases.is_empty() {
@@ -475,29 +457,16 @@ pub(crate) fn format_federation_report(report: &FederationBudgetReport) -> Strin
                 ]
             })
             .collect();
-        let header = [
-            "table".to_string(),
-            "releases".to_string(),
-            "ε per client (at most)".to_string(),
-            "δ per client (at most)".to_string(),
-        ];
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                std::iter::once(&header)
-                    .chain(&cells)
-                    .map(|c| c[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for line in std::iter::once(&header).chain(&cells) {
-            let padded: Vec<String> = line
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            let _ = writeln!(out, "{}", padded.join("  ").trim_end());
-        }
+        write_table(
+            &mut out,
+            [
+                "table",
+                "releases",
+                "ε per client (at most)",
+                "δ per client (at most)",
+            ],
+            &cells,
+        );
     }
     if let Some(releases) = &report.releases {
         for r in releases {
@@ -527,6 +496,28 @@ pub(crate) fn format_federation_report(report: &FederationBudgetReport) -> Strin
         );
     }
     out
+}
+
+/// Writes `header` and `cells` as left-aligned columns two spaces apart.
+fn write_table<const N: usize>(out: &mut String, header: [&str; N], cells: &[[String; N]]) {
+    let header = header.map(str::to_string);
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            std::iter::once(&header)
+                .chain(cells)
+                .map(|c| c[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in std::iter::once(&header).chain(cells) {
+        let padded: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    }
 }
 
 #[cfg(test)]
