@@ -47,6 +47,20 @@ async fn start(fx: &Fixture) -> (tempfile::TempDir, LocalFederation) {
     (dir, fed)
 }
 
+/// `request` is refused by the coordinator (`INVALID_ARGUMENT`) or, if it
+/// starts a round, that round releases nothing.
+async fn refused_or_not_computed(fed: &LocalFederation, request: &TaskRequest, what: &str) {
+    match fed.request_round(request, names()).await {
+        Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}"),
+        Ok(outcome) => assert!(
+            outcome.status != "completed" && outcome.values.is_empty(),
+            "{what} was computed: round {} released {} values",
+            outcome.round_id,
+            outcome.values.len()
+        ),
+    }
+}
+
 fn names() -> Vec<String> {
     (0..3).map(|i| format!("client-{i}")).collect()
 }
@@ -72,15 +86,7 @@ async fn an_admin_cannot_release_a_suppressed_cell() {
         params: serde_json::to_vec(&params).expect("json"),
         min_clients: 3,
     };
-    match fed.request_round(&request, names()).await {
-        Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}"),
-        Ok(outcome) => assert!(
-            outcome.status != "completed" && outcome.values.is_empty(),
-            "an admin-chosen release list was computed: round {} released {} values",
-            outcome.round_id,
-            outcome.values.len()
-        ),
-    }
+    refused_or_not_computed(&fed, &request, "an admin-chosen release list").await;
     // Nor with a counts round that did run.
     let run = run_query(&fed, &spec, &names()).await.expect("query runs");
     params["phase"]["counts_round"] = serde_json::json!(run.counts_round);
@@ -88,13 +94,7 @@ async fn an_admin_cannot_release_a_suppressed_cell() {
         params: serde_json::to_vec(&params).expect("json"),
         ..request
     };
-    match fed.request_round(&request, names()).await {
-        Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}"),
-        Ok(outcome) => assert!(
-            outcome.status != "completed" && outcome.values.is_empty(),
-            "an admin-chosen release list was computed"
-        ),
-    }
+    refused_or_not_computed(&fed, &request, "an admin-chosen release list").await;
     fed.shutdown().await;
 }
 
@@ -409,14 +409,7 @@ async fn a_deep_query_cannot_stop_a_node() {
         .expect("json"),
         min_clients: 3,
     };
-    match fed.request_round(&request, names()).await {
-        Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}"),
-        Ok(outcome) => assert!(
-            outcome.status != "completed" && outcome.values.is_empty(),
-            "a query past the planner's bounds was computed: round {}",
-            outcome.round_id
-        ),
-    }
+    refused_or_not_computed(&fed, &request, "a query past the planner's bounds").await;
 
     // A coordinator that signs one: the counts round of an honest query,
     // re-signed with the deep SQL.
