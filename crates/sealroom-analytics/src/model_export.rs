@@ -13,7 +13,7 @@
 //! | `params` | `[P]` | the resulting model (round `best_round`) |
 //! | `mean`, `std` | `[F]` | the standardization: `x ↦ (x − mean) / std` |
 //! | `history.params` | `[R + 1, P]` | the initial model, then the model after each round |
-//! | `history.sums` | `[R, P + 1]` | each round's revealed secure sum |
+//! | `history.sums` | `[R, P + 1]` | each round's revealed secure sum (with robust aggregation, its numerator and denominator in the same form) |
 //!
 //! The FedAvg rule that reproduces `history.params` from `history.sums`
 //! bit for bit, in IEEE-754 double precision: with `step` = `wire_step`

@@ -41,15 +41,15 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::fl::{
-    FedAvgSpec, FlError, Model, ModelKind, Standardizer, TrainConfig, apply_sum_to, derive_seed,
-    encode_delta,
+    FedAvgSpec, FlError, Model, ModelKind, RobustAggregation, Standardizer, TrainConfig,
+    derive_seed, encode_delta, encode_unweighted_delta,
 };
 use crate::query::DataSource;
 use crate::query::encode::{LIMBS, from_fixed, from_limbs};
 use crate::round::completed_round;
 use crate::table_data::{Columns, Labels, TableError, TableRows, read_rows};
 use crate::train_spec::{TrainingSpec, ValidationSpec};
-use crate::training::TrainingError;
+use crate::training::{Aggregate, Defences, TrainingError};
 
 /// The feature-moments round of a table training.
 pub const TABLE_MOMENTS_TASK: &str = "table-moments";
@@ -134,6 +134,32 @@ pub struct FedAvgParams {
     pub fedavg: FedAvgSpec,
     /// Whether clients carry their quantization residual between rounds.
     pub error_feedback: bool,
+    /// Input validity: the helpers leave out every update whose delta has
+    /// an L2 norm above this bound, inside the engine (as
+    /// [`crate::training::FedAvgParams::l2_bound`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
+    /// Input validity: the L∞ bound of a delta (as
+    /// [`crate::training::FedAvgParams::linf_bound`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
+    /// Robust aggregation inside the engine: clients then upload their
+    /// unweighted quantized delta (as
+    /// [`crate::training::FedAvgParams::robust`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
+}
+
+impl FedAvgParams {
+    /// The round's input checks and robust aggregation.
+    pub(crate) fn defences(&self) -> Defences {
+        Defences {
+            fedavg: self.fedavg,
+            l2_bound: self.l2_bound,
+            linf_bound: self.linf_bound,
+            robust: self.robust,
+        }
+    }
 }
 
 /// Parameters of a [`TABLE_VALIDATE_TASK`] round.
@@ -232,8 +258,13 @@ impl TaskPlanner for Planner {
                 p.train.check().map_err(|e| e.to_string())?;
                 check_model(&p.data, p.model, &p.global)?;
                 let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
+                let engine = p
+                    .defences()
+                    .aggregator()?
+                    .program_name()
+                    .map(str::to_string);
                 Ok(TaskShape {
-                    engine: None,
+                    engine,
                     vector_len: FedAvgSpec::wire_len(p.global.len()) as u64,
                     spec,
                 })
@@ -449,6 +480,12 @@ impl TableTrainingInput {
             Labels::Values(y) => global.train_local_regression(&train.x, y, &config),
         }
         .map_err(&err)?;
+        // Robust aggregation clips or ranks the unweighted deltas.
+        let encode = if p.robust.is_some() {
+            encode_unweighted_delta
+        } else {
+            encode_delta
+        };
         let update = if p.error_feedback {
             let mut feedback = self.feedback.lock().map_err(|_| {
                 TableInputError::Parameters("the error-feedback state is poisoned".into())
@@ -459,7 +496,7 @@ impl TableTrainingInput {
             if residual.len() != global.n_params() {
                 *residual = ErrorFeedback::new(global.n_params());
             }
-            encode_delta(
+            encode(
                 &p.fedavg,
                 global.params(),
                 local.params(),
@@ -467,7 +504,7 @@ impl TableTrainingInput {
                 Some(residual),
             )
         } else {
-            encode_delta(
+            encode(
                 &p.fedavg,
                 global.params(),
                 local.params(),
@@ -636,7 +673,18 @@ pub struct TableRound {
     pub round_id: u64,
     /// Clients whose updates the secure sum includes.
     pub included: Vec<String>,
-    /// Total weight (training rows, capped per client) of the included updates.
+    /// With an L2 or L∞ bound: the included clients whose update the
+    /// helpers left out inside the engine (beyond a bound, or a weight out
+    /// of range).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<String>,
+    /// Per rejected client, the checks its update failed (`"l2"`,
+    /// `"linf"`, `"weight"`): all the round reveals about it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_checks: BTreeMap<String, Vec<String>>,
+    /// Total weight (training rows, capped per client) of the updates
+    /// averaged; with a trimmed mean or median (unweighted), the number of
+    /// values averaged per parameter; with multi-Krum, the updates selected.
     pub total_weight: u64,
     /// FedAvg round latency at the coordinator, ms.
     pub duration_ms: u64,
@@ -678,8 +726,9 @@ pub struct TableTrainingReport {
     /// vectors): exported, not printed.
     #[serde(skip)]
     pub history: Vec<Vec<f64>>,
-    /// The revealed sum of each FedAvg round (`n_params + 1` values):
-    /// exported, not printed.
+    /// The revealed sum of each FedAvg round (`n_params + 1` values; with
+    /// robust aggregation, its numerator and denominator in the same form,
+    /// [`crate::model_export`]): exported, not printed.
     #[serde(skip)]
     pub sums: Vec<Vec<f64>>,
 }
@@ -801,6 +850,7 @@ pub async fn train<R: RoundRunner>(
     let mut global = Model::new(spec.model, n_features, n_outputs, spec.init_seed)?;
     let validating = spec.validation.fraction > 0.0;
     let fedavg = spec.quantization.fedavg();
+    let n_params = global.n_params();
 
     let validate = async |params: &[f64]| -> Result<Option<(Metrics, u64)>, TrainingError> {
         if !validating {
@@ -857,7 +907,14 @@ pub async fn train<R: RoundRunner>(
             train: spec.train.config(),
             fedavg,
             error_feedback: spec.error_feedback,
+            l2_bound: spec.l2_bound,
+            linf_bound: spec.linf_bound,
+            robust: spec.robust,
         };
+        let aggregator = params
+            .defences()
+            .aggregator()
+            .map_err(TrainingError::Spec)?;
         let outcome = completed_round(runner, TABLE_FEDAVG_TASK, &params, clients, 0).await?;
         let included: Vec<String> = outcome
             .included_clients
@@ -868,18 +925,19 @@ pub async fn train<R: RoundRunner>(
                 round_id: outcome.round_id,
                 detail: "an included client index is outside the invited list".into(),
             })?;
-        let next = apply_sum_to(&fedavg, global.params(), &outcome.values)?;
+        let aggregate = Aggregate::of(&fedavg, aggregator, &outcome, &included, n_params)?;
+        let next = aggregate.apply_to(&fedavg, global.params())?;
         global = Model::from_params(spec.model, n_features, n_outputs, next)?;
-        let step = fedavg.wire_spec()?.step();
-        let total_weight = outcome.values.last().map_or(0.0, |w| w / step) as u64;
         history.push(global.params().to_vec());
-        sums.push(outcome.values.clone());
+        sums.push(aggregate.as_sum(&fedavg)?);
         let validation = validate(global.params()).await?;
         let report = TableRound {
             round,
             round_id: outcome.round_id,
             included,
-            total_weight,
+            rejected: aggregate.rejected,
+            rejected_checks: aggregate.rejected_checks,
+            total_weight: aggregate.total_weight,
             duration_ms: outcome.duration_ms,
             validation: validation.map(|(m, _)| m),
             validation_round_id: validation.map(|(_, id)| id),
@@ -957,10 +1015,43 @@ mod tests {
             train: crate::train_spec::TrainSettings::default().config(),
             fedavg: crate::train_spec::QuantSettings::default().fedavg(),
             error_feedback: false,
+            l2_bound: None,
+            linf_bound: None,
+            robust: None,
         };
         let plan = |task, p: &[u8]| Planner(task).plan(p);
         let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&fedavg).unwrap()).unwrap();
         assert_eq!(shape.vector_len, 7);
+        assert_eq!(shape.engine, None);
+        // The defences choose the engine program; a clip without its hard
+        // bound is refused when the round is planned.
+        for (l2_bound, robust, program) in [
+            (Some(5.0), None, "weighted-norm-bounded-sum"),
+            (
+                Some(5.0),
+                Some(RobustAggregation::Clip { norm: 0.5 }),
+                "clipped-weighted-sum",
+            ),
+            (None, Some(RobustAggregation::Median), "trimmed-sum"),
+        ] {
+            let p = FedAvgParams {
+                l2_bound,
+                robust,
+                ..fedavg.clone()
+            };
+            let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&p).unwrap()).unwrap();
+            assert_eq!(shape.engine.as_deref(), Some(program), "{robust:?}");
+        }
+        let unbounded_clip = FedAvgParams {
+            robust: Some(RobustAggregation::Clip { norm: 0.5 }),
+            ..fedavg.clone()
+        };
+        let err = plan(
+            TABLE_FEDAVG_TASK,
+            &serde_json::to_vec(&unbounded_clip).unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.contains("l2_bound"), "{err}");
         let wrong = FedAvgParams {
             global: vec![0.0; 5],
             ..fedavg.clone()

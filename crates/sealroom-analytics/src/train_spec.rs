@@ -35,7 +35,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fl::{FedAvgSpec, ModelKind, TrainConfig};
+use crate::fl::{FedAvgSpec, ModelKind, RobustAggregation, TrainConfig};
 
 /// Most feature columns a spec may name.
 pub const MAX_FEATURES: usize = 10_000;
@@ -81,6 +81,24 @@ pub struct TrainingSpec {
     /// Seed of the initial model (the MLP's weights; public). Default 0.
     #[serde(default)]
     pub init_seed: u64,
+    /// Input validity (issue #15): the helpers check every update inside
+    /// the MPC engine and leave out those whose delta has an L2 norm above
+    /// this bound (in parameter units, exact on the quantized integers) or
+    /// a weight outside `0..=max_weight`. Needs three helpers in additive
+    /// mode. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
+    /// Input validity: the helpers also leave out every update with one
+    /// delta element above this bound in absolute value. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
+    /// Robust aggregation inside the engine, e.g. `{"kind": "clip",
+    /// "norm": 0.5}` (needs `l2_bound`), `{"kind": "trimmed_mean", "beta":
+    /// 0.2}`, `{"kind": "median"}` or `{"kind": "multi_krum", "byzantine":
+    /// 1, "selected": 3}` (needs `l2_bound`). Default: none (FedAvg of
+    /// every valid update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
 }
 
 fn default_rounds() -> usize {
@@ -438,6 +456,19 @@ impl TrainingSpec {
             .fedavg()
             .wire_spec()
             .map_err(|e| invalid("quantization", e.to_string()))?;
+        let field = match (self.robust, self.l2_bound, self.linf_bound) {
+            (Some(_), _, _) => "robust",
+            (None, Some(_), _) => "l2_bound",
+            _ => "linf_bound",
+        };
+        crate::training::Defences {
+            fedavg: self.quantization.fedavg(),
+            l2_bound: self.l2_bound,
+            linf_bound: self.linf_bound,
+            robust: self.robust,
+        }
+        .aggregator()
+        .map_err(|why| invalid(field, why))?;
         Ok(())
     }
 }
@@ -448,6 +479,32 @@ mod tests {
 
     const MINIMAL: &str = r#"{"table": "t", "label": "y", "features": ["a", "b"],
         "classes": ["no", "yes"], "model": "logistic"}"#;
+
+    #[test]
+    fn defences_are_checked_naming_the_field() {
+        let with = |extra: &str| {
+            TrainingSpec::parse(&MINIMAL.replace("}", &format!(", {extra}}}")), "s.json")
+        };
+        let spec = with(r#""l2_bound": 5.0, "robust": {"kind": "clip", "norm": 0.5}"#).unwrap();
+        assert_eq!(spec.robust, Some(RobustAggregation::Clip { norm: 0.5 }));
+        assert_eq!(with(r#""linf_bound": 0.5"#).unwrap().linf_bound, Some(0.5));
+        for (extra, field) in [
+            (r#""l2_bound": -1.0"#, "`l2_bound`"),
+            (r#""linf_bound": 0.0"#, "`linf_bound`"),
+            (r#""robust": {"kind": "clip", "norm": 0.5}"#, "`robust`"),
+            (
+                r#""robust": {"kind": "median"}, "l2_bound": 5.0"#,
+                "`robust`",
+            ),
+            (
+                r#""robust": {"kind": "trimmed_mean", "beta": 0.5}"#,
+                "`robust`",
+            ),
+        ] {
+            let err = with(extra).expect_err(extra).to_string();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+    }
 
     #[test]
     fn minimal_spec_takes_the_defaults() {

@@ -175,7 +175,7 @@ pub struct FedAvgParams {
 
 /// What the helpers compute in a FedAvg round.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Aggregator {
+pub(crate) enum Aggregator {
     /// The plain secure sum of weighted updates.
     Sum,
     /// The sum of the weighted updates within the bounds.
@@ -191,6 +191,34 @@ enum Aggregator {
 impl FedAvgParams {
     /// What the helpers compute, from the signed parameters.
     fn aggregator(&self) -> Result<Aggregator, String> {
+        Defences {
+            fedavg: self.fedavg,
+            l2_bound: self.l2_bound,
+            linf_bound: self.linf_bound,
+            robust: self.robust,
+        }
+        .aggregator()
+    }
+}
+
+/// The input checks and robust aggregation a FedAvg round's signed
+/// parameters choose (issue #15): shared by the bundled-data, table and
+/// framework trainings, so each runs the same engine programs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Defences {
+    /// Quantization and weighting of the deltas.
+    pub fedavg: FedAvgSpec,
+    /// See [`FedAvgParams::l2_bound`].
+    pub l2_bound: Option<f64>,
+    /// See [`FedAvgParams::linf_bound`].
+    pub linf_bound: Option<f64>,
+    /// See [`FedAvgParams::robust`].
+    pub robust: Option<RobustAggregation>,
+}
+
+impl Defences {
+    /// What the helpers compute.
+    pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
         let Some(robust) = self.robust else {
             return Ok(self.bounds()?.map_or(Aggregator::Sum, Aggregator::Bounded));
         };
@@ -306,7 +334,7 @@ impl FedAvgEngine {
 
 impl Aggregator {
     /// The engine program this aggregator runs, if any.
-    fn program_name(&self) -> Option<&'static str> {
+    pub(crate) fn program_name(&self) -> Option<&'static str> {
         match self {
             Aggregator::Sum => None,
             Aggregator::Bounded(_) => Some(WEIGHTED_NORM_BOUNDED_SUM),
@@ -348,7 +376,7 @@ impl EngineProgram for FedAvgEngine {
         _keys: &FederationKeys,
         clients: usize,
     ) -> Result<Program, String> {
-        let aggregator = fedavg_params(descriptor)?.aggregator()?;
+        let aggregator = fedavg_aggregator(descriptor)?;
         if aggregator.program_name() != Some(self.name) {
             return Err(format!(
                 "the round's parameters choose {:?}, not {}",
@@ -360,13 +388,21 @@ impl EngineProgram for FedAvgEngine {
     }
 }
 
-/// The signed parameters of a FedAvg engine round over Z_2^32.
-fn fedavg_params(descriptor: &VerifiedDescriptor) -> Result<FedAvgParams, String> {
-    if descriptor.task_name() != FEDAVG_TASK {
-        return Err(format!("not a FedAvg round: {:?}", descriptor.task_name()));
+/// What the helpers compute in a FedAvg engine round over Z_2^32, from its
+/// signed parameters (a bundled-data or a table training's round).
+fn fedavg_aggregator(descriptor: &VerifiedDescriptor) -> Result<Aggregator, String> {
+    let task = descriptor.task_name();
+    if task != FEDAVG_TASK && task != crate::table_training::TABLE_FEDAVG_TASK {
+        return Err(format!("not a FedAvg round: {task:?}"));
     }
     sealroom_node::tasks::require_z32(descriptor)?;
-    parse(descriptor.task_params(), "FedAvg")
+    if task == FEDAVG_TASK {
+        parse::<FedAvgParams>(descriptor.task_params(), "FedAvg")?.aggregator()
+    } else {
+        parse::<crate::table_training::FedAvgParams>(descriptor.task_params(), "table FedAvg")?
+            .defences()
+            .aggregator()
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(params: &[u8], what: &str) -> Result<T, String> {
@@ -932,7 +968,13 @@ impl Trainer {
         let aggregator = params
             .aggregator()
             .map_err(|detail| TrainingError::Result { round_id, detail })?;
-        let aggregate = Aggregate::of(&spec, aggregator, &outcome, &included, &self.global)?;
+        let aggregate = Aggregate::of(
+            &spec,
+            aggregator,
+            &outcome,
+            &included,
+            self.global.n_params(),
+        )?;
         let next = aggregate.apply(&spec, &self.global)?;
         let mut clipped = None;
         let plaintext_identical = match tap {
@@ -993,13 +1035,13 @@ impl Trainer {
 type FailedChecks = BTreeMap<String, Vec<String>>;
 
 /// A FedAvg round's revealed aggregate, as the driver applies it.
-struct Aggregate {
+pub(crate) struct Aggregate {
     /// The wire sum ([`crate::fl::apply_sum`]) or a robust numerator and
     /// denominator ([`crate::fl::apply_robust_to`]).
     values: AggregateValues,
-    rejected: Vec<String>,
-    rejected_checks: FailedChecks,
-    total_weight: u64,
+    pub(crate) rejected: Vec<String>,
+    pub(crate) rejected_checks: FailedChecks,
+    pub(crate) total_weight: u64,
 }
 
 enum AggregateValues {
@@ -1008,18 +1050,18 @@ enum AggregateValues {
 }
 
 impl Aggregate {
-    /// Reads a completed round's outputs for `aggregator`.
-    fn of(
+    /// Reads a completed round's outputs for `aggregator` over a model of
+    /// `n_params` parameters.
+    pub(crate) fn of(
         spec: &FedAvgSpec,
         aggregator: Aggregator,
         outcome: &RoundOutcome,
         included: &[String],
-        global: &Model,
+        n_params: usize,
     ) -> Result<Aggregate, TrainingError> {
         let round_id = outcome.round_id;
         let bad = |detail: String| TrainingError::Result { round_id, detail };
         let wire = spec.wire_spec()?;
-        let n_params = global.n_params();
         let dequantize = |sums: &[i128]| {
             sums.iter()
                 .map(|&q| {
@@ -1116,15 +1158,39 @@ impl Aggregate {
 
     /// The next global model.
     fn apply(&self, spec: &FedAvgSpec, global: &Model) -> Result<Model, TrainingError> {
-        Ok(match &self.values {
-            AggregateValues::Sum(sum) => crate::fl::apply_sum(spec, global, sum)?,
-            AggregateValues::Robust { numer, denom } => Model::from_params(
-                global.kind(),
-                global.n_features(),
-                global.n_classes(),
-                crate::fl::apply_robust_to(spec, global.params(), numer, *denom)?,
-            )?,
-        })
+        Ok(Model::from_params(
+            global.kind(),
+            global.n_features(),
+            global.n_classes(),
+            self.apply_to(spec, global.params())?,
+        )?)
+    }
+
+    /// The next global parameters.
+    pub(crate) fn apply_to(&self, spec: &FedAvgSpec, global: &[f64]) -> Result<Vec<f64>, FlError> {
+        match &self.values {
+            AggregateValues::Sum(sum) => crate::fl::apply_sum_to(spec, global, sum),
+            AggregateValues::Robust { numer, denom } => {
+                crate::fl::apply_robust_to(spec, global, numer, *denom)
+            }
+        }
+    }
+
+    /// The aggregate in the form of a revealed sum, `[s_0, …, s_{n−1}, W·step]`
+    /// with `global[k] + s_k / W` the next parameter, bit for bit as
+    /// [`Aggregate::apply_to`] computes it (what a model export records).
+    pub(crate) fn as_sum(&self, spec: &FedAvgSpec) -> Result<Vec<f64>, FlError> {
+        match &self.values {
+            AggregateValues::Sum(sum) => Ok(sum.clone()),
+            AggregateValues::Robust { numer, denom } => {
+                let step = spec.delta_spec()?.step();
+                // `n as f64 * step` and `denom as f64` are what apply_robust_to
+                // computes; scaling by the power of two `step` and back is exact.
+                let mut sum: Vec<f64> = numer.iter().map(|&n| n as f64 * step).collect();
+                sum.push(*denom as f64 * step);
+                Ok(sum)
+            }
+        }
     }
 }
 

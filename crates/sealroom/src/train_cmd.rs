@@ -5,6 +5,7 @@
 //! exported model (`--export DIR`). Without it, on a bundled data set; those
 //! knobs are shared with `sealroom demo`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
@@ -218,7 +219,10 @@ Training on the clients' own tables (CSV, SQLite or PostgreSQL, as in their
   sealroom train --config fed/admin.toml --spec train.json --export model/
 
 The model is written to model/model.safetensors and model/model.json (see
-docs/analytics.md). Without --spec, the clients train on a bundled data set.")]
+docs/analytics.md). Input validity and robust aggregation are part of the
+signed spec there, not flags: e.g. \"l2_bound\": 5.0, \"linf_bound\": 1.0,
+\"robust\": {\"kind\": \"clip\", \"norm\": 0.5}. Without --spec, the clients
+train on a bundled data set.")]
 pub struct TrainArgs {
     /// An admin config (e.g. `admin.toml` written by `sealroom init`).
     #[arg(long, value_name = "FILE")]
@@ -226,7 +230,8 @@ pub struct TrainArgs {
     /// A training spec (JSON): train on the clients' own tables.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "table", "dataset", "model", "hidden", "rounds", "bits", "clip", "error_feedback",
-        "learning_rate", "epochs", "batch_size", "alpha", "seed",
+        "learning_rate", "epochs", "batch_size", "alpha", "seed", "l2_bound", "linf_bound",
+        "clip_norm", "trimmed_mean", "median", "multi_krum",
     ])]
     pub spec: Option<PathBuf>,
     /// With --spec: the admin's own held-out rows (a CSV file with the
@@ -261,27 +266,36 @@ pub fn round_bar(rounds: usize) -> ProgressBar {
     bar
 }
 
+/// The clients a round averaged, of those invited: an update the helpers'
+/// validity check left out is named with the bounds it failed.
+fn clients_cell(
+    included: usize,
+    invited: usize,
+    rejected: &[String],
+    rejected_checks: &BTreeMap<String, Vec<String>>,
+) -> String {
+    if rejected.is_empty() {
+        return format!("{included}/{invited}");
+    }
+    format!(
+        "{}/{invited} (rejected: {})",
+        included - rejected.len(),
+        rejected
+            .iter()
+            .map(|name| match rejected_checks.get(name) {
+                Some(checks) => format!("{name} [{}]", checks.join(", ")),
+                None => name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// One row of the per-round table.
 pub fn round_row(r: &TrainingRound, invited: usize) -> [String; 7] {
     [
         r.round.to_string(),
-        if r.rejected.is_empty() {
-            format!("{}/{invited}", r.included.len())
-        } else {
-            // Uploaded, but left out by the helpers' validity check.
-            format!(
-                "{}/{invited} (rejected: {})",
-                r.included.len() - r.rejected.len(),
-                r.rejected
-                    .iter()
-                    .map(|name| match r.rejected_checks.get(name) {
-                        Some(checks) => format!("{name} [{}]", checks.join(", ")),
-                        None => name.clone(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
+        clients_cell(r.included.len(), invited, &r.rejected, &r.rejected_checks),
         format!("{:.1}%", r.accuracy * 100.0),
         format!("{:.4}", r.loss),
         format!("{} ms", r.duration_ms),
@@ -450,7 +464,7 @@ fn print_table_report(report: &TableTrainingReport, invited: usize) {
         let [ta, tl] = metric_cells(r.test);
         [
             r.round.to_string(),
-            format!("{}/{invited}", r.included.len()),
+            clients_cell(r.included.len(), invited, &r.rejected, &r.rejected_checks),
             va,
             vl,
             ta,
@@ -545,5 +559,33 @@ mod tests {
             .plan("wine")
             .expect_err("negative clip");
         assert!(format!("{err:#}").contains("clip norm"), "{err:#}");
+    }
+
+    #[test]
+    fn defence_flags_are_refused_with_a_spec_which_carries_them() {
+        #[derive(Parser)]
+        struct Train {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        let parse = |extra: &[&str]| {
+            Train::try_parse_from(
+                ["train", "--config", "admin.toml", "--spec", "train.json"]
+                    .into_iter()
+                    .chain(extra.iter().copied()),
+            )
+        };
+        assert!(parse(&[]).is_ok());
+        for args in [
+            &["--l2-bound", "5"][..],
+            &["--linf-bound", "1"],
+            &["--clip-norm", "0.5", "--l2-bound", "5"],
+            &["--trimmed-mean", "0.2"],
+            &["--median"],
+            &["--multi-krum", "1", "--l2-bound", "5"],
+        ] {
+            let err = parse(args).err().expect("refused");
+            assert!(err.to_string().contains("--spec"), "{args:?}: {err}");
+        }
     }
 }

@@ -245,6 +245,18 @@ pub fn encode_delta(
     encode(spec, global, local, n_samples, feedback, true)
 }
 
+/// [`encode_unweighted_update`] for flat parameter vectors (a table
+/// training's model, a framework's).
+pub fn encode_unweighted_delta(
+    spec: &FedAvgSpec,
+    global: &[f64],
+    local: &[f64],
+    n_samples: usize,
+    feedback: Option<&mut ErrorFeedback>,
+) -> Result<EncodedUpdate, FlError> {
+    encode(spec, global, local, n_samples, feedback, false)
+}
+
 /// [`encode_update`] for robust aggregation inside the engine (clipping,
 /// trimmed mean, median): the wire vector `[q_0·step, …, q_{n−1}·step,
 /// w·step]` carries the **unweighted** quantized delta, which the helpers

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use sealroom_analytics::fl::FedAvgSpec;
 use sealroom_analytics::model_export;
 use sealroom_analytics::query::DataSource;
 use sealroom_analytics::service::catalog;
@@ -17,6 +18,7 @@ use sealroom_analytics::table_data::{Columns, Labels, read_rows};
 use sealroom_analytics::table_training::{self, TableTrainingInput};
 use sealroom_analytics::train_spec::TrainingSpec;
 use sealroom_analytics::training::TrainingError;
+use sealroom_mpc::robust::{ClipBounds, clipped_weighted_sum_plain};
 use sealroom_node::client_node::ClientEvent;
 use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
@@ -148,7 +150,44 @@ struct Setup {
     names: Vec<String>,
 }
 
+/// A client that answers every round honestly but replaces its table
+/// FedAvg update by a scaled one: every delta value at ±the delta clip,
+/// claiming weight 1 (a malicious client shares whatever it likes).
+struct Poisoner(TableTrainingInput);
+
+impl InputSource for Poisoner {
+    fn input(
+        &self,
+        descriptor: &sealroom_protocol::VerifiedDescriptor,
+    ) -> Result<Vec<f64>, sealroom_node::tasks::InputError> {
+        let honest = self.0.input(descriptor)?;
+        if descriptor.task_name() != table_training::TABLE_FEDAVG_TASK {
+            return Ok(honest);
+        }
+        let p: table_training::FedAvgParams =
+            serde_json::from_slice(descriptor.task_params()).expect("table FedAvg parameters");
+        Ok(poisoned_update(&p.fedavg, honest.len() - 1))
+    }
+}
+
+/// The poisoner's update for `n` parameters (one delta quantum is one wire
+/// step; the delta clip is `max_abs` quanta).
+fn poisoned_update(fedavg: &FedAvgSpec, n: usize) -> Vec<f64> {
+    let step = fedavg.wire_spec().expect("wire spec").step();
+    let clip = fedavg.delta_spec().expect("delta spec").max_abs() as f64 * step;
+    let mut evil: Vec<f64> = (0..n)
+        .map(|j| if j % 2 == 0 { clip } else { -clip })
+        .collect();
+    evil.push(step);
+    evil
+}
+
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+/// The federation; with `poisoner`, client-2 is a [`Poisoner`].
+async fn setup_with(poisoner: bool) -> Setup {
     sealroom_node::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let parts = [rows(260, 11), rows(140, 12), rows(200, 13)];
@@ -173,7 +212,12 @@ async fn setup() -> Setup {
         .enumerate()
         .map(|(i, source)| {
             let tables = BTreeMap::from([("patients".to_string(), source.clone())]);
-            Arc::new(TableTrainingInput::new(format!("client-{i}"), tables)) as Arc<dyn InputSource>
+            let input = TableTrainingInput::new(format!("client-{i}"), tables);
+            if poisoner && i == 2 {
+                Arc::new(Poisoner(input)) as Arc<dyn InputSource>
+            } else {
+                Arc::new(input) as Arc<dyn InputSource>
+            }
         })
         .collect();
     let options = InitOptions {
@@ -434,5 +478,174 @@ async fn linear_regression_on_tables_approaches_least_squares() {
         last <= reference * 1.05,
         "secure linear regression test MSE {last} vs least squares {reference}"
     );
+    s.fed.shutdown().await;
+}
+
+/// Input validity and robust aggregation in a table training (issue #15),
+/// over real nodes: client-2 replaces its update by a scaled one. With the
+/// spec's `l2_bound` the helpers leave it out inside the engine, the report
+/// names it and the bound it failed, and the new model is exactly the
+/// honest clients' FedAvg; with `robust: clip` below a hard bound above it,
+/// it is kept but scaled, and the model is the plaintext twin's of the same
+/// integers, bit for bit. Both exports replay bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
+    let s = setup_with(true).await;
+    let spec_with = |extra: &str| {
+        let text = format!(
+            r#"{{"table": "patients", "label": "outcome", "features": ["age", "dose", "score"],
+                "classes": ["healthy", "sick"], "model": "logistic", "rounds": 1,
+                "validation": {{"fraction": 0.0}},
+                "train": {{"learning_rate": 0.2, "epochs": 2, "batch_size": 16, "l2": 0.0, "seed": 5}},
+                "quantization": {{"bits": 16, "clip": 4.0, "max_weight": 4096}}
+                {extra}}}"#
+        );
+        TrainingSpec::parse(&text, "test spec").expect("valid spec")
+    };
+    let honest = &s.names[..2];
+    let attacker = &s.names[2];
+    // What each honest client uploaded: its contribution for the very
+    // parameters the driver signed (a deterministic function of them and
+    // its rows), as integers on the wire grid. (A client computes it on a
+    // blocking thread, as the node does.)
+    let honest_uploads = |spec: &TrainingSpec, report: &table_training::TableTrainingReport| {
+        let fedavg = spec.quantization.fedavg();
+        let params = table_training::FedAvgParams {
+            data: table_training::TableData::of(spec),
+            training_round: 1,
+            model: spec.model,
+            global: report.history[0].clone(),
+            mean: report.mean.clone(),
+            std: report.std.clone(),
+            train: spec.train.config(),
+            fedavg,
+            error_feedback: spec.error_feedback,
+            l2_bound: spec.l2_bound,
+            linf_bound: spec.linf_bound,
+            robust: spec.robust,
+        };
+        let bytes = serde_json::to_vec(&params).expect("parameters");
+        let step = fedavg.wire_spec().expect("wire spec").step();
+        tokio::task::block_in_place(|| {
+            honest
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let tables = BTreeMap::from([("patients".to_string(), s.sources[i].clone())]);
+                    TableTrainingInput::new(name.clone(), tables)
+                        .contribution(table_training::TABLE_FEDAVG_TASK, &bytes)
+                        .expect("an honest contribution")
+                        .iter()
+                        .map(|v| (v / step) as i64)
+                        .collect::<Vec<i64>>()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let replays = |report: &table_training::TableTrainingReport, name: &str| {
+        let out = s._dir.path().join(name);
+        model_export::write(report, &out).expect("export");
+        let exported = model_export::read(&out).expect("read export");
+        let step = exported.description.quantization.wire_step;
+        let sums = &report.sums[0];
+        let w = sums[sums.len() - 1] / step;
+        let replayed: Vec<f64> = report.history[0]
+            .iter()
+            .zip(sums)
+            .map(|(g, s)| g + s / w)
+            .collect();
+        assert!(
+            replayed
+                .iter()
+                .zip(&report.history[1])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: the export replays bit for bit"
+        );
+    };
+
+    // A hard L2 bound: the poisoned update (norm 4·√8 ≈ 11.3) is left out.
+    let bounded = spec_with(r#", "l2_bound": 6.0"#);
+    let report = table_training::train(&s.fed, &bounded, &s.names, None, |_| {})
+        .await
+        .expect("an engine-checked training");
+    let round = &report.rounds[0];
+    assert_eq!(round.included, s.names, "the attacker uploaded");
+    assert_eq!(round.rejected, vec![attacker.clone()]);
+    assert_eq!(round.rejected_checks[attacker], vec!["l2"]);
+    let fedavg = bounded.quantization.fedavg();
+    let wire = fedavg.wire_spec().expect("wire spec");
+    let uploads = honest_uploads(&bounded, &report);
+    let mut sum = vec![0i64; uploads[0].len()];
+    for u in &uploads {
+        let w = u[u.len() - 1] as f64;
+        let norm = u[..u.len() - 1]
+            .iter()
+            .map(|&q| (q as f64 / w * wire.step()).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(norm < 6.0, "an honest update is within the bound ({norm})");
+        for (s, q) in sum.iter_mut().zip(u) {
+            *s += q;
+        }
+    }
+    let sum: Vec<f64> = sum.iter().map(|&q| wire.dequantize(q)).collect();
+    let twin = sealroom_analytics::fl::apply_sum_to(&fedavg, &report.history[0], &sum)
+        .expect("the honest FedAvg");
+    assert!(
+        twin.iter()
+            .zip(&report.history[1])
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "the model is the honest clients' FedAvg, bit for bit"
+    );
+    assert_eq!(report.sums[0], sum, "the export records the revealed sum");
+    replays(&report, "bounded");
+
+    // Clipping to 0.5 under a hard bound of 12: the poisoned update is kept,
+    // scaled down to the clip norm; the twin clips the same integers.
+    let clipped = spec_with(r#", "l2_bound": 12.0, "robust": {"kind": "clip", "norm": 0.5}"#);
+    let report = table_training::train(&s.fed, &clipped, &s.names, None, |_| {})
+        .await
+        .expect("a clipped training");
+    let round = &report.rounds[0];
+    assert_eq!(round.included, s.names);
+    assert!(round.rejected.is_empty(), "{:?}", round.rejected);
+    let mut ints = honest_uploads(&clipped, &report);
+    let n_params = report.history[0].len();
+    ints.push(
+        poisoned_update(&fedavg, n_params)
+            .iter()
+            .map(|v| (v / wire.step()) as i64)
+            .collect(),
+    );
+    let q = |b: f64| ((b / wire.step()).powi(2)).floor() as u128;
+    let bounds = ClipBounds {
+        clip_sq: q(0.5),
+        l2_sq: q(12.0),
+        linf_sq: None,
+        max_weight: fedavg.max_weight,
+    };
+    let (mut numer, verdicts, _) = clipped_weighted_sum_plain(&ints, &bounds);
+    assert_eq!(verdicts, vec![true, true, true]);
+    let weight = numer.pop().expect("the weight") as u128;
+    assert_eq!(round.total_weight as u128, weight);
+    let twin =
+        sealroom_analytics::fl::apply_robust_to(&fedavg, &report.history[0], &numer, weight << 16)
+            .expect("the twin");
+    assert!(
+        twin.iter()
+            .zip(&report.history[1])
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "the model is the plaintext twin's, bit for bit"
+    );
+    replays(&report, "clipped");
+
+    // A robust aggregation whose hard bound is missing is refused before
+    // any round starts.
+    let text = r#"{"table": "patients", "label": "outcome", "features": ["age"],
+        "classes": ["healthy", "sick"], "model": "logistic",
+        "robust": {"kind": "clip", "norm": 0.5}}"#;
+    let err = TrainingSpec::parse(text, "bad.json").expect_err("no hard bound");
+    assert!(err.to_string().contains("`robust`"), "{err}");
+    assert!(err.to_string().contains("l2_bound"), "{err}");
     s.fed.shutdown().await;
 }
