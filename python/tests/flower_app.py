@@ -34,20 +34,38 @@ def local_update(partition: int, server_round: int, arrays: list[np.ndarray]) ->
     return [(a + rng.normal(0.0, 0.05, a.shape)).astype(np.float32) for a in arrays]
 
 
+#: The partition whose update is poisoned in mode 'sealroom-defended'.
+POISONER = 3
+#: That mode's defences: a hard L2 bound far above an honest update's norm
+#: (about 1.6 here) and far below the poisoned one's (about 32).
+DEFENCES = {"l2_bound": 5.0}
+
+
+def poisoned_update(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """A scaled update: every value moved by ±1 (the workflow's clip)."""
+    return [
+        (a + np.where(np.arange(a.size) % 2 == 0, 1.0, -1.0).reshape(a.shape)).astype(np.float32)
+        for a in arrays
+    ]
+
+
 def num_examples(partition: int) -> int:
     return 30 + 17 * partition
 
 
 class NumpyClient(NumPyClient):
-    def __init__(self, partition: int, shapes):
+    def __init__(self, partition: int, shapes, poison: bool = False):
         self.partition = partition
         self.shapes = shapes
+        self.poison = poison
 
     def get_parameters(self, config):
         return [np.zeros(s, dtype=np.float32) for s in self.shapes]
 
     def fit(self, parameters, config):
         server_round = int(config.get("server_round", 0))
+        if self.poison:
+            return poisoned_update(parameters), num_examples(self.partition), {}
         return local_update(self.partition, server_round, parameters), num_examples(self.partition), {}
 
 
@@ -83,8 +101,10 @@ class CapturingFedAvg(FedAvg):
 
 def make_apps(mode: str, shapes, rounds: int, record: dict, admin_config: str | None = None,
               n_clients: int = 2):
-    """(server_app, client_app) for mode 'plain', 'secaggplus', 'sealroom' or
-    'sealroom-wait' (each fit reply waits for its upload's receipts)."""
+    """(server_app, client_app) for mode 'plain', 'secaggplus', 'sealroom',
+    'sealroom-wait' (each fit reply waits for its upload's receipts) or
+    'sealroom-defended' (partition POISONER poisons its update; the workflow
+    has DEFENCES)."""
     mods = []
     if mode == "secaggplus":
         mods = [secaggplus_mod]
@@ -94,7 +114,9 @@ def make_apps(mode: str, shapes, rounds: int, record: dict, admin_config: str | 
         mods = [sealroom_mod]
 
     def client_fn(context: Context):
-        return NumpyClient(int(context.node_config["partition-id"]), shapes).to_client()
+        partition = int(context.node_config["partition-id"])
+        poison = mode == "sealroom-defended" and partition == POISONER
+        return NumpyClient(partition, shapes, poison).to_client()
 
     client_app = ClientApp(client_fn=client_fn, mods=mods)
     server_app = ServerApp()
@@ -112,7 +134,8 @@ def make_apps(mode: str, shapes, rounds: int, record: dict, admin_config: str | 
             from sealroom.flower import SealroomWorkflow
 
             workflow = SealroomWorkflow(admin_config, clip=1.0, max_weight=1000,
-                                        wait_for_upload=mode == "sealroom-wait")
+                                        wait_for_upload=mode == "sealroom-wait",
+                                        defences=DEFENCES if mode == "sealroom-defended" else None)
             record["workflow"] = workflow
             fit = workflow
         elif mode == "secaggplus":

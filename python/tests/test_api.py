@@ -4,6 +4,7 @@ pandas over the pooled rows, typed errors, timeouts, audit verification."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 
@@ -84,6 +85,56 @@ def test_vector_fedavg_from_python_callables_matches_numpy(federation, salaries)
     step = sealroom.delta_step(BITS, CLIP)
     assert np.max(np.abs(secure - plain)) <= step / 2 + 1e-12
     assert np.max(np.abs(secure - plain)) > 0  # quantized, not a copy
+
+
+def test_defences_leave_a_poisoned_update_out_or_clip_it_inside_the_engine(federation):
+    """Issue #15 from Python: client 2 sends a scaled update (every delta at
+    the clip, the largest weight). With an L2 bound the helpers leave it out
+    inside the MPC engine and name it; with clipping it is kept but scaled,
+    so the model moves by at most the clip norm; without defences it drags
+    the model along."""
+    admin = sealroom.Admin(federation.admin_config)
+    global_params = np.linspace(-0.5, 0.5, N_PARAMS)
+    poison = global_params + np.where(np.arange(N_PARAMS) % 2 == 0, CLIP, -CLIP)
+
+    def make_input(i):
+        def input_fn(round_info):
+            defences = json.loads(round_info["defences"] or "{}")
+            local, n = (poison, MAX_WEIGHT) if i == 2 else local_update(i, global_params)
+            update, _ = sealroom.encode_update(global_params, local, n, BITS, CLIP, MAX_WEIGHT,
+                                               weighted="robust" not in defences)
+            return update
+
+        return input_fn
+
+    bounded = {"l2_bound": 4.0}
+    clipped = {"l2_bound": 20.0, "robust": {"kind": "clip", "norm": 0.5}}
+    clients = [sealroom.Client(federation.client_config(i), input=make_input(i)).start() for i in range(3)]
+    try:
+        rounds = [
+            admin.fedavg_round("defended", r, N_PARAMS, BITS, CLIP, MAX_WEIGHT, admin.clients,
+                               timeout=60, defences=defences)
+            for r, defences in [(1, bounded), (2, clipped), (3, None)]
+        ]
+    finally:
+        for c in clients:
+            c.stop()
+    (total, included, _, total_weight, rejected), clip_round, plain_round = rounds
+    assert included == ["client-0", "client-1", "client-2"]
+    assert rejected == {"client-2": ["l2"]}
+    assert total_weight == 20 + 27
+    secure = sealroom.apply_sum(global_params, total, BITS, CLIP, MAX_WEIGHT)
+    locals_ = [local_update(i, global_params) for i in range(2)]
+    weights = np.array([n for _, n in locals_], dtype=np.float64)
+    honest = sum(w * l for w, (l, _) in zip(weights, locals_)) / weights.sum()
+    assert np.max(np.abs(secure - honest)) <= sealroom.delta_step(BITS, CLIP) / 2 + 1e-12
+
+    assert clip_round[1] == included and clip_round[4] == {}
+    moved = sealroom.apply_sum(global_params, clip_round[0], BITS, CLIP, MAX_WEIGHT) - global_params
+    assert np.linalg.norm(moved) <= 0.5 + 1e-9, np.linalg.norm(moved)
+    assert len(plain_round) == 4  # without defences: (sum, included, round_id, total_weight)
+    dragged = sealroom.apply_sum(global_params, plain_round[0], BITS, CLIP, MAX_WEIGHT) - global_params
+    assert np.linalg.norm(dragged) > 10, np.linalg.norm(dragged)
 
 
 def pooled_salaries(data) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 sealroom nodes on loopback: each round's aggregated model must equal
 Flower's own plain FedAvg of the same client updates within the
 quantization bound (half a step per parameter), and the Flower server never
-receives a client's parameters."""
+receives a client's parameters. With defences, a poisoned update is left
+out inside sealroom's MPC engine and the model is Flower's FedAvg of the
+honest updates."""
 
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.mark.parametrize("mode", ["sealroom", "sealroom-wait"])
+@pytest.mark.parametrize("mode", ["sealroom", "sealroom-wait", "sealroom-defended"])
 def test_flower_simulation_through_sealroom_matches_flower_fedavg(tmp_path, mode):
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy.aggregate import aggregate
     from flwr.simulation import run_simulation
 
     import sealroom
-    from flower_app import local_update, make_apps, num_examples
+    from flower_app import POISONER, local_update, make_apps, num_examples
 
     n_clients, rounds = 4, 3
     shapes = [(10, 50), (500,)]
@@ -49,8 +51,11 @@ def test_flower_simulation_through_sealroom_matches_flower_fedavg(tmp_path, mode
     assert sorted(record["aggregated"]) == list(range(1, rounds + 1)), record.keys()
     for server_round in range(1, rounds + 1):
         sent = record["sent"][server_round]
-        # Flower's own FedAvg aggregation of the very updates the clients sent.
-        results = [(local_update(p, server_round, sent), num_examples(p)) for p in range(n_clients)]
+        # Flower's own FedAvg aggregation of the very updates the clients
+        # sent (with defences: of the honest ones; the poisoned update is
+        # left out inside the engine, named with the bound it failed).
+        honest = [p for p in range(n_clients) if mode != "sealroom-defended" or p != POISONER]
+        results = [(local_update(p, server_round, sent), num_examples(p)) for p in honest]
         expected = aggregate(results)
         got = record["aggregated"][server_round]
         step = workflow.steps[server_round]
@@ -58,7 +63,11 @@ def test_flower_simulation_through_sealroom_matches_flower_fedavg(tmp_path, mode
             err = np.max(np.abs(np.asarray(g, np.float64) - np.asarray(e, np.float64)))
             # Half a quantization step, plus float32 rounding of the arrays.
             assert err <= step / 2 + 1e-6, (server_round, err, step)
-        assert record["included"][server_round] == n_clients
+        assert record["included"][server_round] == len(honest)
+        if mode == "sealroom-defended":
+            assert workflow.rejected[server_round] == {f"client-{POISONER}": ["l2"]}
+            continue
+        assert workflow.rejected[server_round] == {}
         if mode == "sealroom":
             # Replies left before the uploads ended: no sizes to check.
             assert workflow.uploads[server_round] == []

@@ -389,19 +389,24 @@ impl EngineProgram for FedAvgEngine {
 }
 
 /// What the helpers compute in a FedAvg engine round over Z_2^32, from its
-/// signed parameters (a bundled-data or a table training's round).
+/// signed parameters (a bundled-data, a table or a framework's training).
 fn fedavg_aggregator(descriptor: &VerifiedDescriptor) -> Result<Aggregator, String> {
     let task = descriptor.task_name();
-    if task != FEDAVG_TASK && task != crate::table_training::TABLE_FEDAVG_TASK {
+    use crate::table_training::TABLE_FEDAVG_TASK;
+    use crate::vector_fedavg::VECTOR_FEDAVG_TASK;
+    if ![FEDAVG_TASK, TABLE_FEDAVG_TASK, VECTOR_FEDAVG_TASK].contains(&task) {
         return Err(format!("not a FedAvg round: {task:?}"));
     }
     sealroom_node::tasks::require_z32(descriptor)?;
-    if task == FEDAVG_TASK {
-        parse::<FedAvgParams>(descriptor.task_params(), "FedAvg")?.aggregator()
-    } else {
-        parse::<crate::table_training::FedAvgParams>(descriptor.task_params(), "table FedAvg")?
+    let params = descriptor.task_params();
+    match task {
+        FEDAVG_TASK => parse::<FedAvgParams>(params, "FedAvg")?.aggregator(),
+        TABLE_FEDAVG_TASK => parse::<crate::table_training::FedAvgParams>(params, "table FedAvg")?
             .defences()
-            .aggregator()
+            .aggregator(),
+        _ => {
+            parse::<crate::vector_fedavg::VectorFedAvgParams>(params, "vector FedAvg")?.aggregator()
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! itself); it names the framework's run and round so that a client can
 //! refuse to answer a round it did not train for.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sealroom_core::RingKind;
@@ -21,9 +22,9 @@ use sealroom_node::local::RoundRunner;
 use sealroom_node::tasks::{TaskCatalog, TaskDef, TaskPlanner, TaskShape};
 use serde::{Deserialize, Serialize};
 
-use crate::fl::{FedAvgSpec, FlError};
+use crate::fl::{FedAvgSpec, FlError, RobustAggregation};
 use crate::round::completed_round;
-use crate::training::TrainingError;
+use crate::training::{Aggregate, Aggregator, Defences, TrainingError};
 
 /// The task of a framework's FedAvg round.
 pub const VECTOR_FEDAVG_TASK: &str = "vector-fedavg";
@@ -44,6 +45,84 @@ pub struct VectorFedAvgParams {
     pub n_params: usize,
     /// Quantization and weighting of the deltas.
     pub fedavg: FedAvgSpec,
+    /// Input validity inside the engine (issue #15): see
+    /// [`VectorDefences::l2_bound`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
+    /// See [`VectorDefences::linf_bound`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
+    /// See [`VectorDefences::robust`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
+}
+
+/// The input checks and robust aggregation of a framework's FedAvg rounds
+/// (issue #15), as a framework's server chooses them (JSON: `{"l2_bound":
+/// 5.0, "linf_bound": 1.0, "robust": {"kind": "clip", "norm": 0.5}}`, every
+/// field optional). They are signed into every round's descriptor, and the
+/// helpers apply them inside the MPC engine exactly as for
+/// `sealroom train` ([`crate::training::FedAvgParams`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorDefences {
+    /// The helpers leave out every update whose delta has an L2 norm above
+    /// this bound (parameter units, exact on the quantized integers) or a
+    /// weight outside `0..=max_weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
+    /// The helpers leave out every update with one delta element above this
+    /// bound in absolute value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
+    /// Robust aggregation (clients then upload their **unweighted** delta,
+    /// [`crate::fl::encode_unweighted_delta`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
+}
+
+impl VectorDefences {
+    /// Parses the JSON form, naming what is wrong.
+    pub fn from_json(text: &str) -> Result<VectorDefences, String> {
+        serde_json::from_str(text).map_err(|e| format!("not a defences object: {e}"))
+    }
+
+    /// Whether a client uploads its unweighted delta.
+    pub fn unweighted(&self) -> bool {
+        self.robust.is_some()
+    }
+}
+
+impl VectorFedAvgParams {
+    /// The round's parameters with `defences`.
+    pub fn with_defences(self, defences: VectorDefences) -> VectorFedAvgParams {
+        VectorFedAvgParams {
+            l2_bound: defences.l2_bound,
+            linf_bound: defences.linf_bound,
+            robust: defences.robust,
+            ..self
+        }
+    }
+
+    /// The round's defences.
+    pub fn defences(&self) -> VectorDefences {
+        VectorDefences {
+            l2_bound: self.l2_bound,
+            linf_bound: self.linf_bound,
+            robust: self.robust,
+        }
+    }
+
+    /// What the helpers compute, checked against the quantization.
+    pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
+        Defences {
+            fedavg: self.fedavg,
+            l2_bound: self.l2_bound,
+            linf_bound: self.linf_bound,
+            robust: self.robust,
+        }
+        .aggregator()
+    }
 }
 
 struct VectorPlanner;
@@ -62,8 +141,9 @@ impl TaskPlanner for VectorPlanner {
             return Err("the run name is longer than 256 bytes".into());
         }
         let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
+        let engine = p.aggregator()?.program_name().map(str::to_string);
         Ok(TaskShape {
-            engine: None,
+            engine,
             vector_len: FedAvgSpec::wire_len(p.n_params) as u64,
             spec,
         })
@@ -117,12 +197,21 @@ pub fn spec_for_clients(
 pub struct VectorRound {
     /// The federation's round id.
     pub round_id: u64,
-    /// Indices (in the request's client list) of the included clients.
+    /// Indices (in the request's client list) of the included clients
+    /// (those whose update the round took; see `rejected`).
     pub included: Vec<usize>,
+    /// With an L2 or L∞ bound: the included clients (by name) whose update
+    /// the helpers left out inside the engine, with the checks it failed
+    /// (`"l2"`, `"linf"`, `"weight"`): all the round reveals about it.
+    pub rejected: BTreeMap<String, Vec<String>>,
     /// The revealed sum: `n_params` weighted quantized deltas, then the
-    /// total weight, each times the step.
+    /// total weight, each times the step; with robust aggregation, its
+    /// numerator and denominator in the same form. Either way
+    /// [`crate::fl::apply_sum_to`] gives the new parameters.
     pub sum: Vec<f64>,
-    /// Total weight of the included clients (capped sample counts).
+    /// Total weight of the updates averaged (capped sample counts); with a
+    /// trimmed mean or median the values averaged per parameter, with
+    /// multi-Krum the updates selected.
     pub total_weight: u64,
     /// Round latency at the coordinator, ms.
     pub duration_ms: u64,
@@ -136,28 +225,46 @@ pub async fn run_round<R: RoundRunner>(
     params: &VectorFedAvgParams,
     clients: &[String],
 ) -> Result<VectorRound, TrainingError> {
+    let aggregator = params.aggregator().map_err(TrainingError::Request)?;
     let outcome = completed_round(runner, VECTOR_FEDAVG_TASK, params, clients, 0).await?;
-    if outcome.values.len() != FedAvgSpec::wire_len(params.n_params) {
+    let round_id = outcome.round_id;
+    let included: Vec<usize> = outcome
+        .included_clients
+        .iter()
+        .map(|&i| i as usize)
+        .collect();
+    let names = included
+        .iter()
+        .map(|&i| clients.get(i).cloned())
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| TrainingError::Result {
+            round_id,
+            detail: "an included client index is outside the invited list".into(),
+        })?;
+    let aggregate = Aggregate::of(
+        &params.fedavg,
+        aggregator,
+        &outcome,
+        &names,
+        params.n_params,
+    )?;
+    let sum = aggregate.as_sum(&params.fedavg)?;
+    if sum.len() != FedAvgSpec::wire_len(params.n_params) {
         return Err(TrainingError::Result {
-            round_id: outcome.round_id,
+            round_id,
             detail: format!(
                 "the sum has {} values, the round asked for {}",
-                outcome.values.len(),
+                sum.len(),
                 FedAvgSpec::wire_len(params.n_params)
             ),
         });
     }
-    let step = params.fedavg.wire_spec()?.step();
-    let total_weight = outcome.values.last().map_or(0.0, |w| w / step) as u64;
     Ok(VectorRound {
-        round_id: outcome.round_id,
-        included: outcome
-            .included_clients
-            .iter()
-            .map(|&i| i as usize)
-            .collect(),
-        sum: outcome.values,
-        total_weight,
+        round_id,
+        included,
+        rejected: aggregate.rejected_checks,
+        sum,
+        total_weight: aggregate.total_weight,
         duration_ms: outcome.duration_ms,
     })
 }
@@ -199,6 +306,9 @@ mod tests {
                 delta_clip: 1.0,
                 max_weight: 1000,
             },
+            l2_bound: None,
+            linf_bound: None,
+            robust: None,
         };
         let shape = VectorPlanner
             .plan(&serde_json::to_vec(&ok).unwrap())
@@ -230,5 +340,52 @@ mod tests {
         for junk in [&b"{"[..], b"[]", b"{\"run\":1}", b""] {
             assert!(VectorPlanner.plan(junk).is_err());
         }
+    }
+
+    #[test]
+    fn defences_choose_the_engine_program_or_are_refused() {
+        let plain = VectorFedAvgParams {
+            run: "r".into(),
+            round: 1,
+            n_params: 10,
+            fedavg: FedAvgSpec {
+                bits: 12,
+                delta_clip: 1.0,
+                max_weight: 1000,
+            },
+            l2_bound: None,
+            linf_bound: None,
+            robust: None,
+        };
+        let plan = |d: &str| {
+            let p = plain
+                .clone()
+                .with_defences(VectorDefences::from_json(d).expect("defences"));
+            VectorPlanner.plan(&serde_json::to_vec(&p).unwrap())
+        };
+        assert_eq!(plan("{}").unwrap().engine, None);
+        assert_eq!(
+            plan(r#"{"l2_bound": 5.0}"#).unwrap().engine.as_deref(),
+            Some("weighted-norm-bounded-sum")
+        );
+        assert_eq!(
+            plan(r#"{"l2_bound": 5.0, "robust": {"kind": "clip", "norm": 0.5}}"#)
+                .unwrap()
+                .engine
+                .as_deref(),
+            Some("clipped-weighted-sum")
+        );
+        let err = plan(r#"{"robust": {"kind": "clip", "norm": 0.5}}"#).unwrap_err();
+        assert!(err.contains("l2_bound"), "{err}");
+        assert!(VectorDefences::from_json(r#"{"l2": 5.0}"#).is_err());
+        assert!(VectorDefences::from_json(r#"{"robust": {"kind": "mean"}}"#).is_err());
+        let d = VectorDefences::from_json(r#"{"robust": {"kind": "median"}}"#).unwrap();
+        assert!(d.unweighted());
+        // Unset defences leave the signed parameters as before (no keys).
+        let json = String::from_utf8(serde_json::to_vec(&plain).unwrap()).unwrap();
+        assert!(
+            !json.contains("bound") && !json.contains("robust"),
+            "{json}"
+        );
     }
 }

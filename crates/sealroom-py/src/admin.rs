@@ -1,5 +1,6 @@
 //! `Admin`: the operator's identity, from Python.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use numpy::{IntoPyArray, PyArray1};
@@ -20,7 +21,13 @@ use crate::fedavg;
 use crate::runtime::wait;
 
 /// `(sum, included client names, round id, total weight)` of a vector round.
-type VectorRoundResult<'py> = (Bound<'py, PyArray1<f64>>, Vec<String>, u64, u64);
+type VectorRoundResult<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    Vec<String>,
+    u64,
+    u64,
+    BTreeMap<String, Vec<String>>,
+);
 
 /// An admin identity: starts rounds, trains, asks joint queries, runs the
 /// vector FedAvg rounds of a framework, verifies audit logs.
@@ -201,8 +208,11 @@ impl Admin {
 
     /// One vector FedAvg round of a framework: `clients` (by name) each
     /// contribute their encoded update; returns `(sum, included, round_id,
-    /// total_weight)`, the sum to apply with `apply_sum`.
-    #[pyo3(signature = (run, round, n_params, bits, clip, max_weight, clients, timeout = None))]
+    /// total_weight, rejected)`, the sum to apply with `apply_sum`.
+    /// `defences` (JSON, `VectorDefences`) checks every update inside the
+    /// engine and/or aggregates robustly; `rejected` names each included
+    /// client whose update the helpers left out, with the checks it failed.
+    #[pyo3(signature = (run, round, n_params, bits, clip, max_weight, clients, timeout = None, defences = None))]
     #[allow(clippy::too_many_arguments)]
     fn fedavg_round<'py>(
         &self,
@@ -215,13 +225,18 @@ impl Admin {
         max_weight: u32,
         clients: Vec<String>,
         timeout: Option<f64>,
+        defences: Option<String>,
     ) -> PyResult<VectorRoundResult<'py>> {
         let params = VectorFedAvgParams {
             run,
             round,
             n_params,
             fedavg: fedavg::spec(bits, clip, max_weight)?,
-        };
+            l2_bound: None,
+            linf_bound: None,
+            robust: None,
+        }
+        .with_defences(fedavg::defences(defences.as_deref())?);
         let config = self.config.clone();
         let invited = clients.clone();
         let result = wait(py, timeout, async move {
@@ -238,6 +253,7 @@ impl Admin {
             included,
             result.round_id,
             result.total_weight,
+            result.rejected,
         ))
     }
 

@@ -111,6 +111,14 @@ impl PyInput {
                 .set_item("max_weight", params.fedavg.max_weight)
                 .map_err(err)?;
             round.set_item("vector_len", expected).map_err(err)?;
+            // The round's defences (JSON; `None` without): with robust
+            // aggregation the update is encoded unweighted.
+            let defences = params.defences();
+            let defences = (defences != Default::default())
+                .then(|| serde_json::to_string(&defences))
+                .transpose()
+                .map_err(|e| InputError::Parameters(e.to_string()))?;
+            round.set_item("defences", defences).map_err(err)?;
             let out = self.callable.call1(py, (round,)).map_err(err)?;
             let array: PyReadonlyArray1<'_, f64> = out.extract(py).map_err(err)?;
             let values = Zeroizing::new(array.as_slice().map_err(|e| err(e.into()))?.to_vec());
@@ -313,7 +321,7 @@ impl Client {
     /// round only, and stops. Returns the bytes uploaded. Raises
     /// `RoundAborted`-free errors: `DataError` (reason `skipped` or
     /// `upload_failed`) naming why, or `Timeout`.
-    #[pyo3(signature = (update, run, round, bits, clip, max_weight, timeout = 60.0))]
+    #[pyo3(signature = (update, run, round, bits, clip, max_weight, timeout = 60.0, defences = None))]
     #[allow(clippy::too_many_arguments)]
     fn contribute(
         &self,
@@ -325,6 +333,7 @@ impl Client {
         clip: f64,
         max_weight: u32,
         timeout: f64,
+        defences: Option<String>,
     ) -> PyResult<usize> {
         if self.running() {
             return Err(errors::config(
@@ -347,7 +356,11 @@ impl Client {
                 round,
                 n_params,
                 fedavg: fedavg::spec(bits, clip, max_weight)?,
-            },
+                l2_bound: None,
+                linf_bound: None,
+                robust: None,
+            }
+            .with_defences(fedavg::defences(defences.as_deref())?),
             vector: Mutex::new(Some(vector)),
             round_id: AtomicU64::new(0),
         });

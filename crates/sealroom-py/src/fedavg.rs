@@ -4,7 +4,8 @@
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use sealroom_analytics::fl::{FedAvgSpec, apply_sum_to, encode_delta};
+use sealroom_analytics::fl::{FedAvgSpec, apply_sum_to, encode_delta, encode_unweighted_delta};
+use sealroom_analytics::vector_fedavg::VectorDefences;
 use sealroom_core::RingKind;
 
 use crate::errors;
@@ -25,9 +26,12 @@ pub(crate) fn spec(bits: u8, clip: f64, max_weight: u32) -> PyResult<FedAvgSpec>
 
 /// The wire vector of one client's update: its delta `local − global`,
 /// quantized with `bits`/`clip`, times its weight `min(num_examples,
-/// max_weight)`, then the weight. Returns `(vector, clipped)`.
+/// max_weight)` (unless `weighted` is false: a round with robust
+/// aggregation, whose helpers clip or rank the unweighted deltas), then the
+/// weight. Returns `(vector, clipped)`.
 #[pyfunction]
-#[pyo3(signature = (global_params, local_params, num_examples, bits, clip, max_weight))]
+#[pyo3(signature = (global_params, local_params, num_examples, bits, clip, max_weight, weighted = true))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_update<'py>(
     py: Python<'py>,
     global_params: PyReadonlyArray1<'py, f64>,
@@ -36,12 +40,18 @@ pub(crate) fn encode_update<'py>(
     bits: u8,
     clip: f64,
     max_weight: u32,
+    weighted: bool,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, usize)> {
     let spec = spec(bits, clip, max_weight)?;
     let global = global_params.as_slice()?;
     let local = local_params.as_slice()?;
+    let encode = if weighted {
+        encode_delta
+    } else {
+        encode_unweighted_delta
+    };
     let update = py
-        .detach(|| encode_delta(&spec, global, local, num_examples, None))
+        .detach(|| encode(&spec, global, local, num_examples, None))
         .map_err(|e| {
             errors::error::<errors::DataError>(
                 format!("encoding the update: {e}"),
@@ -72,6 +82,14 @@ pub(crate) fn apply_sum<'py>(
         )
     })?;
     Ok(params.into_pyarray(py))
+}
+
+/// A framework's defences (`{"l2_bound": …, "linf_bound": …, "robust":
+/// …}`, JSON), refused naming what is wrong.
+pub(crate) fn defences(json: Option<&str>) -> PyResult<VectorDefences> {
+    json.map_or(Ok(VectorDefences::default()), |text| {
+        VectorDefences::from_json(text).map_err(|e| errors::config(format!("defences: {e}")))
+    })
 }
 
 /// The finest `(bits, step)` whose secure sum over `n_clients` fits a

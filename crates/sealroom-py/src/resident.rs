@@ -29,7 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use sealroom_analytics::service;
-use sealroom_analytics::vector_fedavg::{MAX_PARAMS, VECTOR_FEDAVG_TASK, VectorFedAvgParams};
+use sealroom_analytics::vector_fedavg::{
+    MAX_PARAMS, VECTOR_FEDAVG_TASK, VectorDefences, VectorFedAvgParams,
+};
 use sealroom_node::client_node::{self, ClientEvent};
 use sealroom_node::config::{NodeConfig, Role};
 use sealroom_node::local::open_context;
@@ -57,7 +59,7 @@ use crate::runtime;
 /// uploaded; without, returns -1 as soon as the update is handed in (the
 /// round's inclusion set decides, as always, whether it counts).
 #[pyfunction]
-#[pyo3(signature = (config, update, run, round, bits, clip, max_weight, wait = true, timeout = 60.0))]
+#[pyo3(signature = (config, update, run, round, bits, clip, max_weight, wait = true, timeout = 60.0, defences = None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn resident_contribute(
     py: Python<'_>,
@@ -70,9 +72,11 @@ pub(crate) fn resident_contribute(
     max_weight: u32,
     wait: bool,
     timeout: f64,
+    defences: Option<String>,
 ) -> PyResult<i64> {
     let config = cached_config(&config)?;
     let fedavg = fedavg::spec(bits, clip, max_weight)?;
+    let defences = fedavg::defences(defences.as_deref())?;
     let parcel = match update {
         Some(update) => {
             let vector = Zeroizing::new(update.as_slice()?.to_vec());
@@ -83,7 +87,11 @@ pub(crate) fn resident_contribute(
                     round,
                     n_params,
                     fedavg,
-                },
+                    l2_bound: None,
+                    linf_bound: None,
+                    robust: None,
+                }
+                .with_defences(defences),
                 vector,
             }
         }
@@ -711,6 +719,9 @@ struct Request {
     round: u64,
     /// `None`: sit the round out.
     fedavg: Option<sealroom_analytics::fl::FedAvgSpec>,
+    /// The round's input checks and robust aggregation.
+    #[serde(default)]
+    defences: VectorDefences,
     wait: bool,
 }
 
@@ -768,6 +779,7 @@ async fn exchange(
                 run: expected.run.clone(),
                 round: expected.round,
                 fedavg: Some(expected.fedavg),
+                defences: expected.defences(),
                 wait,
             },
             vector.as_slice(),
@@ -777,6 +789,7 @@ async fn exchange(
                 run: run.clone(),
                 round: *round,
                 fedavg: None,
+                defences: VectorDefences::default(),
                 wait,
             },
             &[],
@@ -845,7 +858,11 @@ async fn read_request(stream: &mut UnixStream) -> Result<(Parcel, bool), String>
                     round: request.round,
                     n_params,
                     fedavg,
-                },
+                    l2_bound: None,
+                    linf_bound: None,
+                    robust: None,
+                }
+                .with_defences(request.defences),
                 vector,
             }
         }

@@ -232,13 +232,31 @@ class Admin:
         max_weight: int,
         clients: Sequence[str],
         timeout: float | None = None,
-    ) -> tuple[np.ndarray, list[str], int, int]:
+        defences: Mapping[str, Any] | None = None,
+    ) -> Any:
         """One vector FedAvg round over ``clients``: returns the revealed
         ``(sum, included, round_id, total_weight)``; apply it with
-        :func:`apply_sum`."""
-        return self._native.fedavg_round(
-            run, round, n_params, bits, clip, max_weight, list(clients), timeout
+        :func:`apply_sum`.
+
+        ``defences`` (issue #15) has the helpers check every update inside
+        the MPC engine and/or aggregate robustly: ``{"l2_bound": B,
+        "linf_bound": L, "robust": {"kind": "clip", "norm": C}}`` (every key
+        optional; ``robust`` may also be ``{"kind": "trimmed_mean", "beta":
+        β}``, ``{"kind": "median"}`` or ``{"kind": "multi_krum",
+        "byzantine": F, "selected": M}``; clip and multi-Krum need
+        ``l2_bound``). Every client must then contribute with the same
+        ``defences`` (and, with ``robust``, encode with ``weighted=False``).
+        With ``defences`` the result has a fifth element, ``rejected``: each
+        included client whose update the helpers left out, with the checks
+        it failed (``"l2"``, ``"linf"``, ``"weight"``); ``total_weight``
+        counts the updates averaged."""
+        total, included, round_id, total_weight, rejected = self._native.fedavg_round(
+            run, round, n_params, bits, clip, max_weight, list(clients), timeout,
+            _defences_json(defences),
         )
+        if defences is None:
+            return total, included, round_id, total_weight
+        return total, included, round_id, total_weight, rejected
 
     def verify_audit(self, node_config: PathLike, timeout: float | None = None) -> dict[str, Any]:
         """Verifies a coordinator's or helper's audit log (hash chain,
@@ -260,17 +278,25 @@ def resident_contribute(
     max_weight: int,
     wait: bool = True,
     timeout: float = 60.0,
+    defences: Mapping[str, Any] | None = None,
 ) -> int:
     """Hands ``update`` (from :func:`encode_update`; ``None`` sits the round
-    out) for the vector FedAvg round (``run``, ``round``) to this identity's
+    out) for the vector FedAvg round (``run``, ``round``, with the round's
+    ``defences``, see :meth:`Admin.fedavg_round`) to this identity's
     resident client node on this host, starting it on first use. With
     ``wait``, returns the bytes uploaded once every helper has signed a
     receipt; without, returns -1 once the update is handed in."""
     if update is not None:
         update = np.ascontiguousarray(update, dtype=np.float64)
     return _native.resident_contribute(
-        os.fspath(config), update, run, round, bits, clip, max_weight, wait, timeout
+        os.fspath(config), update, run, round, bits, clip, max_weight, wait, timeout,
+        _defences_json(defences),
     )
+
+
+def _defences_json(defences: Mapping[str, Any] | None) -> str | None:
+    """The JSON form of a round's defences (``None``: none)."""
+    return None if defences is None else json.dumps(dict(defences))
 
 
 class Client:
@@ -278,9 +304,11 @@ class Client:
 
     ``input``, if given, is called for each vector FedAvg round this client
     is invited to, with a dict (``round_id``, ``run``, ``round``,
-    ``n_params``, ``bits``, ``clip``, ``max_weight``, ``vector_len``), and
-    returns the round's vector as a 1-D float64 numpy array (for FedAvg:
-    :func:`encode_update`). The config's tables answer queries and table
+    ``n_params``, ``bits``, ``clip``, ``max_weight``, ``vector_len``,
+    ``defences``: the round's JSON defences or ``None``), and returns the
+    round's vector as a 1-D float64 numpy array (for FedAvg:
+    :func:`encode_update`, with ``weighted=False`` when the defences name
+    ``robust``). The config's tables answer queries and table
     trainings as ``sealroom node`` would.
     """
 
@@ -319,12 +347,15 @@ class Client:
         clip: float,
         max_weight: int,
         timeout: float = 60.0,
+        defences: Mapping[str, Any] | None = None,
     ) -> int:
-        """Answers exactly one vector FedAvg round (``run``, ``round``) with
+        """Answers exactly one vector FedAvg round (``run``, ``round``, with
+        the round's ``defences``, see :meth:`Admin.fedavg_round`) with
         ``update`` (from :func:`encode_update`), then stops; returns the
         bytes uploaded."""
         return self._native.contribute(
-            np.ascontiguousarray(update, dtype=np.float64), run, round, bits, clip, max_weight, timeout
+            np.ascontiguousarray(update, dtype=np.float64), run, round, bits, clip, max_weight, timeout,
+            _defences_json(defences),
         )
 
     def __enter__(self) -> "Client":

@@ -48,7 +48,8 @@ class Admin:
         max_weight: int,
         clients: list[str],
         timeout: float | None = ...,
-    ) -> tuple[npt.NDArray[np.float64], list[str], int, int]: ...
+        defences: str | None = ...,
+    ) -> tuple[npt.NDArray[np.float64], list[str], int, int, dict[str, list[str]]]: ...
     def verify_audit(self, node_config: str | PathLike[str], timeout: float | None = ...) -> str: ...
 
 class Client:
@@ -71,6 +72,7 @@ class Client:
         clip: float,
         max_weight: int,
         timeout: float = ...,
+        defences: str | None = ...,
     ) -> int: ...
 
 class LocalFederation:
@@ -100,6 +102,7 @@ def encode_update(
     bits: int,
     clip: float,
     max_weight: int,
+    weighted: bool = ...,
 ) -> tuple[npt.NDArray[np.float64], int]: ...
 def apply_sum(
     global_params: npt.NDArray[np.float64],
@@ -121,6 +124,7 @@ def resident_contribute(
     max_weight: int,
     wait: bool = ...,
     timeout: float = ...,
+    defences: str | None = ...,
 ) -> int: ...
 def resident_start(config: str | PathLike[str], timeout: float = ...) -> None: ...
 def resident_hosts() -> list[str]: ...

@@ -27,11 +27,13 @@ the node's ``partition-id`` (what simulations use).
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from logging import INFO, WARNING
-from typing import cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -84,6 +86,7 @@ def _contribute(config: str, update: np.ndarray | None, settings, wait: bool) ->
         int(settings["max_weight"]),
         wait,
         float(settings["timeout"]),
+        settings.get("defences"),
     )
 
 
@@ -133,10 +136,13 @@ def sealroom_mod(msg: Message, ctxt: Context, call_next) -> Message:
         return out
     local_flat = _flatten(parameters_to_ndarrays(fitres.parameters))
     bits, clip, max_weight = int(settings["bits"]), float(settings["clip"]), int(settings["max_weight"])
+    # With robust aggregation the helpers clip or rank the unweighted deltas.
+    defences = settings.get("defences")
+    weighted = not (defences and json.loads(str(defences)).get("robust"))
     # How many of this client's values were clipped stays here: it says
     # something about the private update (issue #12, finding 9).
     update, _clipped = _native.encode_update(
-        global_flat, local_flat, int(fitres.num_examples), bits, clip, max_weight
+        global_flat, local_flat, int(fitres.num_examples), bits, clip, max_weight, weighted
     )
     # Without waiting, the reply leaves once the update is handed in; the
     # resident node uploads it in the background and sealroom's inclusion
@@ -165,6 +171,14 @@ class SealroomWorkflow:
         parameter on the wire, as a float32 update).
     timeout : seconds a round may take (the federation's upload window
         bounds how long it waits for a slow client).
+    defences : input validity and robust aggregation inside sealroom's MPC
+        engine (issue #15), signed into every round, e.g. ``{"l2_bound": 5.0,
+        "robust": {"kind": "clip", "norm": 0.5}}`` (see
+        :meth:`sealroom.Admin.fedavg_round`): the helpers leave out every
+        update beyond a bound — its client then counts as a failure for the
+        strategy, and the log names it with the bounds it failed — and clip,
+        trim or Krum-select the rest. Default: none (SecAgg+'s behaviour:
+        every update is summed as sent).
     wait_for_upload : whether each client's fit reply waits until the helpers
         have signed receipts for its shares (and reports the bytes uploaded).
         By default (``False``) the reply leaves once the update is handed to
@@ -184,8 +198,10 @@ class SealroomWorkflow:
         bits: int | None = None,
         timeout: float = 600.0,
         wait_for_upload: bool = False,
+        defences: Mapping[str, Any] | None = None,
     ) -> None:
         self.admin = Admin(admin_config)
+        self.defences = dict(defences) if defences is not None else None
         self.clip = float(clip)
         self.max_weight = int(max_weight)
         self.bits = bits
@@ -197,6 +213,9 @@ class SealroomWorkflow:
         #: quantization step of the deltas (the error bound is half a step).
         self.uploads: dict[int, list[int]] = {}
         self.steps: dict[int, float] = {}
+        #: Per round: each client whose update the helpers left out, with
+        #: the checks it failed (with ``defences`` only).
+        self.rejected: dict[int, dict[str, list[str]]] = {}
 
     def _identify(self, grid: Grid, node_ids: list[int], group: str) -> None:
         unknown = [n for n in node_ids if n not in self._names]
@@ -255,6 +274,8 @@ class SealroomWorkflow:
             "timeout": self.timeout,
             "wait": self.wait_for_upload,
         }
+        if self.defences is not None:
+            settings["defences"] = json.dumps(self.defences)
         names = [self._names[p.node_id] for p, _ in selected]
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(
@@ -267,6 +288,7 @@ class SealroomWorkflow:
                 self.max_weight,
                 names,
                 self.timeout,
+                self.defences,
             )
             messages = []
             for proxy, fitins in selected:
@@ -282,7 +304,7 @@ class SealroomWorkflow:
                 )
             replies = list(grid.send_and_receive(messages, timeout=self.timeout))
             try:
-                total, included, round_id, total_weight = pending.result()
+                total, included, round_id, total_weight, *rest = pending.result()
             except RoundAborted as e:
                 # Too few clients uploaded (sealroom's rule: no sum below
                 # min_clients): this round leaves the model unchanged, as a
@@ -291,7 +313,12 @@ class SealroomWorkflow:
                     e.round_id, e.reason)
                 return
 
-        included_names = set(included)
+        rejected: dict[str, list[str]] = rest[0] if rest else {}
+        self.rejected[current_round] = rejected
+        for name, checks in rejected.items():
+            log(WARNING, "sealroom round %s: the helpers left out %s's update (beyond %s)",
+                round_id, name, ", ".join(checks))
+        included_names = set(included) - set(rejected)
         results: list[tuple] = []
         failures: list = []
         uploads = []
