@@ -46,7 +46,7 @@ use crate::fl::{
 };
 use crate::query::DataSource;
 use crate::query::encode::{LIMBS, from_fixed, from_limbs};
-use crate::round::completed_round;
+use crate::round::{completed_round, completed_round_excluding};
 use crate::table_data::{Columns, Labels, TableError, TableRows, read_rows};
 use crate::train_spec::{TrainingSpec, ValidationSpec};
 use crate::training::{Aggregate, Defences, TrainingError};
@@ -673,6 +673,11 @@ pub struct TableRound {
     pub round_id: u64,
     /// Clients whose updates the secure sum includes.
     pub included: Vec<String>,
+    /// Clients whose upload failed the helpers' sketch check in an earlier
+    /// attempt at this round (engine rounds): the round ran again without
+    /// them, and the training goes on without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     /// With an L2 or L∞ bound: the included clients whose update the
     /// helpers left out inside the engine (beyond a bound, or a weight out
     /// of range).
@@ -816,6 +821,8 @@ pub async fn train<R: RoundRunner>(
 ) -> Result<TableTrainingReport, TrainingError> {
     spec.validate("<spec>")
         .map_err(|e| TrainingError::Spec(e.to_string()))?;
+    // Shrinks when an engine round leaves a client out (below).
+    let mut clients = clients.to_vec();
     let data = TableData::of(spec);
     let n_features = data.features.len();
     let n_outputs = data.n_outputs();
@@ -823,7 +830,7 @@ pub async fn train<R: RoundRunner>(
         runner,
         TABLE_MOMENTS_TASK,
         &MomentsParams { data: data.clone() },
-        clients,
+        &clients,
         0,
     )
     .await?;
@@ -852,7 +859,9 @@ pub async fn train<R: RoundRunner>(
     let fedavg = spec.quantization.fedavg();
     let n_params = global.n_params();
 
-    let validate = async |params: &[f64]| -> Result<Option<(Metrics, u64)>, TrainingError> {
+    let validate = async |params: &[f64],
+                          clients: &[String]|
+           -> Result<Option<(Metrics, u64)>, TrainingError> {
         if !validating {
             return Ok(None);
         }
@@ -889,7 +898,7 @@ pub async fn train<R: RoundRunner>(
         }
     };
 
-    let initial_validation = validate(global.params()).await?.map(|(m, _)| m);
+    let initial_validation = validate(global.params(), &clients).await?.map(|(m, _)| m);
     let initial_test = test_of(&global)?;
     let mut history = vec![global.params().to_vec()];
     let mut sums = Vec::new();
@@ -915,7 +924,10 @@ pub async fn train<R: RoundRunner>(
             .defences()
             .aggregator()
             .map_err(TrainingError::Spec)?;
-        let outcome = completed_round(runner, TABLE_FEDAVG_TASK, &params, clients, 0).await?;
+        // A client whose upload fails the engine's sketch check is left
+        // out (the round runs again without it) for the rest of the training.
+        let (outcome, left_out) =
+            completed_round_excluding(runner, TABLE_FEDAVG_TASK, &params, &mut clients).await?;
         let included: Vec<String> = outcome
             .included_clients
             .iter()
@@ -930,11 +942,12 @@ pub async fn train<R: RoundRunner>(
         global = Model::from_params(spec.model, n_features, n_outputs, next)?;
         history.push(global.params().to_vec());
         sums.push(aggregate.as_sum(&fedavg)?);
-        let validation = validate(global.params()).await?;
+        let validation = validate(global.params(), &clients).await?;
         let report = TableRound {
             round,
             round_id: outcome.round_id,
             included,
+            left_out,
             rejected: aggregate.rejected,
             rejected_checks: aggregate.rejected_checks,
             total_weight: aggregate.total_weight,

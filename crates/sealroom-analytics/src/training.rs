@@ -51,7 +51,7 @@ use crate::fl::{
     RobustAggregation, Standardizer, TrainConfig, derive_seed, dirichlet_split,
     encode_unweighted_update, encode_update, load, train_test_split,
 };
-use crate::round::{RoundFailure, completed_round};
+use crate::round::{RoundFailure, completed_round, completed_round_excluding};
 
 /// The task of a FedAvg round.
 pub const FEDAVG_TASK: &str = "fedavg";
@@ -758,6 +758,11 @@ pub struct TrainingRound {
     pub round_id: u64,
     /// Clients whose updates the secure sum includes.
     pub included: Vec<String>,
+    /// Clients whose upload failed the helpers' sketch check in an earlier
+    /// attempt at this round (engine rounds): the round ran again without
+    /// them, and the training goes on without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     /// With an L2 or L∞ bound: the included clients whose update the
     /// helpers left out of the sum (beyond a bound, or a weight out of
     /// range).
@@ -958,7 +963,10 @@ impl Trainer {
             linf_bound: self.plan.linf_bound,
             robust: self.plan.robust,
         };
-        let outcome = run(runner, FEDAVG_TASK, &params, &self.invited).await?;
+        // A client whose upload fails the engine's sketch check is left out
+        // (the round runs again without it) for the rest of the training.
+        let (outcome, left_out) =
+            completed_round_excluding(runner, FEDAVG_TASK, &params, &mut self.invited).await?;
         let included: Vec<String> = outcome
             .included_clients
             .iter()
@@ -1010,6 +1018,7 @@ impl Trainer {
             round,
             round_id: outcome.round_id,
             included,
+            left_out,
             rejected,
             rejected_checks,
             total_weight,

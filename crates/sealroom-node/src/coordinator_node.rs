@@ -643,6 +643,7 @@ fn outcome_message(outcome: &Outcome, duration: Duration) -> RoundOutcome {
             record: Some(a.record.clone()),
             duration_ms: duration.as_millis() as u64,
             sat_out: a.sat_out.clone(),
+            excluded_clients: a.excluded_clients.clone(),
             ..RoundOutcome::default()
         },
     }

@@ -161,6 +161,76 @@ impl RoundRunner for LocalFederation {
     }
 }
 
+/// The most times [`run_round_excluding`] runs a round again.
+pub const MAX_EXCLUSION_RERUNS: usize = 2;
+
+/// A round run by [`run_round_excluding`].
+#[derive(Debug)]
+pub struct RerunOutcome {
+    /// The outcome of the last round run; its client indices refer to
+    /// `invited`.
+    pub outcome: RoundOutcome,
+    /// The clients the last round invited: the request's, without those
+    /// left out.
+    pub invited: Vec<String>,
+    /// The clients left out because the helpers' sketch check excluded
+    /// their uploads in an earlier attempt, in the order they were.
+    pub left_out: Vec<String>,
+}
+
+/// Runs a round of `task` over `clients` (by name) and, when it aborts
+/// because the helpers' sketch check excluded clients' uploads (an engine
+/// round, before anything was opened: the abort record names them as a
+/// majority of the helpers signed them), runs it again without them — a
+/// fresh round with its own descriptor — at most [`MAX_EXCLUSION_RERUNS`]
+/// times. One client with a malformed upload then cannot stop a training;
+/// nothing is released twice, since the aborted round released nothing.
+/// With `clients` empty (all of the federation's) nobody is left out.
+pub async fn run_round_excluding<R: RoundRunner>(
+    runner: &R,
+    task: &TaskRequest,
+    clients: Vec<String>,
+) -> Result<RerunOutcome, tonic::Status> {
+    let mut invited = clients;
+    let mut left_out = Vec::new();
+    let mut reruns = 0;
+    loop {
+        let outcome = runner.run_round(task, invited.clone()).await?;
+        let excluded: Vec<usize> = outcome
+            .excluded_clients
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| i < invited.len())
+            .collect();
+        if outcome.status == "completed"
+            || excluded.is_empty()
+            || excluded.len() != outcome.excluded_clients.len()
+            || reruns == MAX_EXCLUSION_RERUNS
+        {
+            return Ok(RerunOutcome {
+                outcome,
+                invited,
+                left_out,
+            });
+        }
+        reruns += 1;
+        tracing::warn!(
+            round = outcome.round_id,
+            clients = ?excluded.iter().map(|&i| &invited[i]).collect::<Vec<_>>(),
+            "the helpers' sketch check excluded these clients' uploads: running the round again without them"
+        );
+        let mut kept = Vec::with_capacity(invited.len());
+        for (i, name) in invited.into_iter().enumerate() {
+            if excluded.contains(&i) {
+                left_out.push(name);
+            } else {
+                kept.push(name);
+            }
+        }
+        invited = kept;
+    }
+}
+
 /// A node of a local federation that can be stopped and started again.
 struct Slot<H> {
     handle: Option<H>,

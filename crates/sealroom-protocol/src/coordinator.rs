@@ -303,7 +303,7 @@ pub enum Outcome {
     /// The sum was released.
     Completed(Box<RoundSummary>),
     /// Nothing was released.
-    Aborted(AbortSummary),
+    Aborted(Box<AbortSummary>),
 }
 
 impl Outcome {
@@ -415,6 +415,37 @@ pub struct AbortSummary {
     pub suspect_helpers: Vec<u32>,
     /// Why the clients that sat out did so.
     pub sat_out: Vec<pb::SitOutCount>,
+    /// Engine rounds: the clients whose uploads failed the sketch check,
+    /// as a majority of the helpers name them (signed in the record).
+    pub excluded_clients: Vec<u32>,
+}
+
+/// The client indices that more than half of a round's `helpers` name,
+/// identically, in a signed `clients_excluded` engine failure: the honest
+/// helpers run the same sketch check on the same uploads and agree, so one
+/// corrupted helper can neither add a client to the set nor remove one.
+/// Empty when no set has a majority.
+fn majority_exclusion(
+    headers: &BTreeMap<u32, pb::AggregateShareHeader>,
+    helpers: usize,
+) -> Vec<u32> {
+    let mut votes: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
+    for h in headers.values() {
+        if let Some(f) = &h.engine_failure
+            && f.code == "clients_excluded"
+            && !f.excluded_clients.is_empty()
+        {
+            let mut set = f.excluded_clients.clone();
+            set.sort_unstable();
+            set.dedup();
+            *votes.entry(set).or_default() += 1;
+        }
+    }
+    votes
+        .into_iter()
+        .find(|(_, n)| 2 * n > helpers)
+        .map(|(set, _)| set)
+        .unwrap_or_default()
 }
 
 /// Keeps an abort record within [`MAX_SIGNED_BODY`], the limit every
@@ -1297,7 +1328,14 @@ impl CoordinatorRound {
                 "the engine program released nothing: {}",
                 failures.join("; ")
             );
-            return self.abort(AbortReason::EngineFailed, detail, missing, Vec::new(), size);
+            let excluded = majority_exclusion(&headers, self.descriptor.helpers().len());
+            return self.abort_excluding(
+                AbortReason::EngineFailed,
+                detail,
+                (missing, Vec::new()),
+                size,
+                excluded,
+            );
         }
         // Group the answers by (program hash, outputs): all must agree.
         let key = |j: &u32| {
@@ -1346,6 +1384,25 @@ impl CoordinatorRound {
         suspect_helpers: Vec<u32>,
         included_clients: u32,
     ) -> RoundResult {
+        self.abort_excluding(
+            reason,
+            detail,
+            (missing_helpers, suspect_helpers),
+            included_clients,
+            Vec::new(),
+        )
+    }
+
+    /// [`Self::abort`] naming the clients a majority of the helpers excluded
+    /// by the sketch check (engine rounds).
+    fn abort_excluding(
+        self,
+        reason: AbortReason,
+        detail: String,
+        (missing_helpers, suspect_helpers): (Vec<u32>, Vec<u32>),
+        included_clients: u32,
+        excluded_clients: Vec<u32>,
+    ) -> RoundResult {
         let (reports, answers) = match &self.phase {
             Phase::Reporting { reports } => (reports, None),
             Phase::Answering {
@@ -1367,6 +1424,7 @@ impl CoordinatorRound {
             included_clients,
             evidence,
             sat_out,
+            excluded_clients: excluded_clients.clone(),
         };
         fit_abort_record(&mut record);
         let (detail, sat_out) = (record.detail.clone(), record.sat_out.clone());
@@ -1374,7 +1432,7 @@ impl CoordinatorRound {
             Ok(env) => env,
             Err(e) => return Err((Box::new(self), e.into())),
         };
-        let outcome = Outcome::Aborted(AbortSummary {
+        let outcome = Outcome::Aborted(Box::new(AbortSummary {
             round_id,
             record: envelope.clone(),
             reason,
@@ -1382,7 +1440,8 @@ impl CoordinatorRound {
             missing_helpers,
             suspect_helpers,
             sat_out,
-        });
+            excluded_clients,
+        }));
         let actions = self.publish(Message::Abort(Arc::new(envelope)));
         Ok(RoundStep::Finish(
             Box::new(outcome),
@@ -1636,5 +1695,53 @@ impl CoordinatorError {
             | CoordinatorError::RoundOver { .. } => RefusalCode::TooLate,
             CoordinatorError::Unexpected { .. } => RefusalCode::Unexpected,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: &str, excluded: &[u32]) -> pb::AggregateShareHeader {
+        pb::AggregateShareHeader {
+            engine_failure: Some(pb::EngineFailure {
+                code: code.into(),
+                detail: String::new(),
+                excluded_clients: excluded.to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_majority_of_helpers_excludes_clients() {
+        let ok = pb::AggregateShareHeader::default();
+        let headers = |hs: Vec<pb::AggregateShareHeader>| {
+            hs.into_iter()
+                .enumerate()
+                .map(|(j, h)| (j as u32, h))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let excluded = |hs| majority_exclusion(&headers(hs), 3);
+        // Two honest helpers agree (in any order); a third names another.
+        assert_eq!(
+            excluded(vec![
+                failure("clients_excluded", &[3, 1]),
+                failure("clients_excluded", &[1, 3]),
+                failure("clients_excluded", &[0]),
+            ]),
+            vec![1, 3]
+        );
+        // One helper alone (a corrupted one) excludes nobody.
+        assert!(excluded(vec![failure("clients_excluded", &[2]), ok.clone(), ok]).is_empty());
+        // Another failure code or an empty set is no exclusion.
+        assert!(
+            excluded(vec![
+                failure("mac_check", &[2]),
+                failure("mac_check", &[2]),
+                failure("clients_excluded", &[]),
+            ])
+            .is_empty()
+        );
     }
 }

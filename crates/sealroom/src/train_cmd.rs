@@ -267,35 +267,52 @@ pub fn round_bar(rounds: usize) -> ProgressBar {
 }
 
 /// The clients a round averaged, of those invited: an update the helpers'
-/// validity check left out is named with the bounds it failed.
+/// validity check left out is named with the bounds it failed, a client
+/// whose upload failed the sketch check (the round ran again without it)
+/// as left out.
 fn clients_cell(
     included: usize,
     invited: usize,
+    left_out: &[String],
     rejected: &[String],
     rejected_checks: &BTreeMap<String, Vec<String>>,
 ) -> String {
-    if rejected.is_empty() {
-        return format!("{included}/{invited}");
+    let mut notes = Vec::new();
+    if !left_out.is_empty() {
+        notes.push(format!("left out, bad upload: {}", left_out.join(", ")));
     }
-    format!(
-        "{}/{invited} (rejected: {})",
-        included - rejected.len(),
-        rejected
-            .iter()
-            .map(|name| match rejected_checks.get(name) {
-                Some(checks) => format!("{name} [{}]", checks.join(", ")),
-                None => name.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    if !rejected.is_empty() {
+        notes.push(format!(
+            "rejected: {}",
+            rejected
+                .iter()
+                .map(|name| match rejected_checks.get(name) {
+                    Some(checks) => format!("{name} [{}]", checks.join(", ")),
+                    None => name.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let averaged = included - rejected.len();
+    if notes.is_empty() {
+        format!("{averaged}/{invited}")
+    } else {
+        format!("{averaged}/{invited} ({})", notes.join("; "))
+    }
 }
 
 /// One row of the per-round table.
 pub fn round_row(r: &TrainingRound, invited: usize) -> [String; 7] {
     [
         r.round.to_string(),
-        clients_cell(r.included.len(), invited, &r.rejected, &r.rejected_checks),
+        clients_cell(
+            r.included.len(),
+            invited,
+            &r.left_out,
+            &r.rejected,
+            &r.rejected_checks,
+        ),
         format!("{:.1}%", r.accuracy * 100.0),
         format!("{:.4}", r.loss),
         format!("{} ms", r.duration_ms),
@@ -464,7 +481,13 @@ fn print_table_report(report: &TableTrainingReport, invited: usize) {
         let [ta, tl] = metric_cells(r.test);
         [
             r.round.to_string(),
-            clients_cell(r.included.len(), invited, &r.rejected, &r.rejected_checks),
+            clients_cell(
+                r.included.len(),
+                invited,
+                &r.left_out,
+                &r.rejected,
+                &r.rejected_checks,
+            ),
             va,
             vl,
             ta,

@@ -21,9 +21,10 @@ use sealroom_node::grpc::pb::helper_service_client::HelperServiceClient;
 use sealroom_node::grpc::pb::helper_service_server::{HelperService, HelperServiceServer};
 use sealroom_node::grpc::pb::{AnswerChunk, Empty, UploadChunk, WatchRequest, round_event};
 use sealroom_node::init::InitOptions;
-use sealroom_node::local::LocalFederation;
+use sealroom_node::local::{LocalFederation, run_round_excluding};
 use sealroom_node::tasks::{
-    SYNTHETIC, SYNTHETIC_MAX, TaskCatalog, synthetic_inputs, synthetic_vector,
+    SYNTHETIC, SYNTHETIC_MAX, SyntheticMax, TaskCatalog, TaskRequest, synthetic_inputs,
+    synthetic_vector,
 };
 use sealroom_node::{pki, tls};
 use sealroom_protocol::ids::contexts;
@@ -748,7 +749,9 @@ async fn foreign_client(config: NodeConfig, coordinator: String, scale: f64, tam
 /// Engine rounds (issue #14): a client whose sketch shares do not match its
 /// input (here: one helper's τ share changed in flight by the client itself)
 /// fails the helpers' sketch check; the round releases nothing and the
-/// abort names that client, blaming no helper.
+/// abort names that client, blaming no helper, in the signed record. It
+/// cannot stop a driver: `run_round_excluding` runs the round again without
+/// it, and that round releases the honest clients' maximum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_a_wrong_sketch_gets_the_engine_round_aborted_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -779,6 +782,47 @@ async fn a_client_with_a_wrong_sketch_gets_the_engine_round_aborted_naming_it() 
         "the abort names client 3: {}",
         outcome.detail
     );
+    assert_eq!(outcome.excluded_clients, vec![3]);
+    let record = pb::AbortRecord::decode(outcome.record.as_ref().expect("record").body.as_slice())
+        .expect("the abort record decodes");
+    assert_eq!(record.excluded_clients, vec![3], "signed in the record");
+
+    let names: Vec<String> = (0..4).map(|c| format!("client-{c}")).collect();
+    let request = TaskRequest {
+        name: SYNTHETIC_MAX.into(),
+        vector_len: 4,
+        params: Vec::new(),
+        min_clients: 0,
+    };
+    let rerun = tokio::time::timeout(
+        2 * ROUND_DEADLINE,
+        run_round_excluding(&fed, &request, names.clone()),
+    )
+    .await
+    .expect("in time")
+    .expect("runs");
+    assert_eq!(rerun.left_out, vec!["client-3".to_string()]);
+    assert_eq!(rerun.invited, names[..3]);
+    let done = rerun.outcome;
+    assert_eq!(done.status, "completed", "{}", done.detail);
+    assert_eq!(done.included_clients, vec![0, 1, 2]);
+    let spec = SyntheticMax::spec();
+    let mut max = vec![i128::MIN; 4];
+    for c in 0..3 {
+        let v = synthetic_vector(&format!("client-{c}"), done.round_id, 4, spec.clip());
+        for (m, &q) in max
+            .iter_mut()
+            .zip(&spec.quantize(&v).expect("finite").values)
+        {
+            *m = (*m).max(i128::from(q));
+        }
+    }
+    let out: Vec<i128> = done
+        .outputs
+        .chunks_exact(16)
+        .map(|c| i128::from_le_bytes(c.try_into().expect("16 bytes")))
+        .collect();
+    assert_eq!(out, max, "the honest clients' maximum");
     liar.abort();
     fed.shutdown().await;
 }
@@ -835,7 +879,7 @@ async fn a_coordinator_cannot_get_an_engine_round_recomputed_without_one_client(
 /// helper-signed outputs carry its verdict (0) beside the others' (1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_beyond_the_norm_bound_is_left_out_of_the_sum_in_the_engine() {
-    use sealroom_node::tasks::{SYNTHETIC_BOUNDED, SyntheticMax};
+    use sealroom_node::tasks::SYNTHETIC_BOUNDED;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut fed, _events) = federation(dir.path(), options(3, 4, None)).await;
     fed.stop_client(3).await;
