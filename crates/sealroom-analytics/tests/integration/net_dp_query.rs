@@ -85,6 +85,14 @@ async fn start(dir: &Path) -> (LocalFederation, Vec<DataSource>) {
 }
 
 async fn start_with_budget(dir: &Path, epsilon: f64) -> (LocalFederation, Vec<DataSource>) {
+    start_with_helpers(dir, epsilon, 3).await
+}
+
+async fn start_with_helpers(
+    dir: &Path,
+    epsilon: f64,
+    helpers: usize,
+) -> (LocalFederation, Vec<DataSource>) {
     sealroom_node::tls::install_crypto_provider();
     let sources: Vec<DataSource> = (0..3)
         .map(|c| {
@@ -107,7 +115,7 @@ async fn start_with_budget(dir: &Path, epsilon: f64) -> (LocalFederation, Vec<Da
     let mut catalog = TaskCatalog::with_builtins();
     register_tasks(&mut catalog);
     let options = InitOptions {
-        helpers: 3,
+        helpers,
         clients: 3,
         min_clients: Some(2),
         upload_window_ms: 2000,
@@ -446,5 +454,43 @@ async fn an_over_budget_query_is_refused_by_every_client_also_after_a_restart() 
         .expect("ledger");
     assert_eq!(ledger.spent().await.expect("spent")[0].epsilon, 1.0);
     ledger.close().await;
+    fed.shutdown().await;
+}
+
+/// The engine needs exactly three helpers: in a federation of two a DP
+/// query is refused saying so, and no client charges its budget (nothing
+/// was shared); the same query without `dp` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dp_query_needs_three_helpers_and_charges_nothing_without_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fed, _) = start_with_helpers(dir.path(), 10.0, 2).await;
+    let sql = "SELECT COUNT(*) AS n FROM staff";
+    let dp = DpSpec {
+        epsilon: 1.0,
+        delta: 1e-6,
+    };
+    let err = run_query(&fed, &spec(sql, Some(dp)), &names())
+        .await
+        .expect_err("refused");
+    eprintln!("{err}");
+    assert!(err.to_string().contains("three helpers"), "{err}");
+    for c in 0..3 {
+        let ledger = Ledger::open(&privacy(dir.path(), c, 10.0).ledger)
+            .await
+            .expect("ledger");
+        assert!(
+            ledger.spent().await.expect("spent").is_empty(),
+            "client {c} charged nothing"
+        );
+        ledger.close().await;
+    }
+    let exact = run_query(&fed, &spec(sql, None), &names())
+        .await
+        .expect("an exact query runs");
+    assert_eq!(
+        value(&exact.result, &[], "n"),
+        (3 * ROWS) as f64,
+        "every row counted"
+    );
     fed.shutdown().await;
 }
