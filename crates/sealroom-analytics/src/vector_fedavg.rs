@@ -86,11 +86,6 @@ impl VectorDefences {
     pub fn from_json(text: &str) -> Result<VectorDefences, String> {
         serde_json::from_str(text).map_err(|e| format!("not a defences object: {e}"))
     }
-
-    /// Whether a client uploads its unweighted delta.
-    pub fn unweighted(&self) -> bool {
-        self.robust.is_some()
-    }
 }
 
 impl VectorFedAvgParams {
@@ -380,7 +375,7 @@ mod tests {
         assert!(VectorDefences::from_json(r#"{"l2": 5.0}"#).is_err());
         assert!(VectorDefences::from_json(r#"{"robust": {"kind": "mean"}}"#).is_err());
         let d = VectorDefences::from_json(r#"{"robust": {"kind": "median"}}"#).unwrap();
-        assert!(d.unweighted());
+        assert_eq!(d.robust, Some(RobustAggregation::Median));
         // Unset defences leave the signed parameters as before (no keys).
         let json = String::from_utf8(serde_json::to_vec(&plain).unwrap()).unwrap();
         assert!(
