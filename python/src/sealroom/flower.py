@@ -30,9 +30,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from logging import INFO, WARNING
-from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
