@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::fl::{
-    FedAvgSpec, FlError, Model, ModelKind, RobustAggregation, Standardizer, TrainConfig,
+    Defences, FedAvgSpec, FlError, Model, ModelKind, RobustAggregation, Standardizer, TrainConfig,
     derive_seed, encode_delta, encode_unweighted_delta,
 };
 use crate::query::DataSource;
@@ -49,7 +49,7 @@ use crate::query::encode::{LIMBS, from_fixed, from_limbs};
 use crate::round::{completed_round, completed_round_excluding};
 use crate::table_data::{Columns, Labels, TableError, TableRows, read_rows};
 use crate::train_spec::{TrainingSpec, ValidationSpec};
-use crate::training::{Aggregate, Defences, TrainingError};
+use crate::training::{Aggregate, Aggregator, TrainingError};
 
 /// The feature-moments round of a table training.
 pub const TABLE_MOMENTS_TASK: &str = "table-moments";
@@ -151,14 +151,14 @@ pub struct FedAvgParams {
 }
 
 impl FedAvgParams {
-    /// The round's input checks and robust aggregation.
-    pub(crate) fn defences(&self) -> Defences {
+    /// What the helpers compute, from the signed parameters.
+    pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
         Defences {
-            fedavg: self.fedavg,
             l2_bound: self.l2_bound,
             linf_bound: self.linf_bound,
             robust: self.robust,
         }
+        .aggregator(&self.fedavg)
     }
 }
 
@@ -258,11 +258,7 @@ impl TaskPlanner for Planner {
                 p.train.check().map_err(|e| e.to_string())?;
                 check_model(&p.data, p.model, &p.global)?;
                 let spec = p.fedavg.wire_spec().map_err(|e| e.to_string())?;
-                let engine = p
-                    .defences()
-                    .aggregator()?
-                    .program_name()
-                    .map(str::to_string);
+                let engine = p.aggregator()?.program_name().map(str::to_string);
                 Ok(TaskShape {
                     engine,
                     vector_len: FedAvgSpec::wire_len(p.global.len()) as u64,
@@ -920,10 +916,7 @@ pub async fn train<R: RoundRunner>(
             linf_bound: spec.linf_bound,
             robust: spec.robust,
         };
-        let aggregator = params
-            .defences()
-            .aggregator()
-            .map_err(TrainingError::Spec)?;
+        let aggregator = params.aggregator().map_err(TrainingError::Spec)?;
         // A client whose upload fails the engine's sketch check is left
         // out (the round runs again without it) for the rest of the training.
         let (outcome, left_out) =

@@ -461,13 +461,12 @@ impl TrainingSpec {
             (None, Some(_), _) => "l2_bound",
             _ => "linf_bound",
         };
-        crate::training::Defences {
-            fedavg: self.quantization.fedavg(),
+        crate::fl::Defences {
             l2_bound: self.l2_bound,
             linf_bound: self.linf_bound,
             robust: self.robust,
         }
-        .aggregator()
+        .aggregator(&self.quantization.fedavg())
         .map_err(|why| invalid(field, why))?;
         Ok(())
     }

@@ -47,8 +47,8 @@ use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 
 use crate::fl::{
-    Dataset, DatasetKind, EncodedUpdate, FeatureMoments, FedAvgSpec, FlError, Model, ModelKind,
-    RobustAggregation, Standardizer, TrainConfig, derive_seed, dirichlet_split,
+    Dataset, DatasetKind, Defences, EncodedUpdate, FeatureMoments, FedAvgSpec, FlError, Model,
+    ModelKind, RobustAggregation, Standardizer, TrainConfig, derive_seed, dirichlet_split,
     encode_unweighted_update, encode_update, load, train_test_split,
 };
 use crate::round::{RoundFailure, completed_round, completed_round_excluding};
@@ -192,35 +192,23 @@ impl FedAvgParams {
     /// What the helpers compute, from the signed parameters.
     fn aggregator(&self) -> Result<Aggregator, String> {
         Defences {
-            fedavg: self.fedavg,
             l2_bound: self.l2_bound,
             linf_bound: self.linf_bound,
             robust: self.robust,
         }
-        .aggregator()
+        .aggregator(&self.fedavg)
     }
 }
 
-/// The input checks and robust aggregation a FedAvg round's signed
-/// parameters choose (issue #15): shared by the bundled-data, table and
-/// framework trainings, so each runs the same engine programs.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Defences {
-    /// Quantization and weighting of the deltas.
-    pub fedavg: FedAvgSpec,
-    /// See [`FedAvgParams::l2_bound`].
-    pub l2_bound: Option<f64>,
-    /// See [`FedAvgParams::linf_bound`].
-    pub linf_bound: Option<f64>,
-    /// See [`FedAvgParams::robust`].
-    pub robust: Option<RobustAggregation>,
-}
-
+/// The engine programs of the defences, shared by the bundled-data, table
+/// and framework trainings, so each runs the same programs.
 impl Defences {
-    /// What the helpers compute.
-    pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
+    /// What the helpers compute, with `fedavg`'s quantization.
+    pub(crate) fn aggregator(&self, fedavg: &FedAvgSpec) -> Result<Aggregator, String> {
         let Some(robust) = self.robust else {
-            return Ok(self.bounds()?.map_or(Aggregator::Sum, Aggregator::Bounded));
+            return Ok(self
+                .bounds(fedavg)?
+                .map_or(Aggregator::Sum, Aggregator::Bounded));
         };
         robust.check().map_err(|e| e.to_string())?;
         match robust {
@@ -230,13 +218,13 @@ impl Defences {
                      left out, those between the clip norm and it are scaled down",
                 )?;
                 let bounds = ClipBounds {
-                    clip_sq: self.quanta_sq(norm, "the clip norm")?,
-                    l2_sq: self.quanta_sq(l2, "l2_bound")?,
+                    clip_sq: quanta_sq(fedavg, norm, "the clip norm")?,
+                    l2_sq: quanta_sq(fedavg, l2, "l2_bound")?,
                     linf_sq: self
                         .linf_bound
-                        .map(|b| self.quanta_sq(b, "linf_bound"))
+                        .map(|b| quanta_sq(fedavg, b, "linf_bound"))
                         .transpose()?,
-                    max_weight: self.fedavg.max_weight,
+                    max_weight: fedavg.max_weight,
                 };
                 bounds.check().map_err(|e| e.to_string())?;
                 Ok(Aggregator::Clipped(bounds))
@@ -251,7 +239,7 @@ impl Defences {
                 let l2 = self.l2_bound.ok_or(
                     "multi-Krum needs an l2_bound: updates above it enter the selection as zero",
                 )?;
-                let l2_sq = self.quanta_sq(l2, "l2_bound")?;
+                let l2_sq = quanta_sq(fedavg, l2, "l2_bound")?;
                 if l2_sq >= 1 << 50 {
                     return Err("l2_bound must be below 2^25 delta steps for multi-Krum".into());
                 }
@@ -272,35 +260,35 @@ impl Defences {
         }
     }
 
-    /// A bound in delta quanta, squared: `⌊(bound / step)²⌋`.
-    fn quanta_sq(&self, bound: f64, what: &str) -> Result<u128, String> {
-        let step = self.fedavg.delta_spec().map_err(|e| e.to_string())?.step();
-        let q = bound / step;
-        if !(bound.is_finite() && bound > 0.0 && q * q < 2f64.powi(80)) {
-            return Err(format!(
-                "{what} {bound} must be positive and below 2^40 delta steps"
-            ));
-        }
-        Ok((q * q).floor() as u128)
-    }
-
     /// The engine's bounds, if the round checks any.
-    fn bounds(&self) -> Result<Option<UpdateBounds>, String> {
+    fn bounds(&self, fedavg: &FedAvgSpec) -> Result<Option<UpdateBounds>, String> {
         if self.l2_bound.is_none() && self.linf_bound.is_none() {
             return Ok(None);
         }
         Ok(Some(UpdateBounds {
             l2_sq: self
                 .l2_bound
-                .map(|b| self.quanta_sq(b, "l2_bound"))
+                .map(|b| quanta_sq(fedavg, b, "l2_bound"))
                 .transpose()?,
             linf_sq: self
                 .linf_bound
-                .map(|b| self.quanta_sq(b, "linf_bound"))
+                .map(|b| quanta_sq(fedavg, b, "linf_bound"))
                 .transpose()?,
-            max_weight: self.fedavg.max_weight,
+            max_weight: fedavg.max_weight,
         }))
     }
+}
+
+/// A bound in delta quanta of `fedavg`, squared: `⌊(bound / step)²⌋`.
+fn quanta_sq(fedavg: &FedAvgSpec, bound: f64, what: &str) -> Result<u128, String> {
+    let step = fedavg.delta_spec().map_err(|e| e.to_string())?.step();
+    let q = bound / step;
+    if !(bound.is_finite() && bound > 0.0 && q * q < 2f64.powi(80)) {
+        return Err(format!(
+            "{what} {bound} must be positive and below 2^40 delta steps"
+        ));
+    }
+    Ok((q * q).floor() as u128)
 }
 
 /// The engine programs of FedAvg rounds, one per [`Aggregator`] that runs
@@ -401,9 +389,9 @@ fn fedavg_aggregator(descriptor: &VerifiedDescriptor) -> Result<Aggregator, Stri
     let params = descriptor.task_params();
     match task {
         FEDAVG_TASK => parse::<FedAvgParams>(params, "FedAvg")?.aggregator(),
-        TABLE_FEDAVG_TASK => parse::<crate::table_training::FedAvgParams>(params, "table FedAvg")?
-            .defences()
-            .aggregator(),
+        TABLE_FEDAVG_TASK => {
+            parse::<crate::table_training::FedAvgParams>(params, "table FedAvg")?.aggregator()
+        }
         _ => {
             parse::<crate::vector_fedavg::VectorFedAvgParams>(params, "vector FedAvg")?.aggregator()
         }

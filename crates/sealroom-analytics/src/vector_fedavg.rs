@@ -22,9 +22,9 @@ use sealroom_node::local::RoundRunner;
 use sealroom_node::tasks::{TaskCatalog, TaskDef, TaskPlanner, TaskShape};
 use serde::{Deserialize, Serialize};
 
-use crate::fl::{FedAvgSpec, FlError, RobustAggregation};
+use crate::fl::{Defences, FedAvgSpec, FlError, RobustAggregation};
 use crate::round::completed_round;
-use crate::training::{Aggregate, Aggregator, Defences, TrainingError};
+use crate::training::{Aggregate, Aggregator, TrainingError};
 
 /// The task of a framework's FedAvg round.
 pub const VECTOR_FEDAVG_TASK: &str = "vector-fedavg";
@@ -46,51 +46,20 @@ pub struct VectorFedAvgParams {
     /// Quantization and weighting of the deltas.
     pub fedavg: FedAvgSpec,
     /// Input validity inside the engine (issue #15): see
-    /// [`VectorDefences::l2_bound`].
+    /// [`Defences::l2_bound`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_bound: Option<f64>,
-    /// See [`VectorDefences::linf_bound`].
+    /// See [`Defences::linf_bound`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linf_bound: Option<f64>,
-    /// See [`VectorDefences::robust`].
+    /// See [`Defences::robust`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robust: Option<RobustAggregation>,
-}
-
-/// The input checks and robust aggregation of a framework's FedAvg rounds
-/// (issue #15), as a framework's server chooses them (JSON: `{"l2_bound":
-/// 5.0, "linf_bound": 1.0, "robust": {"kind": "clip", "norm": 0.5}}`, every
-/// field optional). They are signed into every round's descriptor, and the
-/// helpers apply them inside the MPC engine exactly as for
-/// `sealroom train` ([`crate::training::FedAvgParams`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VectorDefences {
-    /// The helpers leave out every update whose delta has an L2 norm above
-    /// this bound (parameter units, exact on the quantized integers) or a
-    /// weight outside `0..=max_weight`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l2_bound: Option<f64>,
-    /// The helpers leave out every update with one delta element above this
-    /// bound in absolute value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub linf_bound: Option<f64>,
-    /// Robust aggregation (clients then upload their **unweighted** delta,
-    /// [`crate::fl::encode_unweighted_delta`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub robust: Option<RobustAggregation>,
-}
-
-impl VectorDefences {
-    /// Parses the JSON form, naming what is wrong.
-    pub fn from_json(text: &str) -> Result<VectorDefences, String> {
-        serde_json::from_str(text).map_err(|e| format!("not a defences object: {e}"))
-    }
 }
 
 impl VectorFedAvgParams {
     /// The round's parameters with `defences`.
-    pub fn with_defences(self, defences: VectorDefences) -> VectorFedAvgParams {
+    pub fn with_defences(self, defences: Defences) -> VectorFedAvgParams {
         VectorFedAvgParams {
             l2_bound: defences.l2_bound,
             linf_bound: defences.linf_bound,
@@ -100,8 +69,8 @@ impl VectorFedAvgParams {
     }
 
     /// The round's defences.
-    pub fn defences(&self) -> VectorDefences {
-        VectorDefences {
+    pub fn defences(&self) -> Defences {
+        Defences {
             l2_bound: self.l2_bound,
             linf_bound: self.linf_bound,
             robust: self.robust,
@@ -110,13 +79,7 @@ impl VectorFedAvgParams {
 
     /// What the helpers compute, checked against the quantization.
     pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
-        Defences {
-            fedavg: self.fedavg,
-            l2_bound: self.l2_bound,
-            linf_bound: self.linf_bound,
-            robust: self.robust,
-        }
-        .aggregator()
+        self.defences().aggregator(&self.fedavg)
     }
 }
 
@@ -355,7 +318,7 @@ mod tests {
         let plan = |d: &str| {
             let p = plain
                 .clone()
-                .with_defences(VectorDefences::from_json(d).expect("defences"));
+                .with_defences(Defences::from_json(d).expect("defences"));
             VectorPlanner.plan(&serde_json::to_vec(&p).unwrap())
         };
         assert_eq!(plan("{}").unwrap().engine, None);
@@ -372,9 +335,9 @@ mod tests {
         );
         let err = plan(r#"{"robust": {"kind": "clip", "norm": 0.5}}"#).unwrap_err();
         assert!(err.contains("l2_bound"), "{err}");
-        assert!(VectorDefences::from_json(r#"{"l2": 5.0}"#).is_err());
-        assert!(VectorDefences::from_json(r#"{"robust": {"kind": "mean"}}"#).is_err());
-        let d = VectorDefences::from_json(r#"{"robust": {"kind": "median"}}"#).unwrap();
+        assert!(Defences::from_json(r#"{"l2": 5.0}"#).is_err());
+        assert!(Defences::from_json(r#"{"robust": {"kind": "mean"}}"#).is_err());
+        let d = Defences::from_json(r#"{"robust": {"kind": "median"}}"#).unwrap();
         assert_eq!(d.robust, Some(RobustAggregation::Median));
         // Unset defences leave the signed parameters as before (no keys).
         let json = String::from_utf8(serde_json::to_vec(&plain).unwrap()).unwrap();

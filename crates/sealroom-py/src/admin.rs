@@ -209,7 +209,7 @@ impl Admin {
     /// One vector FedAvg round of a framework: `clients` (by name) each
     /// contribute their encoded update; returns `(sum, included, round_id,
     /// total_weight, rejected)`, the sum to apply with `apply_sum`.
-    /// `defences` (JSON, `VectorDefences`) checks every update inside the
+    /// `defences` (JSON, `sealroom_analytics::fl::Defences`) checks every update inside the
     /// engine and/or aggregates robustly; `rejected` names each included
     /// client whose update the helpers left out, with the checks it failed.
     #[pyo3(signature = (run, round, n_params, bits, clip, max_weight, clients, timeout = None, defences = None))]

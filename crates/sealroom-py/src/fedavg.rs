@@ -4,8 +4,8 @@
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
+use sealroom_analytics::fl::Defences;
 use sealroom_analytics::fl::{FedAvgSpec, apply_sum_to, encode_delta, encode_unweighted_delta};
-use sealroom_analytics::vector_fedavg::VectorDefences;
 use sealroom_core::RingKind;
 
 use crate::errors;
@@ -86,9 +86,9 @@ pub(crate) fn apply_sum<'py>(
 
 /// A framework's defences (`{"l2_bound": …, "linf_bound": …, "robust":
 /// …}`, JSON), refused naming what is wrong.
-pub(crate) fn defences(json: Option<&str>) -> PyResult<VectorDefences> {
-    json.map_or(Ok(VectorDefences::default()), |text| {
-        VectorDefences::from_json(text).map_err(|e| errors::config(format!("defences: {e}")))
+pub(crate) fn defences(json: Option<&str>) -> PyResult<Defences> {
+    json.map_or(Ok(Defences::default()), |text| {
+        Defences::from_json(text).map_err(|e| errors::config(format!("defences: {e}")))
     })
 }
 

@@ -28,10 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
+use sealroom_analytics::fl::Defences;
 use sealroom_analytics::service;
-use sealroom_analytics::vector_fedavg::{
-    MAX_PARAMS, VECTOR_FEDAVG_TASK, VectorDefences, VectorFedAvgParams,
-};
+use sealroom_analytics::vector_fedavg::{MAX_PARAMS, VECTOR_FEDAVG_TASK, VectorFedAvgParams};
 use sealroom_node::client_node::{self, ClientEvent};
 use sealroom_node::config::{NodeConfig, Role};
 use sealroom_node::local::open_context;
@@ -721,7 +720,7 @@ struct Request {
     fedavg: Option<sealroom_analytics::fl::FedAvgSpec>,
     /// The round's input checks and robust aggregation.
     #[serde(default)]
-    defences: VectorDefences,
+    defences: Defences,
     wait: bool,
 }
 
@@ -789,7 +788,7 @@ async fn exchange(
                 run: run.clone(),
                 round: *round,
                 fedavg: None,
-                defences: VectorDefences::default(),
+                defences: Defences::default(),
                 wait,
             },
             &[],

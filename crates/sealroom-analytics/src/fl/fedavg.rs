@@ -123,6 +123,36 @@ pub enum RobustAggregation {
     },
 }
 
+/// The input checks and robust aggregation of a FedAvg round (issue #15),
+/// chosen per training and signed into every round's parameters; the
+/// helpers apply them inside the MPC engine (`crate::training`). JSON:
+/// `{"l2_bound": 5.0, "linf_bound": 1.0, "robust": {"kind": "clip",
+/// "norm": 0.5}}`, every field optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defences {
+    /// The helpers leave out every update whose delta has an L2 norm above
+    /// this bound (parameter units, exact on the quantized integers) or a
+    /// weight outside `0..=max_weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bound: Option<f64>,
+    /// The helpers leave out every update with one delta element above this
+    /// bound in absolute value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linf_bound: Option<f64>,
+    /// Robust aggregation; clients then upload their **unweighted** delta
+    /// ([`encode_unweighted_delta`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustAggregation>,
+}
+
+impl Defences {
+    /// Parses the JSON form, naming what is wrong.
+    pub fn from_json(text: &str) -> Result<Defences, String> {
+        serde_json::from_str(text).map_err(|e| format!("not a defences object: {e}"))
+    }
+}
+
 impl RobustAggregation {
     /// Values dropped at each end for a cohort of `clients` (0 for clipping).
     pub fn trim(&self, clients: usize) -> usize {

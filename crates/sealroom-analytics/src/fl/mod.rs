@@ -61,8 +61,8 @@ pub use data::{
 };
 pub use error::FlError;
 pub use fedavg::{
-    EncodedUpdate, FedAvgSpec, RobustAggregation, apply_robust_to, apply_sum, apply_sum_to,
-    encode_delta, encode_unweighted_delta, encode_unweighted_update, encode_update,
+    Defences, EncodedUpdate, FedAvgSpec, RobustAggregation, apply_robust_to, apply_sum,
+    apply_sum_to, encode_delta, encode_unweighted_delta, encode_unweighted_update, encode_update,
     plaintext_fedavg, plaintext_sum, unquantized_fedavg, wire_integers,
 };
 pub use model::{MAX_EPOCHS, Model, ModelKind, TrainConfig};
