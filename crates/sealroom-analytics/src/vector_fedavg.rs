@@ -253,9 +253,9 @@ mod tests {
         assert!(spec_for_clients(RingKind::Z2_32, 10, f64::NAN, 1000).is_err());
     }
 
-    #[test]
-    fn planner_refuses_bad_parameters() {
-        let ok = VectorFedAvgParams {
+    /// A round of 10 parameters at 12 bits, without defences.
+    fn ten_params() -> VectorFedAvgParams {
+        VectorFedAvgParams {
             run: "r".into(),
             round: 1,
             n_params: 10,
@@ -267,7 +267,12 @@ mod tests {
             l2_bound: None,
             linf_bound: None,
             robust: None,
-        };
+        }
+    }
+
+    #[test]
+    fn planner_refuses_bad_parameters() {
+        let ok = ten_params();
         let shape = VectorPlanner
             .plan(&serde_json::to_vec(&ok).unwrap())
             .unwrap();
@@ -302,19 +307,7 @@ mod tests {
 
     #[test]
     fn defences_choose_the_engine_program_or_are_refused() {
-        let plain = VectorFedAvgParams {
-            run: "r".into(),
-            round: 1,
-            n_params: 10,
-            fedavg: FedAvgSpec {
-                bits: 12,
-                delta_clip: 1.0,
-                max_weight: 1000,
-            },
-            l2_bound: None,
-            linf_bound: None,
-            robust: None,
-        };
+        let plain = ten_params();
         let plan = |d: &str| {
             let p = plain
                 .clone()
