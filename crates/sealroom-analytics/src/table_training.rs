@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::fl::{
-    Defences, FedAvgSpec, FlError, Model, ModelKind, RobustAggregation, Standardizer, TrainConfig,
-    derive_seed, encode_delta, encode_unweighted_delta,
+    Defences, FedAvgSpec, FlError, Model, ModelKind, Standardizer, TrainConfig, derive_seed,
+    encode_delta, encode_unweighted_delta,
 };
 use crate::query::DataSource;
 use crate::query::encode::{LIMBS, from_fixed, from_limbs};
@@ -134,31 +134,17 @@ pub struct FedAvgParams {
     pub fedavg: FedAvgSpec,
     /// Whether clients carry their quantization residual between rounds.
     pub error_feedback: bool,
-    /// Input validity: the helpers leave out every update whose delta has
-    /// an L2 norm above this bound, inside the engine (as
-    /// [`crate::training::FedAvgParams::l2_bound`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l2_bound: Option<f64>,
-    /// Input validity: the L∞ bound of a delta (as
-    /// [`crate::training::FedAvgParams::linf_bound`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub linf_bound: Option<f64>,
-    /// Robust aggregation inside the engine: clients then upload their
-    /// unweighted quantized delta (as
-    /// [`crate::training::FedAvgParams::robust`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub robust: Option<RobustAggregation>,
+    /// Input validity and robust aggregation inside the engine (the
+    /// spec's `defences`); under `robust` clients upload their unweighted
+    /// quantized delta.
+    #[serde(default, skip_serializing_if = "Defences::is_none")]
+    pub defences: Defences,
 }
 
 impl FedAvgParams {
     /// What the helpers compute, from the signed parameters.
     pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
-        Defences {
-            l2_bound: self.l2_bound,
-            linf_bound: self.linf_bound,
-            robust: self.robust,
-        }
-        .aggregator(&self.fedavg)
+        self.defences.aggregator(&self.fedavg)
     }
 }
 
@@ -477,7 +463,7 @@ impl TableTrainingInput {
         }
         .map_err(&err)?;
         // Robust aggregation clips or ranks the unweighted deltas.
-        let encode = if p.robust.is_some() {
+        let encode = if p.defences.robust.is_some() {
             encode_unweighted_delta
         } else {
             encode_delta
@@ -912,9 +898,7 @@ pub async fn train<R: RoundRunner>(
             train: spec.train.config(),
             fedavg,
             error_feedback: spec.error_feedback,
-            l2_bound: spec.l2_bound,
-            linf_bound: spec.linf_bound,
-            robust: spec.robust,
+            defences: spec.defences,
         };
         let aggregator = params.aggregator().map_err(TrainingError::Spec)?;
         // A client whose upload fails the engine's sketch check is left
@@ -986,6 +970,7 @@ pub async fn train<R: RoundRunner>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fl::RobustAggregation;
 
     #[test]
     fn limbs_round_trip_exactly() {
@@ -1021,9 +1006,7 @@ mod tests {
             train: crate::train_spec::TrainSettings::default().config(),
             fedavg: crate::train_spec::QuantSettings::default().fedavg(),
             error_feedback: false,
-            l2_bound: None,
-            linf_bound: None,
-            robust: None,
+            defences: Defences::default(),
         };
         let plan = |task, p: &[u8]| Planner(task).plan(p);
         let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&fedavg).unwrap()).unwrap();
@@ -1041,15 +1024,21 @@ mod tests {
             (None, Some(RobustAggregation::Median), "trimmed-sum"),
         ] {
             let p = FedAvgParams {
-                l2_bound,
-                robust,
+                defences: Defences {
+                    l2_bound,
+                    robust,
+                    linf_bound: None,
+                },
                 ..fedavg.clone()
             };
             let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&p).unwrap()).unwrap();
             assert_eq!(shape.engine.as_deref(), Some(program), "{robust:?}");
         }
         let unbounded_clip = FedAvgParams {
-            robust: Some(RobustAggregation::Clip { norm: 0.5 }),
+            defences: Defences {
+                robust: Some(RobustAggregation::Clip { norm: 0.5 }),
+                ..Defences::default()
+            },
             ..fedavg.clone()
         };
         let err = plan(

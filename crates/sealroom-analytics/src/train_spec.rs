@@ -35,7 +35,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fl::{FedAvgSpec, ModelKind, RobustAggregation, TrainConfig};
+use crate::fl::{Defences, FedAvgSpec, ModelKind, TrainConfig};
 
 /// Most feature columns a spec may name.
 pub const MAX_FEATURES: usize = 10_000;
@@ -81,24 +81,16 @@ pub struct TrainingSpec {
     /// Seed of the initial model (the MLP's weights; public). Default 0.
     #[serde(default)]
     pub init_seed: u64,
-    /// Input validity (issue #15): the helpers check every update inside
-    /// the MPC engine and leave out those whose delta has an L2 norm above
-    /// this bound (in parameter units, exact on the quantized integers) or
-    /// a weight outside `0..=max_weight`. Needs three helpers in additive
-    /// mode. Default: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l2_bound: Option<f64>,
-    /// Input validity: the helpers also leave out every update with one
-    /// delta element above this bound in absolute value. Default: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub linf_bound: Option<f64>,
-    /// Robust aggregation inside the engine, e.g. `{"kind": "clip",
-    /// "norm": 0.5}` (needs `l2_bound`), `{"kind": "trimmed_mean", "beta":
-    /// 0.2}`, `{"kind": "median"}` or `{"kind": "multi_krum", "byzantine":
-    /// 1, "selected": 3}` (needs `l2_bound`). Default: none (FedAvg of
-    /// every valid update).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub robust: Option<RobustAggregation>,
+    /// Input validity and robust aggregation inside the MPC engine (issue
+    /// #15; three helpers in additive mode), e.g. `{"l2_bound": 5.0,
+    /// "linf_bound": 1.0, "robust": {"kind": "clip", "norm": 0.5}}`: the
+    /// helpers leave out every update whose delta has an L2 norm (or one
+    /// element) above the bound, or a weight outside `0..=max_weight`, and
+    /// clip (`clip`, needs `l2_bound`), trim (`trimmed_mean`, `median`) or
+    /// Krum-select (`multi_krum`, needs `l2_bound`) the rest (see
+    /// [`Defences`]). Default: none (FedAvg of every update).
+    #[serde(default, skip_serializing_if = "Defences::is_none")]
+    pub defences: Defences,
 }
 
 fn default_rounds() -> usize {
@@ -456,18 +448,14 @@ impl TrainingSpec {
             .fedavg()
             .wire_spec()
             .map_err(|e| invalid("quantization", e.to_string()))?;
-        let field = match (self.robust, self.l2_bound, self.linf_bound) {
-            (Some(_), _, _) => "robust",
-            (None, Some(_), _) => "l2_bound",
-            _ => "linf_bound",
+        let d = &self.defences;
+        let field = match (d.robust, d.l2_bound) {
+            (Some(_), _) => "defences.robust",
+            (None, Some(_)) => "defences.l2_bound",
+            _ => "defences.linf_bound",
         };
-        crate::fl::Defences {
-            l2_bound: self.l2_bound,
-            linf_bound: self.linf_bound,
-            robust: self.robust,
-        }
-        .aggregator(&self.quantization.fedavg())
-        .map_err(|why| invalid(field, why))?;
+        d.aggregator(&self.quantization.fedavg())
+            .map_err(|why| invalid(field, why))?;
         Ok(())
     }
 }
@@ -481,24 +469,35 @@ mod tests {
 
     #[test]
     fn defences_are_checked_naming_the_field() {
-        let with = |extra: &str| {
-            TrainingSpec::parse(&MINIMAL.replace("}", &format!(", {extra}}}")), "s.json")
+        let with = |defences: &str| {
+            let text = MINIMAL.replace("}", &format!(", \"defences\": {{{defences}}}}}"));
+            TrainingSpec::parse(&text, "s.json")
         };
         let spec = with(r#""l2_bound": 5.0, "robust": {"kind": "clip", "norm": 0.5}"#).unwrap();
-        assert_eq!(spec.robust, Some(RobustAggregation::Clip { norm: 0.5 }));
-        assert_eq!(with(r#""linf_bound": 0.5"#).unwrap().linf_bound, Some(0.5));
+        assert_eq!(
+            spec.defences.robust,
+            Some(crate::fl::RobustAggregation::Clip { norm: 0.5 })
+        );
+        assert_eq!(
+            with(r#""linf_bound": 0.5"#).unwrap().defences.linf_bound,
+            Some(0.5)
+        );
         for (extra, field) in [
-            (r#""l2_bound": -1.0"#, "`l2_bound`"),
-            (r#""linf_bound": 0.0"#, "`linf_bound`"),
-            (r#""robust": {"kind": "clip", "norm": 0.5}"#, "`robust`"),
+            (r#""l2_bound": -1.0"#, "`defences.l2_bound`"),
+            (r#""linf_bound": 0.0"#, "`defences.linf_bound`"),
+            (
+                r#""robust": {"kind": "clip", "norm": 0.5}"#,
+                "`defences.robust`",
+            ),
             (
                 r#""robust": {"kind": "median"}, "l2_bound": 5.0"#,
-                "`robust`",
+                "`defences.robust`",
             ),
             (
                 r#""robust": {"kind": "trimmed_mean", "beta": 0.5}"#,
-                "`robust`",
+                "`defences.robust`",
             ),
+            (r#""l2": 5.0"#, "unknown field"),
         ] {
             let err = with(extra).expect_err(extra).to_string();
             assert!(err.contains(field), "{extra}: {err}");

@@ -22,7 +22,7 @@ use sealroom_node::local::RoundRunner;
 use sealroom_node::tasks::{TaskCatalog, TaskDef, TaskPlanner, TaskShape};
 use serde::{Deserialize, Serialize};
 
-use crate::fl::{Defences, FedAvgSpec, FlError, RobustAggregation};
+use crate::fl::{Defences, FedAvgSpec, FlError};
 use crate::round::completed_round;
 use crate::training::{Aggregate, Aggregator, TrainingError};
 
@@ -45,41 +45,16 @@ pub struct VectorFedAvgParams {
     pub n_params: usize,
     /// Quantization and weighting of the deltas.
     pub fedavg: FedAvgSpec,
-    /// Input validity inside the engine (issue #15): see
-    /// [`Defences::l2_bound`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l2_bound: Option<f64>,
-    /// See [`Defences::linf_bound`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub linf_bound: Option<f64>,
-    /// See [`Defences::robust`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub robust: Option<RobustAggregation>,
+    /// Input validity and robust aggregation inside the engine (issue
+    /// #15); under `robust` clients upload their unweighted delta.
+    #[serde(default, skip_serializing_if = "Defences::is_none")]
+    pub defences: Defences,
 }
 
 impl VectorFedAvgParams {
-    /// The round's parameters with `defences`.
-    pub fn with_defences(self, defences: Defences) -> VectorFedAvgParams {
-        VectorFedAvgParams {
-            l2_bound: defences.l2_bound,
-            linf_bound: defences.linf_bound,
-            robust: defences.robust,
-            ..self
-        }
-    }
-
-    /// The round's defences.
-    pub fn defences(&self) -> Defences {
-        Defences {
-            l2_bound: self.l2_bound,
-            linf_bound: self.linf_bound,
-            robust: self.robust,
-        }
-    }
-
     /// What the helpers compute, checked against the quantization.
     pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
-        self.defences().aggregator(&self.fedavg)
+        self.defences.aggregator(&self.fedavg)
     }
 }
 
@@ -236,6 +211,7 @@ pub fn wire_step(spec: &FedAvgSpec) -> Result<f64, FlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fl::RobustAggregation;
 
     #[test]
     fn spec_for_clients_keeps_z2_32_and_uses_the_headroom() {
@@ -264,9 +240,7 @@ mod tests {
                 delta_clip: 1.0,
                 max_weight: 1000,
             },
-            l2_bound: None,
-            linf_bound: None,
-            robust: None,
+            defences: Defences::default(),
         }
     }
 
@@ -309,9 +283,10 @@ mod tests {
     fn defences_choose_the_engine_program_or_are_refused() {
         let plain = ten_params();
         let plan = |d: &str| {
-            let p = plain
-                .clone()
-                .with_defences(Defences::from_json(d).expect("defences"));
+            let p = VectorFedAvgParams {
+                defences: Defences::from_json(d).expect("defences"),
+                ..plain.clone()
+            };
             VectorPlanner.plan(&serde_json::to_vec(&p).unwrap())
         };
         assert_eq!(plan("{}").unwrap().engine, None);

@@ -232,11 +232,8 @@ impl Admin {
             round,
             n_params,
             fedavg: fedavg::spec(bits, clip, max_weight)?,
-            l2_bound: None,
-            linf_bound: None,
-            robust: None,
-        }
-        .with_defences(fedavg::defences(defences.as_deref())?);
+            defences: fedavg::defences(defences.as_deref())?,
+        };
         let config = self.config.clone();
         let invited = clients.clone();
         let result = wait(py, timeout, async move {

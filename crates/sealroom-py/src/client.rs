@@ -113,7 +113,7 @@ impl PyInput {
             round.set_item("vector_len", expected).map_err(err)?;
             // The round's defences (JSON; `None` without): with robust
             // aggregation the update is encoded unweighted.
-            let defences = params.defences();
+            let defences = params.defences;
             let defences = (defences != Default::default())
                 .then(|| serde_json::to_string(&defences))
                 .transpose()
@@ -356,11 +356,8 @@ impl Client {
                 round,
                 n_params,
                 fedavg: fedavg::spec(bits, clip, max_weight)?,
-                l2_bound: None,
-                linf_bound: None,
-                robust: None,
-            }
-            .with_defences(fedavg::defences(defences.as_deref())?),
+                defences: fedavg::defences(defences.as_deref())?,
+            },
             vector: Mutex::new(Some(vector)),
             round_id: AtomicU64::new(0),
         });

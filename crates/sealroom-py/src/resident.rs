@@ -86,11 +86,8 @@ pub(crate) fn resident_contribute(
                     round,
                     n_params,
                     fedavg,
-                    l2_bound: None,
-                    linf_bound: None,
-                    robust: None,
-                }
-                .with_defences(defences),
+                    defences,
+                },
                 vector,
             }
         }
@@ -778,7 +775,7 @@ async fn exchange(
                 run: expected.run.clone(),
                 round: expected.round,
                 fedavg: Some(expected.fedavg),
-                defences: expected.defences(),
+                defences: expected.defences,
                 wait,
             },
             vector.as_slice(),
@@ -857,11 +854,8 @@ async fn read_request(stream: &mut UnixStream) -> Result<(Parcel, bool), String>
                     round: request.round,
                     n_params,
                     fedavg,
-                    l2_bound: None,
-                    linf_bound: None,
-                    robust: None,
-                }
-                .with_defences(request.defences),
+                    defences: request.defences,
+                },
                 vector,
             }
         }

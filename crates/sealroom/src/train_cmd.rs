@@ -220,8 +220,8 @@ Training on the clients' own tables (CSV, SQLite or PostgreSQL, as in their
 
 The model is written to model/model.safetensors and model/model.json (see
 docs/analytics.md). Input validity and robust aggregation are part of the
-signed spec there, not flags: e.g. \"l2_bound\": 5.0, \"linf_bound\": 1.0,
-\"robust\": {\"kind\": \"clip\", \"norm\": 0.5}. Without --spec, the clients
+signed spec there, not flags: e.g. \"defences\": {\"l2_bound\": 5.0,
+\"robust\": {\"kind\": \"clip\", \"norm\": 0.5}}. Without --spec, the clients
 train on a bundled data set.")]
 pub struct TrainArgs {
     /// An admin config (e.g. `admin.toml` written by `sealroom init`).

@@ -147,6 +147,11 @@ pub struct Defences {
 }
 
 impl Defences {
+    /// Whether it checks nothing and aggregates plainly.
+    pub fn is_none(&self) -> bool {
+        *self == Defences::default()
+    }
+
     /// Parses the JSON form, naming what is wrong.
     pub fn from_json(text: &str) -> Result<Defences, String> {
         serde_json::from_str(text).map_err(|e| format!("not a defences object: {e}"))

@@ -483,7 +483,7 @@ async fn linear_regression_on_tables_approaches_least_squares() {
 
 /// Input validity and robust aggregation in a table training (issue #15),
 /// over real nodes: client-2 replaces its update by a scaled one. With the
-/// spec's `l2_bound` the helpers leave it out inside the engine, the report
+/// spec's `defences.l2_bound` the helpers leave it out inside the engine, the report
 /// names it and the bound it failed, and the new model is exactly the
 /// honest clients' FedAvg; with `robust: clip` below a hard bound above it,
 /// it is kept but scaled, and the model is the plaintext twin's of the same
@@ -520,9 +520,7 @@ async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
             train: spec.train.config(),
             fedavg,
             error_feedback: spec.error_feedback,
-            l2_bound: spec.l2_bound,
-            linf_bound: spec.linf_bound,
-            robust: spec.robust,
+            defences: spec.defences,
         };
         let bytes = serde_json::to_vec(&params).expect("parameters");
         let step = fedavg.wire_spec().expect("wire spec").step();
@@ -564,7 +562,7 @@ async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
     };
 
     // A hard L2 bound: the poisoned update (norm 4·√8 ≈ 11.3) is left out.
-    let bounded = spec_with(r#", "l2_bound": 6.0"#);
+    let bounded = spec_with(r#", "defences": {"l2_bound": 6.0}"#);
     let report = table_training::train(&s.fed, &bounded, &s.names, None, |_| {})
         .await
         .expect("an engine-checked training");
@@ -602,7 +600,8 @@ async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
 
     // Clipping to 0.5 under a hard bound of 12: the poisoned update is kept,
     // scaled down to the clip norm; the twin clips the same integers.
-    let clipped = spec_with(r#", "l2_bound": 12.0, "robust": {"kind": "clip", "norm": 0.5}"#);
+    let clipped =
+        spec_with(r#", "defences": {"l2_bound": 12.0, "robust": {"kind": "clip", "norm": 0.5}}"#);
     let report = table_training::train(&s.fed, &clipped, &s.names, None, |_| {})
         .await
         .expect("a clipped training");
@@ -643,9 +642,9 @@ async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
     // any round starts.
     let text = r#"{"table": "patients", "label": "outcome", "features": ["age"],
         "classes": ["healthy", "sick"], "model": "logistic",
-        "robust": {"kind": "clip", "norm": 0.5}}"#;
+        "defences": {"robust": {"kind": "clip", "norm": 0.5}}}"#;
     let err = TrainingSpec::parse(text, "bad.json").expect_err("no hard bound");
-    assert!(err.to_string().contains("`robust`"), "{err}");
+    assert!(err.to_string().contains("`defences.robust`"), "{err}");
     assert!(err.to_string().contains("l2_bound"), "{err}");
     s.fed.shutdown().await;
 }
