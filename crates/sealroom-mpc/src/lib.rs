@@ -23,7 +23,9 @@
 //!   norm-bounded sum (input validity inside the engine); [`noise`] — binomial
 //!   differential-privacy noise from shared random bits, known to nobody;
 //!   [`robust`] — norm clipping and the coordinate-wise trimmed mean and
-//!   median of the clients' updates; [`krum`] — Krum and multi-Krum.
+//!   median of the clients' updates; [`krum`] — Krum and multi-Krum;
+//!   [`dp_fedavg`] — DP-FedAvg: clipping, a lattice and binomial noise, all
+//!   inside the engine.
 //!
 //! ## What this crate must never do
 //!
@@ -41,6 +43,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod dp_fedavg;
 pub mod error;
 pub mod field;
 pub mod krum;

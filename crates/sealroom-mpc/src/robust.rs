@@ -72,7 +72,7 @@ const MAX_OCTAVES: u32 = 16;
 /// Squared hard bounds below this keep `S²·‖q‖² < 2^82`.
 const MAX_L2_SQ: u128 = 1 << 50;
 /// Bits of the norm comparisons (as in [`crate::validity`]).
-const NORM_BITS: u32 = 84;
+pub(crate) const NORM_BITS: u32 = 84;
 /// Bits of the weight range checks (a converted Z_2^32 element).
 const WEIGHT_BITS: u32 = 33;
 
@@ -347,7 +347,7 @@ impl ProgramBuilder {
     /// Per client, the clipping factor (times 2^16) for squared norms
     /// `norms`, each at most `bounds.l2_sq`: `Σ_k [S_k²·norm ≤ C²·2^32]·(S_k
     /// − S_{k−1})` over the grid (one comparison layer).
-    fn clip_scale(&mut self, norms: Secret, bounds: &ClipBounds) -> Secret {
+    pub(crate) fn clip_scale(&mut self, norms: Secret, bounds: &ClipBounds) -> Secret {
         let grid = bounds.grid();
         let limit = F127::new((bounds.clip_sq << (2 * SCALE_BITS)) + 1).neg();
         let tests: Vec<Secret> = grid

@@ -143,3 +143,94 @@ fn trim_parameters_out_of_range_are_refused() {
     assert!(trimmed_sum(4, 3, 4, 1).is_err());
     assert!(trimmed_sum(4, 0, 0, 1).is_err());
 }
+
+/// DP-FedAvg's program: the opened values are the plaintext twin's lattice
+/// values plus one centred binomial sample each (two coins: −1, 0 or +1),
+/// an over-bound client contributes nothing, and the only output is the
+/// noised vector (no verdict, no weight).
+#[test]
+fn dp_clipped_sum_is_its_twin_plus_noise_and_outputs_nothing_else() {
+    use sealroom_mpc::dp_fedavg::{DpClip, dp_clipped_sum, dp_clipped_sum_plain};
+    let max = i64::from(i32::MAX);
+    // C = 5 quanta; lattice of 2^1 quanta; hard bound 2^8·5 = 1,280.
+    let dp = DpClip {
+        clip_sq: 25,
+        shift: 1,
+        coins: 2,
+    };
+    assert_eq!(dp.l2_sq(), 1_280 * 1_280);
+    let data = vec![
+        vec![3, 4, 0, 7],         // norm 5 = C: unscaled (weight ignored)
+        vec![300, 400, 0, 1],     // norm 500: clipped to ≤ 5
+        vec![-6, 8, 2, 0],        // norm ≈ 10.2: clipped to ≤ 5
+        vec![max, max, max, 1],   // far above the hard bound: contributes 0
+        vec![1_000, 1_000, 0, 1], // norm 1,414 > 1,280: contributes 0
+    ];
+    let program = dp_clipped_sum(data.len(), 4, dp).expect("builds");
+    let more = dp_clipped_sum(data.len(), 4, DpClip { coins: 6, ..dp }).expect("builds");
+    assert_eq!(
+        more.needs().bits - program.needs().bits,
+        3 * 4,
+        "the noise takes its coins per coordinate"
+    );
+    let out = outputs(run_with(&program, uploads(&data), None));
+    assert_eq!(out.len(), 1, "one output: the noised lattice values");
+    let twin = dp_clipped_sum_plain(&data, &dp);
+    let honest = dp_clipped_sum_plain(&data[..3], &dp);
+    assert_eq!(twin, honest, "over-bound clients contribute zero");
+    assert_eq!(out[0].len(), 3);
+    for (o, t) in out[0].iter().zip(&twin) {
+        assert!((o - t).abs() <= 1, "noised {o} vs lattice {t}");
+    }
+    // The lattice values: ⌊Σ S·q / 2^17⌋, each client's clipped norm ≤ 5.
+    let s1 = i128::from(dp.bounds().scale(500 * 500));
+    let s2 = i128::from(dp.bounds().scale(104));
+    let y0 = 3 * 65_536 + s1 * 300 - 6 * s2;
+    assert_eq!(twin[0], y0.div_euclid(1 << 17));
+    // Parameters the program cannot run exactly are refused.
+    for bad in [
+        DpClip { coins: 3, ..dp },
+        DpClip { coins: 0, ..dp },
+        DpClip { shift: 41, ..dp },
+        DpClip { clip_sq: 0, ..dp },
+    ] {
+        assert!(dp_clipped_sum(2, 4, bad).is_err(), "{bad:?}");
+    }
+}
+
+/// The sensitivity of the lattice values: replacing one client's update
+/// moves them by at most `2C/2^m + √d` in L2 — checked on the twin over
+/// random pairs of updates (the bound the accountant is given).
+#[test]
+fn dp_lattice_values_move_within_the_stated_sensitivity() {
+    use sealroom_mpc::dp_fedavg::{DpClip, dp_clipped_sum_plain};
+    let dp = DpClip {
+        clip_sq: 40_000, // C = 200 quanta
+        shift: 3,
+        coins: 2,
+    };
+    let d = 6;
+    let bound = dp.sensitivity_sq(d);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |r: i64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % (2 * r as u64 + 1)) as i64 - r
+    };
+    for _ in 0..300 {
+        let others: Vec<Vec<i64>> = (0..3)
+            .map(|_| (0..=d).map(|_| next(500)).collect())
+            .collect();
+        let a: Vec<i64> = (0..=d).map(|_| next(3_000)).collect();
+        let b: Vec<i64> = (0..=d).map(|_| next(50)).collect();
+        let with_a = dp_clipped_sum_plain(&[others.clone(), vec![a]].concat(), &dp);
+        let with_b = dp_clipped_sum_plain(&[others, vec![b]].concat(), &dp);
+        let moved: f64 = with_a
+            .iter()
+            .zip(&with_b)
+            .map(|(x, y)| ((x - y) * (x - y)) as f64)
+            .sum();
+        assert!(moved <= bound, "moved {moved} > {bound}");
+    }
+}
