@@ -43,6 +43,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sealroom_node::config::{NodeConfig, TableBudget};
+use sealroom_node::tasks::InputError;
+use sealroom_protocol::VerifiedDescriptor;
+use sealroom_protocol::pb::SitOutReason;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::sqlite::{
@@ -177,6 +180,91 @@ impl ClientPrivacy {
             budgets,
             require_dp: config.federation.privacy.require_dp,
         })
+    }
+}
+
+/// A client's ledger as its inputs share it: the budgets, the ledger file
+/// (opened on the first charge and kept) and the federation's DP policy.
+/// DP queries and DP table trainings charge the same budgets through it.
+#[derive(Debug)]
+pub struct PrivacyLedger {
+    privacy: ClientPrivacy,
+    ledger: tokio::sync::Mutex<Option<Ledger>>,
+}
+
+impl PrivacyLedger {
+    /// The handle for `privacy` (nothing is opened yet).
+    pub fn new(privacy: ClientPrivacy) -> PrivacyLedger {
+        PrivacyLedger {
+            privacy,
+            ledger: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the federation requires every release to be DP.
+    pub fn require_dp(&self) -> bool {
+        self.privacy.require_dp
+    }
+
+    /// The refusal of a client that keeps no ledger.
+    pub fn no_ledger(table: &str) -> InputError {
+        InputError::new(
+            SitOutReason::BudgetExhausted,
+            table,
+            "this client keeps no privacy ledger, so it takes part in no differentially private release",
+        )
+    }
+
+    /// Charges a DP release's `(ε, δ)` to `table`, durably, before
+    /// anything is shared (the release id is the round and its descriptor's
+    /// digest); refuses it over the table's budget or on a table without a
+    /// budget. The same round charged again (a retried upload) costs once.
+    pub async fn charge(
+        &self,
+        descriptor: &VerifiedDescriptor,
+        table: &str,
+        mechanism: &str,
+        epsilon: f64,
+        delta: f64,
+    ) -> Result<(), InputError> {
+        let exhausted =
+            |detail: String| InputError::new(SitOutReason::BudgetExhausted, table, detail);
+        let limit = *self.privacy.budgets.get(table).ok_or_else(|| {
+            exhausted(format!(
+                "table {table:?} has no privacy budget; set [privacy_budget.{table}] epsilon and delta in this client's config to take part in differentially private releases over it"
+            ))
+        })?;
+        let failed =
+            |e: BudgetError| InputError::new(SitOutReason::InputFailed, table, e.to_string());
+        let mut ledger = self.ledger.lock().await;
+        if ledger.is_none() {
+            *ledger = Some(Ledger::open(&self.privacy.ledger).await.map_err(failed)?);
+        }
+        let Some(ledger) = ledger.as_ref() else {
+            return Err(InputError::new(
+                SitOutReason::InputFailed,
+                table,
+                "the privacy ledger is not open",
+            ));
+        };
+        let charge = Charge {
+            release: format!(
+                "round {} {}",
+                descriptor.round_id(),
+                hex::encode(descriptor.hash().0)
+            ),
+            round_id: descriptor.round_id(),
+            mechanism: mechanism.into(),
+            epsilon,
+            delta,
+        };
+        match ledger.charge(table, limit, &charge).await {
+            Ok(_) => Ok(()),
+            Err(e @ (BudgetError::Exhausted { .. } | BudgetError::ReleaseMismatch { .. })) => {
+                Err(exhausted(e.to_string()))
+            }
+            Err(e) => Err(failed(e)),
+        }
     }
 }
 

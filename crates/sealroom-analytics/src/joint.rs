@@ -58,7 +58,7 @@ use sealroom_protocol::pb::SitOutReason;
 use sealroom_protocol::{PartyId, VerifiedDescriptor};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{BudgetError, Charge, ClientPrivacy, Ledger};
+use crate::budget::{ClientPrivacy, PrivacyLedger};
 use crate::query::dp::{
     DP_PROGRAM, DP_PROGRAM_VERSION, NoisePlan, dp_wire_spec, finish_noised, local_noised,
     noise_plan, noised_program,
@@ -302,10 +302,14 @@ pub struct DpRelease {
 }
 
 /// The DP release a round's task asks for: `None` for a round that is not
-/// the noised phase of a query, `Some(Err)` (with the reason) for query
-/// parameters no client would accept: they do not parse, plan, or carry a
-/// valid `(ε, δ)`, so no client charged anything for them.
+/// the noised phase of a query or a DP table-training round, `Some(Err)`
+/// (with the reason) for parameters no client would accept: they do not
+/// parse, plan, or carry a valid `(ε, δ)` (for a training: noise that
+/// gives it), so no client charged anything for them.
 pub fn dp_release(task: &sealroom_protocol::pb::Task) -> Option<Result<DpRelease, String>> {
+    if task.name == crate::table_training::TABLE_FEDAVG_TASK {
+        return crate::table_training::dp_release(&task.params);
+    }
     if task.name != QUERY_TASK {
         return None;
     }
@@ -462,9 +466,7 @@ pub fn register_tasks(catalog: &mut TaskCatalog) {
 pub struct QueryInput {
     tables: BTreeMap<String, DataSource>,
     floor: Policy,
-    privacy: Option<ClientPrivacy>,
-    /// The ledger, opened on the first DP query and kept.
-    ledger: tokio::sync::Mutex<Option<Ledger>>,
+    privacy: Option<Arc<PrivacyLedger>>,
 }
 
 impl QueryInput {
@@ -476,76 +478,20 @@ impl QueryInput {
             tables,
             floor,
             privacy: None,
-            ledger: tokio::sync::Mutex::new(None),
         }
     }
 
     /// Budgets per table, the ledger file, and whether the federation
     /// requires every query to be differentially private.
-    pub fn with_privacy(mut self, privacy: ClientPrivacy) -> Self {
-        self.privacy = Some(privacy);
-        self
+    pub fn with_privacy(self, privacy: ClientPrivacy) -> Self {
+        self.with_ledger(Arc::new(PrivacyLedger::new(privacy)))
     }
 
-    /// Charges a DP round's `(ε, δ)` to `table` in the ledger, durably,
-    /// before anything is shared; refuses it over the table's budget, on a
-    /// table without a budget, and on a client without a ledger. The same
-    /// round charged again (a retried upload) costs once.
-    async fn charge(
-        &self,
-        descriptor: &VerifiedDescriptor,
-        table: &str,
-        dp: &crate::query::dp::DpSpec,
-    ) -> Result<(), InputError> {
-        let exhausted =
-            |detail: String| InputError::new(SitOutReason::BudgetExhausted, table, detail);
-        let Some(privacy) = &self.privacy else {
-            return Err(exhausted(
-                "this client keeps no privacy ledger, so it answers no differentially private query"
-                    .into(),
-            ));
-        };
-        let limit = *privacy.budgets.get(table).ok_or_else(|| {
-            exhausted(format!(
-                "table {table:?} has no privacy budget; set [privacy_budget.{table}] epsilon and delta in this client's config to answer differentially private queries over it"
-            ))
-        })?;
-        let mut ledger = self.ledger.lock().await;
-        if ledger.is_none() {
-            *ledger =
-                Some(Ledger::open(&privacy.ledger).await.map_err(|e| {
-                    InputError::new(SitOutReason::InputFailed, table, e.to_string())
-                })?);
-        }
-        let Some(ledger) = ledger.as_ref() else {
-            return Err(InputError::new(
-                SitOutReason::InputFailed,
-                table,
-                "the privacy ledger is not open",
-            ));
-        };
-        let charge = Charge {
-            release: format!(
-                "round {} {}",
-                descriptor.round_id(),
-                hex::encode(descriptor.hash().0)
-            ),
-            round_id: descriptor.round_id(),
-            mechanism: crate::query::dp::MECHANISM.into(),
-            epsilon: dp.epsilon,
-            delta: dp.delta,
-        };
-        match ledger.charge(table, limit, &charge).await {
-            Ok(_) => Ok(()),
-            Err(e @ (BudgetError::Exhausted { .. } | BudgetError::ReleaseMismatch { .. })) => {
-                Err(exhausted(e.to_string()))
-            }
-            Err(e) => Err(InputError::new(
-                SitOutReason::InputFailed,
-                table,
-                e.to_string(),
-            )),
-        }
+    /// The same, sharing a ledger with the node's other inputs (table
+    /// trainings charge the same budgets).
+    pub fn with_ledger(mut self, ledger: Arc<PrivacyLedger>) -> Self {
+        self.privacy = Some(ledger);
+        self
     }
 
     async fn compute(
@@ -568,7 +514,7 @@ impl QueryInput {
                 ),
             ));
         }
-        if p.spec.dp.is_none() && self.privacy.as_ref().is_some_and(|p| p.require_dp) {
+        if p.spec.dp.is_none() && self.privacy.as_ref().is_some_and(|p| p.require_dp()) {
             // The subject reaches the admin in the abort's detail.
             return Err(InputError::new(
                 SitOutReason::BelowClientFloor,
@@ -668,7 +614,18 @@ impl QueryInput {
         // The last step before the vector leaves for the secret-sharing: a
         // DP round is charged to the table's budget (durably) or refused.
         if let (QueryPhase::Noised, Some(dp)) = (&p.phase, &p.spec.dp) {
-            self.charge(descriptor, plan.table(), dp).await?;
+            let Some(ledger) = &self.privacy else {
+                return Err(PrivacyLedger::no_ledger(plan.table()));
+            };
+            ledger
+                .charge(
+                    descriptor,
+                    plan.table(),
+                    crate::query::dp::MECHANISM,
+                    dp.epsilon,
+                    dp.delta,
+                )
+                .await?;
         }
         Ok(wire.expose_values().to_vec())
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sealroom_node::config::{DataSource, NodeConfig};
 use sealroom_node::tasks::{InputRouter, InputSource, SYNTHETIC, SyntheticInput, TaskCatalog};
 
-use crate::budget::ClientPrivacy;
+use crate::budget::{ClientPrivacy, PrivacyLedger};
 use crate::fl::DatasetKind;
 use crate::joint::{self, QUERY_TASK, QueryInput};
 use crate::query::Policy;
@@ -111,16 +111,18 @@ pub fn client_input(
         file: config.file.display().to_string(),
         why: e.to_string(),
     })?;
+    // One ledger for the client's DP queries and DP trainings.
+    let ledger = Arc::new(PrivacyLedger::new(privacy));
     let mut router = client_router(
         &config.name,
         training_tables,
         tables.clone(),
         floor,
-        Some(privacy),
+        Some(ledger.clone()),
         None,
     );
     let table_training: Arc<dyn InputSource> =
-        Arc::new(TableTrainingInput::new(&config.name, tables));
+        Arc::new(TableTrainingInput::new(&config.name, tables).with_ledger(ledger));
     for task in table_training::TASKS {
         router = router.with(task, table_training.clone());
     }
@@ -138,7 +140,7 @@ pub fn client_router(
     training_tables: BTreeMap<String, TrainingData>,
     query_tables: BTreeMap<String, DataSource>,
     floor: Policy,
-    privacy: Option<ClientPrivacy>,
+    privacy: Option<Arc<PrivacyLedger>>,
     tap: Option<UpdateTap>,
 ) -> InputRouter {
     let mut training = TrainingInput::new(name, training_tables);
@@ -158,7 +160,7 @@ pub fn client_router(
         .with(QUERY_TASK, {
             let input = QueryInput::new(query_tables, floor);
             Arc::new(match privacy {
-                Some(p) => input.with_privacy(p),
+                Some(p) => input.with_ledger(p),
                 None => input,
             })
         })

@@ -28,6 +28,13 @@
 //! the new global model, the revealed sum (the weighted average delta and
 //! the total capped weight Σw), and the pooled validation rows, correct
 //! predictions and loss. Never one client's rows, statistics or update.
+//!
+//! **Under `dp`** (DP-FedAvg, [`RoundDp`]; docs/privacy-contract.md (l2))
+//! no moments or validation round runs (the spec's public standardization
+//! is used), every FedAvg round runs the engine's `dp-clipped-sum`
+//! program, and each client checks the round's noise against the `(ε, δ)`
+//! it is asked to charge, then charges it to its table's budget before it
+//! shares: the released models are post-processing of the noised sums.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +47,9 @@ use sealroom_protocol::VerifiedDescriptor;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use sealroom_mpc::dp_fedavg::DpClip;
+
+use crate::budget::PrivacyLedger;
 use crate::fl::{
     Defences, FedAvgSpec, FlError, Model, ModelKind, Standardizer, TrainConfig, derive_seed,
     encode_delta, encode_unweighted_delta,
@@ -139,12 +149,147 @@ pub struct FedAvgParams {
     /// quantized delta.
     #[serde(default, skip_serializing_if = "Defences::is_none")]
     pub defences: Defences,
+    /// DP-FedAvg: the round clips, sums and noises inside the engine, and
+    /// each client charges the round's `(ε, δ)` to its table's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<RoundDp>,
+}
+
+/// One DP-FedAvg round's privacy and noise, signed: each client checks that
+/// the noise gives the `(ε, δ)` it is asked to charge
+/// ([`sealroom_mpc::noise::binomial_vector_delta`]) before it computes
+/// anything, and the helpers build the program from the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundDp {
+    /// ε this round spends.
+    pub epsilon: f64,
+    /// δ this round spends.
+    pub delta: f64,
+    /// The L2 clip norm, in the model's units.
+    pub clip_norm: f64,
+    /// The noised sum's lattice: multiples of `2^shift` delta quanta.
+    pub shift: u32,
+    /// Coins of each coordinate's binomial noise.
+    pub coins: u32,
+}
+
+/// The mechanism, as ledgers name it.
+pub const DP_FEDAVG_MECHANISM: &str = "DP-FedAvg: clipping and binomial noise from shared random bits inside the engine (McMahan et al. 2018; Dwork et al. 2006)";
+
+/// The lattice's rounding may add at most a quarter of the clipping's
+/// sensitivity: `2^shift ≤ C/(2√d)` quanta.
+fn lattice_shift(clip_quanta: f64, d: usize) -> u32 {
+    let room = clip_quanta / (2.0 * (d as f64).sqrt());
+    if room < 2.0 {
+        0
+    } else {
+        (room.log2().floor() as u32).min(sealroom_mpc::dp_fedavg::MAX_SHIFT)
+    }
+}
+
+impl RoundDp {
+    /// Calibrates a round of `d` parameters that spends `(epsilon, delta)`
+    /// with updates clipped to `clip_norm`: the lattice, then the fewest
+    /// coins whose noise gives `(epsilon, delta)`.
+    pub fn calibrate(
+        fedavg: &FedAvgSpec,
+        d: usize,
+        epsilon: f64,
+        delta: f64,
+        clip_norm: f64,
+    ) -> Result<RoundDp, String> {
+        let clip_sq = crate::training::quanta_sq(fedavg, clip_norm, "dp.clip_norm")?;
+        let shift = lattice_shift((clip_sq as f64).sqrt(), d);
+        let probe = DpClip {
+            clip_sq,
+            shift,
+            coins: 2,
+        };
+        let coins = sealroom_mpc::noise::coins_for_vector(epsilon, delta, probe.sensitivity_sq(d))
+            .and_then(|c| u32::try_from(c).ok())
+            .ok_or_else(|| {
+                format!(
+                    "ε {epsilon} and δ {delta:e} per round need more binomial noise than one engine sample holds (2^24 coins) for {d} parameters: raise ε, train fewer rounds or a smaller model"
+                )
+            })?;
+        let dp = RoundDp {
+            epsilon,
+            delta,
+            clip_norm,
+            shift,
+            coins,
+        };
+        dp.clip(fedavg, d)?;
+        Ok(dp)
+    }
+
+    /// The engine's parameters, checked for `d` parameters.
+    pub(crate) fn clip(&self, fedavg: &FedAvgSpec, d: usize) -> Result<DpClip, String> {
+        let dp = DpClip {
+            clip_sq: crate::training::quanta_sq(fedavg, self.clip_norm, "dp.clip_norm")?,
+            shift: self.shift,
+            coins: self.coins,
+        };
+        dp.check(d).map_err(|e| e.to_string())?;
+        Ok(dp)
+    }
+
+    /// Checks that the noise makes the round `(ε, δ)`-DP, as a client does
+    /// before it charges its budget: `Err` names what does not hold.
+    pub fn verify(&self, fedavg: &FedAvgSpec, d: usize) -> Result<(), String> {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0 && (1e-14..1.0).contains(&self.delta)) {
+            return Err(format!(
+                "ε {} and δ {} are not a valid privacy level",
+                self.epsilon, self.delta
+            ));
+        }
+        let dp = self.clip(fedavg, d)?;
+        let bound = sealroom_mpc::noise::binomial_vector_delta(
+            u64::from(dp.coins),
+            dp.sensitivity_sq(d),
+            self.epsilon,
+        );
+        if bound > self.delta {
+            return Err(format!(
+                "the round's noise ({} coins per parameter) gives δ ≤ {bound:e} at ε {}, not the δ {:e} it charges",
+                dp.coins, self.epsilon, self.delta
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The DP release of a [`TABLE_FEDAVG_TASK`] round's parameters, as every
+/// taking-part client charged it (`crate::joint::dp_release`): `None`
+/// without `dp`, `Some(Err)` for parameters no client would accept.
+pub fn dp_release(params: &[u8]) -> Option<Result<crate::joint::DpRelease, String>> {
+    let p: FedAvgParams = match parse(params, "table FedAvg") {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    let dp = p.dp?;
+    Some(
+        dp.verify(&p.fedavg, p.global.len())
+            .map(|()| crate::joint::DpRelease {
+                table: p.data.table.clone(),
+                mechanism: DP_FEDAVG_MECHANISM.into(),
+                epsilon: dp.epsilon,
+                delta: dp.delta,
+            }),
+    )
 }
 
 impl FedAvgParams {
     /// What the helpers compute, from the signed parameters.
     pub(crate) fn aggregator(&self) -> Result<Aggregator, String> {
-        self.defences.aggregator(&self.fedavg)
+        match &self.dp {
+            None => self.defences.aggregator(&self.fedavg),
+            Some(_) if !self.defences.is_none() => {
+                Err("a DP round takes no defences: its clipping bounds every update".into())
+            }
+            Some(dp) => Ok(Aggregator::Dp(dp.clip(&self.fedavg, self.global.len())?)),
+        }
     }
 }
 
@@ -316,6 +461,9 @@ pub struct TableTrainingInput {
     tables: BTreeMap<String, DataSource>,
     cache: Mutex<Option<Cached>>,
     feedback: Mutex<BTreeMap<String, ErrorFeedback>>,
+    privacy: Option<Arc<PrivacyLedger>>,
+    /// The last DP round verified: its parameters (as JSON) and `d`.
+    verified_dp: Mutex<Option<(String, usize)>>,
 }
 
 struct Cached {
@@ -341,7 +489,39 @@ impl TableTrainingInput {
             tables,
             cache: Mutex::new(None),
             feedback: Mutex::new(BTreeMap::new()),
+            privacy: None,
+            verified_dp: Mutex::new(None),
         }
+    }
+
+    /// Gives the client its privacy ledger: it then takes part in DP
+    /// trainings (charging each round to the table's budget) and, when the
+    /// federation requires DP, in no other table training.
+    pub fn with_ledger(mut self, ledger: Arc<PrivacyLedger>) -> Self {
+        self.privacy = Some(ledger);
+        self
+    }
+
+    /// Checks a DP round's noise against the `(ε, δ)` it charges (the
+    /// accountant runs once per distinct parameters).
+    fn verify_dp(&self, p: &FedAvgParams, dp: &RoundDp) -> Result<(), TableInputError> {
+        let key = (
+            serde_json::to_string(dp).unwrap_or_default(),
+            p.global.len(),
+        );
+        if self
+            .verified_dp
+            .lock()
+            .is_ok_and(|v| v.as_ref() == Some(&key))
+        {
+            return Ok(());
+        }
+        dp.verify(&p.fedavg, p.global.len())
+            .map_err(TableInputError::Parameters)?;
+        if let Ok(mut v) = self.verified_dp.lock() {
+            *v = Some(key);
+        }
+        Ok(())
     }
 
     /// The vector this client contributes to a round of `task`.
@@ -463,7 +643,7 @@ impl TableTrainingInput {
         }
         .map_err(&err)?;
         // Robust aggregation clips or ranks the unweighted deltas.
-        let encode = if p.defences.robust.is_some() {
+        let encode = if p.defences.robust.is_some() || p.dp.is_some() {
             encode_unweighted_delta
         } else {
             encode_delta
@@ -554,9 +734,57 @@ impl TableInputError {
 
 impl InputSource for TableTrainingInput {
     fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
-        self.contribution(descriptor.task_name(), descriptor.task_params())
-            .map(|v| v.to_vec())
-            .map_err(|e| e.sit_out())
+        let task = descriptor.task_name();
+        let dp = if task == TABLE_FEDAVG_TASK {
+            let p: FedAvgParams = parse(descriptor.task_params(), "FedAvg")
+                .map_err(|e| TableInputError::Parameters(e).sit_out())?;
+            match p.dp {
+                Some(dp) => {
+                    self.verify_dp(&p, &dp).map_err(|e| e.sit_out())?;
+                    Some((p.data.table, dp))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        if dp.is_none() && self.privacy.as_ref().is_some_and(|l| l.require_dp()) {
+            // The subject reaches the admin in the abort's detail.
+            return Err(InputError::new(
+                sealroom_protocol::pb::SitOutReason::BelowClientFloor,
+                "require_dp",
+                "this federation requires differential privacy ([privacy] require_dp): a table training must carry `dp` in its spec (and then runs no moments or validation round)",
+            ));
+        }
+        let values = self
+            .contribution(task, descriptor.task_params())
+            .map_err(|e| e.sit_out())?;
+        // The last step before the vector leaves for the secret-sharing: a
+        // DP round is charged to the table's budget (durably) or refused.
+        if let Some((table, dp)) = dp {
+            let ledger = self
+                .privacy
+                .as_ref()
+                .ok_or_else(|| PrivacyLedger::no_ledger(&table))?;
+            let charge = ledger.charge(
+                descriptor,
+                &table,
+                DP_FEDAVG_MECHANISM,
+                dp.epsilon,
+                dp.delta,
+            );
+            // Called on a blocking thread of the node's runtime (see
+            // InputSource).
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                InputError::new(
+                    sealroom_protocol::pb::SitOutReason::InputFailed,
+                    &table,
+                    "a DP training needs the node's async runtime",
+                )
+            })?;
+            handle.block_on(charge)?;
+        }
+        Ok(values.to_vec())
     }
 }
 
@@ -808,38 +1036,73 @@ pub async fn train<R: RoundRunner>(
     let data = TableData::of(spec);
     let n_features = data.features.len();
     let n_outputs = data.n_outputs();
-    let moments = completed_round(
-        runner,
-        TABLE_MOMENTS_TASK,
-        &MomentsParams { data: data.clone() },
-        &clients,
-        0,
-    )
-    .await?;
-    let stats = decode_limbs(&moments.values, moments.round_id)?;
-    if stats.len() != 1 + 2 * n_features {
-        return Err(TrainingError::Result {
-            round_id: moments.round_id,
-            detail: format!("{} moments for {n_features} features", stats.len()),
-        });
-    }
-    let count = stats[0];
-    if !(count >= 1.0 && count.fract() == 0.0) {
-        return Err(TrainingError::Fl(FlError::Empty {
-            what: "pooled training set",
-        }));
-    }
-    let standardizer = Standardizer::from_moments(
-        count as usize,
-        &Array1::from(stats[1..=n_features].to_vec()),
-        &Array1::from(stats[1 + n_features..].to_vec()),
-    )?;
-    let mean = standardizer.mean.to_vec();
-    let std = standardizer.std.to_vec();
+    // Under DP no moments round runs: it would release exact sums of the
+    // rows. The spec's public standardization (or none) is used instead.
+    let (moments_round_id, count, mean, std) = match &spec.dp {
+        Some(dp) => {
+            let (mean, std) = match (&dp.mean, &dp.std) {
+                (Some(m), Some(s)) => (m.clone(), s.clone()),
+                _ => (vec![0.0; n_features], vec![1.0; n_features]),
+            };
+            (0, 0.0, mean, std)
+        }
+        None => {
+            let moments = completed_round(
+                runner,
+                TABLE_MOMENTS_TASK,
+                &MomentsParams { data: data.clone() },
+                &clients,
+                0,
+            )
+            .await?;
+            let stats = decode_limbs(&moments.values, moments.round_id)?;
+            if stats.len() != 1 + 2 * n_features {
+                return Err(TrainingError::Result {
+                    round_id: moments.round_id,
+                    detail: format!("{} moments for {n_features} features", stats.len()),
+                });
+            }
+            let count = stats[0];
+            if !(count >= 1.0 && count.fract() == 0.0) {
+                return Err(TrainingError::Fl(FlError::Empty {
+                    what: "pooled training set",
+                }));
+            }
+            let standardizer = Standardizer::from_moments(
+                count as usize,
+                &Array1::from(stats[1..=n_features].to_vec()),
+                &Array1::from(stats[1 + n_features..].to_vec()),
+            )?;
+            (
+                moments.round_id,
+                count,
+                standardizer.mean.to_vec(),
+                standardizer.std.to_vec(),
+            )
+        }
+    };
+    let standardizer =
+        Standardizer::from_mean_std(Array1::from(mean.clone()), Array1::from(std.clone()))?;
     let mut global = Model::new(spec.model, n_features, n_outputs, spec.init_seed)?;
     let validating = spec.validation.fraction > 0.0;
     let fedavg = spec.quantization.fedavg();
     let n_params = global.n_params();
+    // Each round spends ε/rounds and δ/rounds (basic composition).
+    let round_dp = spec
+        .dp
+        .as_ref()
+        .map(|dp| {
+            let rounds = spec.rounds as f64;
+            RoundDp::calibrate(
+                &fedavg,
+                n_params,
+                dp.epsilon / rounds,
+                dp.delta / rounds,
+                dp.clip_norm,
+            )
+        })
+        .transpose()
+        .map_err(TrainingError::Spec)?;
 
     let validate = async |params: &[f64],
                           clients: &[String]|
@@ -899,6 +1162,7 @@ pub async fn train<R: RoundRunner>(
             fedavg,
             error_feedback: spec.error_feedback,
             defences: spec.defences,
+            dp: round_dp,
         };
         let aggregator = params.aggregator().map_err(TrainingError::Spec)?;
         // A client whose upload fails the engine's sketch check is left
@@ -961,7 +1225,7 @@ pub async fn train<R: RoundRunner>(
         rounds,
         best_round: best.0,
         stopped_early,
-        moments_round_id: moments.round_id,
+        moments_round_id,
         history,
         sums,
     })
@@ -1007,6 +1271,7 @@ mod tests {
             fedavg: crate::train_spec::QuantSettings::default().fedavg(),
             error_feedback: false,
             defences: Defences::default(),
+            dp: None,
         };
         let plan = |task, p: &[u8]| Planner(task).plan(p);
         let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&fedavg).unwrap()).unwrap();
@@ -1047,6 +1312,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("l2_bound"), "{err}");
+        // DP: the planner picks the DP program; a client accepts the
+        // calibrated noise and refuses a round that charges the same (ε, δ)
+        // with less noise (a coordinator lowering the noise).
+        let round = RoundDp::calibrate(&fedavg.fedavg, 6, 1.0, 1e-6, 0.5).expect("calibrates");
+        let dp = FedAvgParams {
+            dp: Some(round),
+            ..fedavg.clone()
+        };
+        let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&dp).unwrap()).unwrap();
+        assert_eq!(shape.engine.as_deref(), Some("dp-clipped-sum"));
+        round
+            .verify(&fedavg.fedavg, 6)
+            .expect("the calibrated noise passes");
+        let weaker = RoundDp {
+            coins: round.coins / 2 / 2 * 2,
+            ..round
+        };
+        let err = weaker.verify(&fedavg.fedavg, 6).unwrap_err();
+        assert!(err.contains("not the δ"), "{err}");
+        // The audit lists what each client charged, and refuses the rest.
+        let release = dp_release(&serde_json::to_vec(&dp).unwrap())
+            .expect("a DP round")
+            .expect("a valid release");
+        assert_eq!((release.table.as_str(), release.epsilon), ("t", 1.0));
+        let weakened = FedAvgParams {
+            dp: Some(weaker),
+            ..fedavg.clone()
+        };
+        assert!(dp_release(&serde_json::to_vec(&weakened).unwrap()).is_some_and(|r| r.is_err()));
+        assert!(dp_release(&serde_json::to_vec(&fedavg).unwrap()).is_none());
+        assert!(round.shift >= 3, "lattice shift {}", round.shift);
+        let finer = RoundDp {
+            shift: round.shift - 3,
+            ..round
+        };
+        assert!(
+            finer.verify(&fedavg.fedavg, 6).is_err(),
+            "a finer lattice needs more noise"
+        );
+        let with_defences = FedAvgParams {
+            defences: Defences {
+                l2_bound: Some(5.0),
+                ..Defences::default()
+            },
+            ..dp
+        };
+        let err = plan(
+            TABLE_FEDAVG_TASK,
+            &serde_json::to_vec(&with_defences).unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.contains("no defences"), "{err}");
         let wrong = FedAvgParams {
             global: vec![0.0; 5],
             ..fedavg.clone()

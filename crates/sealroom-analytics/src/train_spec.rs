@@ -91,7 +91,47 @@ pub struct TrainingSpec {
     /// [`Defences`]). Default: none (FedAvg of every update).
     #[serde(default, skip_serializing_if = "Defences::is_none")]
     pub defences: Defences,
+    /// Differentially private training (DP-FedAvg, issue #15), e.g.
+    /// `{"epsilon": 8.0, "delta": 1e-6, "clip_norm": 1.0}`: every round
+    /// clips each client's update to `clip_norm` and noises the sum inside
+    /// the engine ([`DpTraining`]). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpTraining>,
 }
+
+/// The privacy of a differentially private training: the whole training —
+/// every model it releases — is `(epsilon, delta)`-DP for one row of each
+/// client's table, by basic composition of its rounds (each spends
+/// `epsilon/rounds` and `delta/rounds`, charged to each client's budget
+/// for the table before the client shares anything).
+///
+/// Under `dp` nothing else about the rows is released: there is no moments
+/// round (the features are standardized with the public `mean` and `std`
+/// given here — e.g. from a DP query — or used as stored), no validation
+/// round (`validation.fraction` must be 0: evaluate on your own test rows)
+/// and no `defences` (the clipping bounds every client's influence; the
+/// engine zeroes an update above 256 times the clip norm without saying
+/// so).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpTraining {
+    /// ε of the whole training, in `(0, 100]`.
+    pub epsilon: f64,
+    /// δ of the whole training, in `[1e-12, 1e-3]`.
+    pub delta: f64,
+    /// The L2 norm every client's model delta is clipped to (in the
+    /// model's units), positive.
+    pub clip_norm: f64,
+    /// Public feature means for standardization (with `std`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    /// Public feature standard deviations (with `mean`), each positive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+}
+
+/// The largest total ε a training may spend.
+pub const MAX_TRAINING_EPSILON: f64 = 100.0;
 
 fn default_rounds() -> usize {
     20
@@ -456,6 +496,78 @@ impl TrainingSpec {
         };
         d.aggregator(&self.quantization.fedavg())
             .map_err(|why| invalid(field, why))?;
+        if let Some(dp) = &self.dp {
+            self.validate_dp(dp, &invalid)?;
+        }
+        Ok(())
+    }
+
+    fn validate_dp(
+        &self,
+        dp: &DpTraining,
+        invalid: &dyn Fn(&str, String) -> SpecError,
+    ) -> Result<(), SpecError> {
+        if !(dp.epsilon.is_finite() && dp.epsilon > 0.0 && dp.epsilon <= MAX_TRAINING_EPSILON) {
+            return Err(invalid(
+                "dp.epsilon",
+                format!("{}; above 0 and at most {MAX_TRAINING_EPSILON}", dp.epsilon),
+            ));
+        }
+        if !(1e-12..=1e-3).contains(&dp.delta) {
+            return Err(invalid(
+                "dp.delta",
+                format!(
+                    "{}; between 1e-12 and 1e-3 (binomial noise cannot give δ = 0)",
+                    dp.delta
+                ),
+            ));
+        }
+        if !(dp.clip_norm.is_finite() && dp.clip_norm > 0.0) {
+            return Err(invalid(
+                "dp.clip_norm",
+                format!("{}; a positive number", dp.clip_norm),
+            ));
+        }
+        if self.validation.fraction != 0.0 {
+            return Err(invalid(
+                "validation.fraction",
+                "must be 0 under dp: a validation round releases exact metrics of the rows; evaluate on your own test rows (--test)".into(),
+            ));
+        }
+        if !self.defences.is_none() {
+            return Err(invalid(
+                "defences",
+                "take none under dp: its clipping bounds every client's influence".into(),
+            ));
+        }
+        let n = self.features.len();
+        match (&dp.mean, &dp.std) {
+            (None, None) => {}
+            (Some(mean), Some(std)) => {
+                if mean.len() != n || std.len() != n {
+                    return Err(invalid(
+                        "dp.mean",
+                        format!(
+                            "{} means and {} standard deviations for {n} features",
+                            mean.len(),
+                            std.len()
+                        ),
+                    ));
+                }
+                if let Some(i) = mean.iter().position(|m| !m.is_finite()) {
+                    return Err(invalid(&format!("dp.mean[{i}]"), "is not finite".into()));
+                }
+                if let Some(i) = std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(invalid(&format!("dp.std[{i}]"), "must be positive".into()));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "dp.mean",
+                    "give both mean and std, or neither (features as stored)".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -521,6 +633,67 @@ mod tests {
             TrainingSpec::parse(linear, "s.json").unwrap().n_outputs(),
             1
         );
+    }
+
+    /// A `dp` spec: the valid one parses; each misuse names its field.
+    #[test]
+    fn dp_specs_are_checked_and_name_the_field() {
+        let dp = |extra: &str| {
+            MINIMAL.replace(
+                "}",
+                &format!(", \"validation\": {{\"fraction\": 0}}, \"dp\": {{{extra}}}}}"),
+            )
+        };
+        let ok =
+            dp(r#""epsilon": 4, "delta": 1e-6, "clip_norm": 1.0, "mean": [0, 1], "std": [1, 2]"#);
+        let spec = TrainingSpec::parse(&ok, "s.json").expect("a valid DP spec");
+        assert_eq!(spec.dp.as_ref().map(|d| d.epsilon), Some(4.0));
+        for (text, field) in [
+            (
+                dp(r#""epsilon": 0, "delta": 1e-6, "clip_norm": 1"#),
+                "dp.epsilon",
+            ),
+            (
+                dp(r#""epsilon": 1, "delta": 0, "clip_norm": 1"#),
+                "dp.delta",
+            ),
+            (
+                dp(r#""epsilon": 1, "delta": 1e-6, "clip_norm": -1"#),
+                "dp.clip_norm",
+            ),
+            (
+                dp(r#""epsilon": 1, "delta": 1e-6, "clip_norm": 1, "mean": [0, 1]"#),
+                "give both mean and std",
+            ),
+            (
+                dp(r#""epsilon": 1, "delta": 1e-6, "clip_norm": 1, "mean": [0], "std": [1]"#),
+                "for 2 features",
+            ),
+            (
+                dp(r#""epsilon": 1, "delta": 1e-6, "clip_norm": 1, "mean": [0, 1], "std": [1, 0]"#),
+                "dp.std[1]",
+            ),
+            (
+                dp(r#""epsilon": 1, "delta": 1e-6, "clip_norm": 1, "budget": 3"#),
+                "unknown field",
+            ),
+            (
+                MINIMAL.replace(
+                    "}",
+                    r#", "dp": {"epsilon": 1, "delta": 1e-6, "clip_norm": 1}}"#,
+                ),
+                "exact metrics",
+            ),
+            (
+                ok.replacen("\"dp\"", r#""defences": {"l2_bound": 5.0}, "dp""#, 1),
+                "take none under dp",
+            ),
+        ] {
+            let err = TrainingSpec::parse(&text, "s.json")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     /// Malformed specs are refused with the file and the field, never a panic.

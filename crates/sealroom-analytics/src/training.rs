@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use ndarray::Array2;
 use sealroom_core::QuantSpec;
 use sealroom_core::quant::ErrorFeedback;
+use sealroom_mpc::dp_fedavg::{DP_CLIPPED_SUM, DP_CLIPPED_SUM_VERSION, DpClip, dp_clipped_sum};
 use sealroom_mpc::krum::{
     KrumParams, MULTI_KRUM, MULTI_KRUM_VERSION, multi_krum, multi_krum_plain,
 };
@@ -186,6 +187,8 @@ pub(crate) enum Aggregator {
     Trimmed(RobustAggregation),
     /// The sum of the updates multi-Krum selects.
     Krum(KrumParams),
+    /// DP-FedAvg: the clipped sum on a lattice, noised.
+    Dp(DpClip),
 }
 
 impl FedAvgParams {
@@ -280,7 +283,7 @@ impl Defences {
 }
 
 /// A bound in delta quanta of `fedavg`, squared: `⌊(bound / step)²⌋`.
-fn quanta_sq(fedavg: &FedAvgSpec, bound: f64, what: &str) -> Result<u128, String> {
+pub(crate) fn quanta_sq(fedavg: &FedAvgSpec, bound: f64, what: &str) -> Result<u128, String> {
     let step = fedavg.delta_spec().map_err(|e| e.to_string())?.step();
     let q = bound / step;
     if !(bound.is_finite() && bound > 0.0 && q * q < 2f64.powi(80)) {
@@ -300,7 +303,11 @@ struct FedAvgEngine {
 }
 
 impl FedAvgEngine {
-    const ALL: [FedAvgEngine; 4] = [
+    const ALL: [FedAvgEngine; 5] = [
+        FedAvgEngine {
+            name: DP_CLIPPED_SUM,
+            version: DP_CLIPPED_SUM_VERSION,
+        },
         FedAvgEngine {
             name: WEIGHTED_NORM_BOUNDED_SUM,
             version: WEIGHTED_NORM_BOUNDED_SUM_VERSION,
@@ -329,6 +336,7 @@ impl Aggregator {
             Aggregator::Clipped(_) => Some(CLIPPED_SUM),
             Aggregator::Trimmed(_) => Some(TRIMMED_SUM),
             Aggregator::Krum(_) => Some(MULTI_KRUM),
+            Aggregator::Dp(_) => Some(DP_CLIPPED_SUM),
         }
     }
 
@@ -344,6 +352,7 @@ impl Aggregator {
                 trimmed_sum(clients, len, len.saturating_sub(1), robust.trim(clients))
             }
             Aggregator::Krum(params) => multi_krum(clients, len, params),
+            Aggregator::Dp(dp) => dp_clipped_sum(clients, len, dp),
         }
         .map_err(|e| e.to_string())
     }
@@ -1134,6 +1143,28 @@ impl Aggregate {
                     total_weight: params.selected as u64,
                 }
             }
+            Aggregator::Dp(dp) => {
+                let noised = sealroom_protocol::machine::unpack_outputs(&outcome.outputs)
+                    .ok_or_else(|| bad("the engine outputs are not whole 16-byte values".into()))?;
+                if noised.len() != n_params {
+                    return Err(bad(format!(
+                        "{} noised sums for {n_params} parameters",
+                        noised.len()
+                    )));
+                }
+                // Lattice units of 2^shift quanta; the denominator is the
+                // number of clients in the round (public).
+                let n = included.len() as u64;
+                Aggregate {
+                    values: AggregateValues::Robust {
+                        numer: noised.iter().map(|&v| v << dp.shift).collect(),
+                        denom: u128::from(n),
+                    },
+                    rejected: Vec::new(),
+                    rejected_checks: BTreeMap::new(),
+                    total_weight: n,
+                }
+            }
             Aggregator::Trimmed(robust) => {
                 let sums = sealroom_protocol::machine::unpack_outputs(&outcome.outputs)
                     .ok_or_else(|| bad("the engine outputs are not whole 16-byte values".into()))?;
@@ -1218,6 +1249,9 @@ fn twin_model(
         )?)
     };
     match aggregator {
+        Aggregator::Dp(_) => Err(TrainingError::Spec(
+            "a DP round's model carries noise nobody knows: it has no plaintext twin".into(),
+        )),
         Aggregator::Sum => Ok(crate::fl::plaintext_fedavg(spec, global, updates)?),
         Aggregator::Bounded(bounds) => {
             let ints = crate::fl::wire_integers(spec, n_params, updates)?;

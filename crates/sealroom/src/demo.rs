@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
-use sealroom_analytics::budget::{Budget, ClientPrivacy, Ledger};
+use sealroom_analytics::budget::{Budget, ClientPrivacy, Ledger, PrivacyLedger};
 use sealroom_analytics::fl::Model;
 use sealroom_analytics::joint::{QueryRun, run_query};
 use sealroom_analytics::query::dp::DpSpec;
@@ -238,7 +238,7 @@ async fn run_async(
                 training,
                 tables,
                 floor,
-                Some(privacy),
+                Some(std::sync::Arc::new(PrivacyLedger::new(privacy))),
                 Some(tap.clone()),
             )) as std::sync::Arc<dyn InputSource>
         })

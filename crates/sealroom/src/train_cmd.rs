@@ -221,8 +221,12 @@ Training on the clients' own tables (CSV, SQLite or PostgreSQL, as in their
 The model is written to model/model.safetensors and model/model.json (see
 docs/analytics.md). Input validity and robust aggregation are part of the
 signed spec there, not flags: e.g. \"defences\": {\"l2_bound\": 5.0,
-\"robust\": {\"kind\": \"clip\", \"norm\": 0.5}}. Without --spec, the clients
-train on a bundled data set.")]
+\"robust\": {\"kind\": \"clip\", \"norm\": 0.5}}. So is differential privacy:
+\"dp\": {\"epsilon\": 8.0, \"delta\": 1e-6, \"clip_norm\": 1.0} runs DP-FedAvg
+(clipping and noise inside the MPC engine, each round charged to every
+client's [privacy_budget.<table>]; needs \"validation\": {\"fraction\": 0}
+and evaluates with --test). Without --spec, the clients train on a bundled
+data set.")]
 pub struct TrainArgs {
     /// An admin config (e.g. `admin.toml` written by `sealroom init`).
     #[arg(long, value_name = "FILE")]
@@ -505,10 +509,16 @@ fn print_table_report(report: &TableTrainingReport, invited: usize) {
     } else {
         "no validation rows: the last round".into()
     };
+    let rows = match &report.spec.dp {
+        Some(dp) => format!(
+            "differentially private (ε {}, δ {:e} in all; the row count is not released)",
+            dp.epsilon, dp.delta
+        ),
+        None => format!("{} training rows", report.training_rows),
+    };
     println!(
-        "{} parameters, {} training rows; the model is round {best}'s ({why}){}",
+        "{} parameters, {rows}; the model is round {best}'s ({why}){}",
         report.n_params,
-        report.training_rows,
         if report.stopped_early {
             "; early stopping ended the training"
         } else {

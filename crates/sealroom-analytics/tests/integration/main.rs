@@ -14,6 +14,7 @@ mod fl_simulate;
 mod fl_split;
 mod fl_training;
 mod net_dp_query;
+mod net_dp_training;
 mod net_query;
 mod net_table_training;
 mod net_training;

@@ -46,7 +46,7 @@ impl Rng {
 
 /// Rows `(age, dose, score, label)`: features on very different scales, the
 /// label "sick" with probability sigmoid(w·x).
-fn rows(n: usize, seed: u64) -> Vec<[f64; 4]> {
+pub(crate) fn rows(n: usize, seed: u64) -> Vec<[f64; 4]> {
     let mut rng = Rng(seed);
     (0..n)
         .map(|_| {
@@ -60,7 +60,7 @@ fn rows(n: usize, seed: u64) -> Vec<[f64; 4]> {
         .collect()
 }
 
-fn write_csv(path: &Path, rows: &[[f64; 4]]) {
+pub(crate) fn write_csv(path: &Path, rows: &[[f64; 4]]) {
     let mut text = String::from("id,age,dose,score,outcome\n");
     for (i, r) in rows.iter().enumerate() {
         let label = if r[3] == 1.0 { "sick" } else { "healthy" };
@@ -521,6 +521,7 @@ async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
             fedavg,
             error_feedback: spec.error_feedback,
             defences: spec.defences,
+            dp: None,
         };
         let bytes = serde_json::to_vec(&params).expect("parameters");
         let step = fedavg.wire_spec().expect("wire spec").step();
