@@ -206,13 +206,21 @@ impl RoundDp {
             shift,
             coins: 2,
         };
-        let coins = sealroom_mpc::noise::coins_for_vector(epsilon, delta, probe.sensitivity_sq(d))
-            .and_then(|c| u32::try_from(c).ok())
-            .ok_or_else(|| {
-                format!(
-                    "ε {epsilon} and δ {delta:e} per round need more binomial noise than one engine sample holds (2^24 coins) for {d} parameters: raise ε, train fewer rounds or a smaller model"
-                )
-            })?;
+        // 2^24 coins per sample, 2^26 random bits per round.
+        let max_coins = (sealroom_mpc::dp_fedavg::MAX_NOISE_BITS / d.max(1) as u64)
+            .min(sealroom_mpc::noise::MAX_COINS as u64);
+        let coins = sealroom_mpc::noise::coins_for_vector(
+            epsilon,
+            delta,
+            probe.sensitivity_sq(d),
+            max_coins,
+        )
+        .and_then(|c| u32::try_from(c).ok())
+        .ok_or_else(|| {
+            format!(
+                "ε {epsilon} and δ {delta:e} per round need more binomial noise than a round may hold for {d} parameters (at most {max_coins} coins each: 2^24 per sample, 2^26 random bits per round): raise ε, train fewer rounds or a smaller model"
+            )
+        })?;
         let dp = RoundDp {
             epsilon,
             delta,
@@ -1331,6 +1339,13 @@ mod tests {
         };
         let err = weaker.verify(&fedavg.fedavg, 6).unwrap_err();
         assert!(err.contains("not the δ"), "{err}");
+        // A round whose noise the engine cannot hold is refused, saying what
+        // to change.
+        let err = RoundDp::calibrate(&fedavg.fedavg, 1000, 1.0, 1e-6, 1.0).unwrap_err();
+        assert!(
+            err.contains("2^26 random bits") && err.contains("raise ε"),
+            "{err}"
+        );
         // The audit lists what each client charged, and refuses the rest.
         let release = dp_release(&serde_json::to_vec(&dp).unwrap())
             .expect("a DP round")

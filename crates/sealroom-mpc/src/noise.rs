@@ -34,6 +34,10 @@
 use crate::F127;
 use crate::program::{ProgramBuilder, Secret};
 
+/// The most terms [`binomial_vector_delta`] sums (about 2·10⁹, seconds
+/// of CPU); parameters that need more are not certified.
+pub const MAX_ACCOUNTANT_WORK: f64 = (1u64 << 31) as f64;
+
 /// The most coins one noise sample may take (2^24: a standard deviation of
 /// 2,048 lattice steps). A larger sample is refused when the program is
 /// built.
@@ -142,7 +146,9 @@ pub fn coins_for(epsilon: f64, delta: f64) -> Option<u64> {
 /// "bad" event may be any event (the same argument holds): here it is a
 /// shifted coordinate outside both supports **or** more than `K + 20σ`
 /// from the centre, which keeps the sums to `O(K + σ)` terms and costs
-/// nothing measurable (`P < e^{−190}` per coordinate).
+/// nothing measurable: its probability is bounded by Hoeffding's
+/// inequality, `P(Bin ≤ n/2 − t) ≤ e^{−2t²/n}` (Hoeffding, JASA 1963,
+/// Thm 1), below `e^{−200}` per coordinate inside the support.
 /// `A_λ(0) = 1`, so with `a*(λ) = max_{1≤k≤K} ln A_λ(k)/k²` and `t* = max
 /// T(k)/k²` (`T(k)`, the mass of one coordinate's bad event, `P(Bin < k)`)
 /// over `K = ⌊√sens_sq⌋`, `Σ ln A_λ(k_i) ≤ a*·sens_sq` and `P(bad) ≤ Σ
@@ -153,9 +159,15 @@ pub fn coins_for(epsilon: f64, delta: f64) -> Option<u64> {
 /// cover floating-point rounding (far below it: the log-probabilities carry
 /// relative errors below 10⁻⁹).
 ///
-/// Cost: `O((K + σ)·K)` per `λ` (13 of them), `σ = √coins/2`. Returns 1 when the noise is
-/// too small to say anything (`K > coins`).
+/// Cost: `O((K + σ)·K)` per `λ` (13 of them), `σ = √coins/2`, and
+/// `O(coins)` logarithms; memory `O(K + σ)`. Returns 1 (nothing certified)
+/// when the noise is too small to say anything (`K > coins`) or the sums
+/// would exceed [`MAX_ACCOUNTANT_WORK`] terms.
 pub fn binomial_vector_delta(coins: u64, sens_sq: f64, epsilon: f64) -> f64 {
+    // The λ grid, as multiples of the Gaussian optimum.
+    const LAMBDAS: [f64; 13] = [
+        0.25, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0,
+    ];
     if !(sens_sq.is_finite() && sens_sq >= 0.0 && epsilon.is_finite() && epsilon >= 0.0) {
         return 1.0;
     }
@@ -168,22 +180,6 @@ pub fn binomial_vector_delta(coins: u64, sens_sq: f64, epsilon: f64) -> f64 {
     }
     let n = coins as usize;
     let kmax = max_shift as usize;
-    // ln b(j), b the Bin(coins, ½) probabilities, and P(Bin < x).
-    let mut lb = Vec::with_capacity(n + 1);
-    let mut acc = -(coins as f64) * core::f64::consts::LN_2;
-    lb.push(acc);
-    for j in 1..=n {
-        acc += ((n - j + 1) as f64).ln() - (j as f64).ln();
-        lb.push(acc);
-    }
-    let mut below = Vec::with_capacity(n + 2);
-    below.push(0.0f64);
-    for &l in &lb {
-        below.push(below.last().copied().unwrap_or(0.0) + l.exp());
-    }
-    // P(Bin < x), P(Bin > x) (by symmetry, P(Bin < n − x)).
-    let lower = |x: i64| below[x.clamp(0, n as i64 + 1) as usize];
-    let upper = |x: i64| lower(n as i64 - x);
     // The window of a shifted coordinate: within both supports and within
     // K + 20σ of the centre; outside it is the "bad" event.
     let sigma = (coins as f64).sqrt() / 2.0;
@@ -194,6 +190,43 @@ pub fn binomial_vector_delta(coins: u64, sens_sq: f64, epsilon: f64) -> f64 {
         let hi = (centre + half).min(n as i64) as usize;
         (lo, hi)
     };
+    // Work: K sums over the window per λ. Beyond the cap the bound is not
+    // computed (1: nothing certified), so no parameters can make a party
+    // spend more than a few seconds here.
+    let span = (2 * half + 1) as f64;
+    if kmax as f64 * span * LAMBDAS.len() as f64 > MAX_ACCOUNTANT_WORK {
+        return 1.0;
+    }
+    // ln b(j), b the Bin(coins, ½) probabilities, for j in [base, top]
+    // (the window's terms read lb(j − k) and lb(j)).
+    let base = (centre - half - kmax as i64).max(0) as usize;
+    let top = (centre + half).min(n as i64) as usize;
+    let mut lb = Vec::with_capacity(top - base + 1);
+    let mut acc = -(coins as f64) * core::f64::consts::LN_2;
+    for j in 0..=top {
+        if j > 0 {
+            acc += ((n - j + 1) as f64).ln() - (j as f64).ln();
+        }
+        if j >= base {
+            lb.push(acc);
+        }
+    }
+    let lb = |j: usize| lb[j - base];
+    // P(Bin < x) ≤ exp(−2t²/n), t = n/2 − (x − 1) (Hoeffding 1963, Thm 1),
+    // exactly 0 for x ≤ 0; P(Bin > x) = P(Bin < n − x) by symmetry.
+    let nf = coins as f64;
+    let lower = |x: i64| -> f64 {
+        if x <= 0 {
+            return 0.0;
+        }
+        let t = nf / 2.0 - (x - 1) as f64;
+        if t <= 0.0 {
+            1.0
+        } else {
+            (-2.0 * t * t / nf).exp()
+        }
+    };
+    let upper = |x: i64| lower(n as i64 - x);
     // t* = max_k T(k)/k², T(k) = P_k(x outside the window).
     let mut t_star = 0.0f64;
     for k in 1..=kmax {
@@ -204,15 +237,13 @@ pub fn binomial_vector_delta(coins: u64, sens_sq: f64, epsilon: f64) -> f64 {
     let sigma_sq = coins as f64 / 4.0;
     let lambda0 = (epsilon * sigma_sq / sens_sq - 0.5).max(0.05);
     let mut best = 1.0f64;
-    for f in [
-        0.25, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0,
-    ] {
+    for f in LAMBDAS {
         let lambda = lambda0 * f;
         let mut a_star = f64::NEG_INFINITY;
         for k in 1..=kmax {
             // ln Σ_{j in the window} exp((1+λ)·lb(j−k) − λ·lb(j)).
             let (lo, hi) = window(k);
-            let term = |j: usize| (1.0 + lambda) * lb[j - k] - lambda * lb[j];
+            let term = |j: usize| (1.0 + lambda) * lb(j - k) - lambda * lb(j);
             let top = (lo..=hi).map(term).fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = (lo..=hi).map(|j| (term(j) - top).exp()).sum();
             a_star = a_star.max((top + sum.ln()) / (k * k) as f64);
@@ -229,12 +260,16 @@ pub fn binomial_vector_delta(coins: u64, sens_sq: f64, epsilon: f64) -> f64 {
 /// The smallest even number of coins (within 1 %) whose binomial noise on
 /// every coordinate makes a vector of L2 sensitivity `√sens_sq` (integer
 /// shifts) `(epsilon, delta)`-DP by [`binomial_vector_delta`], or `None`
-/// beyond [`MAX_COINS`]. Every returned value passes the bound.
-pub fn coins_for_vector(epsilon: f64, delta: f64, sens_sq: f64) -> Option<u64> {
+/// beyond `max_coins` (at most [`MAX_COINS`]). Every returned value passes
+/// the bound.
+pub fn coins_for_vector(epsilon: f64, delta: f64, sens_sq: f64, max_coins: u64) -> Option<u64> {
     if !(epsilon > 0.0 && delta > 0.0 && sens_sq.is_finite() && sens_sq >= 0.0) {
         return None;
     }
-    let max = MAX_COINS as u64;
+    let max = max_coins.min(MAX_COINS as u64) / 2 * 2;
+    if max < 2 {
+        return None;
+    }
     let ok = |n: u64| binomial_vector_delta(n, sens_sq, epsilon) <= delta;
     // Start below the Gaussian mechanism's variance (Dwork–Roth Thm A.1);
     // give up where even half of it is beyond the largest noise.
@@ -413,7 +448,7 @@ mod tests {
     #[test]
     fn vector_calibration_passes_and_is_near_the_gaussian_mechanism() {
         for (eps, delta, sens_sq) in [(0.5, 1e-6, 25.0), (1.0, 1e-7, 100.0), (0.9, 1e-5, 9.0)] {
-            let n = coins_for_vector(eps, delta, sens_sq).expect("calibrated");
+            let n = coins_for_vector(eps, delta, sens_sq, MAX_COINS as u64).expect("calibrated");
             assert_eq!(n % 2, 0);
             assert!(binomial_vector_delta(n, sens_sq, eps) <= delta);
             let smaller = n - (n / 100).max(2) * 2;
@@ -436,9 +471,26 @@ mod tests {
             "shift beyond the support"
         );
         assert_eq!(
-            coins_for_vector(0.01, 1e-12, 1e6),
+            coins_for_vector(0.01, 1e-12, 1e6, MAX_COINS as u64),
             None,
             "beyond 2^24 coins"
         );
+        assert_eq!(
+            coins_for_vector(1.0, 1e-7, 100.0, 1_000),
+            None,
+            "beyond the caller's cap"
+        );
+    }
+
+    /// Parameters a coordinator could sign to make a client's accountant
+    /// run for days (2^22-step shifts under 2^24 coins) certify nothing
+    /// instead: the bound is 1, computed without the sums.
+    #[test]
+    fn the_accountant_refuses_work_beyond_its_cap() {
+        let k = (1u64 << 22) as f64;
+        assert_eq!(binomial_vector_delta(1 << 24, k * k, 1.0), 1.0);
+        // Within the cap, a large honest case is still computed.
+        let d = binomial_vector_delta(1 << 20, 400.0, 0.5);
+        assert!(d < 1e-12, "{d}");
     }
 }
