@@ -1,7 +1,8 @@
 //! The coordinator's task planners on arbitrary parameters (the JSON a
 //! `StartRound` request carries into a descriptor): a training's moments and
-//! FedAvg rounds and both query phases. Nothing may panic; a planned round
-//! must have a positive length.
+//! FedAvg rounds, both query phases, a table training's rounds (with their
+//! defences and DP-FedAvg noise) and a framework's FedAvg rounds. Nothing
+//! may panic; a planned round must have a positive length.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +12,16 @@ use sealroom_node::tasks::TaskRequest;
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (which, params) = input;
-    let name = ["feature-moments", "fedavg", "query"][usize::from(which) % 3];
+    const TASKS: [&str; 7] = [
+        "feature-moments",
+        "fedavg",
+        "query",
+        "table-moments",
+        "table-fedavg",
+        "table-validate",
+        "vector-fedavg",
+    ];
+    let name = TASKS[usize::from(which) % TASKS.len()];
     let request = TaskRequest {
         name: name.into(),
         vector_len: 0,

@@ -543,15 +543,10 @@ pub fn resigned_descriptor(
     Some(key.sign(&body))
 }
 
-/// The coordinator's catalog with the training and query tasks.
+/// The coordinator's catalog: every built-in task, as a node has it.
 pub fn analytics_catalog() -> &'static sealroom_node::tasks::TaskCatalog {
     static CATALOG: OnceLock<sealroom_node::tasks::TaskCatalog> = OnceLock::new();
-    CATALOG.get_or_init(|| {
-        let mut c = sealroom_node::tasks::TaskCatalog::with_builtins();
-        sealroom_analytics::training::register_tasks(&mut c);
-        sealroom_analytics::joint::register_tasks(&mut c);
-        c
-    })
+    CATALOG.get_or_init(sealroom_analytics::service::catalog)
 }
 
 /// A query with every aggregate shape over the columns `dept`, `x`, `y`.

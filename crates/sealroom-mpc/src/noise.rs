@@ -34,9 +34,10 @@
 use crate::F127;
 use crate::program::{ProgramBuilder, Secret};
 
-/// The most terms [`binomial_vector_delta`] sums (about 2·10⁹, seconds
-/// of CPU); parameters that need more are not certified.
-pub const MAX_ACCOUNTANT_WORK: f64 = (1u64 << 31) as f64;
+/// The most terms [`binomial_vector_delta`] sums (2^28: about a second of
+/// CPU in a release build; honest rounds of up to a thousand parameters
+/// need a few percent of it); parameters that need more are not certified.
+pub const MAX_ACCOUNTANT_WORK: f64 = (1u64 << 28) as f64;
 
 /// The most coins one noise sample may take (2^24: a standard deviation of
 /// 2,048 lattice steps). A larger sample is refused when the program is
