@@ -277,15 +277,35 @@ pub fn dp_release(params: &[u8]) -> Option<Result<crate::joint::DpRelease, Strin
         Err(e) => return Some(Err(e)),
     };
     let dp = p.dp?;
-    Some(
-        dp.verify(&p.fedavg, p.global.len())
-            .map(|()| crate::joint::DpRelease {
-                table: p.data.table.clone(),
-                mechanism: DP_FEDAVG_MECHANISM.into(),
-                epsilon: dp.epsilon,
-                delta: dp.delta,
-            }),
-    )
+    // A training's rounds share their noise parameters: the accountant runs
+    // once per distinct parameters in a listing.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, Result<(), String>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let key = format!(
+        "{} {} {}",
+        serde_json::to_string(&dp).unwrap_or_default(),
+        serde_json::to_string(&p.fedavg).unwrap_or_default(),
+        p.global.len()
+    );
+    let verdict = LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some((k, v)) if *k == key => v.clone(),
+            _ => {
+                let v = dp.verify(&p.fedavg, p.global.len());
+                *last = Some((key, v.clone()));
+                v
+            }
+        }
+    });
+    Some(verdict.map(|()| crate::joint::DpRelease {
+        table: p.data.table.clone(),
+        mechanism: DP_FEDAVG_MECHANISM.into(),
+        epsilon: dp.epsilon,
+        delta: dp.delta,
+    }))
 }
 
 impl FedAvgParams {

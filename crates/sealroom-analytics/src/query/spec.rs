@@ -31,7 +31,7 @@ const MAX_SQL_LEN: usize = 64 * 1024;
 /// dropping, printing and converting that tree recurse once per level: a
 /// 64 KiB chain is some 30,000 levels, enough to overflow a thread's stack
 /// and abort the process. Bounding the operators bounds that depth before
-/// the tree exists; [`Converter`] then refuses anything deeper than
+/// the tree exists; the expression converter then refuses anything deeper than
 /// `expr::MAX_NESTING` with a clear error.
 pub const MAX_OPERATORS: usize = 512;
 /// The most values one GROUP BY domain may declare.
