@@ -490,7 +490,8 @@ pub struct TableTrainingInput {
     cache: Mutex<Option<Cached>>,
     feedback: Mutex<BTreeMap<String, ErrorFeedback>>,
     privacy: Option<Arc<PrivacyLedger>>,
-    /// The last DP round verified: its parameters (as JSON) and `d`.
+    /// The last DP round verified: its noise and quantization (as JSON)
+    /// and `d` — everything the bound depends on.
     verified_dp: Mutex<Option<(String, usize)>>,
 }
 
@@ -534,7 +535,11 @@ impl TableTrainingInput {
     /// accountant runs once per distinct parameters).
     fn verify_dp(&self, p: &FedAvgParams, dp: &RoundDp) -> Result<(), TableInputError> {
         let key = (
-            serde_json::to_string(dp).unwrap_or_default(),
+            format!(
+                "{} {}",
+                serde_json::to_string(dp).unwrap_or_default(),
+                serde_json::to_string(&p.fedavg).unwrap_or_default()
+            ),
             p.global.len(),
         );
         if self
@@ -1365,6 +1370,23 @@ mod tests {
         assert!(
             err.contains("2^26 random bits") && err.contains("raise ε"),
             "{err}"
+        );
+        // A client's cache of verified noise covers the quantization too: the
+        // same noise under a finer delta step (a larger clip in quanta, so a
+        // larger sensitivity) is checked again, and refused.
+        let client = TableTrainingInput::new("c", BTreeMap::new());
+        client.verify_dp(&dp, &round).expect("verified");
+        client.verify_dp(&dp, &round).expect("cached");
+        let finer = FedAvgParams {
+            fedavg: FedAvgSpec {
+                bits: dp.fedavg.bits + 6,
+                ..dp.fedavg
+            },
+            ..dp.clone()
+        };
+        assert!(
+            client.verify_dp(&finer, &round).is_err(),
+            "a finer quantization under the same noise is refused"
         );
         // The audit lists what each client charged, and refuses the rest.
         let release = dp_release(&serde_json::to_vec(&dp).unwrap())
