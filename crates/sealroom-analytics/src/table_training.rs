@@ -652,7 +652,31 @@ impl TableTrainingInput {
         let table = p.data.table.as_str();
         let err = Self::training_error(table);
         check_model(&p.data, p.model, &p.global).map_err(TableInputError::Parameters)?;
-        let (mut train, _) = self.rows(&p.data)?;
+        let rows = self.rows(&p.data);
+        // Under DP a client without training rows contributes a zero update
+        // rather than sitting out: its participation would otherwise tell
+        // whether its table is empty, which one row changes.
+        if p.dp.is_some() {
+            let empty = match &rows {
+                Ok((train, _)) => train.n_rows() == 0,
+                Err(TableInputError::Table {
+                    source: TableError::RowCount { rows: 0, .. },
+                    ..
+                }) => true,
+                Err(_) => false,
+            };
+            if empty {
+                tracing::info!(
+                    round = p.training_round,
+                    "DP FedAvg: no training rows, a zero update"
+                );
+                return Ok(Zeroizing::new(vec![
+                    0.0;
+                    FedAvgSpec::wire_len(p.global.len())
+                ]));
+            }
+        }
+        let (mut train, _) = rows?;
         self.standardized(&mut train, &p.mean, &p.std)
             .map_err(&err)?;
         let global = Model::from_params(
@@ -1282,6 +1306,56 @@ mod tests {
         assert!(huge[0] > 3e22 && huge[1] < -3e22, "{huge:?}");
         assert!(decode_limbs(&[0.5; LIMBS], 1).is_err());
         assert!(decode_limbs(&[0.0; LIMBS + 1], 1).is_err());
+    }
+
+    /// Under DP an empty table contributes a zero update (participation
+    /// would otherwise reveal emptiness, which one row changes); without DP
+    /// it sits out naming the table.
+    #[test]
+    fn an_empty_table_contributes_zero_under_dp_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("empty.csv");
+        std::fs::write(&path, "a,b,y\n").expect("write");
+        let tables = BTreeMap::from([("t".to_string(), DataSource::Csv { path })]);
+        let client = TableTrainingInput::new("c", tables);
+        let data = TableData {
+            table: "t".into(),
+            label: "y".into(),
+            features: vec!["a".into(), "b".into()],
+            classes: Some(vec!["n".into(), "y".into()]),
+            validation: ValidationSpec {
+                fraction: 0.0,
+                seed: 0,
+            },
+        };
+        let fedavg = crate::train_spec::QuantSettings::default().fedavg();
+        let plain = FedAvgParams {
+            data,
+            training_round: 1,
+            model: ModelKind::Logistic,
+            global: vec![0.0; 6],
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+            train: crate::train_spec::TrainSettings::default().config(),
+            fedavg,
+            error_feedback: false,
+            defences: Defences::default(),
+            dp: None,
+        };
+        let bytes = |p: &FedAvgParams| serde_json::to_vec(p).expect("params");
+        let err = client
+            .contribution(TABLE_FEDAVG_TASK, &bytes(&plain))
+            .unwrap_err();
+        assert!(matches!(err, TableInputError::Table { .. }), "{err}");
+        let dp = FedAvgParams {
+            dp: Some(RoundDp::calibrate(&fedavg, 6, 1.0, 1e-6, 0.5).expect("calibrates")),
+            ..plain
+        };
+        let zero = client
+            .contribution(TABLE_FEDAVG_TASK, &bytes(&dp))
+            .expect("a zero update");
+        assert_eq!(zero.len(), FedAvgSpec::wire_len(6));
+        assert!(zero.iter().all(|&v| v == 0.0));
     }
 
     #[test]
