@@ -1308,6 +1308,23 @@ mod tests {
         assert!(decode_limbs(&[0.0; LIMBS + 1], 1).is_err());
     }
 
+    /// Round-1 parameters of a logistic model on two features.
+    fn fedavg_fixture(data: TableData) -> FedAvgParams {
+        FedAvgParams {
+            data,
+            training_round: 1,
+            model: ModelKind::Logistic,
+            global: vec![0.0; 6],
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+            train: crate::train_spec::TrainSettings::default().config(),
+            fedavg: crate::train_spec::QuantSettings::default().fedavg(),
+            error_feedback: false,
+            defences: Defences::default(),
+            dp: None,
+        }
+    }
+
     /// Under DP an empty table contributes a zero update (participation
     /// would otherwise reveal emptiness, which one row changes); without DP
     /// it sits out naming the table.
@@ -1328,20 +1345,8 @@ mod tests {
                 seed: 0,
             },
         };
-        let fedavg = crate::train_spec::QuantSettings::default().fedavg();
-        let plain = FedAvgParams {
-            data,
-            training_round: 1,
-            model: ModelKind::Logistic,
-            global: vec![0.0; 6],
-            mean: vec![0.0; 2],
-            std: vec![1.0; 2],
-            train: crate::train_spec::TrainSettings::default().config(),
-            fedavg,
-            error_feedback: false,
-            defences: Defences::default(),
-            dp: None,
-        };
+        let plain = fedavg_fixture(data);
+        let fedavg = plain.fedavg;
         let bytes = |p: &FedAvgParams| serde_json::to_vec(p).expect("params");
         let err = client
             .contribution(TABLE_FEDAVG_TASK, &bytes(&plain))
@@ -1367,19 +1372,7 @@ mod tests {
             classes: Some(vec!["n".into(), "y".into()]),
             validation: ValidationSpec::default(),
         };
-        let fedavg = FedAvgParams {
-            data: data.clone(),
-            training_round: 1,
-            model: ModelKind::Logistic,
-            global: vec![0.0; 6],
-            mean: vec![0.0; 2],
-            std: vec![1.0; 2],
-            train: crate::train_spec::TrainSettings::default().config(),
-            fedavg: crate::train_spec::QuantSettings::default().fedavg(),
-            error_feedback: false,
-            defences: Defences::default(),
-            dp: None,
-        };
+        let fedavg = fedavg_fixture(data.clone());
         let plan = |task, p: &[u8]| Planner(task).plan(p);
         let shape = plan(TABLE_FEDAVG_TASK, &serde_json::to_vec(&fedavg).unwrap()).unwrap();
         assert_eq!(shape.vector_len, 7);

@@ -43,7 +43,6 @@
 //! 129 comparisons per client), `d` exact truncations and `coins · d`
 //! random bits — the noise dominates: `coins = 4σ²` in lattice units.
 
-use crate::F127;
 use crate::program::{Program, ProgramBuilder, ProgramError};
 use crate::robust::{ClipBounds, SCALE_BITS, split_weight};
 use crate::validity::MAX_ELEMENTS;
@@ -142,19 +141,12 @@ pub fn dp_clipped_sum(clients: usize, len: usize, dp: DpClip) -> Result<Program,
     let mut p = ProgramBuilder::new(DP_CLIPPED_SUM, DP_CLIPPED_SUM_VERSION);
     let x = p.client_inputs(clients, len, 32);
     let (deltas, _weights) = split_weight(&mut p, x, clients, len);
-    let squares = p.mul(deltas, deltas);
-    let norms = p.segment_sum(squares, d);
     // [Σ q² ≤ B²], never opened.
-    let excess = p.add_const(norms, F127::new(bounds.l2_sq + 1).neg());
-    let ok = p.ltz(excess, crate::robust::NORM_BITS);
+    let (_, norms, ok) = p.l2_verdicts(deltas, d, bounds.l2_sq);
     let kept_norms = p.mul(ok, norms);
     let scale = p.clip_scale(kept_norms, &bounds);
     let factor = p.mul(ok, scale);
-    let spread: Vec<u32> = (0..clients as u32)
-        .flat_map(|c| std::iter::repeat_n(c, d))
-        .collect();
-    let factors = p.gather(factor, &spread);
-    let scaled = p.mul(deltas, factors);
+    let scaled = p.scale_per_client(deltas, factor, d);
     let sums = p.client_sum(scaled, clients, d);
     let lattice = p.trunc(sums, SUM_BITS, SCALE_BITS + dp.shift);
     let noise = p.binomial_noise(d, dp.coins as usize);

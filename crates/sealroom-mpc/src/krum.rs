@@ -46,8 +46,6 @@ pub const MULTI_KRUM_VERSION: u32 = 1;
 pub const MAX_CLIENTS: usize = 1 << 10;
 /// Squared hard bounds below this keep distances below 2^52.
 const MAX_L2_SQ: u128 = 1 << 50;
-/// Bits of the norm comparison.
-const NORM_BITS: u32 = 84;
 /// Bits of a squared distance (`< 2^52`, non-negative).
 const DISTANCE_BITS: u32 = 53;
 /// Bits of a score (`< 2^62`).
@@ -110,15 +108,8 @@ pub fn multi_krum(clients: usize, len: usize, params: KrumParams) -> Result<Prog
     let mut p = ProgramBuilder::new(MULTI_KRUM, MULTI_KRUM_VERSION);
     let x = p.client_inputs(n, len, 32);
     let (deltas, _weights) = crate::robust::split_weight(&mut p, x, n, len);
-    let squares = p.mul(deltas, deltas);
-    let norms = p.segment_sum(squares, d);
-    let excess = p.add_const(norms, F127::new(params.l2_sq + 1).neg());
-    let ok = p.ltz(excess, NORM_BITS);
-    let spread: Vec<u32> = (0..n as u32)
-        .flat_map(|c| std::iter::repeat_n(c, d))
-        .collect();
-    let ok_spread = p.gather(ok, &spread);
-    let q = p.mul(deltas, ok_spread);
+    let (_, _, ok) = p.l2_verdicts(deltas, d, params.l2_sq);
+    let q = p.scale_per_client(deltas, ok, d);
     // Squared distances of the pairs (i < j), in `pairs` order.
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
@@ -177,8 +168,7 @@ pub fn multi_krum(clients: usize, len: usize, params: KrumParams) -> Result<Prog
         .collect();
     let shifted = p.concat(&shifted);
     let sel = p.ltz(shifted, RANK_BITS);
-    let sel_spread = p.gather(sel, &spread);
-    let chosen = p.mul(q, sel_spread);
+    let chosen = p.scale_per_client(q, sel, d);
     let sums = p.client_sum(chosen, n, d);
     p.output(sums);
     p.output(ok);

@@ -186,12 +186,8 @@ pub fn clipped_weighted_sum(
     let mut p = ProgramBuilder::new(CLIPPED_SUM, CLIPPED_SUM_VERSION);
     let x = p.client_inputs(clients, len, 32);
     let (deltas, w) = split_weight(&mut p, x, clients, len);
-    let squares = p.mul(deltas, deltas);
-    let norms = p.segment_sum(squares, d);
-    let mut checks = Vec::new();
-    // [Σ q² − B² − 1 < 0].
-    let excess = p.add_const(norms, F127::new(bounds.l2_sq + 1).neg());
-    checks.push(p.ltz(excess, NORM_BITS));
+    let (squares, norms, within) = p.l2_verdicts(deltas, d, bounds.l2_sq);
+    let mut checks = vec![within];
     if let Some(linf_sq) = bounds.linf_sq {
         let excess = p.add_const(squares, F127::new(linf_sq + 1).neg());
         checks.push(p.none_positive(excess, d));
@@ -207,11 +203,7 @@ pub fn clipped_weighted_sum(
     let scale = p.clip_scale(kept_norms, &bounds);
     let ws = p.mul(w, scale);
     let factor = p.mul(ok, ws);
-    let spread: Vec<u32> = (0..clients as u32)
-        .flat_map(|c| std::iter::repeat_n(c, d))
-        .collect();
-    let factors = p.gather(factor, &spread);
-    let scaled = p.mul(deltas, factors);
+    let scaled = p.scale_per_client(deltas, factor, d);
     let sums = p.client_sum(scaled, clients, d);
     let kept_w = p.mul(ok, w);
     let total = p.sum(kept_w);
@@ -323,6 +315,32 @@ pub fn trimmed_sum_plain(updates: &[Vec<i64>], used: usize, trim: usize) -> Vec<
 }
 
 impl ProgramBuilder {
+    /// For `deltas` (each client's `d` values in a row): the squares, each
+    /// client's squared L2 norm and its verdict `[Σ q² ≤ l2_sq]` (an exact
+    /// comparison at [`NORM_BITS`]).
+    pub(crate) fn l2_verdicts(
+        &mut self,
+        deltas: Secret,
+        d: usize,
+        l2_sq: u128,
+    ) -> (Secret, Secret, Secret) {
+        let squares = self.mul(deltas, deltas);
+        let norms = self.segment_sum(squares, d);
+        // [Σ q² − B² − 1 < 0].
+        let excess = self.add_const(norms, F127::new(l2_sq + 1).neg());
+        let within = self.ltz(excess, NORM_BITS);
+        (squares, norms, within)
+    }
+
+    /// Each client's `d` deltas times its one `factor` (one per client).
+    pub(crate) fn scale_per_client(&mut self, deltas: Secret, factor: Secret, d: usize) -> Secret {
+        let spread: Vec<u32> = (0..factor.len() as u32)
+            .flat_map(|c| std::iter::repeat_n(c, d))
+            .collect();
+        let factors = self.gather(factor, &spread);
+        self.mul(deltas, factors)
+    }
+
     /// `[0 ≤ w ≤ max]` per element of `w` (converted Z_2^32 values).
     pub(crate) fn weight_in_range(&mut self, w: Secret, max: u32) -> Secret {
         let negative = self.ltz(w, WEIGHT_BITS);

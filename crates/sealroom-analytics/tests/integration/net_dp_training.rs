@@ -22,7 +22,7 @@ use sealroom_node::init::InitOptions;
 use sealroom_node::local::LocalFederation;
 use sealroom_node::tasks::InputSource;
 
-use super::net_table_training::{rows, write_csv};
+use super::net_table_training::{first_round_uploads, rows, write_csv};
 
 /// Each client's budget for the table.
 const BUDGET_EPSILON: f64 = 45.0;
@@ -143,36 +143,8 @@ async fn a_dp_training_is_charged_noised_inside_the_engine_and_refused_over_budg
     let fedavg = spec.quantization.fedavg();
     let n_params = report.n_params;
     let round = RoundDp::calibrate(&fedavg, n_params, 10.0, 1e-5, 1.0).expect("calibrates");
-    let params = table_training::FedAvgParams {
-        data: table_training::TableData::of(&spec),
-        training_round: 1,
-        model: spec.model,
-        global: report.history[0].clone(),
-        mean: report.mean.clone(),
-        std: report.std.clone(),
-        train: spec.train.config(),
-        fedavg,
-        error_feedback: spec.error_feedback,
-        defences: spec.defences,
-        dp: Some(round),
-    };
-    let bytes = serde_json::to_vec(&params).expect("parameters");
+    let uploads = first_round_uploads(&spec, &report, Some(round), &s.sources, &s.names);
     let step = fedavg.wire_spec().expect("wire spec").step();
-    let uploads: Vec<Vec<i64>> = tokio::task::block_in_place(|| {
-        s.names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let tables = BTreeMap::from([("patients".to_string(), s.sources[i].clone())]);
-                TableTrainingInput::new(name.clone(), tables)
-                    .contribution(table_training::TABLE_FEDAVG_TASK, &bytes)
-                    .expect("an honest contribution")
-                    .iter()
-                    .map(|v| (v / step).round() as i64)
-                    .collect()
-            })
-            .collect()
-    });
     let dp = sealroom_mpc::dp_fedavg::DpClip {
         clip_sq: (1.0 / fedavg.delta_spec().expect("delta spec").step())
             .powi(2)

@@ -140,6 +140,51 @@ fn centralized_accuracy(train: &[[f64; 4]], test: &[[f64; 4]], mean: &[f64], std
     correct as f64 / test.len() as f64
 }
 
+/// What each client (`names[i]` reading `sources[i]`) uploaded in round 1
+/// of `report`'s training: its contribution for the very parameters the
+/// driver signed (a deterministic function of them and its rows), as
+/// integers on the wire grid. (Computed on a blocking thread, as a node
+/// does.)
+pub(crate) fn first_round_uploads(
+    spec: &TrainingSpec,
+    report: &table_training::TableTrainingReport,
+    dp: Option<table_training::RoundDp>,
+    sources: &[DataSource],
+    names: &[String],
+) -> Vec<Vec<i64>> {
+    let fedavg = spec.quantization.fedavg();
+    let params = table_training::FedAvgParams {
+        data: table_training::TableData::of(spec),
+        training_round: 1,
+        model: spec.model,
+        global: report.history[0].clone(),
+        mean: report.mean.clone(),
+        std: report.std.clone(),
+        train: spec.train.config(),
+        fedavg,
+        error_feedback: spec.error_feedback,
+        defences: spec.defences,
+        dp,
+    };
+    let bytes = serde_json::to_vec(&params).expect("parameters");
+    let step = fedavg.wire_spec().expect("wire spec").step();
+    tokio::task::block_in_place(|| {
+        names
+            .iter()
+            .zip(sources)
+            .map(|(name, source)| {
+                let tables = BTreeMap::from([("patients".to_string(), source.clone())]);
+                TableTrainingInput::new(name.clone(), tables)
+                    .contribution(table_training::TABLE_FEDAVG_TASK, &bytes)
+                    .expect("an honest contribution")
+                    .iter()
+                    .map(|v| (v / step).round() as i64)
+                    .collect()
+            })
+            .collect()
+    })
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     fed: LocalFederation,
@@ -509,37 +554,7 @@ async fn a_poisoned_table_update_is_left_out_or_clipped_inside_the_engine() {
     // its rows), as integers on the wire grid. (A client computes it on a
     // blocking thread, as the node does.)
     let honest_uploads = |spec: &TrainingSpec, report: &table_training::TableTrainingReport| {
-        let fedavg = spec.quantization.fedavg();
-        let params = table_training::FedAvgParams {
-            data: table_training::TableData::of(spec),
-            training_round: 1,
-            model: spec.model,
-            global: report.history[0].clone(),
-            mean: report.mean.clone(),
-            std: report.std.clone(),
-            train: spec.train.config(),
-            fedavg,
-            error_feedback: spec.error_feedback,
-            defences: spec.defences,
-            dp: None,
-        };
-        let bytes = serde_json::to_vec(&params).expect("parameters");
-        let step = fedavg.wire_spec().expect("wire spec").step();
-        tokio::task::block_in_place(|| {
-            honest
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let tables = BTreeMap::from([("patients".to_string(), s.sources[i].clone())]);
-                    TableTrainingInput::new(name.clone(), tables)
-                        .contribution(table_training::TABLE_FEDAVG_TASK, &bytes)
-                        .expect("an honest contribution")
-                        .iter()
-                        .map(|v| (v / step) as i64)
-                        .collect::<Vec<i64>>()
-                })
-                .collect::<Vec<_>>()
-        })
+        first_round_uploads(spec, report, None, &s.sources, honest)
     };
     let replays = |report: &table_training::TableTrainingReport, name: &str| {
         let out = s._dir.path().join(name);
