@@ -792,18 +792,21 @@ impl TableInputError {
 impl InputSource for TableTrainingInput {
     fn input(&self, descriptor: &VerifiedDescriptor) -> Result<Vec<f64>, InputError> {
         let task = descriptor.task_name();
-        let dp = if task == TABLE_FEDAVG_TASK {
+        // A FedAvg round's parameters are parsed once: for the DP check and
+        // for the update.
+        let fedavg = if task == TABLE_FEDAVG_TASK {
             let p: FedAvgParams = parse(descriptor.task_params(), "FedAvg")
                 .map_err(|e| TableInputError::Parameters(e).sit_out())?;
-            match p.dp {
-                Some(dp) => {
-                    self.verify_dp(&p, &dp).map_err(|e| e.sit_out())?;
-                    Some((p.data.table, dp))
-                }
-                None => None,
-            }
+            Some(p)
         } else {
             None
+        };
+        let dp = match fedavg.as_ref().and_then(|p| Some((p, p.dp?))) {
+            Some((p, dp)) => {
+                self.verify_dp(p, &dp).map_err(|e| e.sit_out())?;
+                Some((p.data.table.clone(), dp))
+            }
+            None => None,
         };
         if dp.is_none() && self.privacy.as_ref().is_some_and(|l| l.require_dp()) {
             // The subject reaches the admin in the abort's detail.
@@ -813,9 +816,11 @@ impl InputSource for TableTrainingInput {
                 "this federation requires differential privacy ([privacy] require_dp): a table training must carry `dp` in its spec (and then runs no moments or validation round)",
             ));
         }
-        let values = self
-            .contribution(task, descriptor.task_params())
-            .map_err(|e| e.sit_out())?;
+        let values = match &fedavg {
+            Some(p) => self.fedavg(p),
+            None => self.contribution(task, descriptor.task_params()),
+        }
+        .map_err(|e| e.sit_out())?;
         // The last step before the vector leaves for the secret-sharing: a
         // DP round is charged to the table's budget (durably) or refused.
         if let Some((table, dp)) = dp {
